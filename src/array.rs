@@ -1,0 +1,307 @@
+//! Host tensors: the values that go into and come out of a graph.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// The typed storage of an [`Array`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArrayData {
+    /// `f32` elements.
+    F32(Vec<f32>),
+    /// `f64` elements.
+    F64(Vec<f64>),
+    /// `i32` elements.
+    I32(Vec<i32>),
+    /// `bool` elements.
+    Bool(Vec<bool>),
+}
+
+/// A dense, row-major host tensor with a concrete shape.
+///
+/// ```
+/// use kiln::Array;
+/// let a = Array::new([2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+/// assert_eq!(a.shape(), &[2, 2]);
+/// assert_eq!(a.as_slice::<f32>().unwrap()[3], 4.0);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    shape: Vec<usize>,
+    data: ArrayData,
+}
+
+/// Rust types that can be elements of an [`Array`].
+pub trait Element: Copy + fmt::Debug + 'static {
+    /// The matching dtype.
+    const DTYPE: DType;
+    /// Wraps a vector as array storage.
+    fn wrap(v: Vec<Self>) -> ArrayData;
+    /// Borrows array storage, if it holds this type.
+    fn unwrap(d: &ArrayData) -> Option<&[Self]>;
+    /// Mutably borrows array storage, if it holds this type.
+    fn unwrap_mut(d: &mut ArrayData) -> Option<&mut [Self]>;
+    /// Converts from `f64`, the interpreter's working type (floats round, integers truncate).
+    fn from_f64(v: f64) -> Self;
+    /// Converts to `f64`.
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! element {
+    ($t:ty, $d:ident, $from:expr, $to:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$d;
+            fn wrap(v: Vec<Self>) -> ArrayData {
+                ArrayData::$d(v)
+            }
+            fn unwrap(d: &ArrayData) -> Option<&[Self]> {
+                match d {
+                    ArrayData::$d(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn unwrap_mut(d: &mut ArrayData) -> Option<&mut [Self]> {
+                match d {
+                    ArrayData::$d(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn from_f64(v: f64) -> Self {
+                let f: fn(f64) -> $t = $from;
+                f(v)
+            }
+            fn to_f64(self) -> f64 {
+                let f: fn($t) -> f64 = $to;
+                f(self)
+            }
+        }
+    };
+}
+element!(f32, F32, |v| v as f32, |x| x as f64);
+element!(f64, F64, |v| v, |x| x);
+element!(i32, I32, |v| v as i32, |x| x as f64);
+element!(bool, Bool, |v| v != 0.0, |x| if x { 1.0 } else { 0.0 });
+
+impl Array {
+    /// Makes an array from a shape and row-major data; the lengths must agree.
+    pub fn new<T: Element>(shape: impl AsRef<[usize]>, data: Vec<T>) -> Result<Array> {
+        let shape = shape.as_ref().to_vec();
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::invalid(format!(
+                "Array::new: shape {:?} holds {n} elements but {} were given",
+                shape,
+                data.len()
+            )));
+        }
+        Ok(Array {
+            shape,
+            data: T::wrap(data),
+        })
+    }
+
+    /// A scalar (rank-0) array.
+    pub fn scalar<T: Element>(v: T) -> Array {
+        Array {
+            shape: vec![],
+            data: T::wrap(vec![v]),
+        }
+    }
+
+    /// An array of zeros (or `false`).
+    pub fn zeros(dtype: DType, shape: impl AsRef<[usize]>) -> Array {
+        let shape = shape.as_ref().to_vec();
+        let n = shape.iter().product();
+        Array::from_f64(dtype, shape, vec![0.0; n])
+    }
+
+    /// Makes an array of `dtype` from `f64` values, rounding or truncating each.
+    ///
+    /// Panics if `data.len()` differs from the shape's element count (an internal invariant).
+    pub fn from_f64(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Array {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "Array::from_f64 length"
+        );
+        let data = match dtype {
+            DType::F32 => ArrayData::F32(data.iter().map(|&v| v as f32).collect()),
+            DType::F64 => ArrayData::F64(data),
+            DType::I32 => ArrayData::I32(data.iter().map(|&v| v as i32).collect()),
+            DType::Bool => ArrayData::Bool(data.iter().map(|&v| v != 0.0).collect()),
+        };
+        Array { shape, data }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            ArrayData::F32(_) => DType::F32,
+            ArrayData::F64(_) => DType::F64,
+            ArrayData::I32(_) => DType::I32,
+            ArrayData::Bool(_) => DType::Bool,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True if the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The storage.
+    pub fn data(&self) -> &ArrayData {
+        &self.data
+    }
+
+    /// The elements, if they are of type `T`.
+    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+        T::unwrap(&self.data).ok_or_else(|| {
+            Error::invalid(format!(
+                "array holds {} elements, not {}",
+                self.dtype(),
+                T::DTYPE
+            ))
+        })
+    }
+
+    /// The elements, mutably, if they are of type `T`.
+    pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T]> {
+        let dt = self.dtype();
+        T::unwrap_mut(&mut self.data)
+            .ok_or_else(|| Error::invalid(format!("array holds {dt} elements, not {}", T::DTYPE)))
+    }
+
+    /// A copy of the elements, if they are of type `T`.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        self.as_slice::<T>().map(|s| s.to_vec())
+    }
+
+    /// The single element of a one-element array.
+    pub fn scalar_value<T: Element>(&self) -> Result<T> {
+        let s = self.as_slice::<T>()?;
+        if s.len() != 1 {
+            return Err(Error::invalid(format!(
+                "scalar_value: array of shape {:?} has {} elements, not 1",
+                self.shape,
+                s.len()
+            )));
+        }
+        Ok(s[0])
+    }
+
+    /// All elements converted to `f64` (booleans as 0/1).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match &self.data {
+            ArrayData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            ArrayData::F64(v) => v.clone(),
+            ArrayData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            ArrayData::Bool(v) => v.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
+        }
+    }
+
+    /// The same values converted to another dtype.
+    pub fn cast(&self, dtype: DType) -> Array {
+        if dtype == self.dtype() {
+            return self.clone();
+        }
+        Array::from_f64(dtype, self.shape.clone(), self.to_f64_vec())
+    }
+
+    /// The same data under another shape with the same element count.
+    pub fn reshape(mut self, shape: impl AsRef<[usize]>) -> Result<Array> {
+        let shape = shape.as_ref().to_vec();
+        if shape.iter().product::<usize>() != self.len() {
+            return Err(Error::invalid(format!(
+                "cannot reshape an array of shape {:?} to {:?}",
+                self.shape, shape
+            )));
+        }
+        self.shape = shape;
+        Ok(self)
+    }
+
+    /// Bitwise equality of shape, dtype and every element's bits (`NaN == NaN`, `0.0 != -0.0`).
+    pub fn bits_eq(&self, other: &Array) -> bool {
+        if self.shape != other.shape {
+            return false;
+        }
+        match (&self.data, &other.data) {
+            (ArrayData::F32(a), ArrayData::F32(b)) => {
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (ArrayData::F64(a), ArrayData::F64(b)) => {
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (ArrayData::I32(a), ArrayData::I32(b)) => a == b,
+            (ArrayData::Bool(a), ArrayData::Bool(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn hash_bits<H: Hasher>(&self, h: &mut H) {
+        self.shape.hash(h);
+        self.dtype().hash(h);
+        match &self.data {
+            ArrayData::F32(v) => v.iter().for_each(|x| x.to_bits().hash(h)),
+            ArrayData::F64(v) => v.iter().for_each(|x| x.to_bits().hash(h)),
+            ArrayData::I32(v) => v.hash(h),
+            ArrayData::Bool(v) => v.hash(h),
+        }
+    }
+}
+
+impl<T: Element> From<T> for Array {
+    fn from(v: T) -> Array {
+        Array::scalar(v)
+    }
+}
+
+/// A constant's value inside an op: shared, and compared and hashed by bits so that
+/// structural hashing (CSE) treats `NaN` constants as equal to themselves.
+#[derive(Clone, Debug)]
+pub struct ConstValue(pub Arc<Array>);
+
+impl PartialEq for ConstValue {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0) || self.0.bits_eq(&o.0)
+    }
+}
+impl Eq for ConstValue {}
+impl Hash for ConstValue {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.hash_bits(h)
+    }
+}
+
+/// An `f64` attribute compared and hashed by its bits, so ops can derive `Eq` and `Hash`.
+#[derive(Clone, Copy, Debug)]
+pub struct FloatAttr(pub f64);
+
+impl PartialEq for FloatAttr {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+impl Eq for FloatAttr {}
+impl Hash for FloatAttr {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.to_bits().hash(h)
+    }
+}
+impl fmt::Display for FloatAttr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}

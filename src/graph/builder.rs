@@ -1,0 +1,601 @@
+//! The builder: [`Tensor`] handles and the methods that add primitive ops.
+//!
+//! Every method here is `#[track_caller]`, so the node it adds remembers the user's file and
+//! line, and a shape error names them. Methods never fail: a mistake is recorded in the graph
+//! and reported as an `Err` by [`Graph::check`] and by the first compile or run, because
+//! operator overloading (`a + b`) cannot return a `Result`.
+//!
+//! Binary ops broadcast like numpy by inserting explicit `broadcast_to` nodes, so the
+//! primitives themselves only ever see operands of identical shape.
+
+use super::op::{Axes, BinaryOp, Op, RandomDist, ReduceOp, Ty, UnaryOp};
+use super::{Graph, NodeId};
+use crate::array::{Array, ConstValue, FloatAttr};
+use crate::dtype::DType;
+use crate::error::SrcLoc;
+use crate::init::Init;
+use crate::shape::{broadcast_shapes, normalize_axes, Dim, Shape};
+use std::sync::Arc;
+
+/// A symbolic tensor: a `Copy` handle to one node of a [`Graph`].
+///
+/// Operators build ops: `a + b`, `a * 2.0`, `-a`, `a.matmul(b)`.
+#[derive(Clone, Copy)]
+pub struct Tensor<'g> {
+    graph: &'g Graph,
+    id: NodeId,
+}
+
+impl std::fmt::Debug for Tensor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.graph.data();
+        let n = d.node(self.id);
+        write!(f, "Tensor({} {} {})", n.op.name(), n.ty, n.label())
+    }
+}
+
+/// A right-hand operand: a tensor or a Rust scalar (which becomes a constant of the other
+/// operand's dtype).
+pub trait IntoOperand<'g> {
+    /// Converts to a tensor in `like`'s graph, with `like`'s dtype if it is a scalar.
+    #[track_caller]
+    fn into_operand(self, like: Tensor<'g>) -> Tensor<'g>;
+}
+
+impl<'g> IntoOperand<'g> for Tensor<'g> {
+    fn into_operand(self, _like: Tensor<'g>) -> Tensor<'g> {
+        self
+    }
+}
+
+macro_rules! scalar_operand {
+    ($($t:ty),*) => {$(
+        impl<'g> IntoOperand<'g> for $t {
+            #[track_caller]
+            fn into_operand(self, like: Tensor<'g>) -> Tensor<'g> {
+                like.graph.scalar_of(like.dtype(), self as f64)
+            }
+        }
+    )*};
+}
+scalar_operand!(f32, f64, i32);
+
+impl Graph {
+    #[track_caller]
+    pub(crate) fn push(
+        &self,
+        op: Op,
+        inputs: &[Tensor<'_>],
+        declared: Option<Ty>,
+        name: Option<String>,
+    ) -> Tensor<'_> {
+        let loc = SrcLoc::caller();
+        let mut d = self.data_mut();
+        for (i, t) in inputs.iter().enumerate() {
+            if !t.graph.same_as(self) {
+                let msg = format!(
+                    "operand {} belongs to a different graph (tensors cannot cross graphs)",
+                    i + 1
+                );
+                let id = d.add_error(op.name(), msg, Some(loc));
+                return Tensor { graph: self, id };
+            }
+        }
+        let ids: Vec<NodeId> = inputs.iter().map(|t| t.id).collect();
+        let id = d.add_node(op, &ids, declared, name, Some(loc));
+        Tensor { graph: self, id }
+    }
+
+    #[track_caller]
+    fn source(&self, op: Op, name: Option<&str>, dtype: DType, shape: Shape) -> Tensor<'_> {
+        let name = name.map(|n| self.scoped_name(n));
+        self.push(op, &[], Some(Ty { dtype, shape }), name)
+    }
+
+    /// A value fed at run time. Only the leading dimension may be open:
+    /// `g.placeholder("x", DType::F32, [None, Some(784)])` is TF1's `[None, 784]`.
+    #[track_caller]
+    pub fn placeholder(&self, name: &str, dtype: DType, shape: impl Into<Shape>) -> Tensor<'_> {
+        self.source(Op::Placeholder, Some(name), dtype, shape.into())
+    }
+
+    /// An `f32` variable, initialized by `init` when a session starts.
+    #[track_caller]
+    pub fn variable(&self, name: &str, shape: impl Into<Shape>, init: Init) -> Tensor<'_> {
+        self.source(Op::Variable { init }, Some(name), DType::F32, shape.into())
+    }
+
+    /// A variable of any dtype.
+    #[track_caller]
+    pub fn variable_of(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: impl Into<Shape>,
+        init: Init,
+    ) -> Tensor<'_> {
+        self.source(Op::Variable { init }, Some(name), dtype, shape.into())
+    }
+
+    /// A constant holding `value`.
+    #[track_caller]
+    pub fn constant(&self, value: Array) -> Tensor<'_> {
+        self.push(Op::Constant(ConstValue(Arc::new(value))), &[], None, None)
+    }
+
+    /// An `f32` scalar constant.
+    #[track_caller]
+    pub fn scalar(&self, v: f32) -> Tensor<'_> {
+        self.constant(Array::scalar(v))
+    }
+
+    /// A scalar constant of `dtype`.
+    #[track_caller]
+    pub fn scalar_of(&self, dtype: DType, v: f64) -> Tensor<'_> {
+        self.constant(Array::from_f64(dtype, vec![], vec![v]))
+    }
+
+    /// Uniform random numbers on `[low, high)`, fresh on every run, reproducible by `seed`.
+    #[track_caller]
+    pub fn random_uniform(
+        &self,
+        shape: impl Into<Shape>,
+        low: f64,
+        high: f64,
+        seed: u64,
+    ) -> Tensor<'_> {
+        let dist = RandomDist::Uniform {
+            low: FloatAttr(low),
+            high: FloatAttr(high),
+        };
+        self.source(Op::Random { dist, seed }, None, DType::F32, shape.into())
+    }
+
+    /// Normal random numbers, fresh on every run, reproducible by `seed`.
+    #[track_caller]
+    pub fn random_normal(
+        &self,
+        shape: impl Into<Shape>,
+        mean: f64,
+        std: f64,
+        seed: u64,
+    ) -> Tensor<'_> {
+        let dist = RandomDist::Normal {
+            mean: FloatAttr(mean),
+            std: FloatAttr(std),
+        };
+        self.source(Op::Random { dist, seed }, None, DType::F32, shape.into())
+    }
+
+    /// Concatenates tensors along `axis` (negative counts from the end).
+    #[track_caller]
+    pub fn concat<'g>(&'g self, parts: &[Tensor<'g>], axis: isize) -> Tensor<'g> {
+        let rank = parts.first().map_or(0, |t| t.rank());
+        match normalize_axes(&[axis], rank.max(1)) {
+            Ok(a) => self.push(Op::Concat { axis: a[0] }, parts, None, None),
+            Err(m) => self.fail("concat", m),
+        }
+    }
+
+    /// `where(cond, a, b)`, broadcasting all three.
+    #[track_caller]
+    pub fn where_<'g>(&'g self, cond: Tensor<'g>, a: Tensor<'g>, b: Tensor<'g>) -> Tensor<'g> {
+        let shape = broadcast_shapes(&cond.shape(), &a.shape())
+            .and_then(|s| broadcast_shapes(&s, &b.shape()));
+        match shape {
+            Ok(s) => {
+                let (c, a, b) = (
+                    cond.broadcast_to(&s),
+                    a.broadcast_to(&s),
+                    b.broadcast_to(&s),
+                );
+                self.push(Op::Where, &[c, a, b], None, None)
+            }
+            Err(m) => self.fail(
+                "where",
+                format!("{m} ({}, {}, {})", cond.desc(), a.desc(), b.desc()),
+            ),
+        }
+    }
+
+    /// Records a builder error and returns an invalid tensor standing for the failed op.
+    #[track_caller]
+    pub(crate) fn fail(&self, op: &str, msg: String) -> Tensor<'_> {
+        let loc = SrcLoc::caller();
+        let id = self.data_mut().add_error(op, msg, Some(loc));
+        Tensor { graph: self, id }
+    }
+}
+
+impl<'g> Tensor<'g> {
+    pub(crate) fn from_parts(graph: &'g Graph, id: NodeId) -> Tensor<'g> {
+        Tensor { graph, id }
+    }
+
+    /// The node id.
+    pub fn id(self) -> NodeId {
+        self.id
+    }
+
+    /// The graph this tensor belongs to.
+    pub fn graph(self) -> &'g Graph {
+        self.graph
+    }
+
+    /// The dtype and shape.
+    pub fn ty(self) -> Ty {
+        self.graph.data().node(self.id).ty.clone()
+    }
+
+    /// The shape (`?` for the open batch dimension).
+    pub fn shape(self) -> Shape {
+        self.ty().shape
+    }
+
+    /// The dtype.
+    pub fn dtype(self) -> DType {
+        self.ty().dtype
+    }
+
+    /// Number of dimensions.
+    pub fn rank(self) -> usize {
+        self.graph.data().node(self.id).ty.shape.rank()
+    }
+
+    /// The node's name, if any.
+    pub fn name(self) -> Option<String> {
+        self.graph
+            .data()
+            .node(self.id)
+            .name
+            .as_deref()
+            .map(str::to_string)
+    }
+
+    /// Names the node (within the current name scope), as TF1's `name=` does.
+    pub fn named(self, name: &str) -> Tensor<'g> {
+        let full = self.graph.scoped_name(name);
+        // A taken placeholder/variable name is left as it was; other names get a suffix.
+        let _ = self.graph.data_mut().rename(self.id, &full);
+        self
+    }
+
+    /// `f32[?,784] "x"`: how error messages show this tensor.
+    pub(crate) fn desc(self) -> String {
+        let d = self.graph.data();
+        let n = d.node(self.id);
+        format!("{} {}", n.ty, n.label())
+    }
+
+    #[track_caller]
+    fn unary(self, u: UnaryOp) -> Tensor<'g> {
+        self.graph.push(Op::Unary(u), &[self], None, None)
+    }
+
+    /// `e^x`
+    #[track_caller]
+    pub fn exp(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Exp)
+    }
+    /// Natural logarithm.
+    #[track_caller]
+    pub fn log(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Log)
+    }
+    /// Square root.
+    #[track_caller]
+    pub fn sqrt(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Sqrt)
+    }
+    /// `1/x`
+    #[track_caller]
+    pub fn recip(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Recip)
+    }
+    /// Hyperbolic tangent.
+    #[track_caller]
+    pub fn tanh(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Tanh)
+    }
+    /// `|x|`
+    #[track_caller]
+    pub fn abs(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Abs)
+    }
+    /// The logistic function `1/(1+e^-x)`.
+    #[track_caller]
+    pub fn sigmoid(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Sigmoid)
+    }
+
+    /// An elementwise binary op with numpy broadcasting.
+    #[track_caller]
+    pub fn binary(self, op: BinaryOp, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        let rhs = rhs.into_operand(self);
+        if !self.graph.same_as(rhs.graph) {
+            return self.graph.push(Op::Binary(op), &[self, rhs], None, None);
+        }
+        let (sa, sb) = (self.shape(), rhs.shape());
+        match broadcast_shapes(&sa, &sb) {
+            Ok(s) => {
+                let a = self.broadcast_to(&s);
+                let b = rhs.broadcast_to(&s);
+                self.graph.push(Op::Binary(op), &[a, b], None, None)
+            }
+            Err(m) => self.graph.fail(
+                op.name(),
+                format!("{m}: {} and {}", self.desc(), rhs.desc()),
+            ),
+        }
+    }
+
+    /// `a ^ b`
+    #[track_caller]
+    pub fn pow(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Pow, rhs)
+    }
+    /// Elementwise maximum.
+    #[track_caller]
+    pub fn maximum(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Max, rhs)
+    }
+    /// Elementwise minimum.
+    #[track_caller]
+    pub fn minimum(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Min, rhs)
+    }
+    /// `a == b`, as `bool`.
+    #[track_caller]
+    pub fn equal(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Eq, rhs)
+    }
+    /// `a != b`, as `bool`.
+    #[track_caller]
+    pub fn not_equal(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Ne, rhs)
+    }
+    /// `a < b`, as `bool`.
+    #[track_caller]
+    pub fn less(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Lt, rhs)
+    }
+    /// `a <= b`, as `bool`.
+    #[track_caller]
+    pub fn less_equal(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Le, rhs)
+    }
+    /// `a > b`, as `bool`.
+    #[track_caller]
+    pub fn greater(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Gt, rhs)
+    }
+    /// `a >= b`, as `bool`.
+    #[track_caller]
+    pub fn greater_equal(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Ge, rhs)
+    }
+
+    /// `where(self, a, b)` for a `bool` condition.
+    #[track_caller]
+    pub fn select(self, a: impl IntoOperand<'g>, b: impl IntoOperand<'g>) -> Tensor<'g> {
+        let a = a.into_operand(self);
+        let b = b.into_operand(a);
+        self.graph.where_(self, a, b)
+    }
+
+    /// Converts to another dtype.
+    #[track_caller]
+    pub fn cast(self, dtype: DType) -> Tensor<'g> {
+        self.graph.push(Op::Cast(dtype), &[self], None, None)
+    }
+
+    /// Identity whose gradient is zero.
+    #[track_caller]
+    pub fn stop_gradient(self) -> Tensor<'g> {
+        self.graph.push(Op::StopGradient, &[self], None, None)
+    }
+
+    #[track_caller]
+    fn reduce(self, op: ReduceOp, axes: &[isize], keepdims: bool) -> Tensor<'g> {
+        match normalize_axes(axes, self.rank()) {
+            Ok(a) => self.graph.push(
+                Op::Reduce {
+                    op,
+                    axes: a.into_iter().collect(),
+                    keepdims,
+                },
+                &[self],
+                None,
+                None,
+            ),
+            Err(m) => self
+                .graph
+                .fail(op.name(), format!("{m} of {}", self.desc())),
+        }
+    }
+
+    /// Sum over `axes` (negative axes count from the end).
+    #[track_caller]
+    pub fn sum(self, axes: &[isize], keepdims: bool) -> Tensor<'g> {
+        self.reduce(ReduceOp::Sum, axes, keepdims)
+    }
+
+    /// Maximum over `axes`.
+    #[track_caller]
+    pub fn max(self, axes: &[isize], keepdims: bool) -> Tensor<'g> {
+        self.reduce(ReduceOp::Max, axes, keepdims)
+    }
+
+    /// Sum of all elements, as a scalar.
+    #[track_caller]
+    pub fn sum_all(self) -> Tensor<'g> {
+        let axes: Vec<isize> = (0..self.rank() as isize).collect();
+        self.sum(&axes, false)
+    }
+
+    /// The product of the sizes of `axes`, as a float scalar (known when the graph runs).
+    #[track_caller]
+    pub fn size(self, axes: &[isize]) -> Tensor<'g> {
+        match normalize_axes(axes, self.rank()) {
+            Ok(a) => self.graph.push(
+                Op::Size {
+                    axes: a.into_iter().collect(),
+                },
+                &[self],
+                None,
+                None,
+            ),
+            Err(m) => self.graph.fail("size", format!("{m} of {}", self.desc())),
+        }
+    }
+
+    /// Same elements, new shape. The shape may contain `?` where the input has it.
+    #[track_caller]
+    pub fn reshape(self, shape: impl Into<Shape>) -> Tensor<'g> {
+        let dtype = self.dtype();
+        self.graph.push(
+            Op::Reshape,
+            &[self],
+            Some(Ty {
+                dtype,
+                shape: shape.into(),
+            }),
+            None,
+        )
+    }
+
+    /// Permutes axes: output axis `i` is input axis `perm[i]`.
+    #[track_caller]
+    pub fn permute(self, perm: &[usize]) -> Tensor<'g> {
+        self.graph.push(
+            Op::Permute(perm.iter().copied().collect()),
+            &[self],
+            None,
+            None,
+        )
+    }
+
+    /// Swaps the last two axes.
+    #[track_caller]
+    pub fn transpose(self) -> Tensor<'g> {
+        let r = self.rank();
+        if r < 2 {
+            return self.graph.fail(
+                "permute",
+                format!("transpose needs rank >= 2, got {}", self.desc()),
+            );
+        }
+        let mut p: Vec<usize> = (0..r).collect();
+        p.swap(r - 2, r - 1);
+        self.permute(&p)
+    }
+
+    /// Numpy broadcast to `shape`; returns `self` when the shape already matches.
+    #[track_caller]
+    pub fn broadcast_to(self, shape: impl Into<Shape>) -> Tensor<'g> {
+        let shape = shape.into();
+        let ty = self.ty();
+        if ty.shape == shape {
+            return self;
+        }
+        self.graph.push(
+            Op::BroadcastTo,
+            &[self],
+            Some(Ty {
+                dtype: ty.dtype,
+                shape,
+            }),
+            None,
+        )
+    }
+
+    /// The box starting at `begin` with sizes `size` (a `?` axis must be taken whole).
+    #[track_caller]
+    pub fn slice(self, begin: &[usize], size: impl Into<Shape>) -> Tensor<'g> {
+        let dtype = self.dtype();
+        let op = Op::Slice {
+            begin: begin.iter().copied().collect(),
+        };
+        self.graph.push(
+            op,
+            &[self],
+            Some(Ty {
+                dtype,
+                shape: size.into(),
+            }),
+            None,
+        )
+    }
+
+    /// `len` elements of `axis` starting at `start`, all of the other axes.
+    #[track_caller]
+    pub fn narrow(self, axis: isize, start: usize, len: usize) -> Tensor<'g> {
+        let shape = self.shape();
+        match normalize_axes(&[axis], shape.rank()) {
+            Ok(a) => {
+                let mut begin = vec![0; shape.rank()];
+                begin[a[0]] = start;
+                let mut size = shape.0.clone();
+                size[a[0]] = Dim::Fixed(len);
+                self.slice(&begin, Shape(size))
+            }
+            Err(m) => self.graph.fail("slice", format!("{m} of {}", self.desc())),
+        }
+    }
+
+    /// Zero padding: `lo[i]` elements before and `hi[i]` after axis `i`.
+    #[track_caller]
+    pub fn pad(self, lo: &[usize], hi: &[usize]) -> Tensor<'g> {
+        let op = Op::Pad {
+            lo: lo.iter().copied().collect::<Axes>(),
+            hi: hi.iter().copied().collect(),
+        };
+        self.graph.push(op, &[self], None, None)
+    }
+
+    /// Matrix product over the last two axes (leading axes are batch axes and must match).
+    #[track_caller]
+    pub fn matmul(self, rhs: Tensor<'g>) -> Tensor<'g> {
+        self.graph.push(Op::MatMul, &[self, rhs], None, None)
+    }
+}
+
+macro_rules! binop {
+    ($tr:ident, $m:ident, $op:ident) => {
+        impl<'g, R: IntoOperand<'g>> std::ops::$tr<R> for Tensor<'g> {
+            type Output = Tensor<'g>;
+            #[track_caller]
+            fn $m(self, rhs: R) -> Tensor<'g> {
+                self.binary(BinaryOp::$op, rhs)
+            }
+        }
+        impl<'g> std::ops::$tr<Tensor<'g>> for f32 {
+            type Output = Tensor<'g>;
+            #[track_caller]
+            fn $m(self, rhs: Tensor<'g>) -> Tensor<'g> {
+                let lhs = self.into_operand(rhs);
+                lhs.binary(BinaryOp::$op, rhs)
+            }
+        }
+        impl<'g> std::ops::$tr<Tensor<'g>> for f64 {
+            type Output = Tensor<'g>;
+            #[track_caller]
+            fn $m(self, rhs: Tensor<'g>) -> Tensor<'g> {
+                let lhs = self.into_operand(rhs);
+                lhs.binary(BinaryOp::$op, rhs)
+            }
+        }
+    };
+}
+binop!(Add, add, Add);
+binop!(Sub, sub, Sub);
+binop!(Mul, mul, Mul);
+binop!(Div, div, Div);
+
+impl<'g> std::ops::Neg for Tensor<'g> {
+    type Output = Tensor<'g>;
+    #[track_caller]
+    fn neg(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Neg)
+    }
+}

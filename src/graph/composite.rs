@@ -1,0 +1,167 @@
+//! Composite ops, each defined once from primitives.
+//!
+//! Nothing here needs its own gradient, interpreter or lowering rule: autodiff, passes and the
+//! JIT see only the primitives these expand to. The numerically delicate ones subtract the
+//! maximum first (`log_softmax`, the cross-entropies), and the maximum goes through
+//! `stop_gradient`: the result does not depend on the shift mathematically, so its gradient
+//! through the max is exactly zero, and leaving it out keeps gradient graphs small.
+
+use super::builder::Tensor;
+use crate::array::Array;
+use crate::dtype::DType;
+use crate::shape::{normalize_axes, Dim};
+
+impl<'g> Tensor<'g> {
+    /// `max(x, 0)`.
+    #[track_caller]
+    pub fn relu(self) -> Tensor<'g> {
+        self.maximum(0.0)
+    }
+
+    /// `x * x`.
+    #[track_caller]
+    pub fn square(self) -> Tensor<'g> {
+        self * self
+    }
+
+    /// Mean over `axes`: `sum / size`, where the size may involve the open batch dimension.
+    #[track_caller]
+    pub fn mean(self, axes: &[isize], keepdims: bool) -> Tensor<'g> {
+        self.sum(axes, keepdims) / self.size(axes)
+    }
+
+    /// Mean of all elements, as a scalar.
+    #[track_caller]
+    pub fn mean_all(self) -> Tensor<'g> {
+        let axes: Vec<isize> = (0..self.rank() as isize).collect();
+        self.mean(&axes, false)
+    }
+
+    /// Minimum over `axes`, as `-max(-x)`.
+    #[track_caller]
+    pub fn min(self, axes: &[isize], keepdims: bool) -> Tensor<'g> {
+        -((-self).max(axes, keepdims))
+    }
+
+    /// `log(sum(exp(x)))` over `axis`, stable: `m + log(sum(exp(x - m)))` with `m` the max.
+    #[track_caller]
+    pub fn logsumexp(self, axis: isize, keepdims: bool) -> Tensor<'g> {
+        let m = self.max(&[axis], true).stop_gradient();
+        let s = (self - m).exp().sum(&[axis], true).log() + m;
+        if keepdims {
+            s
+        } else {
+            let shape = self.shape();
+            let mut dims = shape.0.clone();
+            if let Ok(a) = normalize_axes(&[axis], shape.rank()) {
+                dims.remove(a[0]);
+            }
+            s.reshape(crate::shape::Shape(dims))
+        }
+    }
+
+    /// `x - logsumexp(x)` over `axis`: the stable log-softmax.
+    #[track_caller]
+    pub fn log_softmax(self, axis: isize) -> Tensor<'g> {
+        let m = self.max(&[axis], true).stop_gradient();
+        let z = self - m;
+        z - z.exp().sum(&[axis], true).log()
+    }
+
+    /// `exp(x - max) / sum(exp(x - max))` over `axis`.
+    #[track_caller]
+    pub fn softmax(self, axis: isize) -> Tensor<'g> {
+        let m = self.max(&[axis], true).stop_gradient();
+        let e = (self - m).exp();
+        e / e.sum(&[axis], true)
+    }
+
+    /// The index of the first maximum along `axis`, as `i32`. The axis must have a known size.
+    #[track_caller]
+    pub fn argmax(self, axis: isize) -> Tensor<'g> {
+        let shape = self.shape();
+        let a = match normalize_axes(&[axis], shape.rank()) {
+            Ok(a) => a[0],
+            Err(m) => {
+                return self
+                    .graph()
+                    .fail("argmax", format!("{m} of {}", self.desc()))
+            }
+        };
+        let n = match shape.dims()[a] {
+            Dim::Fixed(n) => n,
+            Dim::Batch => {
+                return self.graph().fail(
+                    "argmax",
+                    format!("cannot take argmax along the open axis of {}", self.desc()),
+                )
+            }
+        };
+        let g = self.graph();
+        // iota along axis a, shaped [n, 1, ..., 1] so that it broadcasts.
+        let mut iota_shape = vec![1usize; shape.rank() - a];
+        iota_shape[0] = n;
+        let iota = (0..n).map(|i| i as f64).collect();
+        let iota = g.constant(Array::from_f64(self.dtype(), iota_shape, iota));
+        let is_max = self.equal(self.max(&[axis], true));
+        let big = g.scalar_of(self.dtype(), n as f64);
+        let first = is_max.select(iota, big).min(&[axis], false);
+        first.cast(DType::I32)
+    }
+
+    /// One-hot encoding of integer labels: `[..] -> f32[.., depth]`.
+    #[track_caller]
+    pub fn one_hot(self, depth: usize) -> Tensor<'g> {
+        let g = self.graph();
+        let shape = self.shape();
+        let mut dims = shape.0.clone();
+        dims.push(Dim::Fixed(1));
+        let labels = self.reshape(crate::shape::Shape(dims));
+        let iota = (0..depth).map(|i| i as f64).collect();
+        let iota = g.constant(Array::from_f64(self.dtype(), vec![depth], iota));
+        labels.equal(iota).cast(DType::F32)
+    }
+
+    /// Flattens all axes after the first: `[?,28,28] -> [?,784]`.
+    #[track_caller]
+    pub fn flatten(self) -> Tensor<'g> {
+        let shape = self.shape();
+        if shape.rank() == 0 {
+            return self.reshape([1]);
+        }
+        let rest: usize = shape.dims()[1..]
+            .iter()
+            .map(|d| d.fixed().unwrap_or(0))
+            .product();
+        self.reshape(crate::shape::Shape::from(vec![
+            shape.dims()[0],
+            Dim::Fixed(rest),
+        ]))
+    }
+
+    /// Softmax cross-entropy with dense (probability) labels over the last axis:
+    /// `-sum(labels * log_softmax(logits), -1)`, one value per row.
+    #[track_caller]
+    pub fn softmax_cross_entropy_with_logits(self, labels: Tensor<'g>) -> Tensor<'g> {
+        -(labels * self.log_softmax(-1)).sum(&[-1], false)
+    }
+
+    /// Softmax cross-entropy with integer class labels (`labels[i]` indexes the last axis).
+    #[track_caller]
+    pub fn sparse_softmax_cross_entropy_with_logits(self, labels: Tensor<'g>) -> Tensor<'g> {
+        let depth = self
+            .shape()
+            .dims()
+            .last()
+            .and_then(|d| d.fixed())
+            .unwrap_or(0);
+        -(labels.one_hot(depth) * self.log_softmax(-1)).sum(&[-1], false)
+    }
+
+    /// Sigmoid cross-entropy with logits, elementwise, in the stable form
+    /// `max(x, 0) - x * z + log(1 + exp(-|x|))`.
+    #[track_caller]
+    pub fn sigmoid_cross_entropy_with_logits(self, labels: Tensor<'g>) -> Tensor<'g> {
+        self.relu() - self * labels + ((-self.abs()).exp() + 1.0).log()
+    }
+}

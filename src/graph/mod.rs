@@ -1,0 +1,529 @@
+//! The graph IR: a petgraph of typed ops, each node with its output type, an optional
+//! hierarchical name and the user's source location.
+//!
+//! # Invariants
+//! - **Every node's type is inferred when it is added** ([`op::infer`]); a node whose rule
+//!   fails is kept but marked *invalid*, its error is stored, and nodes built on it are invalid
+//!   without a second error. [`Graph::check`] (and every compile or run) reports the first one.
+//! - `Node::inputs` is the operand list; petgraph edges mirror it (one edge per operand, from
+//!   operand to user, weighted by operand position). Only [`GraphData`] methods mutate either.
+//! - Placeholder and variable names are unique within a graph; other names are made unique by
+//!   a `_N` suffix, as in TF1.
+//! - A [`Graph`] is a shared handle: clones refer to the same graph. [`Tensor`]s borrow it, so
+//!   a tensor cannot outlive its graph; using a tensor of one graph in another is an error.
+
+pub mod builder;
+pub mod composite;
+pub mod op;
+
+use crate::error::{Error, Result, SrcLoc};
+use op::{Arg, Op, Ty};
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::Direction;
+use smallvec::SmallVec;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use builder::Tensor;
+
+/// The identity of a node within its graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub(crate) NodeIndex<u32>);
+
+impl NodeId {
+    /// The raw index (stable for the node's lifetime, not dense after removals).
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+/// A node: an op, its operands, its output type, and where it came from.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The op.
+    pub op: Op,
+    /// The operands, in order.
+    pub inputs: SmallVec<[NodeId; 3]>,
+    /// The output dtype and shape.
+    pub ty: Ty,
+    /// The hierarchical name (`dense_1/kernel`), if any.
+    pub name: Option<Arc<str>>,
+    /// Where the user created the node.
+    pub loc: Option<SrcLoc>,
+}
+
+impl Node {
+    /// `"x"` for a named node, `(exp)` for an unnamed one: how errors refer to it.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n:?}"),
+            None => format!("({})", self.op.name()),
+        }
+    }
+}
+
+/// The graph's contents. [`Graph`] is a shared handle around it; passes and backends work on a
+/// `GraphData` directly.
+#[derive(Clone, Debug)]
+pub struct GraphData {
+    pub(crate) g: StableDiGraph<Node, u32>,
+    id: u64,
+    errors: Vec<Error>,
+    invalid: HashSet<NodeId>,
+    scopes: Vec<String>,
+    names: HashMap<Arc<str>, NodeId>,
+}
+
+static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Default for GraphData {
+    fn default() -> Self {
+        GraphData {
+            g: StableDiGraph::default(),
+            id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
+            errors: vec![],
+            invalid: HashSet::new(),
+            scopes: vec![],
+            names: HashMap::new(),
+        }
+    }
+}
+
+impl GraphData {
+    /// An empty graph.
+    pub fn new() -> GraphData {
+        GraphData::default()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.g.node_count()
+    }
+
+    /// True if the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.g.node_count() == 0
+    }
+
+    /// The node `id`. Panics if `id` is not in this graph (ids come from this graph only).
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id.0]
+    }
+
+    /// The node `id`, if present.
+    pub fn get(&self, id: NodeId) -> Option<&Node> {
+        self.g.node_weight(id.0)
+    }
+
+    /// All node ids in index order (creation order for builder graphs).
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.g.node_indices().map(NodeId).collect()
+    }
+
+    /// The nodes that use `id` as an operand (each once, in index order).
+    pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .g
+            .neighbors_directed(id.0, Direction::Outgoing)
+            .map(NodeId)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// A deterministic topological order: depth-first from each node in index order, operands
+    /// before users, operands visited in operand order.
+    pub fn topo_order(&self) -> Vec<NodeId> {
+        let mut seen = HashSet::with_capacity(self.len());
+        let mut out = Vec::with_capacity(self.len());
+        for root in self.g.node_indices() {
+            self.visit_post(NodeId(root), &mut seen, &mut out);
+        }
+        out
+    }
+
+    /// The nodes that `roots` depend on (roots included), in deterministic topological order.
+    pub fn topo_order_from(&self, roots: &[NodeId]) -> Vec<NodeId> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for &r in roots {
+            self.visit_post(r, &mut seen, &mut out);
+        }
+        out
+    }
+
+    fn visit_post(&self, root: NodeId, seen: &mut HashSet<NodeId>, out: &mut Vec<NodeId>) {
+        // Iterative post-order DFS so that deep graphs cannot overflow the stack.
+        if !seen.insert(root) {
+            return;
+        }
+        let mut stack: Vec<(NodeId, usize)> = vec![(root, 0)];
+        while let Some((id, i)) = stack.pop() {
+            let inputs = &self.node(id).inputs;
+            if i < inputs.len() {
+                stack.push((id, i + 1));
+                let c = inputs[i];
+                if seen.insert(c) {
+                    stack.push((c, 0));
+                }
+            } else {
+                out.push(id);
+            }
+        }
+    }
+
+    /// True if the node's shape rule failed (or one of its operands is invalid).
+    pub fn is_invalid(&self, id: NodeId) -> bool {
+        self.invalid.contains(&id)
+    }
+
+    /// The first recorded error, if any, with the count of the others.
+    pub fn check(&self) -> Result<()> {
+        match self.errors.first() {
+            None => Ok(()),
+            Some(e) => {
+                let mut e = e.clone();
+                if let Error::Graph { more, .. } = &mut e {
+                    *more = self.errors.len() - 1;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// All recorded errors.
+    pub fn errors(&self) -> &[Error] {
+        &self.errors
+    }
+
+    /// The node with this exact name.
+    pub fn by_name(&self, name: &str) -> Option<NodeId> {
+        self.names.get(name).copied()
+    }
+
+    /// The placeholders, in index order.
+    pub fn placeholders(&self) -> Vec<NodeId> {
+        self.ids()
+            .into_iter()
+            .filter(|&i| matches!(self.node(i).op, Op::Placeholder))
+            .collect()
+    }
+
+    /// The variables, in index order.
+    pub fn variables(&self) -> Vec<NodeId> {
+        self.ids()
+            .into_iter()
+            .filter(|&i| matches!(self.node(i).op, Op::Variable { .. }))
+            .collect()
+    }
+
+    /// The graph's identity (unique per process; copies made by `clone` share it).
+    pub fn graph_id(&self) -> u64 {
+        self.id
+    }
+
+    fn scoped(&self, base: &str) -> String {
+        if self.scopes.is_empty() {
+            base.to_string()
+        } else {
+            format!("{}/{}", self.scopes.join("/"), base)
+        }
+    }
+
+    fn unique_name(&self, want: &str) -> Arc<str> {
+        if !self.names.contains_key(want) {
+            return Arc::from(want);
+        }
+        (1..)
+            .map(|i| format!("{want}_{i}"))
+            .find(|n| !self.names.contains_key(n.as_str()))
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(want))
+    }
+
+    /// Adds a node, inferring its type. `name` is used as given (with no scope prefix); an
+    /// unnamed node inside a name scope gets `scope/op`. On a failed rule the node is added as
+    /// invalid and the error recorded; the id is returned either way.
+    pub fn add_node(
+        &mut self,
+        op: Op,
+        inputs: &[NodeId],
+        declared: Option<Ty>,
+        name: Option<String>,
+        loc: Option<SrcLoc>,
+    ) -> NodeId {
+        let mut invalid = inputs.iter().any(|i| self.invalid.contains(i));
+        let ty = if invalid {
+            declared.clone().unwrap_or(Ty {
+                dtype: crate::DType::F32,
+                shape: Default::default(),
+            })
+        } else {
+            let labels: Vec<String> = inputs.iter().map(|&i| self.node(i).label()).collect();
+            let args: Vec<Arg<'_>> = inputs
+                .iter()
+                .zip(&labels)
+                .map(|(&i, l)| Arg {
+                    ty: &self.node(i).ty,
+                    label: l,
+                })
+                .collect();
+            match op::infer(&op, &args, declared.as_ref()) {
+                Ok(t) => t,
+                Err(msg) => {
+                    invalid = true;
+                    self.errors.push(Error::Graph {
+                        op: op.name().to_string(),
+                        loc: loc.clone(),
+                        msg,
+                        more: 0,
+                    });
+                    declared.unwrap_or(Ty {
+                        dtype: crate::DType::F32,
+                        shape: Default::default(),
+                    })
+                }
+            }
+        };
+        let explicit = name.is_some();
+        let want = match name {
+            Some(n) => Some(n),
+            None if !self.scopes.is_empty() => Some(self.scoped(op.name())),
+            None => None,
+        };
+        let is_keyed = matches!(op, Op::Placeholder | Op::Variable { .. });
+        let name: Option<Arc<str>> = match want {
+            Some(w) if is_keyed && explicit && self.names.contains_key(w.as_str()) => {
+                invalid = true;
+                self.errors.push(Error::Graph {
+                    op: op.name().to_string(),
+                    loc: loc.clone(),
+                    msg: format!("the name {w:?} is already taken"),
+                    more: 0,
+                });
+                Some(self.unique_name(&w))
+            }
+            Some(w) => Some(self.unique_name(&w)),
+            None => None,
+        };
+        let node = Node {
+            op,
+            inputs: inputs.iter().copied().collect(),
+            ty,
+            name: name.clone(),
+            loc,
+        };
+        let id = NodeId(self.g.add_node(node));
+        for (pos, &i) in inputs.iter().enumerate() {
+            self.g.add_edge(i.0, id.0, pos as u32);
+        }
+        if let Some(n) = name {
+            self.names.insert(n, id);
+        }
+        if invalid {
+            self.invalid.insert(id);
+        }
+        id
+    }
+
+    /// Records an error that is not a shape rule's (for example a cross-graph operand) and
+    /// returns an invalid node standing for the failed op.
+    pub fn add_error(&mut self, op: &str, msg: String, loc: Option<SrcLoc>) -> NodeId {
+        self.errors.push(Error::Graph {
+            op: op.to_string(),
+            loc: loc.clone(),
+            msg,
+            more: 0,
+        });
+        let node = Node {
+            op: Op::Placeholder,
+            inputs: SmallVec::new(),
+            ty: Ty {
+                dtype: crate::DType::F32,
+                shape: Default::default(),
+            },
+            name: None,
+            loc,
+        };
+        let id = NodeId(self.g.add_node(node));
+        self.invalid.insert(id);
+        id
+    }
+
+    /// Sets the name of `id` (made unique; placeholder and variable names must be free).
+    pub fn rename(&mut self, id: NodeId, name: &str) -> Result<()> {
+        let node = self.node(id);
+        if node.name.as_deref() == Some(name) {
+            return Ok(());
+        }
+        if matches!(node.op, Op::Placeholder | Op::Variable { .. }) && self.names.contains_key(name)
+        {
+            return Err(Error::invalid(format!(
+                "the name {name:?} is already taken"
+            )));
+        }
+        if let Some(old) = self.g[id.0].name.take() {
+            self.names.remove(&old);
+        }
+        let n = self.unique_name(name);
+        self.names.insert(n.clone(), id);
+        self.g[id.0].name = Some(n);
+        Ok(())
+    }
+
+    /// Replaces operand `pos` of `user` with `new`, keeping edges in step.
+    pub fn set_input(&mut self, user: NodeId, pos: usize, new: NodeId) {
+        let old = self.g[user.0].inputs[pos];
+        if let Some(e) = self
+            .g
+            .edges_connecting(old.0, user.0)
+            .find(|e| *e.weight() == pos as u32)
+            .map(|e| petgraph::visit::EdgeRef::id(&e))
+        {
+            self.g.remove_edge(e);
+        }
+        self.g[user.0].inputs[pos] = new;
+        self.g.add_edge(new.0, user.0, pos as u32);
+    }
+
+    /// Removes a node that nothing uses any more.
+    pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+        if self
+            .g
+            .neighbors_directed(id.0, Direction::Outgoing)
+            .next()
+            .is_some()
+        {
+            return None;
+        }
+        let n = self.g.remove_node(id.0)?;
+        if let Some(name) = &n.name {
+            if self.names.get(name) == Some(&id) {
+                self.names.remove(name);
+            }
+        }
+        self.invalid.remove(&id);
+        Some(n)
+    }
+
+    pub(crate) fn push_scope(&mut self, s: &str) {
+        self.scopes.push(s.to_string());
+    }
+
+    pub(crate) fn pop_scope(&mut self) {
+        self.scopes.pop();
+    }
+}
+
+/// A symbolic graph, shared by handle: cloning a `Graph` gives another handle to the same graph.
+///
+/// ```
+/// use kiln::prelude::*;
+/// let g = Graph::new();
+/// let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+/// let y = (x * 2.0).sum(&[1], false);
+/// assert_eq!(y.shape().to_string(), "[?]");
+/// ```
+#[derive(Clone, Default)]
+pub struct Graph {
+    inner: Arc<Mutex<GraphData>>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Graph({} nodes)", self.data().len())
+    }
+}
+
+/// Restores the enclosing name scope when dropped. See [`Graph::name_scope`].
+#[must_use = "the scope ends when this guard is dropped"]
+pub struct ScopeGuard<'g> {
+    graph: &'g Graph,
+}
+
+impl Drop for ScopeGuard<'_> {
+    fn drop(&mut self) {
+        self.graph.data_mut().pop_scope();
+    }
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Wraps existing graph contents in a new handle.
+    pub fn from_data(d: GraphData) -> Graph {
+        Graph {
+            inner: Arc::new(Mutex::new(d)),
+        }
+    }
+
+    /// Locks the contents for reading. Do not call builder methods while holding it.
+    pub fn data(&self) -> MutexGuard<'_, GraphData> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn data_mut(&self) -> MutexGuard<'_, GraphData> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the contents.
+    pub fn snapshot(&self) -> GraphData {
+        self.data().clone()
+    }
+
+    /// True if both handles refer to the same graph.
+    pub fn same_as(&self, other: &Graph) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Opens a TF1-style name scope: unnamed ops created until the guard drops are named
+    /// `scope/op`, and scopes nest.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F32, [2]);
+    /// let _s = g.name_scope("dense_1");
+    /// assert_eq!(x.exp().name().as_deref(), Some("dense_1/exp"));
+    /// ```
+    pub fn name_scope(&self, scope: &str) -> ScopeGuard<'_> {
+        self.data_mut().push_scope(scope);
+        ScopeGuard { graph: self }
+    }
+
+    /// The current scope prefix joined with `name` (`dense_1/kernel`).
+    pub fn scoped_name(&self, name: &str) -> String {
+        self.data().scoped(name)
+    }
+
+    /// Reports the first shape or dtype error recorded while building, if any.
+    pub fn check(&self) -> Result<()> {
+        self.data().check()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.data().len()
+    }
+
+    /// True if the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.data().is_empty()
+    }
+
+    /// A handle to node `id` of this graph.
+    pub fn tensor(&self, id: NodeId) -> Tensor<'_> {
+        Tensor::from_parts(self, id)
+    }
+
+    /// The tensor with this exact name.
+    pub fn by_name(&self, name: &str) -> Option<Tensor<'_>> {
+        let id = self.data().by_name(name)?;
+        Some(self.tensor(id))
+    }
+}

@@ -1,0 +1,50 @@
+//! # kiln
+//!
+//! A static compute-graph compiler for neural networks, in the spirit of TensorFlow 1 and XLA.
+//! You declare a symbolic [`Graph`] of placeholders, variables, constants and ops; kiln checks
+//! shapes as you build, and runs the graph with feeds and fetches.
+//!
+//! ```
+//! use kiln::prelude::*;
+//!
+//! let g = Graph::new();
+//! let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+//! let w = g.variable("w", [3, 2], init::ones());
+//! let y = x.matmul(w).relu().sum(&[1], false);
+//!
+//! let mut interp = Interpreter::new(&g).unwrap();
+//! let xv = Array::new([2, 3], vec![1.0f32, 2.0, 3.0, -1.0, -2.0, -3.0]).unwrap();
+//! let out = interp.run(&[y], &[(x, xv)]).unwrap();
+//! assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![12.0, 0.0]);
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod array;
+pub mod dtype;
+pub mod error;
+pub mod graph;
+pub mod init;
+pub mod interp;
+pub mod rng;
+pub mod shape;
+pub mod text;
+
+pub use array::{Array, ArrayData, Element};
+pub use dtype::DType;
+pub use error::{Error, Result, SrcLoc};
+pub use graph::op::{BinaryOp, Op, OpGroup, ReduceOp, Ty, UnaryOp};
+pub use graph::{Graph, GraphData, Node, NodeId, Tensor};
+pub use interp::{Interpreter, Precision};
+pub use shape::{Dim, Shape};
+
+/// The names most programs need: `use kiln::prelude::*;`.
+pub mod prelude {
+    pub use crate::array::Array;
+    pub use crate::dtype::DType;
+    pub use crate::error::{Error, Result};
+    pub use crate::graph::{Graph, Tensor};
+    pub use crate::init;
+    pub use crate::interp::{Interpreter, Precision};
+    pub use crate::shape::{Dim, Shape};
+}
