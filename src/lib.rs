@@ -26,6 +26,8 @@ pub mod error;
 pub mod graph;
 pub mod init;
 pub mod interp;
+pub mod kernel;
+pub mod passes;
 pub mod rng;
 pub mod shape;
 pub mod text;

@@ -388,6 +388,46 @@ impl GraphData {
         self.g.add_edge(new.0, user.0, pos as u32);
     }
 
+    /// Makes every user of `old` use `new` instead (operand by operand). `old` stays in the
+    /// graph, unused, for dead-code elimination to remove.
+    pub fn replace_all_uses(&mut self, old: NodeId, new: NodeId) {
+        if old == new {
+            return;
+        }
+        for user in self.users(old) {
+            let positions: Vec<usize> = self.g[user.0]
+                .inputs
+                .iter()
+                .enumerate()
+                .filter(|(_, &i)| i == old)
+                .map(|(p, _)| p)
+                .collect();
+            for p in positions {
+                self.set_input(user, p, new);
+            }
+        }
+    }
+
+    /// Mutable access to a node's op and type, for passes that rewrite in place (such as
+    /// making shapes concrete). Operands must be changed through [`GraphData::set_input`].
+    pub fn node_mut_parts(&mut self, id: NodeId) -> (&mut Op, &mut Ty) {
+        let n = &mut self.g[id.0];
+        (&mut n.op, &mut n.ty)
+    }
+
+    /// Drops all operands of `id` (used when a node becomes a constant).
+    pub fn clear_inputs(&mut self, id: NodeId) {
+        let edges: Vec<_> = self
+            .g
+            .edges_directed(id.0, Direction::Incoming)
+            .map(|e| petgraph::visit::EdgeRef::id(&e))
+            .collect();
+        for e in edges {
+            self.g.remove_edge(e);
+        }
+        self.g[id.0].inputs.clear();
+    }
+
     /// Removes a node that nothing uses any more.
     pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
         if self

@@ -179,6 +179,10 @@ pub enum Op {
         /// the axes
         axes: Axes,
     },
+    // ---- produced by the optimizer ----
+    /// A fused kernel made by the fusion pass; its operands are the kernel's parameters.
+    /// Never built by users, never differentiated.
+    Fusion(std::sync::Arc<crate::kernel::Kernel>),
 }
 
 /// The groups of [`Op`], as in tinygrad's `GroupOp`.
@@ -195,6 +199,8 @@ pub enum OpGroup {
     Movement,
     /// matmul
     Contraction,
+    /// a fused kernel
+    Fused,
 }
 
 impl UnaryOp {
@@ -319,6 +325,7 @@ impl Op {
             Op::MatMul => "matmul",
             Op::StopGradient => "stop_gradient",
             Op::Size { .. } => "size",
+            Op::Fusion(_) => "fusion",
         }
     }
 
@@ -340,6 +347,7 @@ impl Op {
             | Op::Concat { .. }
             | Op::Size { .. } => OpGroup::Movement,
             Op::MatMul => OpGroup::Contraction,
+            Op::Fusion(_) => OpGroup::Fused,
         }
     }
 
@@ -388,6 +396,7 @@ impl Op {
             Op::Pad { lo, hi } => vec![("lo", list(lo)), ("hi", list(hi))],
             Op::Concat { axis } => vec![("axis", axis.to_string())],
             Op::Size { axes } => vec![("axes", list(axes))],
+            Op::Fusion(k) => vec![("kind", k.kind().to_string())],
         }
     }
 }
@@ -461,6 +470,7 @@ pub fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<Ty, Stri
         Op::Binary(_) | Op::MatMul => ins.len() == 2,
         Op::Where => ins.len() == 3,
         Op::Concat { .. } => !ins.is_empty(),
+        Op::Fusion(k) => ins.len() == k.params.len(),
     };
     if !arity_ok {
         return Err(format!(
@@ -715,6 +725,14 @@ pub fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<Ty, Stri
                 dtype: first.dtype,
                 shape: Shape(dims),
             }
+        }
+        Op::Fusion(k) => {
+            for (i, (a, t)) in ins.iter().zip(&k.params).enumerate() {
+                if a.ty != t {
+                    return Err(format!("operand {i} is {a}, the kernel expects {t}"));
+                }
+            }
+            k.out.clone()
         }
         Op::MatMul => {
             let (a, b) = (ins[0], ins[1]);
