@@ -8,9 +8,14 @@ use kiln::prelude::*;
 /// The graph's first error, checked to point at `line` of this file, with the location
 /// normalized for the snapshot.
 fn error_at(g: &Graph, line: u32) -> String {
-    let msg = g.check().expect_err("the graph should hold an error").to_string();
+    let msg = g
+        .check()
+        .expect_err("the graph should hold an error")
+        .to_string();
     let prefix = format!("tests/errors.rs:{line}:");
-    let at = msg.find(&prefix).unwrap_or_else(|| panic!("{msg:?} does not point at line {line}"));
+    let at = msg
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("{msg:?} does not point at line {line}"));
     let rest = &msg[at + prefix.len()..];
     let col_end = rest.find(':').expect("column");
     format!("{}tests/errors.rs:L:C{}", &msg[..at], &rest[col_end..])
@@ -173,5 +178,8 @@ fn composite_errors_point_at_the_user_line() {
     let line = line!() + 1;
     let _l = logits.softmax_cross_entropy_with_logits(labels);
     let msg = error_at(&g, line);
-    assert!(msg.starts_with("mul at tests/errors.rs:L:C: cannot broadcast [?,9] with [?,10]"), "{msg}");
+    assert!(
+        msg.starts_with("mul at tests/errors.rs:L:C: cannot broadcast [?,9] with [?,10]"),
+        "{msg}"
+    );
 }

@@ -7,7 +7,17 @@ use kiln::prelude::*;
 use kiln::shape::{broadcast_shapes, normalize_axes};
 
 fn s(dims: &[i64]) -> Shape {
-    Shape::from(dims.iter().map(|&d| if d < 0 { Dim::Batch } else { Dim::Fixed(d as usize) }).collect::<Vec<_>>())
+    Shape::from(
+        dims.iter()
+            .map(|&d| {
+                if d < 0 {
+                    Dim::Batch
+                } else {
+                    Dim::Fixed(d as usize)
+                }
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 #[test]
@@ -39,7 +49,11 @@ fn broadcast_matches_numpy() {
         let got = broadcast_shapes(&s(a), &s(b)).unwrap();
         assert_eq!(got, s(want), "{a:?} with {b:?}");
         // Broadcasting is symmetric.
-        assert_eq!(broadcast_shapes(&s(b), &s(a)).unwrap(), s(want), "{b:?} with {a:?}");
+        assert_eq!(
+            broadcast_shapes(&s(b), &s(a)).unwrap(),
+            s(want),
+            "{b:?} with {a:?}"
+        );
     }
 }
 
@@ -55,7 +69,10 @@ fn broadcast_refusals_match_numpy() {
         (&[-1, 3], &[4, 3]),
     ];
     for (a, b) in cases {
-        assert!(broadcast_shapes(&s(a), &s(b)).is_err(), "{a:?} with {b:?} should fail");
+        assert!(
+            broadcast_shapes(&s(a), &s(b)).is_err(),
+            "{a:?} with {b:?} should fail"
+        );
     }
 }
 
@@ -106,7 +123,10 @@ fn reductions_and_movement_shapes() {
     assert_eq!(a.argmax(-1).dtype(), DType::I32);
     let y = g.placeholder("y", DType::I32, [None]);
     assert_eq!(y.one_hot(10).shape(), s(&[-1, 10]));
-    assert_eq!(a.sparse_softmax_cross_entropy_with_logits(y).shape(), s(&[-1]));
+    assert_eq!(
+        a.sparse_softmax_cross_entropy_with_logits(y).shape(),
+        s(&[-1])
+    );
     g.check().unwrap();
 }
 
