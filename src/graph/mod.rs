@@ -71,6 +71,9 @@ pub struct GraphData {
     id: u64,
     errors: Vec<Error>,
     invalid: HashSet<NodeId>,
+    /// Removed nodes, kept as tombstones so that a `NodeId` is never reused for another node
+    /// (petgraph's stable graph would hand a freed index to the next new node).
+    dead: HashSet<NodeId>,
     scopes: Vec<String>,
     names: HashMap<Arc<str>, NodeId>,
 }
@@ -84,6 +87,7 @@ impl Default for GraphData {
             id: NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed),
             errors: vec![],
             invalid: HashSet::new(),
+            dead: HashSet::new(),
             scopes: vec![],
             names: HashMap::new(),
         }
@@ -98,12 +102,12 @@ impl GraphData {
 
     /// Number of nodes.
     pub fn len(&self) -> usize {
-        self.g.node_count()
+        self.g.node_count() - self.dead.len()
     }
 
     /// True if the graph has no nodes.
     pub fn is_empty(&self) -> bool {
-        self.g.node_count() == 0
+        self.len() == 0
     }
 
     /// The node `id`. Panics if `id` is not in this graph (ids come from this graph only).
@@ -113,12 +117,19 @@ impl GraphData {
 
     /// The node `id`, if present.
     pub fn get(&self, id: NodeId) -> Option<&Node> {
+        if self.dead.contains(&id) {
+            return None;
+        }
         self.g.node_weight(id.0)
     }
 
     /// All node ids in index order (creation order for builder graphs).
     pub fn ids(&self) -> Vec<NodeId> {
-        self.g.node_indices().map(NodeId).collect()
+        self.g
+            .node_indices()
+            .map(NodeId)
+            .filter(|i| !self.dead.contains(i))
+            .collect()
     }
 
     /// The nodes that use `id` as an operand (each once, in index order).
@@ -138,8 +149,8 @@ impl GraphData {
     pub fn topo_order(&self) -> Vec<NodeId> {
         let mut seen = HashSet::with_capacity(self.len());
         let mut out = Vec::with_capacity(self.len());
-        for root in self.g.node_indices() {
-            self.visit_post(NodeId(root), &mut seen, &mut out);
+        for root in self.ids() {
+            self.visit_post(root, &mut seen, &mut out);
         }
         out
     }
@@ -428,8 +439,11 @@ impl GraphData {
         self.g[id.0].inputs.clear();
     }
 
-    /// Removes a node that nothing uses any more.
+    /// Removes a node that nothing uses any more (its id is never reused).
     pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+        if self.dead.contains(&id) || self.g.node_weight(id.0).is_none() {
+            return None;
+        }
         if self
             .g
             .neighbors_directed(id.0, Direction::Outgoing)
@@ -438,7 +452,9 @@ impl GraphData {
         {
             return None;
         }
-        let n = self.g.remove_node(id.0)?;
+        self.clear_inputs(id);
+        self.dead.insert(id);
+        let n = self.g[id.0].clone();
         if let Some(name) = &n.name {
             if self.names.get(name) == Some(&id) {
                 self.names.remove(name);

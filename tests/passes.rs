@@ -1,0 +1,352 @@
+//! Every pass preserves results: the interpreter runs the graph before and after, on the
+//! same random inputs, and the outputs must be bitwise equal.
+
+use kiln::graph::NodeId;
+use kiln::interp::evaluate;
+use kiln::passes::{
+    self, cse::Cse, dce::Dce, fold::Fold, fusion::Fusion, memplan::MemPlan, simplify::Simplify,
+    Pass, PassOptions, Pipeline, Program,
+};
+use kiln::prelude::*;
+use std::collections::HashMap;
+
+/// A small deterministic generator (xorshift), so the tests need no extra crates.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+    }
+}
+
+fn random_array(rng: &mut Rng, shape: &[usize], dtype: DType) -> Array {
+    let n: usize = shape.iter().product();
+    match dtype {
+        DType::I32 => Array::new(
+            shape,
+            (0..n).map(|_| rng.below(4) as i32).collect::<Vec<_>>(),
+        )
+        .unwrap(),
+        _ => Array::new(shape, (0..n).map(|_| rng.f32()).collect::<Vec<_>>()).unwrap(),
+    }
+}
+
+/// Random feeds for every placeholder and random values for every variable.
+fn inputs(g: &Graph, batch: usize, seed: u64) -> (Vec<(NodeId, Array)>, HashMap<NodeId, Array>) {
+    let mut rng = Rng(seed | 1);
+    let d = g.data();
+    let feeds = d
+        .placeholders()
+        .into_iter()
+        .map(|id| {
+            let t = &d.node(id).ty;
+            (id, random_array(&mut rng, &t.shape.resolve(batch), t.dtype))
+        })
+        .collect();
+    let vars = d
+        .variables()
+        .into_iter()
+        .map(|id| {
+            let t = &d.node(id).ty;
+            (id, random_array(&mut rng, &t.shape.resolve(batch), t.dtype))
+        })
+        .collect();
+    (feeds, vars)
+}
+
+fn run(p: &Program, feeds: &[(NodeId, Array)], vars: &HashMap<NodeId, Array>) -> Vec<Array> {
+    let feeds: Vec<(NodeId, Array)> = feeds
+        .iter()
+        .filter(|(id, _)| p.graph.get(*id).is_some())
+        .cloned()
+        .collect();
+    evaluate(&p.graph, &p.outputs, &feeds, vars, Precision::F32, 0).unwrap()
+}
+
+fn assert_bitwise(a: &[Array], b: &[Array], what: &str) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!(x.bits_eq(y), "{what} changed a result:\n{x:?}\n{y:?}");
+    }
+}
+
+/// Runs `pass` (after making shapes concrete) and checks that results do not change.
+fn check_pass(
+    g: &Graph,
+    outputs: &[Tensor<'_>],
+    batch: usize,
+    pass: &dyn Pass,
+    seed: u64,
+) -> Program {
+    let outs: Vec<NodeId> = outputs.iter().map(|t| t.id()).collect();
+    let mut p = Program::new(g.snapshot(), outs);
+    let opts = PassOptions {
+        relaxed: false,
+        batch: Some(batch),
+    };
+    passes::concretize::Concretize.run(&mut p, &opts).unwrap();
+    let (feeds, vars) = inputs(g, batch, seed);
+    let before = run(&p, &feeds, &vars);
+    pass.run(&mut p, &opts).unwrap();
+    let after = run(&p, &feeds, &vars);
+    assert_bitwise(&before, &after, pass.name());
+    p
+}
+
+/// A random forward graph over `x: f32[?,n]`.
+fn random_graph(seed: u64) -> (Graph, Vec<NodeId>) {
+    let g = Graph::new();
+    let mut rng = Rng(seed * 2654435761 + 1);
+    let n = [1, 3, 4, 5][rng.below(4)];
+    let x = g.placeholder("x", DType::F32, [None, Some(n)]);
+    let b = g.variable("b", [n], init::zeros());
+    let c = g.placeholder("c", DType::F32, [None, Some(1)]);
+    let mut pool = vec![x, b, c];
+    let ops = 6 + rng.below(10);
+    for k in 0..ops {
+        let a = pool[rng.below(pool.len())];
+        let other = pool[rng.below(pool.len())];
+        let t = match rng.below(20) {
+            0 => a.exp().minimum(10.0),
+            1 => a.tanh(),
+            2 => a.sigmoid(),
+            3 => -(-a),
+            4 => a * 1.0,
+            5 => a + other,
+            6 => a * other,
+            7 => a - other * 0.5,
+            8 => a / 2.0,
+            9 => a.abs().sqrt(),
+            10 => a.relu(),
+            11 => a.greater(other).select(a, other),
+            12 => a.maximum(other),
+            13 if a.rank() == 2 => a.sum(&[1], true),
+            14 if a.rank() == 2 => a.max(&[1], true) - a,
+            15 if a.rank() == 2 && a.shape().dims()[1] == Dim::Fixed(n) => {
+                let w = g.variable(&format!("w{k}"), [n, n], init::zeros());
+                a.matmul(w)
+            }
+            16 if a.rank() == 2 && a.shape().dims()[1] == Dim::Fixed(n) => a.softmax(-1),
+            17 => a.transpose_if_2d().transpose_if_2d(),
+            18 => a + (-0.0),
+            _ => a.square() + 1.0,
+        };
+        if g.check().is_ok() {
+            pool.push(t);
+        } else {
+            return random_graph(seed + 1000);
+        }
+    }
+    let k = 1 + rng.below(3);
+    let outs: Vec<NodeId> = pool.iter().rev().take(k).map(|t| t.id()).collect();
+    (g, outs)
+}
+
+trait T2 {
+    fn transpose_if_2d(self) -> Self;
+}
+impl T2 for Tensor<'_> {
+    fn transpose_if_2d(self) -> Self {
+        if self.rank() == 2 {
+            self.transpose()
+        } else {
+            self
+        }
+    }
+}
+
+#[test]
+fn each_pass_preserves_random_graphs() {
+    let passes: Vec<Box<dyn Pass>> = vec![
+        Box::new(Fold),
+        Box::new(Simplify),
+        Box::new(Cse),
+        Box::new(Dce),
+        Box::new(Fusion),
+        Box::new(MemPlan),
+    ];
+    for seed in 0..60 {
+        let (g, outs) = random_graph(seed);
+        let outputs: Vec<Tensor<'_>> = outs.iter().map(|&i| g.tensor(i)).collect();
+        for pass in &passes {
+            for batch in [1, 3, 17] {
+                check_pass(&g, &outputs, batch, pass.as_ref(), seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_default_pipeline_then_fusion_preserves_random_graphs() {
+    for seed in 100..160 {
+        let (g, outs) = random_graph(seed);
+        let mut p = Program::new(g.snapshot(), outs);
+        let mut pl = Pipeline::default();
+        pl.options.batch = Some(5);
+        pl.add(Box::new(Fusion)).add(Box::new(MemPlan));
+        let (feeds, vars) = inputs(&g, 5, seed);
+        let mut before_p = Program::new(g.snapshot(), p.outputs.clone());
+        passes::concretize::Concretize
+            .run(&mut before_p, &pl.options)
+            .unwrap();
+        let before = run(&before_p, &feeds, &vars);
+        pl.run(&mut p).unwrap();
+        let after = run(&p, &feeds, &vars);
+        assert_bitwise(&before, &after, "pipeline");
+        for id in p.live_order() {
+            if let kiln::Op::Fusion(k) = &p.graph.node(id).op {
+                k.validate().unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn simplify_rewrites_what_it_documents() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [2, 3]);
+    let y = ((-(-x)) * 1.0 + (-0.0)).transpose().transpose() / 4.0;
+    let p = check_pass(&g, &[y], 1, &Simplify, 1);
+    // What is left: x * 0.25 (a mul by a broadcast scalar).
+    let ops: Vec<&str> = p
+        .live_order()
+        .iter()
+        .map(|&i| p.graph.node(i).op.name())
+        .collect();
+    assert!(
+        ops.contains(&"mul")
+            && !ops.contains(&"neg")
+            && !ops.contains(&"permute")
+            && !ops.contains(&"div"),
+        "{ops:?}"
+    );
+}
+
+#[test]
+fn simplify_keeps_ieee_semantics() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [4]);
+    let zero = x * 0.0; // not 0 for NaN, inf, -0
+    let diff = x - x; // not 0 for NaN, inf
+    let plus_zero = x + 0.0; // -0 + 0 = +0
+    let p = check_pass(&g, &[zero, diff, plus_zero], 1, &Simplify, 3);
+    let mut ids = p.outputs.clone();
+    ids.sort();
+    assert_eq!(
+        ids,
+        {
+            let mut v = vec![zero.id(), diff.id(), plus_zero.id()];
+            v.sort();
+            v
+        },
+        "none of these may be rewritten"
+    );
+    // And on the inputs where it matters:
+    let feeds = vec![(
+        x.id(),
+        Array::new([4], vec![f32::NAN, f32::INFINITY, -0.0, 1.0]).unwrap(),
+    )];
+    let out = run(&p, &feeds, &HashMap::new());
+    let z = out[0].to_vec::<f32>().unwrap();
+    assert!(z[0].is_nan() && z[1].is_nan() && z[2].is_sign_negative());
+    assert!(out[2].to_vec::<f32>().unwrap()[2].is_sign_positive());
+}
+
+#[test]
+fn cse_merges_structural_duplicates() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [3]);
+    let a = x.exp() + x.tanh();
+    let b = x.tanh() + x.exp(); // commutative: the same sum
+    let p = check_pass(&g, &[a, b], 1, &Cse, 5);
+    assert_eq!(p.outputs[0], p.outputs[1]);
+}
+
+#[test]
+fn fold_evaluates_constant_subgraphs() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [3]);
+    let c = (g.scalar(2.0).exp() * 3.0).log();
+    let y = x + c;
+    let p = check_pass(&g, &[y], 1, &Fold, 7);
+    let live: Vec<&str> = p
+        .live_order()
+        .iter()
+        .map(|&i| p.graph.node(i).op.name())
+        .collect();
+    assert!(!live.contains(&"exp") && !live.contains(&"log"), "{live:?}");
+}
+
+#[test]
+fn dce_drops_what_outputs_do_not_need() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [3]);
+    let unused = g.placeholder("unused", DType::F32, [3]);
+    let _dead = unused.exp();
+    let y = x.sqrt();
+    let p = check_pass(&g, &[y], 1, &Dce, 9);
+    assert_eq!(p.graph.len(), 2);
+}
+
+#[test]
+fn pipeline_is_editable_and_timed() {
+    let mut pl = Pipeline::default();
+    let names = pl.names();
+    assert_eq!(
+        names,
+        vec!["concretize", "fold", "simplify", "cse", "dce", "cleanup"]
+    );
+    assert!(pl.remove("cse"));
+    assert!(!pl.remove("cse"));
+    pl.insert_before("dce", Box::new(Cse));
+    assert_eq!(pl.names()[3], "cse");
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+    let y = (x * 1.0).exp();
+    let mut p = Program::new(g.snapshot(), vec![y.id()]);
+    pl.options.batch = Some(2);
+    let report = pl.run(&mut p).unwrap();
+    assert_eq!(report.passes.len(), pl.names().len());
+    assert!(report.passes.iter().any(|r| r.changed));
+    assert!(report.to_string().contains("total"));
+}
+
+#[test]
+fn dumps_are_written_per_pass() {
+    let dir = std::env::temp_dir().join(format!("kiln-dump-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+    let y = (x * 1.0).exp();
+    let mut p = Program::new(g.snapshot(), vec![y.id()]);
+    let mut pl = Pipeline::default();
+    pl.options.batch = Some(2);
+    pl.dump_to(&dir);
+    pl.run(&mut p).unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec![
+            "00-input.txt",
+            "01-concretize.txt",
+            "02-fold.txt",
+            "03-simplify.txt",
+            "04-cse.txt",
+            "05-dce.txt",
+            "06-cleanup.txt"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
