@@ -191,7 +191,6 @@ fn the_default_pipeline_then_fusion_preserves_random_graphs() {
         let mut p = Program::new(g.snapshot(), outs);
         let mut pl = Pipeline::default();
         pl.options.batch = Some(5);
-        pl.add(Box::new(Fusion)).add(Box::new(MemPlan));
         let (feeds, vars) = inputs(&g, 5, seed);
         let mut before_p = Program::new(g.snapshot(), p.outputs.clone());
         passes::concretize::Concretize
@@ -302,7 +301,7 @@ fn pipeline_is_editable_and_timed() {
     let names = pl.names();
     assert_eq!(
         names,
-        vec!["concretize", "fold", "simplify", "cse", "dce", "cleanup"]
+        vec!["concretize", "fold", "simplify", "cse", "dce", "cleanup", "fusion", "memplan"]
     );
     assert!(pl.remove("cse"));
     assert!(!pl.remove("cse"));
@@ -345,7 +344,9 @@ fn dumps_are_written_per_pass() {
             "03-simplify.txt",
             "04-cse.txt",
             "05-dce.txt",
-            "06-cleanup.txt"
+            "06-cleanup.txt",
+            "07-fusion.txt",
+            "08-memplan.txt"
         ]
     );
     let _ = std::fs::remove_dir_all(&dir);

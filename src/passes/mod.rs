@@ -220,8 +220,8 @@ pub struct Pipeline {
 }
 
 impl Default for Pipeline {
-    /// `concretize`, then `fold`, `simplify`, `cse`, `dce` to a fixpoint, each also listed
-    /// on its own in dumps through the fixpoint's name (`simplify-loop`).
+    /// `concretize`, one round each of `fold`, `simplify`, `cse`, `dce`, then those four
+    /// again to a fixpoint (`cleanup`), then `fusion` and `memplan`.
     fn default() -> Pipeline {
         Pipeline {
             passes: vec![
@@ -239,6 +239,8 @@ impl Default for Pipeline {
                         Box::new(dce::Dce),
                     ],
                 )),
+                Box::new(fusion::Fusion),
+                Box::new(memplan::MemPlan),
             ],
             dump_dir: std::env::var_os("KILN_DUMP").map(PathBuf::from),
             options: PassOptions::default(),
