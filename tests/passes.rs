@@ -301,7 +301,16 @@ fn pipeline_is_editable_and_timed() {
     let names = pl.names();
     assert_eq!(
         names,
-        vec!["concretize", "fold", "simplify", "cse", "dce", "cleanup", "fusion", "memplan"]
+        vec![
+            "concretize",
+            "fold",
+            "simplify",
+            "cse",
+            "dce",
+            "cleanup",
+            "fusion",
+            "memplan"
+        ]
     );
     assert!(pl.remove("cse"));
     assert!(!pl.remove("cse"));

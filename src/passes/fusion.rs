@@ -272,10 +272,15 @@ fn membership(
     users: &HashMap<NodeId, Vec<NodeId>>,
     outputs: &HashSet<NodeId>,
     assigned: &HashSet<NodeId>,
+    needed: &HashSet<NodeId>,
     allow_core: bool,
     notes: &mut Vec<(NodeId, String)>,
-) -> (HashSet<NodeId>, Option<NodeId>) {
+) -> (HashSet<NodeId>, HashSet<NodeId>, Option<NodeId>) {
     let mut members: HashSet<NodeId> = HashSet::from([root]);
+    // Cheap producers computed again inside this kernel; their own producers are not
+    // absorbed through them (they are read as parameters).
+    let mut dups: HashSet<NodeId> = HashSet::new();
+    let mut solid: HashSet<NodeId> = HashSet::from([root]);
     let root_node = g.node(root);
     let mut core = match root_node.op {
         Op::Reduce { .. } | Op::MatMul => Some(root),
@@ -289,35 +294,54 @@ fn membership(
         }
         let n = g.node(id);
         let us = users.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-        // Only producers reached through members (or views of members) are candidates.
-        let reached = us
-            .iter()
-            .any(|&u| is_view_chain_into(g, u, &members, users));
-        if !reached {
+        // Reached through a member the kernel owns, or only through a duplicated one (then
+        // the candidate can only be duplicated too, so no kernel owns what another needs).
+        let via_solid = us.iter().any(|&u| is_view_chain_into(g, u, &solid, users));
+        let via_any = via_solid
+            || us
+                .iter()
+                .any(|&u| is_view_chain_into(g, u, &members, users));
+        if !via_any {
             continue;
         }
+        // Users that this kernel does not own (duplicated members count as outside: other
+        // kernels compute them too, and may need this value as a buffer).
         let outside = us
             .iter()
-            .filter(|u| !members.contains(u) && !is_view_chain_into(g, **u, &members, users))
+            .filter(|u| !solid.contains(u) && !is_view_chain_into(g, **u, &solid, users))
             .count()
-            + usize::from(outputs.contains(&id));
+            + usize::from(outputs.contains(&id) || needed.contains(&id));
         match &n.op {
+            op if is_elementwise(op) && !via_solid => {
+                if is_cheap(op) && !needed.contains(&id) && all_users_can_fuse(g, us) {
+                    members.insert(id);
+                    dups.insert(id);
+                }
+            }
             op if is_elementwise(op) => {
                 if outside == 0 {
                     members.insert(id);
-                } else if outside > 0 {
-                    notes.push((id, format!("not fused: {outside} user(s) outside the kernel (fusing would duplicate it)")));
+                    solid.insert(id);
+                } else if is_cheap(op) && !needed.contains(&id) && all_users_can_fuse(g, us) {
+                    members.insert(id);
+                    dups.insert(id);
+                } else if is_cheap(op) {
+                    notes.push((id, format!("not fused: {outside} user(s) outside the kernel, and not all of them can compute it")));
+                } else {
+                    notes.push((id, format!("not fused: {outside} user(s) outside the kernel (an expensive producer is never duplicated)")));
                 }
             }
             Op::Reduce { .. } | Op::MatMul
                 if allow_core
+                    && via_solid
                     && core.is_none()
                     && outside == 0
                     && n.ty == root_node.ty
-                    && us.iter().all(|u| members.contains(u)) =>
+                    && us.iter().all(|u| solid.contains(u)) =>
             {
                 core = Some(id);
                 members.insert(id);
+                solid.insert(id);
             }
             Op::Reduce { .. } | Op::MatMul => {
                 let why = if outside > 0 {
@@ -325,11 +349,15 @@ fn membership(
                         "not fused: {} with {outside} user(s) outside the kernel",
                         n.op.name()
                     )
-                } else {
+                } else if core.is_some() {
+                    "not fused: the consumer kernel already has a core".to_string()
+                } else if n.ty != root_node.ty {
                     format!(
-                        "not fused: the consumer kernel already has a {} core or another shape",
-                        n.op.name()
+                        "not fused: its {} result is broadcast into the kernel (a {} fuses only as the core of a kernel of its own shape)",
+                        n.ty, n.op.name()
                     )
+                } else {
+                    format!("not fused: the {} is read through a view", n.op.name())
                 };
                 notes.push((id, why));
             }
@@ -342,7 +370,26 @@ fn membership(
             _ => {}
         }
     }
-    (members, core)
+    (members, dups, core)
+}
+
+/// Elementwise ops cheap enough to compute twice rather than store and load.
+fn is_cheap(op: &Op) -> bool {
+    use crate::graph::op::{BinaryOp as B, UnaryOp as U};
+    match op {
+        Op::Unary(u) => matches!(u, U::Neg | U::Abs),
+        Op::Binary(b) => !matches!(b, B::Div | B::Pow),
+        Op::Where | Op::Cast(_) => true,
+        _ => false,
+    }
+}
+
+/// True if every user can take a producer into its own kernel.
+fn all_users_can_fuse(g: &GraphData, us: &[NodeId]) -> bool {
+    us.iter().all(|&u| {
+        let op = &g.node(u).op;
+        is_elementwise(op) || matches!(op, Op::Reduce { .. })
+    })
 }
 
 /// True if `id` is a member, or a view op all of whose users are (transitively) members.
@@ -387,6 +434,7 @@ fn mat_operand(grp: &mut Group<'_>, id: NodeId, rank: usize) -> MatOperand {
 struct Built {
     kernel: Kernel,
     params: Vec<NodeId>,
+    /// Members owned by this kernel (duplicated cheap producers excluded).
     members: HashSet<NodeId>,
     notes: Vec<(NodeId, String)>,
 }
@@ -399,11 +447,14 @@ fn build(
     users: &HashMap<NodeId, Vec<NodeId>>,
     outputs: &HashSet<NodeId>,
     assigned: &HashSet<NodeId>,
+    needed: &HashSet<NodeId>,
     allow_core: bool,
 ) -> Option<Built> {
     let n = g.node(root);
     let mut notes = vec![];
-    let (members, core) = membership(g, root, users, outputs, assigned, allow_core, &mut notes);
+    let (members, dups, core) = membership(
+        g, root, users, outputs, assigned, needed, allow_core, &mut notes,
+    );
     let out_shape = fixed(&n.ty);
     let mut grp = Group {
         g,
@@ -476,10 +527,11 @@ fn build(
         epilogue,
         out: n.ty.clone(),
     };
+    let owned = members.difference(&dups).copied().collect();
     Some(Built {
         kernel,
         params: grp.params,
-        members,
+        members: owned,
         notes,
     })
 }
@@ -509,6 +561,18 @@ impl Pass for Fusion {
         }
         let outputs: HashSet<NodeId> = p.outputs.iter().copied().collect();
         let mut assigned: HashSet<NodeId> = HashSet::new();
+        // Values that must exist as buffers: outputs, operands of ops that are not fused
+        // (pad, concat, views that no kernel absorbs), and every kernel parameter.
+        let mut needed: HashSet<NodeId> = outputs.clone();
+        for &id in &order {
+            let op = &p.graph.node(id).op;
+            let fusable = is_elementwise(op)
+                || is_view_op(op)
+                || matches!(op, Op::Reduce { .. } | Op::MatMul);
+            if !fusable {
+                needed.extend(p.graph.node(id).inputs.iter().copied());
+            }
+        }
         let mut built: Vec<(NodeId, Built)> = vec![];
         for &root in order.iter().rev() {
             let op = &p.graph.node(root).op;
@@ -516,15 +580,21 @@ impl Pass for Fusion {
             if assigned.contains(&root) || !is_root {
                 continue;
             }
-            let b = match build(&p.graph, root, &users, &outputs, &assigned, true) {
+            // Consumers come first, so every reader of `root` is decided: if no kernel reads it
+            // as a parameter, each one computes it itself and it needs no kernel.
+            if !needed.contains(&root) {
+                continue;
+            }
+            let b = match build(&p.graph, root, &users, &outputs, &assigned, &needed, true) {
                 Some(b) => b,
-                None => build(&p.graph, root, &users, &outputs, &assigned, false)
+                None => build(&p.graph, root, &users, &outputs, &assigned, &needed, false)
                     .ok_or_else(|| crate::Error::invalid("fusion: no kernel without a core"))?,
             };
             b.kernel.validate().map_err(|e| {
                 crate::Error::invalid(format!("fusion built an invalid kernel: {e}"))
             })?;
             assigned.extend(b.members.iter().copied());
+            needed.extend(b.params.iter().copied());
             built.push((root, b));
         }
         let changed = !built.is_empty();
