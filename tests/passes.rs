@@ -360,3 +360,100 @@ fn dumps_are_written_per_pass() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Checks a memory plan: two values that are alive at the same time never share a slot,
+/// except a kernel writing over a parameter that dies there (an in-place update).
+fn check_plan(p: &Program) {
+    let plan = p.memory.as_ref().expect("memplan ran");
+    let order = p.live_order();
+    let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let mut last: HashMap<NodeId, usize> = HashMap::new();
+    for (i, &id) in order.iter().enumerate() {
+        for &inp in &p.graph.node(id).inputs {
+            last.insert(inp, i);
+        }
+    }
+    for &o in &p.outputs {
+        last.insert(o, usize::MAX);
+    }
+    // A reshape aliases its input: the input lives as long as the reshape does.
+    for &id in order.iter().rev() {
+        if let kiln::Op::Reshape = p.graph.node(id).op {
+            let inp = p.graph.node(id).inputs[0];
+            let l = last.get(&id).copied().unwrap_or(pos[&id]);
+            let e = last.entry(inp).or_insert(0);
+            *e = (*e).max(l);
+        }
+    }
+    let vals: Vec<(NodeId, usize, usize, usize)> = plan
+        .slot_of
+        .iter()
+        .map(|(&id, &slot)| {
+            (
+                id,
+                slot,
+                pos[&id],
+                last.get(&id).copied().unwrap_or(pos[&id]),
+            )
+        })
+        .collect();
+    for (i, a) in vals.iter().enumerate() {
+        for b in &vals[i + 1..] {
+            if a.1 != b.1 {
+                continue;
+            }
+            let (first, second) = if a.2 <= b.2 { (a, b) } else { (b, a) };
+            let aliased = plan.in_place.contains(&(second.0, first.0))
+                || matches!(p.graph.node(second.0).op, kiln::Op::Reshape)
+                || matches!(p.graph.node(first.0).op, kiln::Op::Reshape);
+            let overlap = first.3 > second.2 || (first.3 == second.2 && !aliased);
+            assert!(
+                !overlap || aliased,
+                "{:?} and {:?} share slot {} while both alive",
+                first,
+                second,
+                a.1
+            );
+        }
+        let need = {
+            let t = &p.graph.node(a.0).ty;
+            t.shape.numel().unwrap() * t.dtype.size_bytes()
+        };
+        assert!(plan.slots[a.1] >= need, "slot too small");
+    }
+}
+
+#[test]
+fn memory_plans_are_valid_on_random_graphs() {
+    for seed in 200..260 {
+        let (g, outs) = random_graph(seed);
+        let mut p = Program::new(g.snapshot(), outs);
+        let mut pl = Pipeline::default();
+        pl.options.batch = Some(7);
+        pl.run(&mut p).unwrap();
+        check_plan(&p);
+    }
+}
+
+#[test]
+fn memory_plan_reuses_buffers_along_a_chain() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [64, 64]);
+    // Each reduction forces a new kernel; the [64,64] intermediates can share two slots.
+    let mut t = x;
+    for _ in 0..6 {
+        t = (t.exp() - t.max(&[1], true)).tanh();
+    }
+    let mut p = Program::new(g.snapshot(), vec![t.id()]);
+    let mut pl = Pipeline::default();
+    pl.options.batch = Some(1);
+    pl.run(&mut p).unwrap();
+    check_plan(&p);
+    let plan = p.memory.as_ref().unwrap();
+    assert!(
+        plan.peak_bytes * 2 <= plan.unplanned_bytes,
+        "{} vs {}",
+        plan.peak_bytes,
+        plan.unplanned_bytes
+    );
+}
