@@ -10,7 +10,14 @@
 use kiln::passes::{fusion, memplan, Pipeline, Program};
 use kiln::prelude::*;
 
-fn dense<'g>(g: &'g Graph, x: Tensor<'g>, name: &str, inp: usize, out: usize, seed: u64) -> (Tensor<'g>, [Tensor<'g>; 2]) {
+fn dense<'g>(
+    g: &'g Graph,
+    x: Tensor<'g>,
+    name: &str,
+    inp: usize,
+    out: usize,
+    seed: u64,
+) -> (Tensor<'g>, [Tensor<'g>; 2]) {
     let _s = g.name_scope(name);
     let w = g.variable("kernel", [inp, out], init::glorot_uniform(seed));
     let b = g.variable("bias", [out], init::zeros());
@@ -26,13 +33,19 @@ fn main() -> Result<()> {
     let (h1, p1) = dense(&g, x, "dense_1", 784, 256, 1);
     let (h2, p2) = dense(&g, h1.relu(), "dense_2", 256, 128, 2);
     let (logits, p3) = dense(&g, h2.relu(), "dense_3", 128, 10, 3);
-    let loss = logits.sparse_softmax_cross_entropy_with_logits(y).mean_all();
+    let loss = logits
+        .sparse_softmax_cross_entropy_with_logits(y)
+        .mean_all();
     let params: Vec<Tensor<'_>> = p1.into_iter().chain(p2).chain(p3).collect();
     let grads = kiln::autodiff::grad(loss, &params)?;
     // SGD: the new value of each parameter (the train op of the training issue assigns them).
     let updates: Vec<Tensor<'_>> = {
         let _s = g.name_scope("sgd");
-        params.iter().zip(&grads).map(|(&w, &dw)| w - lr * dw).collect()
+        params
+            .iter()
+            .zip(&grads)
+            .map(|(&w, &dw)| w - lr * dw)
+            .collect()
     };
     g.check()?;
 
@@ -53,15 +66,25 @@ fn main() -> Result<()> {
     let report = pipeline.run(&mut program)?;
     let plan = program.memory.clone().unwrap_or_default();
 
-    println!("MLP 784-256-128-10 training step (ReLU, softmax cross-entropy, SGD), batch {batch}\n");
+    println!(
+        "MLP 784-256-128-10 training step (ReLU, softmax cross-entropy, SGD), batch {batch}\n"
+    );
     println!("{:<34} {:>12} {:>12}", "", "before", "after");
-    println!("{:<34} {:>12} {:>12}", "nodes", before.live_order().len(), program.live_order().len());
-    println!("{:<34} {:>12} {:>12}", "kernels", fusion::kernel_count(&before), fusion::kernel_count(&program));
     println!(
         "{:<34} {:>12} {:>12}",
-        "peak intermediate bytes",
-        before_plan.unplanned_bytes,
-        plan.peak_bytes
+        "nodes",
+        before.live_order().len(),
+        program.live_order().len()
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "kernels",
+        fusion::kernel_count(&before),
+        fusion::kernel_count(&program)
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "peak intermediate bytes", before_plan.unplanned_bytes, plan.peak_bytes
     );
     println!(
         "{:<34} {:>12} {:>11.1}%",

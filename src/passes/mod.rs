@@ -341,9 +341,30 @@ fn write_dump(dir: &std::path::Path, i: usize, name: &str, p: &Program) -> Resul
         .map_err(|e| Error::Io(format!("KILN_DUMP: cannot write {}: {e}", path.display())))
 }
 
-/// The canonical dump of the live part of a program.
+/// The canonical dump of the live part of a program: its nodes, a `return` line with its
+/// outputs, and the passes' notes as comments above the nodes they concern (with source
+/// locations, so a kernel can be traced back to the user's line).
 pub fn program_dump(p: &Program) -> String {
-    let mut live = p.graph.clone();
-    dce::remove_dead(&mut live, &p.outputs);
-    live.dump()
+    program_dumper(p).locations(true).to_string()
+}
+
+/// The dumper [`program_dump`] uses, without locations (stable text for snapshots).
+pub fn program_dumper(p: &Program) -> crate::text::Dumper<'_> {
+    let mut d = crate::text::Dumper::new(&p.graph)
+        .outputs(&p.outputs)
+        .only_live(true);
+    let (_, num) = d.numbering();
+    for (&id, notes) in &p.notes {
+        if !num.contains_key(&id) {
+            continue;
+        }
+        for n in notes {
+            let text = match n.consumer.and_then(|c| num.get(&c)) {
+                Some(c) => format!("not fused into %{c}: {}", n.text),
+                None => n.text.clone(),
+            };
+            d = d.comment(id, text);
+        }
+    }
+    d
 }
