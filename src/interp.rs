@@ -76,9 +76,8 @@ fn ieee_max(a: f64, b: f64) -> f64 {
         f64::NAN
     } else if a > b {
         a
-    } else if b > a {
-        b
-    } else if a.is_sign_negative() {
+    } else if b > a || a.is_sign_negative() {
+        // b is larger, or they are equal and a is -0 (max(-0, +0) = +0).
         b
     } else {
         a
@@ -742,11 +741,11 @@ impl Interpreter {
     fn init_missing(&mut self) {
         let d = self.graph.data();
         for id in d.variables() {
-            if !self.vars.contains_key(&id) {
-                let n = d.node(id);
-                if let (Op::Variable { init }, Some(shape)) = (&n.op, n.ty.shape.to_fixed()) {
-                    self.vars.insert(id, init.fill(n.ty.dtype, &shape));
-                }
+            let n = d.node(id);
+            if let (Op::Variable { init }, Some(shape)) = (&n.op, n.ty.shape.to_fixed()) {
+                self.vars
+                    .entry(id)
+                    .or_insert_with(|| init.fill(n.ty.dtype, &shape));
             }
         }
     }

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod array;
+pub mod autodiff;
 pub mod dtype;
 pub mod error;
 pub mod graph;
@@ -44,6 +45,7 @@ pub use shape::{Dim, Shape};
 /// The names most programs need: `use kiln::prelude::*;`.
 pub mod prelude {
     pub use crate::array::Array;
+    pub use crate::autodiff::{grad, gradients};
     pub use crate::dtype::DType;
     pub use crate::error::{Error, Result};
     pub use crate::graph::{Graph, Tensor};

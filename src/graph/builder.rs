@@ -40,11 +40,18 @@ pub trait IntoOperand<'g> {
     /// Converts to a tensor in `like`'s graph, with `like`'s dtype if it is a scalar.
     #[track_caller]
     fn into_operand(self, like: Tensor<'g>) -> Tensor<'g>;
+    /// The tensor, if this operand is one (so a scalar beside it can take its dtype).
+    fn as_tensor(&self) -> Option<Tensor<'g>> {
+        None
+    }
 }
 
 impl<'g> IntoOperand<'g> for Tensor<'g> {
     fn into_operand(self, _like: Tensor<'g>) -> Tensor<'g> {
         self
+    }
+    fn as_tensor(&self) -> Option<Tensor<'g>> {
+        Some(*self)
     }
 }
 
@@ -69,8 +76,11 @@ impl Graph {
         declared: Option<Ty>,
         name: Option<String>,
     ) -> Tensor<'_> {
-        let loc = SrcLoc::caller();
         let mut d = self.data_mut();
+        let loc = match &d.loc_override {
+            Some(l) => l.clone(),
+            None => SrcLoc::caller(),
+        };
         for (i, t) in inputs.iter().enumerate() {
             if !t.graph.same_as(self) {
                 let msg = format!(
@@ -201,8 +211,12 @@ impl Graph {
     /// Records a builder error and returns an invalid tensor standing for the failed op.
     #[track_caller]
     pub(crate) fn fail(&self, op: &str, msg: String) -> Tensor<'_> {
-        let loc = SrcLoc::caller();
-        let id = self.data_mut().add_error(op, msg, Some(loc));
+        let mut d = self.data_mut();
+        let loc = match &d.loc_override {
+            Some(l) => l.clone(),
+            None => SrcLoc::caller(),
+        };
+        let id = d.add_error(op, msg, Some(loc));
         Tensor { graph: self, id }
     }
 }
@@ -375,11 +389,16 @@ impl<'g> Tensor<'g> {
         self.binary(BinaryOp::Ge, rhs)
     }
 
-    /// `where(self, a, b)` for a `bool` condition.
+    /// `where(self, a, b)` for a `bool` condition. A Rust scalar branch takes the dtype of
+    /// the other branch (`f32` if both are scalars).
     #[track_caller]
     pub fn select(self, a: impl IntoOperand<'g>, b: impl IntoOperand<'g>) -> Tensor<'g> {
-        let a = a.into_operand(self);
-        let b = b.into_operand(a);
+        let like = match (a.as_tensor(), b.as_tensor()) {
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => self.graph.scalar(0.0),
+        };
+        let a = a.into_operand(like);
+        let b = b.into_operand(like);
         self.graph.where_(self, a, b)
     }
 

@@ -76,6 +76,9 @@ pub struct GraphData {
     dead: HashSet<NodeId>,
     scopes: Vec<String>,
     names: HashMap<Arc<str>, NodeId>,
+    /// While set, builder methods record this location instead of their caller's: derived
+    /// nodes (gradients) point at the user's line of the op they come from.
+    pub(crate) loc_override: Option<SrcLoc>,
 }
 
 static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
@@ -90,6 +93,7 @@ impl Default for GraphData {
             dead: HashSet::new(),
             scopes: vec![],
             names: HashMap::new(),
+            loc_override: None,
         }
     }
 }

@@ -266,6 +266,7 @@ impl Group<'_> {
 }
 
 /// Decides which producers join the kernel rooted at `root`.
+#[allow(clippy::too_many_arguments)] // the fusion pass's state, read-only but for `notes`
 fn membership(
     g: &GraphData,
     root: NodeId,
@@ -312,12 +313,16 @@ fn membership(
             .count()
             + usize::from(outputs.contains(&id) || needed.contains(&id));
         match &n.op {
-            op if is_elementwise(op) && !via_solid => {
-                if is_cheap(op) && !needed.contains(&id) && all_users_can_fuse(g, us) {
-                    members.insert(id);
-                    dups.insert(id);
-                }
+            op if is_elementwise(op)
+                && !via_solid
+                && is_cheap(op)
+                && !needed.contains(&id)
+                && all_users_can_fuse(g, us) =>
+            {
+                members.insert(id);
+                dups.insert(id);
             }
+            op if is_elementwise(op) && !via_solid => {}
             op if is_elementwise(op) => {
                 if outside == 0 {
                     members.insert(id);

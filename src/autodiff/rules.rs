@@ -1,0 +1,209 @@
+//! One reverse-mode rule per primitive: given the op, its operands `x`, its output `y` and
+//! the gradient `g` flowing into `y`, the gradient flowing into each operand (`None` where no
+//! gradient flows: integer and boolean operands, comparisons, `stop_gradient`).
+//!
+//! Rules are written with the ordinary builder, so gradient nodes are ordinary nodes and
+//! every rule is itself differentiable (that is all higher order needs). The match is
+//! exhaustive over [`Op`]: a new primitive does not compile until it has a rule here.
+//!
+//! Composites (softmax, the cross-entropies, `mean`, `relu`) have no rules: their gradients
+//! come from their primitives. The stable forms stay stable under differentiation because
+//! the max they subtract goes through `stop_gradient` (its true gradient contribution is
+//! exactly zero, since `log_softmax` is invariant to the shift), so no `exp` of a large
+//! logit is ever formed in the backward pass.
+
+use crate::graph::op::{BinaryOp, Op, ReduceOp, UnaryOp};
+use crate::graph::Tensor;
+use crate::shape::{Dim, Shape};
+
+/// The gradient contribution of `y = op(x...)` to each operand, given `g = dL/dy`.
+pub(super) fn vjp<'g>(
+    op: &Op,
+    x: &[Tensor<'g>],
+    y: Tensor<'g>,
+    g: Tensor<'g>,
+) -> Result<Vec<Option<Tensor<'g>>>, String> {
+    let one = |t: Tensor<'g>| Ok(vec![Some(t)]);
+    match op {
+        Op::Placeholder | Op::Variable { .. } | Op::Constant(_) | Op::Random { .. } => Ok(vec![]),
+        Op::Unary(u) => {
+            let a = x[0];
+            if !a.dtype().is_float() {
+                return Ok(vec![None]);
+            }
+            match u {
+                UnaryOp::Neg => one(-g),
+                UnaryOp::Exp => one(g * y),
+                UnaryOp::Log => one(g / a),
+                UnaryOp::Sqrt => one(g * 0.5 / y),
+                UnaryOp::Recip => one(-(g * y * y)),
+                UnaryOp::Tanh => one(g * (1.0 - y * y)),
+                // sign(x) * g, with 0 at 0 (the subgradient TF and JAX choose).
+                UnaryOp::Abs => one(a.greater(0.0).select(g, a.less(0.0).select(-g, 0.0))),
+                UnaryOp::Sigmoid => one(g * y * (1.0 - y)),
+            }
+        }
+        Op::Binary(b) => {
+            let (a, c) = (x[0], x[1]);
+            if b.is_comparison() || !a.dtype().is_float() {
+                return Ok(vec![None, None]);
+            }
+            Ok(match b {
+                BinaryOp::Add => vec![Some(g), Some(g)],
+                BinaryOp::Sub => vec![Some(g), Some(-g)],
+                BinaryOp::Mul => vec![Some(g * c), Some(g * a)],
+                BinaryOp::Div => vec![Some(g / c), Some(-(g * y) / c)],
+                BinaryOp::Pow => {
+                    // d/da = b a^(b-1); d/db = a^b log a, taken as 0 where a <= 0 (as TF does).
+                    let da = g * c * a.pow(c - 1.0);
+                    let log_a = a.greater(0.0).select(a.log(), 0.0);
+                    vec![Some(da), Some(g * y * log_a)]
+                }
+                // Ties go to the first operand, as in TF.
+                BinaryOp::Max => {
+                    let m = a.greater_equal(c);
+                    vec![Some(m.select(g, 0.0)), Some(m.select(0.0, g))]
+                }
+                BinaryOp::Min => {
+                    let m = a.less_equal(c);
+                    vec![Some(m.select(g, 0.0)), Some(m.select(0.0, g))]
+                }
+                BinaryOp::Eq
+                | BinaryOp::Ne
+                | BinaryOp::Lt
+                | BinaryOp::Le
+                | BinaryOp::Gt
+                | BinaryOp::Ge => unreachable!("comparisons return above"),
+            })
+        }
+        Op::Where => {
+            let c = x[0];
+            if !x[1].dtype().is_float() {
+                return Ok(vec![None, None, None]);
+            }
+            Ok(vec![None, Some(c.select(g, 0.0)), Some(c.select(0.0, g))])
+        }
+        Op::Cast(_) => {
+            let a = x[0];
+            Ok(vec![if a.dtype().is_float() && y.dtype().is_float() {
+                Some(g.cast(a.dtype()))
+            } else {
+                None
+            }])
+        }
+        Op::StopGradient | Op::Size { .. } => Ok(vec![None]),
+        Op::Reduce { op, axes, keepdims } => {
+            let a = x[0];
+            let shape = a.shape();
+            let kept = keep_dims(g, axes, *keepdims);
+            Ok(vec![Some(match op {
+                ReduceOp::Sum => kept.broadcast_to(shape),
+                ReduceOp::Max => {
+                    // The gradient is shared equally among the maxima (as TF does on ties).
+                    let yk = keep_dims(y, axes, *keepdims).broadcast_to(shape.clone());
+                    let mask = a.equal(yk).cast(a.dtype());
+                    let ax: Vec<isize> = axes.iter().map(|&i| i as isize).collect();
+                    let count = mask.sum(&ax, true);
+                    mask * (kept / count).broadcast_to(shape)
+                }
+            })])
+        }
+        Op::Reshape => one(g.reshape(x[0].shape())),
+        Op::Permute(p) => {
+            let mut inv = vec![0; p.len()];
+            for (i, &pi) in p.iter().enumerate() {
+                inv[pi] = i;
+            }
+            one(g.permute(&inv))
+        }
+        Op::BroadcastTo => one(sum_to(g, &x[0].shape())),
+        Op::Slice { begin } => {
+            let xs = x[0].shape();
+            let ys = y.shape();
+            let hi: Vec<usize> = xs
+                .dims()
+                .iter()
+                .zip(ys.dims())
+                .zip(begin)
+                .map(|((dx, dy), &b)| match (dx, dy) {
+                    (Dim::Fixed(n), Dim::Fixed(s)) => n - s - b,
+                    _ => 0,
+                })
+                .collect();
+            one(g.pad(begin, &hi))
+        }
+        Op::Pad { lo, .. } => one(g.slice(lo, x[0].shape())),
+        Op::Concat { axis } => {
+            let mut at = 0;
+            let mut out = vec![];
+            for part in x {
+                let s = part.shape();
+                let mut begin = vec![0; s.rank()];
+                begin[*axis] = at;
+                at += s.dims()[*axis].fixed().unwrap_or(0);
+                out.push(Some(g.slice(&begin, s)));
+            }
+            Ok(out)
+        }
+        Op::MatMul => {
+            let (a, b) = (x[0], x[1]);
+            Ok(vec![
+                Some(g.matmul(b.transpose())),
+                Some(a.transpose().matmul(g)),
+            ])
+        }
+        Op::Fusion(_) => {
+            Err("fused kernels have no gradient: differentiate before the fusion pass".into())
+        }
+    }
+}
+
+/// `g` with the reduced `axes` reinserted as size-1 axes (a no-op if they were kept).
+fn keep_dims<'g>(g: Tensor<'g>, axes: &[usize], keepdims: bool) -> Tensor<'g> {
+    if keepdims {
+        return g;
+    }
+    let gs = g.shape();
+    let mut dims = gs.dims().iter().copied();
+    let rank = gs.rank() + axes.len();
+    let shape: Shape = Shape(
+        (0..rank)
+            .map(|i| {
+                if axes.contains(&i) {
+                    Dim::Fixed(1)
+                } else {
+                    dims.next().unwrap_or(Dim::Fixed(1))
+                }
+            })
+            .collect(),
+    );
+    g.reshape(shape)
+}
+
+/// Sums `g` down to `shape`, undoing a numpy broadcast: leading axes are summed away, axes
+/// that were 1 are summed with keepdims.
+pub(super) fn sum_to<'g>(g: Tensor<'g>, shape: &Shape) -> Tensor<'g> {
+    let gs = g.shape();
+    if &gs == shape {
+        return g;
+    }
+    let lead = gs.rank() - shape.rank();
+    let mut t = g;
+    if lead > 0 {
+        let axes: Vec<isize> = (0..lead as isize).collect();
+        t = t.sum(&axes, false);
+    }
+    let ts = t.shape();
+    let ones: Vec<isize> = shape
+        .dims()
+        .iter()
+        .zip(ts.dims())
+        .enumerate()
+        .filter(|(_, (want, have))| **want == Dim::Fixed(1) && **have != Dim::Fixed(1))
+        .map(|(i, _)| i as isize)
+        .collect();
+    if !ones.is_empty() {
+        t = t.sum(&ones, true);
+    }
+    t
+}
