@@ -177,7 +177,7 @@ pub fn gradients<'g>(
         for (&input, c) in inputs.iter().zip(contributions) {
             if let Some(c) = c {
                 if on_path.contains(&input) {
-                    pending.entry(input).or_default().push(c);
+                    pending.entry(input).or_default().push(c());
                 }
             }
         }

@@ -16,14 +16,22 @@ use crate::graph::op::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::graph::Tensor;
 use crate::shape::{Dim, Shape};
 
+/// A contribution, built only if the operand needs a gradient (so that, for example, the
+/// gradient of `x @ w` with respect to a placeholder `x` is never added to the graph).
+pub(super) type Lazy<'g> = Option<Box<dyn FnOnce() -> Tensor<'g> + 'g>>;
+
+fn d<'g>(f: impl FnOnce() -> Tensor<'g> + 'g) -> Lazy<'g> {
+    Some(Box::new(f))
+}
+
 /// The gradient contribution of `y = op(x...)` to each operand, given `g = dL/dy`.
 pub(super) fn vjp<'g>(
     op: &Op,
     x: &[Tensor<'g>],
     y: Tensor<'g>,
     g: Tensor<'g>,
-) -> Result<Vec<Option<Tensor<'g>>>, String> {
-    let one = |t: Tensor<'g>| Ok(vec![Some(t)]);
+) -> Result<Vec<Lazy<'g>>, String> {
+    let one = |t: Lazy<'g>| Ok(vec![t]);
     match op {
         Op::Placeholder | Op::Variable { .. } | Op::Constant(_) | Op::Random { .. } => Ok(vec![]),
         Op::Unary(u) => {
@@ -32,15 +40,17 @@ pub(super) fn vjp<'g>(
                 return Ok(vec![None]);
             }
             match u {
-                UnaryOp::Neg => one(-g),
-                UnaryOp::Exp => one(g * y),
-                UnaryOp::Log => one(g / a),
-                UnaryOp::Sqrt => one(g * 0.5 / y),
-                UnaryOp::Recip => one(-(g * y * y)),
-                UnaryOp::Tanh => one(g * (1.0 - y * y)),
+                UnaryOp::Neg => one(d(move || -g)),
+                UnaryOp::Exp => one(d(move || g * y)),
+                UnaryOp::Log => one(d(move || g / a)),
+                UnaryOp::Sqrt => one(d(move || g * 0.5 / y)),
+                UnaryOp::Recip => one(d(move || -(g * y * y))),
+                UnaryOp::Tanh => one(d(move || g * (1.0 - y * y))),
                 // sign(x) * g, with 0 at 0 (the subgradient TF and JAX choose).
-                UnaryOp::Abs => one(a.greater(0.0).select(g, a.less(0.0).select(-g, 0.0))),
-                UnaryOp::Sigmoid => one(g * y * (1.0 - y)),
+                UnaryOp::Abs => one(d(move || {
+                    a.greater(0.0).select(g, a.less(0.0).select(-g, 0.0))
+                })),
+                UnaryOp::Sigmoid => one(d(move || g * y * (1.0 - y))),
             }
         }
         Op::Binary(b) => {
@@ -49,25 +59,24 @@ pub(super) fn vjp<'g>(
                 return Ok(vec![None, None]);
             }
             Ok(match b {
-                BinaryOp::Add => vec![Some(g), Some(g)],
-                BinaryOp::Sub => vec![Some(g), Some(-g)],
-                BinaryOp::Mul => vec![Some(g * c), Some(g * a)],
-                BinaryOp::Div => vec![Some(g / c), Some(-(g * y) / c)],
-                BinaryOp::Pow => {
-                    // d/da = b a^(b-1); d/db = a^b log a, taken as 0 where a <= 0 (as TF does).
-                    let da = g * c * a.pow(c - 1.0);
-                    let log_a = a.greater(0.0).select(a.log(), 0.0);
-                    vec![Some(da), Some(g * y * log_a)]
-                }
+                BinaryOp::Add => vec![d(move || g), d(move || g)],
+                BinaryOp::Sub => vec![d(move || g), d(move || -g)],
+                BinaryOp::Mul => vec![d(move || g * c), d(move || g * a)],
+                BinaryOp::Div => vec![d(move || g / c), d(move || -(g * y) / c)],
+                // d/da = b a^(b-1); d/db = a^b log a, taken as 0 where a <= 0 (as TF does).
+                BinaryOp::Pow => vec![
+                    d(move || g * c * a.pow(c - 1.0)),
+                    d(move || g * y * a.greater(0.0).select(a.log(), 0.0)),
+                ],
                 // Ties go to the first operand, as in TF.
-                BinaryOp::Max => {
-                    let m = a.greater_equal(c);
-                    vec![Some(m.select(g, 0.0)), Some(m.select(0.0, g))]
-                }
-                BinaryOp::Min => {
-                    let m = a.less_equal(c);
-                    vec![Some(m.select(g, 0.0)), Some(m.select(0.0, g))]
-                }
+                BinaryOp::Max => vec![
+                    d(move || a.greater_equal(c).select(g, 0.0)),
+                    d(move || a.greater_equal(c).select(0.0, g)),
+                ],
+                BinaryOp::Min => vec![
+                    d(move || a.less_equal(c).select(g, 0.0)),
+                    d(move || a.less_equal(c).select(0.0, g)),
+                ],
                 BinaryOp::Eq
                 | BinaryOp::Ne
                 | BinaryOp::Lt
@@ -81,42 +90,54 @@ pub(super) fn vjp<'g>(
             if !x[1].dtype().is_float() {
                 return Ok(vec![None, None, None]);
             }
-            Ok(vec![None, Some(c.select(g, 0.0)), Some(c.select(0.0, g))])
+            Ok(vec![
+                None,
+                d(move || c.select(g, 0.0)),
+                d(move || c.select(0.0, g)),
+            ])
         }
         Op::Cast(_) => {
             let a = x[0];
             Ok(vec![if a.dtype().is_float() && y.dtype().is_float() {
-                Some(g.cast(a.dtype()))
+                d(move || g.cast(a.dtype()))
             } else {
                 None
             }])
         }
         Op::StopGradient | Op::Size { .. } => Ok(vec![None]),
         Op::Reduce { op, axes, keepdims } => {
-            let a = x[0];
-            let shape = a.shape();
-            let kept = keep_dims(g, axes, *keepdims);
-            Ok(vec![Some(match op {
-                ReduceOp::Sum => kept.broadcast_to(shape),
-                ReduceOp::Max => {
-                    // The gradient is shared equally among the maxima (as TF does on ties).
-                    let yk = keep_dims(y, axes, *keepdims).broadcast_to(shape.clone());
-                    let mask = a.equal(yk).cast(a.dtype());
-                    let ax: Vec<isize> = axes.iter().map(|&i| i as isize).collect();
-                    let count = mask.sum(&ax, true);
-                    mask * (kept / count).broadcast_to(shape)
+            let (a, op, axes, keepdims) = (x[0], *op, axes.clone(), *keepdims);
+            one(d(move || {
+                let shape = a.shape();
+                let kept = keep_dims(g, &axes, keepdims);
+                match op {
+                    ReduceOp::Sum => kept.broadcast_to(shape),
+                    ReduceOp::Max => {
+                        // The gradient is shared equally among the maxima (as TF does on ties).
+                        let yk = keep_dims(y, &axes, keepdims).broadcast_to(shape.clone());
+                        let mask = a.equal(yk).cast(a.dtype());
+                        let ax: Vec<isize> = axes.iter().map(|&i| i as isize).collect();
+                        let count = mask.sum(&ax, true);
+                        mask * (kept / count).broadcast_to(shape)
+                    }
                 }
-            })])
+            }))
         }
-        Op::Reshape => one(g.reshape(x[0].shape())),
+        Op::Reshape => {
+            let a = x[0];
+            one(d(move || g.reshape(a.shape())))
+        }
         Op::Permute(p) => {
             let mut inv = vec![0; p.len()];
             for (i, &pi) in p.iter().enumerate() {
                 inv[pi] = i;
             }
-            one(g.permute(&inv))
+            one(d(move || g.permute(&inv)))
         }
-        Op::BroadcastTo => one(sum_to(g, &x[0].shape())),
+        Op::BroadcastTo => {
+            let a = x[0];
+            one(d(move || sum_to(g, &a.shape())))
+        }
         Op::Slice { begin } => {
             let xs = x[0].shape();
             let ys = y.shape();
@@ -130,9 +151,13 @@ pub(super) fn vjp<'g>(
                     _ => 0,
                 })
                 .collect();
-            one(g.pad(begin, &hi))
+            let begin = begin.clone();
+            one(d(move || g.pad(&begin, &hi)))
         }
-        Op::Pad { lo, .. } => one(g.slice(lo, x[0].shape())),
+        Op::Pad { lo, .. } => {
+            let (a, lo) = (x[0], lo.clone());
+            one(d(move || g.slice(&lo, a.shape())))
+        }
         Op::Concat { axis } => {
             let mut at = 0;
             let mut out = vec![];
@@ -141,15 +166,15 @@ pub(super) fn vjp<'g>(
                 let mut begin = vec![0; s.rank()];
                 begin[*axis] = at;
                 at += s.dims()[*axis].fixed().unwrap_or(0);
-                out.push(Some(g.slice(&begin, s)));
+                out.push(d(move || g.slice(&begin, s)));
             }
             Ok(out)
         }
         Op::MatMul => {
             let (a, b) = (x[0], x[1]);
             Ok(vec![
-                Some(g.matmul(b.transpose())),
-                Some(a.transpose().matmul(g)),
+                d(move || g.matmul(b.transpose())),
+                d(move || a.transpose().matmul(g)),
             ])
         }
         Op::Fusion(_) => {

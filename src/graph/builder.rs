@@ -402,9 +402,12 @@ impl<'g> Tensor<'g> {
         self.graph.where_(self, a, b)
     }
 
-    /// Converts to another dtype.
+    /// Converts to another dtype (the tensor itself if it already has `dtype`).
     #[track_caller]
     pub fn cast(self, dtype: DType) -> Tensor<'g> {
+        if self.dtype() == dtype {
+            return self;
+        }
         self.graph.push(Op::Cast(dtype), &[self], None, None)
     }
 

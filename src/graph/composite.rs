@@ -155,13 +155,19 @@ impl<'g> Tensor<'g> {
             .last()
             .and_then(|d| d.fixed())
             .unwrap_or(0);
-        -(labels.one_hot(depth) * self.log_softmax(-1)).sum(&[-1], false)
+        -(labels.one_hot(depth).cast(self.dtype()) * self.log_softmax(-1)).sum(&[-1], false)
     }
 
     /// Sigmoid cross-entropy with logits, elementwise, in the stable form
     /// `max(x, 0) - x * z + log(1 + exp(-|x|))`.
+    ///
+    /// `-|x|` is written `min(-x, x)` rather than with `abs`: at `x = 0` both `max(x, 0)` and
+    /// `min(-x, x)` then send their gradient to the same side (ties go to the first operand),
+    /// and the kinks cancel into the true derivative `sigmoid(x) - z`. With `abs`, whose
+    /// subgradient at 0 is 0, the gradient at exactly 0 would be off by one half.
     #[track_caller]
     pub fn sigmoid_cross_entropy_with_logits(self, labels: Tensor<'g>) -> Tensor<'g> {
-        self.relu() - self * labels + ((-self.abs()).exp() + 1.0).log()
+        let neg_abs = (-self).minimum(self);
+        self.relu() - self * labels + (neg_abs.exp() + 1.0).log()
     }
 }
