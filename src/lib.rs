@@ -34,6 +34,11 @@ pub mod rng;
 pub mod shape;
 pub mod text;
 
+/// The README's examples, compiled and run as doctests so the front door stays correct.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use array::{Array, ArrayData, Element};
 pub use dtype::DType;
 pub use error::{Error, Result, SrcLoc};
