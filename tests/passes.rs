@@ -174,6 +174,29 @@ fn fold_evaluates_constant_subgraphs() {
 }
 
 #[test]
+fn fold_computes_on_broadcast_scalars() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+    // neg(broadcast(c)) and broadcast(c1) * broadcast(c2) over a batch-sized shape.
+    let ones = g.scalar(0.5).broadcast_to([None, Some(3)]);
+    let k = -ones
+        * g.constant(Array::new([1], vec![4.0f32]).unwrap())
+            .broadcast_to([None, Some(3)]);
+    let y = x * k;
+    let p = check_pass(&g, &[y], 2, &Fold, 3);
+    let live: Vec<String> = p
+        .live_order()
+        .iter()
+        .map(|&i| p.graph.node(i).op.name().to_string())
+        .collect();
+    assert_eq!(
+        live,
+        ["placeholder", "constant", "broadcast_to", "mul"],
+        "{live:?}"
+    );
+}
+
+#[test]
 fn dce_drops_what_outputs_do_not_need() {
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, [3]);

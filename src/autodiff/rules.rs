@@ -68,14 +68,12 @@ pub(super) fn vjp<'g>(
                     d(move || g * c * a.pow(c - 1.0)),
                     d(move || g * y * a.greater(0.0).select(a.log(), 0.0)),
                 ],
-                // Ties go to the first operand, as in TF.
-                BinaryOp::Max => vec![
-                    d(move || a.greater_equal(c).select(g, 0.0)),
-                    d(move || a.greater_equal(c).select(0.0, g)),
-                ],
-                BinaryOp::Min => vec![
-                    d(move || a.less_equal(c).select(g, 0.0)),
-                    d(move || a.less_equal(c).select(0.0, g)),
+                // Ties go to the first operand. The mask `y == a` is `a >= c` (for `max`;
+                // `a <= c` for `min`), NaNs included, but reads the output: with a constant
+                // first operand (`relu` is `max(0, x)`) the backward pass needs only `y`.
+                BinaryOp::Max | BinaryOp::Min => vec![
+                    d(move || y.equal(a).select(g, 0.0)),
+                    d(move || y.equal(a).select(0.0, g)),
                 ],
                 BinaryOp::Eq
                 | BinaryOp::Ne

@@ -12,10 +12,16 @@ use crate::dtype::DType;
 use crate::shape::{normalize_axes, Dim};
 
 impl<'g> Tensor<'g> {
-    /// `max(x, 0)`.
+    /// `max(0, x)`.
+    ///
+    /// Written with the zero first: `maximum` sends the gradient of a tie to its first
+    /// operand, so `relu'(0) = 0` as in TF and JAX, and the gradient mask is `y != 0`, read
+    /// from the output. The backward pass then never needs the pre-activation, which lets
+    /// the fuser fold matmul, bias and activation into one kernel.
     #[track_caller]
     pub fn relu(self) -> Tensor<'g> {
-        self.maximum(0.0)
+        let zero = self.graph().scalar_of(self.dtype(), 0.0);
+        zero.maximum(self)
     }
 
     /// `x * x`.
@@ -161,13 +167,13 @@ impl<'g> Tensor<'g> {
     /// Sigmoid cross-entropy with logits, elementwise, in the stable form
     /// `max(x, 0) - x * z + log(1 + exp(-|x|))`.
     ///
-    /// `-|x|` is written `min(-x, x)` rather than with `abs`: at `x = 0` both `max(x, 0)` and
-    /// `min(-x, x)` then send their gradient to the same side (ties go to the first operand),
-    /// and the kinks cancel into the true derivative `sigmoid(x) - z`. With `abs`, whose
-    /// subgradient at 0 is 0, the gradient at exactly 0 would be off by one half.
+    /// `-|x|` is written `min(x, -x)` rather than with `abs`: at `x = 0` ties go to the
+    /// first operand, so `relu` (`max(0, x)`) and `min(x, -x)` take opposite sides and the
+    /// kinks cancel into the true derivative `sigmoid(x) - z`. With `abs`, whose subgradient
+    /// at 0 is 0, the gradient at exactly 0 would be off by one half.
     #[track_caller]
     pub fn sigmoid_cross_entropy_with_logits(self, labels: Tensor<'g>) -> Tensor<'g> {
-        let neg_abs = (-self).minimum(self);
+        let neg_abs = self.minimum(-self);
         self.relu() - self * labels + (neg_abs.exp() + 1.0).log()
     }
 }

@@ -250,10 +250,7 @@ impl Group<'_> {
                     None => {
                         // Unreachable by construction (membership stops at such reshapes):
                         // reading the reshape node as a parameter is still correct.
-                        self.note(
-                            id,
-                            format!("not fused: {} is not an affine view here", op.name()),
-                        );
+                        self.note(id, format!("{} is not an affine view here", op.name()));
                         self.load(id, v)
                     }
                 }
@@ -331,9 +328,9 @@ fn membership(
                     members.insert(id);
                     dups.insert(id);
                 } else if is_cheap(op) {
-                    notes.push((id, format!("not fused: {outside} user(s) outside the kernel, and not all of them can compute it")));
+                    notes.push((id, format!("{outside} user(s) outside the kernel, and not all of them can compute it")));
                 } else {
-                    notes.push((id, format!("not fused: {outside} user(s) outside the kernel (an expensive producer is never duplicated)")));
+                    notes.push((id, format!("{outside} user(s) outside the kernel (an expensive producer is never duplicated)")));
                 }
             }
             Op::Reduce { .. } | Op::MatMul
@@ -350,27 +347,21 @@ fn membership(
             }
             Op::Reduce { .. } | Op::MatMul => {
                 let why = if outside > 0 {
-                    format!(
-                        "not fused: {} with {outside} user(s) outside the kernel",
-                        n.op.name()
-                    )
+                    format!("{} with {outside} user(s) outside the kernel", n.op.name())
                 } else if core.is_some() {
-                    "not fused: the consumer kernel already has a core".to_string()
+                    "the consumer kernel already has a core".to_string()
                 } else if n.ty != root_node.ty {
                     format!(
-                        "not fused: its {} result is broadcast into the kernel (a {} fuses only as the core of a kernel of its own shape)",
+                        "its {} result is broadcast into the kernel (a {} fuses only as the core of a kernel of its own shape)",
                         n.ty, n.op.name()
                     )
                 } else {
-                    format!("not fused: the {} is read through a view", n.op.name())
+                    format!("the {} is read through a view", n.op.name())
                 };
                 notes.push((id, why));
             }
             Op::Pad { .. } | Op::Concat { .. } => {
-                notes.push((
-                    id,
-                    format!("not fused: {} is not an affine view", n.op.name()),
-                ));
+                notes.push((id, format!("{} is not an affine view", n.op.name())));
             }
             _ => {}
         }
