@@ -84,12 +84,18 @@ fn main() -> Result<()> {
     );
     println!(
         "{:<34} {:>12} {:>12}",
-        "peak intermediate bytes", before_plan.unplanned_bytes, plan.peak_bytes
+        "intermediate bytes, one buffer each", before_plan.unplanned_bytes, plan.unplanned_bytes
     );
     println!(
-        "{:<34} {:>12} {:>11.1}%",
-        "  (planned peak vs unplanned sum)",
-        "",
+        "{:<34} {:>12} {:>12}",
+        "peak intermediate bytes, planned", before_plan.peak_bytes, plan.peak_bytes
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "fetched outputs (new weights, loss)", before_plan.output_bytes, plan.output_bytes
+    );
+    println!(
+        "\npeak intermediate bytes after the pipeline: {:.1}% below the unplanned sum before it",
         100.0 * (1.0 - plan.peak_bytes as f64 / before_plan.unplanned_bytes.max(1) as f64)
     );
     println!("\npass times:\n{report}");

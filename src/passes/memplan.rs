@@ -10,11 +10,12 @@
 //!   dies at this kernel, has the output's size, and is read only at the element being
 //!   written (an identity index map), so no element is overwritten before it is read;
 //! - a standalone `reshape` aliases its input's slot (same bytes, new shape);
-//! - outputs (fetches) get slots that are never reused, and sources (feeds, variables,
-//!   constants) live outside the plan.
+//! - outputs (fetches) and sources (feeds, variables, constants) live outside the plan: an
+//!   output is written straight into the buffer handed back to the caller.
 //!
 //! The report compares the plan's peak (the sum of all slot sizes, all of which live for the
-//! whole run) with the unplanned sum of every intermediate's size.
+//! whole run) with the unplanned sum of every intermediate's size; outputs are counted apart
+//! ([`MemoryPlan::output_bytes`]).
 
 use super::{Pass, PassOptions, Program};
 use crate::error::Result;
@@ -39,6 +40,9 @@ pub struct MemoryPlan {
     pub peak_bytes: usize,
     /// Bytes of all intermediates if each had its own buffer.
     pub unplanned_bytes: usize,
+    /// Bytes of the outputs (fetches). They are not in the slots: each is written to its own
+    /// buffer, the one handed back to the caller (or a variable's, for an update).
+    pub output_bytes: usize,
 }
 
 fn bytes(p: &Program, id: NodeId) -> usize {
@@ -59,6 +63,7 @@ pub fn plan(p: &Program) -> MemoryPlan {
     for &o in &p.outputs {
         last_use.insert(o, usize::MAX);
     }
+    let is_output: std::collections::HashSet<NodeId> = p.outputs.iter().copied().collect();
     let mut plan = MemoryPlan::default();
     let mut free: Vec<usize> = vec![];
     // The slot's current holders: a slot is free when all of them are dead.
@@ -80,6 +85,10 @@ pub fn plan(p: &Program) -> MemoryPlan {
             continue;
         }
         let need = bytes(p, id);
+        if is_output.contains(&id) {
+            plan.output_bytes += need;
+            continue;
+        }
         plan.unplanned_bytes += need;
         let end = last_use.get(&id).copied().unwrap_or(i);
         let mut chosen: Option<usize> = None;
