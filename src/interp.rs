@@ -140,7 +140,8 @@ pub(crate) fn cast(to: DType, prec: Precision, x: f64) -> f64 {
             if x.is_nan() {
                 0.0
             } else {
-                x.trunc().clamp(i32::MIN as f64, i32::MAX as f64)
+                // `+ 0.0` turns a truncated -0.0 into the integer 0.
+                x.trunc().clamp(i32::MIN as f64, i32::MAX as f64) + 0.0
             }
         }
         DType::Bool => {
@@ -241,7 +242,7 @@ pub fn evaluate(
         .collect())
 }
 
-fn order_with_feeds(
+pub(crate) fn order_with_feeds(
     d: &GraphData,
     fetches: &[NodeId],
     fed: &HashMap<NodeId, &Array>,
@@ -274,7 +275,7 @@ fn order_with_feeds(
     out
 }
 
-fn check_feeds(
+pub(crate) fn check_feeds(
     d: &GraphData,
     order: &[NodeId],
     fed: &HashMap<NodeId, &Array>,

@@ -28,9 +28,12 @@ pub mod error;
 pub mod graph;
 pub mod init;
 pub mod interp;
+#[allow(unsafe_code)]
+pub mod jit;
 pub mod kernel;
 pub mod passes;
 pub mod rng;
+pub mod session;
 pub mod shape;
 pub mod text;
 
@@ -56,5 +59,6 @@ pub mod prelude {
     pub use crate::graph::{Graph, Tensor};
     pub use crate::init;
     pub use crate::interp::{Interpreter, Precision};
+    pub use crate::session::{Backend, Session};
     pub use crate::shape::{Dim, Shape};
 }

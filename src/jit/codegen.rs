@@ -1,0 +1,831 @@
+//! Kernel IR → Cranelift IR.
+//!
+//! Every [`Kernel`] becomes one function
+//! `extern "C" fn(args: *const *mut u8, scratch: *mut u8, status: *mut i32)`:
+//! `args[i]` is parameter `i`'s buffer, `args[params]` the output's, `scratch` a buffer of at
+//! least [`scratch_bytes`] bytes for reduction accumulators or matmul results, and `status` is
+//! set to 1 if an integer division by zero happened (the executable turns that into an
+//! error after the call).
+//!
+//! # Loops
+//! A body's domain becomes a loop nest with constant extents, outer axes first. The innermost
+//! axis runs 4 lanes at a time (`f32x4`) with a scalar tail when the body is *vectorizable*:
+//! all of its values are `f32` (or `bool` masks made by comparing `f32`s), and every load
+//! walks its parameter with stride 1 (a vector load) or 0 (a broadcast, loaded once per row,
+//! outside the inner loop). Anything else (integers, `f64`, strided gathers, `pow`) runs the
+//! same nest one element at a time.
+//!
+//! # Reductions
+//! A reduction accumulates into a scratch array with one slot per output element: the slots
+//! are set to the identity, the prologue's domain is walked in row-major order adding each
+//! value into its slot, then the epilogue maps slots to outputs. When the innermost axis is
+//! reduced, a vector of 4 partial results is carried through the inner loop and combined at
+//! its end; when it is kept, slots are updated 4 at a time. Either way the memory is walked
+//! in order. Accumulation is in the accumulator's dtype (`f32` for `f32`), so sums differ
+//! from the interpreter's (which adds in `f64`) by at most `n · 2⁻²⁴ · Σ|x|`.
+//!
+//! # Contractions
+//! A matmul calls [`super::runtime::kiln_gemm_f32`] (the `gemm` crate) once per batch index,
+//! with the operands' strides, so transposed operands are never copied; the epilogue then
+//! runs over the result like an elementwise body reading it as `Expr::Core`.
+//!
+//! # Memory safety
+//! Every address is `base + element_offset * size`, where the offset is an index map applied
+//! to a point of the loop domain. [`Kernel::validate`] proves each map stays inside its
+//! parameter for every point of the domain, and the executable hands in buffers of exactly
+//! the parameter types' sizes; loops run exactly over the domain (the vector loop stops at
+//! the last multiple of 4, the tail does the rest). Loads and stores are not marked aligned
+//! (feeds are plain `Vec`s), so misalignment cannot fault.
+
+use super::math;
+use crate::dtype::DType;
+use crate::graph::op::{BinaryOp, ReduceOp, UnaryOp};
+use crate::kernel::{Body, Core, Expr, Kernel};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F32X4, F64, I32, I64, I8};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, Signature, Type, Value,
+};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::FunctionBuilder;
+use cranelift_module::{FuncId, Module};
+
+/// Extern helpers a kernel may call, declared in the module once.
+pub(super) struct Helpers {
+    pub gemm_f32: FuncId,
+    pub gemm_f64: FuncId,
+    pub pow_f32: FuncId,
+    pub pow_f64: FuncId,
+    pub pow_i32: FuncId,
+    pub unary_f64: FuncId,
+}
+
+/// The signature every kernel has.
+pub(super) fn kernel_signature(call_conv: CallConv) -> Signature {
+    let mut s = Signature::new(call_conv);
+    for _ in 0..3 {
+        s.params.push(AbiParam::new(I64));
+    }
+    s
+}
+
+/// Bytes of scratch a kernel needs (accumulators or a matmul result).
+pub(super) fn scratch_bytes(k: &Kernel) -> usize {
+    match &k.core {
+        Core::None => 0,
+        Core::Reduce { .. } => {
+            let acc = k.prologue.exprs.last().map_or(DType::F32, |e| e.1);
+            k.epilogue.domain.iter().product::<usize>() * acc.size_bytes()
+        }
+        Core::MatMul { .. } => {
+            if direct_matmul(k) {
+                0
+            } else {
+                k.epilogue.domain.iter().product::<usize>() * k.params[0].dtype.size_bytes()
+            }
+        }
+    }
+}
+
+/// True if a matmul's epilogue is just its result, so `gemm` can write the output directly.
+fn direct_matmul(k: &Kernel) -> bool {
+    k.epilogue.exprs.len() == 1 && matches!(k.epilogue.exprs[0].0, Expr::Core)
+}
+
+fn cl_type(d: DType) -> Type {
+    match d {
+        DType::F32 => F32,
+        DType::F64 => F64,
+        DType::I32 => I32,
+        DType::Bool => I8,
+    }
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+fn le() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+/// Where the body reads `Expr::Core` from: a contiguous array (accumulators or the matmul
+/// result) indexed by the output's row-major position.
+#[derive(Clone, Copy)]
+struct CoreSrc {
+    ptr: Value,
+    dtype: DType,
+}
+
+/// Generates one kernel function body.
+pub(super) struct Gen<'a, 'b> {
+    pub b: &'b mut FunctionBuilder<'a>,
+    pub module: &'b mut dyn Module,
+    pub helpers: &'b Helpers,
+    params: Vec<Value>,
+    out: Value,
+    scratch: Value,
+    status: Value,
+}
+
+impl<'a, 'b> Gen<'a, 'b> {
+    pub(super) fn new(
+        b: &'b mut FunctionBuilder<'a>,
+        module: &'b mut dyn Module,
+        helpers: &'b Helpers,
+        nparams: usize,
+    ) -> Gen<'a, 'b> {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let args = b.block_params(entry)[0];
+        let scratch = b.block_params(entry)[1];
+        let status = b.block_params(entry)[2];
+        let params = (0..nparams)
+            .map(|i| {
+                b.ins()
+                    .load(I64, MemFlagsData::trusted(), args, (i * 8) as i32)
+            })
+            .collect();
+        let out = b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), args, (nparams * 8) as i32);
+        Gen {
+            b,
+            module,
+            helpers,
+            params,
+            out,
+            scratch,
+            status,
+        }
+    }
+
+    pub(super) fn finish(self) {
+        self.b.ins().return_(&[]);
+        self.b.seal_all_blocks();
+    }
+
+    /// `for i in (lo..hi).step_by(step)`, carrying `carry` values through the iterations;
+    /// returns their final values.
+    #[allow(clippy::type_complexity)] // a loop body: (builder, index, carried) -> carried
+    fn for_carry(
+        &mut self,
+        lo: i64,
+        hi: i64,
+        step: i64,
+        carry: &[Value],
+        body: &mut dyn FnMut(&mut Self, Value, &[Value]) -> Vec<Value>,
+    ) -> Vec<Value> {
+        let header = self.b.create_block();
+        let body_blk = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, I64);
+        let types: Vec<Type> = carry
+            .iter()
+            .map(|&v| self.b.func.dfg.value_type(v))
+            .collect();
+        for &t in &types {
+            self.b.append_block_param(header, t);
+            self.b.append_block_param(exit, t);
+        }
+        let lo_v = self.b.ins().iconst(I64, lo);
+        let mut args = vec![BlockArg::Value(lo_v)];
+        args.extend(carry.iter().map(|&v| BlockArg::Value(v)));
+        self.b.ins().jump(header, &args);
+
+        self.b.switch_to_block(header);
+        let ps: Vec<Value> = self.b.block_params(header).to_vec();
+        let i = ps[0];
+        let cur: Vec<Value> = ps[1..].to_vec();
+        let c = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, hi);
+        let exit_args: Vec<BlockArg> = cur.iter().map(|&v| BlockArg::Value(v)).collect();
+        self.b.ins().brif(c, body_blk, &[], exit, &exit_args);
+
+        self.b.switch_to_block(body_blk);
+        let next = body(self, i, &cur);
+        let i2 = self.b.ins().iadd_imm_s(i, step);
+        let mut args = vec![BlockArg::Value(i2)];
+        args.extend(next.iter().map(|&v| BlockArg::Value(v)));
+        self.b.ins().jump(header, &args);
+
+        self.b.switch_to_block(exit);
+        self.b.block_params(exit).to_vec()
+    }
+
+    fn for_each(&mut self, lo: i64, hi: i64, step: i64, body: &mut dyn FnMut(&mut Self, Value)) {
+        if lo >= hi {
+            return;
+        }
+        self.for_carry(lo, hi, step, &[], &mut |g, i, _| {
+            body(g, i);
+            vec![]
+        });
+    }
+
+    /// Walks `domain` row-major: `inner` is called once per innermost row with the outer
+    /// indices, and handles the innermost axis itself. A rank-0 domain calls it once with no
+    /// indices and an innermost extent of 1.
+    fn rows(&mut self, domain: &[usize], inner: &mut dyn FnMut(&mut Self, &[Value])) {
+        fn rec<'a, 'b>(
+            g: &mut Gen<'a, 'b>,
+            domain: &[usize],
+            idx: &mut Vec<Value>,
+            inner: &mut dyn FnMut(&mut Gen<'a, 'b>, &[Value]),
+        ) {
+            if idx.len() + 1 >= domain.len() {
+                inner(g, idx);
+                return;
+            }
+            let ext = domain[idx.len()] as i64;
+            g.for_each(0, ext, 1, &mut |g, i| {
+                idx.push(i);
+                rec(g, domain, idx, inner);
+                idx.pop();
+            });
+        }
+        rec(self, domain, &mut vec![], inner);
+    }
+
+    /// `offset + sum(idx_k * strides_k)` over the outer axes, as an i64 value.
+    fn base_offset(&mut self, offset: usize, strides: &[usize], idx: &[Value]) -> Value {
+        let mut acc = self.b.ins().iconst(I64, offset as i64);
+        for (k, &i) in idx.iter().enumerate() {
+            let s = strides[k] as i64;
+            if s != 0 {
+                let t = self.b.ins().imul_imm_s(i, s);
+                acc = self.b.ins().iadd(acc, t);
+            }
+        }
+        acc
+    }
+
+    fn addr(&mut self, base: Value, elem: Value, size: usize) -> Value {
+        let bytes = self.b.ins().imul_imm_s(elem, size as i64);
+        self.b.ins().iadd(base, bytes)
+    }
+
+    // ---------------------------------------------------------------- kernels
+
+    pub(super) fn kernel(&mut self, k: &Kernel) {
+        match &k.core {
+            Core::None => {
+                let out = self.out;
+                self.elementwise(k, &k.epilogue, out, None);
+            }
+            Core::Reduce { op, axes } => self.reduce(k, *op, axes),
+            Core::MatMul {
+                a,
+                b,
+                batch,
+                m,
+                k: kk,
+                n,
+            } => {
+                let dt = k.params[a.param as usize].dtype;
+                let direct = direct_matmul(k);
+                let dst = if direct { self.out } else { self.scratch };
+                let nb = batch.len();
+                let (pa, pb) = (self.params[a.param as usize], self.params[b.param as usize]);
+                let size = dt.size_bytes();
+                let func = if dt == DType::F64 {
+                    self.helpers.gemm_f64
+                } else {
+                    self.helpers.gemm_f32
+                };
+                let fref = self.module.declare_func_in_func(func, self.b.func);
+                let batch_dims: Vec<usize> = batch.to_vec();
+                let mut bi: Vec<Value> = vec![];
+                let mut call = |g: &mut Self, bi: &[Value]| {
+                    let ao = g.base_offset(a.offset, &a.strides[..nb], bi);
+                    let bo = g.base_offset(b.offset, &b.strides[..nb], bi);
+                    let cstr: Vec<usize> = {
+                        let mut s = vec![0usize; nb];
+                        let mut acc = m * n;
+                        for i in (0..nb).rev() {
+                            s[i] = acc;
+                            acc *= batch_dims[i];
+                        }
+                        s
+                    };
+                    let co = g.base_offset(0, &cstr, bi);
+                    let ap = g.addr(pa, ao, size);
+                    let bp = g.addr(pb, bo, size);
+                    let cp = g.addr(dst, co, size);
+                    let c = |g: &mut Self, v: usize| g.b.ins().iconst(I64, v as i64);
+                    let args = [
+                        c(g, *m),
+                        c(g, *n),
+                        c(g, *kk),
+                        cp,
+                        ap,
+                        c(g, a.strides[nb]),
+                        c(g, a.strides[nb + 1]),
+                        bp,
+                        c(g, b.strides[nb]),
+                        c(g, b.strides[nb + 1]),
+                    ];
+                    g.b.ins().call(fref, &args);
+                };
+                fn batches<'a, 'b>(
+                    g: &mut Gen<'a, 'b>,
+                    dims: &[usize],
+                    bi: &mut Vec<Value>,
+                    f: &mut dyn FnMut(&mut Gen<'a, 'b>, &[Value]),
+                ) {
+                    if bi.len() == dims.len() {
+                        f(g, bi);
+                        return;
+                    }
+                    let ext = dims[bi.len()] as i64;
+                    g.for_each(0, ext, 1, &mut |g, i| {
+                        bi.push(i);
+                        batches(g, dims, bi, f);
+                        bi.pop();
+                    });
+                }
+                batches(self, &batch_dims, &mut bi, &mut call);
+                if !direct {
+                    let src = CoreSrc {
+                        ptr: self.scratch,
+                        dtype: dt,
+                    };
+                    let out = self.out;
+                    self.elementwise(k, &k.epilogue, out, Some(src));
+                }
+            }
+        }
+    }
+
+    /// An elementwise body over its domain, writing row-major into `out`.
+    fn elementwise(&mut self, k: &Kernel, body: &Body, out: Value, core: Option<CoreSrc>) {
+        let domain = body.domain.clone();
+        let out_dt = body.exprs.last().map_or(DType::F32, |e| e.1);
+        let size = out_dt.size_bytes();
+        let vec_ok = vectorizable(k, body, core);
+        let out_strides = crate::kernel::row_major_strides(&domain);
+        let inner_ext = domain.last().copied().unwrap_or(1) as i64;
+        let rank = domain.len();
+        self.rows(&domain, &mut |g, idx| {
+            let obase = g.base_offset(0, &out_strides, idx);
+            let loads = g.prepare_loads(k, body, idx, vec_ok);
+            let vec_end = if vec_ok { inner_ext - inner_ext % 4 } else { 0 };
+            let emit = |g: &mut Self, i: Option<Value>, lanes: u8| {
+                let v = g.eval_body(k, body, &loads, i, lanes, core, obase);
+                let o = match i {
+                    Some(i) => g.b.ins().iadd(obase, i),
+                    None => obase,
+                };
+                let a = g.addr(out, o, size);
+                g.b.ins().store(flags(), v, a, 0);
+            };
+            if rank == 0 {
+                emit(g, None, 1);
+                return;
+            }
+            if vec_end > 0 {
+                g.for_each(0, vec_end, 4, &mut |g, i| emit(g, Some(i), 4));
+            }
+            g.for_each(vec_end, inner_ext, 1, &mut |g, i| emit(g, Some(i), 1));
+        });
+    }
+
+    fn reduce(&mut self, k: &Kernel, op: ReduceOp, axes: &[usize]) {
+        let pro = &k.prologue;
+        let dom = pro.domain.clone();
+        let acc_dt = pro.exprs.last().map_or(DType::F32, |e| e.1);
+        let size = acc_dt.size_bytes();
+        let n_out: usize = k.epilogue.domain.iter().product();
+        let acc_ptr = self.scratch;
+        // 1. identity into every slot.
+        let ident = self.identity(op, acc_dt, 1);
+        self.for_each(0, n_out as i64, 1, &mut |g, i| {
+            let a = g.addr(acc_ptr, i, size);
+            g.b.ins().store(flags(), ident, a, 0);
+        });
+        // 2. the prologue's domain, row-major, into the slots.
+        // Slot strides: row-major over the kept axes, 0 on the reduced ones.
+        let kept: Vec<usize> = (0..dom.len()).filter(|a| !axes.contains(a)).collect();
+        let kept_ext: Vec<usize> = kept.iter().map(|&a| dom[a]).collect();
+        let kept_rm = crate::kernel::row_major_strides(&kept_ext);
+        let mut slot_strides = vec![0usize; dom.len()];
+        for (j, &a) in kept.iter().enumerate() {
+            slot_strides[a] = kept_rm[j];
+        }
+        let rank = dom.len();
+        let inner_reduced = rank > 0 && axes.contains(&(rank - 1));
+        let inner_ext = dom.last().copied().unwrap_or(1) as i64;
+        let vec_ok = vectorizable(k, pro, None);
+        self.rows(&dom, &mut |g, idx| {
+            let sbase = g.base_offset(0, &slot_strides, idx);
+            let loads = g.prepare_loads(k, pro, idx, vec_ok);
+            let vec_end = if vec_ok { inner_ext - inner_ext % 4 } else { 0 };
+            if rank == 0 {
+                let v = g.eval_body(k, pro, &loads, None, 1, None, sbase);
+                g.accumulate(op, acc_dt, acc_ptr, sbase, v, 1);
+                return;
+            }
+            if inner_reduced {
+                // Carry partial results through the row, then add them into the one slot.
+                let mut total = g.identity(op, acc_dt, 1);
+                if vec_end > 0 {
+                    let init = g.identity(op, acc_dt, 4);
+                    let part = g.for_carry(0, vec_end, 4, &[init], &mut |g, i, cur| {
+                        let v = g.eval_body(k, pro, &loads, Some(i), 4, None, sbase);
+                        vec![g.combine(op, acc_dt, cur[0], v)]
+                    })[0];
+                    let lanes: Vec<Value> =
+                        (0..4u8).map(|l| g.b.ins().extractlane(part, l)).collect();
+                    let x = g.combine(op, acc_dt, lanes[0], lanes[1]);
+                    let y = g.combine(op, acc_dt, lanes[2], lanes[3]);
+                    total = g.combine(op, acc_dt, x, y);
+                }
+                let tail = g.for_carry(vec_end, inner_ext, 1, &[total], &mut |g, i, cur| {
+                    let v = g.eval_body(k, pro, &loads, Some(i), 1, None, sbase);
+                    vec![g.combine(op, acc_dt, cur[0], v)]
+                })[0];
+                g.accumulate(op, acc_dt, acc_ptr, sbase, tail, 1);
+            } else {
+                let step = |g: &mut Self, i: Value, lanes: u8| {
+                    let v = g.eval_body(k, pro, &loads, Some(i), lanes, None, sbase);
+                    let s = g.b.ins().iadd(sbase, i);
+                    g.accumulate(op, acc_dt, acc_ptr, s, v, lanes);
+                };
+                if vec_end > 0 {
+                    g.for_each(0, vec_end, 4, &mut |g, i| step(g, i, 4));
+                }
+                g.for_each(vec_end, inner_ext, 1, &mut |g, i| step(g, i, 1));
+            }
+        });
+        // 3. the epilogue over the slots.
+        let src = CoreSrc {
+            ptr: acc_ptr,
+            dtype: acc_dt,
+        };
+        let out = self.out;
+        self.elementwise(k, &k.epilogue, out, Some(src));
+    }
+
+    fn identity(&mut self, op: ReduceOp, dt: DType, lanes: u8) -> Value {
+        let v = match (op, dt) {
+            (ReduceOp::Sum, DType::F32) => self.b.ins().f32const(0.0f32),
+            (ReduceOp::Max, DType::F32) => self.b.ins().f32const(f32::NEG_INFINITY),
+            (ReduceOp::Sum, DType::F64) => self.b.ins().f64const(0.0f64),
+            (ReduceOp::Max, DType::F64) => self.b.ins().f64const(f64::NEG_INFINITY),
+            (ReduceOp::Sum, _) => self.b.ins().iconst(cl_type(dt), 0),
+            (ReduceOp::Max, _) => self.b.ins().iconst(cl_type(dt), i32::MIN as i64),
+        };
+        if lanes == 4 {
+            self.b.ins().splat(F32X4, v)
+        } else {
+            v
+        }
+    }
+
+    fn combine(&mut self, op: ReduceOp, dt: DType, a: Value, v: Value) -> Value {
+        match (op, dt.is_float()) {
+            (ReduceOp::Sum, true) => self.b.ins().fadd(a, v),
+            (ReduceOp::Max, true) => self.b.ins().fmax(a, v),
+            (ReduceOp::Sum, false) => self.b.ins().iadd(a, v),
+            (ReduceOp::Max, false) => self.b.ins().smax(a, v),
+        }
+    }
+
+    fn accumulate(
+        &mut self,
+        op: ReduceOp,
+        dt: DType,
+        acc: Value,
+        slot: Value,
+        v: Value,
+        lanes: u8,
+    ) {
+        let a = self.addr(acc, slot, dt.size_bytes());
+        let ty = if lanes == 4 { F32X4 } else { cl_type(dt) };
+        let cur = self.b.ins().load(ty, flags(), a, 0);
+        let new = self.combine(op, dt, cur, v);
+        self.b.ins().store(flags(), new, a, 0);
+    }
+
+    // ---------------------------------------------------------------- bodies
+
+    /// Per row: the element offset of each load at the row's start (and, for broadcast loads
+    /// in vector mode, the loaded and splatted value).
+    fn prepare_loads(
+        &mut self,
+        k: &Kernel,
+        body: &Body,
+        idx: &[Value],
+        vec_ok: bool,
+    ) -> Vec<Option<(Value, Option<Value>)>> {
+        let rank = body.domain.len();
+        body.exprs
+            .iter()
+            .map(|(e, dt)| match e {
+                Expr::Load { param, map } => {
+                    let base = self.base_offset(map.offset, &map.strides, idx);
+                    let inner_stride = if rank > 0 { map.strides[rank - 1] } else { 0 };
+                    let splat = if vec_ok && inner_stride == 0 && rank > 0 {
+                        let p = self.params[*param as usize];
+                        let a = self.addr(p, base, dt.size_bytes());
+                        let s = self.b.ins().load(cl_type(*dt), flags(), a, 0);
+                        Some(self.b.ins().splat(F32X4, s))
+                    } else {
+                        None
+                    };
+                    let _ = k;
+                    Some((base, splat))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Evaluates `body` at inner index `i` (None for a rank-0 domain) with `lanes` lanes.
+    #[allow(clippy::too_many_arguments)]
+    fn eval_body(
+        &mut self,
+        _k: &Kernel,
+        body: &Body,
+        loads: &[Option<(Value, Option<Value>)>],
+        i: Option<Value>,
+        lanes: u8,
+        core: Option<CoreSrc>,
+        obase: Value,
+    ) -> Value {
+        let rank = body.domain.len();
+        let mut vals: Vec<Value> = Vec::with_capacity(body.exprs.len());
+        for (j, (e, dt)) in body.exprs.iter().enumerate() {
+            let v = match e {
+                Expr::Load { param, map } => {
+                    let (base, splat) = loads[j].expect("prepared");
+                    if let Some(s) = splat {
+                        if lanes == 4 {
+                            vals.push(s);
+                            continue;
+                        }
+                    }
+                    let inner_stride = if rank > 0 { map.strides[rank - 1] } else { 0 };
+                    let off = match i {
+                        Some(i) if inner_stride != 0 => {
+                            let t = self.b.ins().imul_imm_s(i, inner_stride as i64);
+                            self.b.ins().iadd(base, t)
+                        }
+                        _ => base,
+                    };
+                    let p = self.params[*param as usize];
+                    self.load(p, off, *dt, lanes, inner_stride == 0)
+                }
+                Expr::Core => {
+                    let src = core.expect("core source");
+                    let off = match i {
+                        Some(i) => self.b.ins().iadd(obase, i),
+                        None => obase,
+                    };
+                    let v = self.load(src.ptr, off, src.dtype, lanes, false);
+                    if src.dtype != *dt {
+                        self.cast(v, src.dtype, *dt)
+                    } else {
+                        v
+                    }
+                }
+                Expr::Const(bits) => {
+                    let x = f64::from_bits(*bits);
+                    let s = match dt {
+                        DType::F32 => self.b.ins().f32const(x as f32),
+                        DType::F64 => self.b.ins().f64const(x),
+                        DType::I32 => self.b.ins().iconst(I32, x as i32 as i64),
+                        DType::Bool => self.b.ins().iconst(I8, (x != 0.0) as i64),
+                    };
+                    if lanes == 4 {
+                        self.b.ins().splat(F32X4, s)
+                    } else {
+                        s
+                    }
+                }
+                Expr::Unary(u, a) => self.unary(*u, *dt, vals[*a as usize]),
+                Expr::Binary(op, a, c) => {
+                    let in_dt = body.exprs[*a as usize].1;
+                    self.binary(*op, in_dt, vals[*a as usize], vals[*c as usize], lanes)
+                }
+                Expr::Where(c, a, d) => {
+                    let (c, a, d) = (vals[*c as usize], vals[*a as usize], vals[*d as usize]);
+                    if lanes == 4 {
+                        let m = self.b.ins().bitcast(F32X4, le(), c);
+                        self.b.ins().bitselect(m, a, d)
+                    } else {
+                        self.b.ins().select(c, a, d)
+                    }
+                }
+                Expr::Cast(a) => {
+                    let from = body.exprs[*a as usize].1;
+                    let x = vals[*a as usize];
+                    if lanes == 4 {
+                        // Only bool masks to f32 reach here (see `vectorizable`).
+                        let m = self.b.ins().bitcast(F32X4, le(), x);
+                        let one = self.b.ins().f32const(1.0f32);
+                        let one = self.b.ins().splat(F32X4, one);
+                        self.b.ins().band(m, one)
+                    } else {
+                        self.cast(x, from, *dt)
+                    }
+                }
+            };
+            vals.push(v);
+        }
+        *vals.last().expect("non-empty body")
+    }
+
+    fn load(&mut self, base: Value, off: Value, dt: DType, lanes: u8, splat: bool) -> Value {
+        let a = self.addr(base, off, dt.size_bytes());
+        if lanes == 4 {
+            if splat {
+                let s = self.b.ins().load(cl_type(dt), flags(), a, 0);
+                return self.b.ins().splat(F32X4, s);
+            }
+            return self.b.ins().load(F32X4, flags(), a, 0);
+        }
+        self.b.ins().load(cl_type(dt), flags(), a, 0)
+    }
+
+    fn call_helper(&mut self, f: FuncId, args: &[Value]) -> Value {
+        let fref = self.module.declare_func_in_func(f, self.b.func);
+        let call = self.b.ins().call(fref, args);
+        self.b.inst_results(call)[0]
+    }
+
+    fn unary(&mut self, u: UnaryOp, dt: DType, x: Value) -> Value {
+        match dt {
+            DType::F32 => match u {
+                UnaryOp::Neg => self.b.ins().fneg(x),
+                UnaryOp::Abs => self.b.ins().fabs(x),
+                UnaryOp::Sqrt => self.b.ins().sqrt(x),
+                UnaryOp::Recip => {
+                    let one = self.b.ins().f32const(1.0f32);
+                    let one = if self.b.func.dfg.value_type(x) == F32X4 {
+                        self.b.ins().splat(F32X4, one)
+                    } else {
+                        one
+                    };
+                    self.b.ins().fdiv(one, x)
+                }
+                UnaryOp::Exp => math::exp(self.b, x),
+                UnaryOp::Log => math::log(self.b, x),
+                UnaryOp::Tanh => math::tanh(self.b, x),
+                UnaryOp::Sigmoid => math::sigmoid(self.b, x),
+            },
+            DType::F64 => match u {
+                UnaryOp::Neg => self.b.ins().fneg(x),
+                UnaryOp::Abs => self.b.ins().fabs(x),
+                UnaryOp::Sqrt => self.b.ins().sqrt(x),
+                UnaryOp::Recip => {
+                    let one = self.b.ins().f64const(1.0f64);
+                    self.b.ins().fdiv(one, x)
+                }
+                UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid => {
+                    let code = self.b.ins().iconst(I32, u as i64);
+                    let f = self.helpers.unary_f64;
+                    self.call_helper(f, &[code, x])
+                }
+            },
+            // Shape rules allow only neg and abs on integers.
+            _ => match u {
+                UnaryOp::Abs => self.b.ins().iabs(x),
+                _ => self.b.ins().ineg(x),
+            },
+        }
+    }
+
+    fn binary(&mut self, op: BinaryOp, dt: DType, a: Value, c: Value, lanes: u8) -> Value {
+        use BinaryOp as B;
+        if dt.is_float() {
+            let fcc = |op: B| match op {
+                B::Eq => FloatCC::Equal,
+                B::Ne => FloatCC::NotEqual,
+                B::Lt => FloatCC::LessThan,
+                B::Le => FloatCC::LessThanOrEqual,
+                B::Gt => FloatCC::GreaterThan,
+                _ => FloatCC::GreaterThanOrEqual,
+            };
+            return match op {
+                B::Add => self.b.ins().fadd(a, c),
+                B::Sub => self.b.ins().fsub(a, c),
+                B::Mul => self.b.ins().fmul(a, c),
+                B::Div => self.b.ins().fdiv(a, c),
+                B::Max => self.b.ins().fmax(a, c),
+                B::Min => self.b.ins().fmin(a, c),
+                B::Pow => {
+                    let f = if dt == DType::F64 {
+                        self.helpers.pow_f64
+                    } else {
+                        self.helpers.pow_f32
+                    };
+                    self.call_helper(f, &[a, c])
+                }
+                B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => {
+                    // A bool scalar, or an i32x4 lane mask when lanes == 4.
+                    let _ = lanes;
+                    self.b.ins().fcmp(fcc(op), a, c)
+                }
+            };
+        }
+        let icc = |op: B| match op {
+            B::Eq => IntCC::Equal,
+            B::Ne => IntCC::NotEqual,
+            B::Lt => IntCC::SignedLessThan,
+            B::Le => IntCC::SignedLessThanOrEqual,
+            B::Gt => IntCC::SignedGreaterThan,
+            _ => IntCC::SignedGreaterThanOrEqual,
+        };
+        match op {
+            B::Add => self.b.ins().iadd(a, c),
+            B::Sub => self.b.ins().isub(a, c),
+            B::Mul => self.b.ins().imul(a, c),
+            B::Max => self.b.ins().smax(a, c),
+            B::Min => self.b.ins().smin(a, c),
+            B::Pow => {
+                let f = self.helpers.pow_i32;
+                self.call_helper(f, &[a, c])
+            }
+            B::Div => self.int_div(a, c),
+            B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => self.b.ins().icmp(icc(op), a, c),
+        }
+    }
+
+    /// Truncating i32 division that wraps `MIN / -1` and flags division by zero in `status`
+    /// instead of trapping (the interpreter reports it as an error, so must we).
+    fn int_div(&mut self, a: Value, c: Value) -> Value {
+        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, c, 0);
+        let minus1 = self.b.ins().icmp_imm_s(IntCC::Equal, c, -1);
+        let bad = self.b.ins().bor(zero, minus1);
+        let one = self.b.ins().iconst(I32, 1);
+        let safe = self.b.ins().select(bad, one, c);
+        let q = self.b.ins().sdiv(a, safe);
+        let neg = self.b.ins().ineg(a);
+        let q = self.b.ins().select(minus1, neg, q);
+        // status |= (c == 0)
+        let z32 = self.b.ins().uextend(I32, zero);
+        let old = self
+            .b
+            .ins()
+            .load(I32, MemFlagsData::trusted(), self.status, 0);
+        let new = self.b.ins().bor(old, z32);
+        self.b
+            .ins()
+            .store(MemFlagsData::trusted(), new, self.status, 0);
+        q
+    }
+
+    fn cast(&mut self, x: Value, from: DType, to: DType) -> Value {
+        use DType as D;
+        if from == to {
+            return x;
+        }
+        match (from, to) {
+            (D::F32, D::F64) => self.b.ins().fpromote(F64, x),
+            (D::F64, D::F32) => self.b.ins().fdemote(F32, x),
+            (D::F32 | D::F64, D::I32) => self.b.ins().fcvt_to_sint_sat(I32, x),
+            (D::I32, D::F32) => self.b.ins().fcvt_from_sint(F32, x),
+            (D::I32, D::F64) => self.b.ins().fcvt_from_sint(F64, x),
+            (D::Bool, D::F32) => self.b.ins().fcvt_from_uint(F32, x),
+            (D::Bool, D::F64) => self.b.ins().fcvt_from_uint(F64, x),
+            (D::Bool, D::I32) => self.b.ins().uextend(I32, x),
+            (D::F32, D::Bool) => {
+                let z = self.b.ins().f32const(0.0f32);
+                self.b.ins().fcmp(FloatCC::NotEqual, x, z)
+            }
+            (D::F64, D::Bool) => {
+                let z = self.b.ins().f64const(0.0f64);
+                self.b.ins().fcmp(FloatCC::NotEqual, x, z)
+            }
+            (D::I32, D::Bool) => self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0),
+            _ => x,
+        }
+    }
+}
+
+/// True if `body` can run 4 lanes at a time (see the module docs).
+fn vectorizable(k: &Kernel, body: &Body, core: Option<CoreSrc>) -> bool {
+    let rank = body.domain.len();
+    if rank == 0 || body.exprs.is_empty() {
+        return false;
+    }
+    if body.exprs.last().map(|e| e.1) != Some(DType::F32) {
+        return false;
+    }
+    body.exprs.iter().all(|(e, dt)| match e {
+        Expr::Load { param, map } => {
+            *dt == DType::F32
+                && k.params[*param as usize].dtype == DType::F32
+                && matches!(map.strides[rank - 1], 0 | 1)
+        }
+        Expr::Core => *dt == DType::F32 && core.is_some_and(|c| c.dtype == DType::F32),
+        Expr::Const(_) => *dt == DType::F32,
+        Expr::Unary(_, _) => *dt == DType::F32,
+        Expr::Binary(op, a, _) => {
+            body.exprs[*a as usize].1 == DType::F32 && !matches!(op, BinaryOp::Pow)
+        }
+        Expr::Where(_, a, _) => body.exprs[*a as usize].1 == DType::F32,
+        Expr::Cast(a) => *dt == DType::F32 && body.exprs[*a as usize].1 == DType::Bool,
+    })
+}

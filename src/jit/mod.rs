@@ -1,0 +1,600 @@
+//! The Cranelift backend: an optimized [`Program`] becomes an [`Executable`] of native
+//! kernels.
+//!
+//! Compilation takes the program that the pass pipeline produced (concrete shapes, fused
+//! kernels, a memory plan) and emits one Cranelift function per fused kernel into a single
+//! JIT module (`codegen.rs` explains the lowering). Running walks the schedule: each step is a
+//! kernel call, a copy (a `reshape` that could not alias its input), or, for the few ops
+//! that are not kernels (random numbers, `concat`, `pad`), a host step that evaluates the op
+//! with the reference interpreter's semantics.
+//!
+//! Buffers: feeds, variables and constants are read where they are; intermediates live in
+//! the memory plan's slots, a set of 64-byte-aligned buffers kept in a per-executable pool so
+//! that concurrent runs each get their own; outputs are written straight into the arrays
+//! handed back.
+//!
+//! # Safety
+//! This is the only module of kiln with `unsafe` code. Generated code is memory-safe by
+//! construction: every kernel passed [`Kernel::validate`] (each index map stays inside its
+//! parameter for every point of the loop domain) and every buffer handed to a kernel has
+//! exactly its parameter type's size, which [`Executable::run`] checks before any native
+//! code runs. Each `unsafe` block says which of these facts it relies on.
+
+mod codegen;
+#[allow(missing_docs)]
+mod math;
+mod runtime;
+
+use crate::array::{Array, ArrayData};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::graph::op::{Op, Ty};
+use crate::graph::{GraphData, NodeId};
+use crate::kernel::Kernel;
+use crate::passes::Program;
+use codegen::{kernel_signature, Gen, Helpers};
+use cranelift_codegen::ir::types::{F32, F64, I32, I64};
+use cranelift_codegen::ir::{AbiParam, UserFuncName};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+use runtime::AlignedBuf;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+type KernelFn = unsafe extern "C" fn(*const *mut u8, *mut u8, *mut i32);
+
+/// Where a value lives during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loc {
+    Feed(usize),
+    Var(usize),
+    Const(usize),
+    Slot(usize),
+    Out(usize),
+}
+
+#[allow(clippy::large_enum_variant)] // few steps per executable; boxing buys nothing
+enum Step {
+    Kernel {
+        f: KernelFn,
+        args: Vec<Loc>,
+        out: Loc,
+        node: NodeId,
+    },
+    Copy {
+        from: Loc,
+        to: Loc,
+        bytes: usize,
+    },
+    Host {
+        graph: GraphData,
+        placeholders: Vec<NodeId>,
+        out_node: NodeId,
+        args: Vec<(Loc, Ty)>,
+        out: Loc,
+    },
+}
+
+/// The JIT module, freed when the executable is dropped.
+struct Code(Option<JITModule>);
+
+// SAFETY: after `finalize_definitions` the module is only read (function addresses were
+// taken at compile time) and is touched again only by `Drop`, which has `&mut self`.
+unsafe impl Send for Code {}
+// SAFETY: as above; no method takes `&self`.
+unsafe impl Sync for Code {}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            // SAFETY: the executable owning this code is being dropped, so no function
+            // pointer into it can be called again (steps are dropped with it).
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+struct Workspace {
+    slots: Vec<AlignedBuf>,
+    scratch: AlignedBuf,
+}
+
+/// A compiled program: native kernels plus the schedule that runs them.
+///
+/// Executables are `Send + Sync`: several threads may call [`Executable::run`] at once (each
+/// run takes its own workspace from a pool).
+pub struct Executable {
+    steps: Vec<Step>,
+    /// Placeholders, in the order `run` expects their arrays, with concrete types.
+    pub placeholders: Vec<(NodeId, Ty)>,
+    /// Variables, in the order `run` expects their arrays, with types.
+    pub variables: Vec<(NodeId, Ty)>,
+    outputs: Vec<(Loc, Ty)>,
+    /// The type of each distinct output, by its `Loc::Out` index.
+    out_tys: Vec<Ty>,
+    consts: Vec<Arc<Array>>,
+    slot_sizes: Vec<usize>,
+    scratch_bytes: usize,
+    pool: Mutex<Vec<Workspace>>,
+    kernels: usize,
+    _code: Code,
+}
+
+fn concrete(ty: &Ty) -> Result<Vec<usize>> {
+    ty.shape
+        .to_fixed()
+        .ok_or_else(|| Error::invalid(format!("jit: shape {} is not concrete", ty.shape)))
+}
+
+fn bytes_of(ty: &Ty) -> usize {
+    ty.shape.numel().unwrap_or(0) * ty.dtype.size_bytes()
+}
+
+impl Executable {
+    /// Compiles `p`, which must have concrete shapes (run the pass pipeline with a batch
+    /// size first); `p.memory` is used if present.
+    pub fn compile(p: &Program) -> Result<Executable> {
+        p.graph.check()?;
+        let order = p.live_order();
+        let mut flag_builder = settings::builder();
+        let set = |fb: &mut settings::Builder, k: &str, v: &str| {
+            fb.set(k, v)
+                .map_err(|e| Error::invalid(format!("jit: setting {k}: {e}")))
+        };
+        set(&mut flag_builder, "opt_level", "speed")?;
+        set(&mut flag_builder, "use_colocated_libcalls", "false")?;
+        set(&mut flag_builder, "is_pic", "false")?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| Error::invalid(format!("jit: this machine is not supported: {e}")))?
+            .finish(settings::Flags::new(flag_builder))
+            .map_err(|e| Error::invalid(format!("jit: {e}")))?;
+        let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+        jb.symbol("kiln_gemm_f32", runtime::kiln_gemm_f32 as *const u8);
+        jb.symbol("kiln_gemm_f64", runtime::kiln_gemm_f64 as *const u8);
+        jb.symbol("kiln_pow_f32", runtime::kiln_pow_f32 as *const u8);
+        jb.symbol("kiln_pow_f64", runtime::kiln_pow_f64 as *const u8);
+        jb.symbol("kiln_pow_i32", runtime::kiln_pow_i32 as *const u8);
+        jb.symbol("kiln_unary_f64", runtime::kiln_unary_f64 as *const u8);
+        let mut module = JITModule::new(jb);
+        let helpers = declare_helpers(&mut module)?;
+
+        // Locations of every live value.
+        let mut loc: HashMap<NodeId, Loc> = HashMap::new();
+        let mut placeholders = vec![];
+        let mut variables = vec![];
+        let mut consts = vec![];
+        let plan = p
+            .memory
+            .clone()
+            .unwrap_or_else(|| crate::passes::memplan::plan(p));
+        let mut slot_sizes = plan.slots.clone();
+        let mut outputs = vec![];
+        let mut out_index: HashMap<NodeId, usize> = HashMap::new();
+        for &o in &p.outputs {
+            if !out_index.contains_key(&o) {
+                out_index.insert(o, out_index.len());
+            }
+        }
+        for &id in &order {
+            let n = p.graph.node(id);
+            concrete(&n.ty)?;
+            let l = match &n.op {
+                Op::Placeholder => {
+                    placeholders.push((id, n.ty.clone()));
+                    Loc::Feed(placeholders.len() - 1)
+                }
+                Op::Variable { .. } => {
+                    variables.push((id, n.ty.clone()));
+                    Loc::Var(variables.len() - 1)
+                }
+                Op::Constant(c) => {
+                    consts.push(c.0.clone());
+                    Loc::Const(consts.len() - 1)
+                }
+                _ => match (out_index.get(&id), plan.slot_of.get(&id)) {
+                    (Some(&i), _) => Loc::Out(i),
+                    (None, Some(&s)) => Loc::Slot(s),
+                    (None, None) => {
+                        slot_sizes.push(bytes_of(&n.ty));
+                        Loc::Slot(slot_sizes.len() - 1)
+                    }
+                },
+            };
+            loc.insert(id, l);
+        }
+
+        // The schedule.
+        let mut ctx = module.make_context();
+        let mut fctx = FunctionBuilderContext::new();
+        let mut steps = vec![];
+        let mut pending: Vec<(usize, cranelift_module::FuncId)> = vec![];
+        let mut scratch_bytes = 0;
+        let mut kernels = 0;
+        for &id in &order {
+            let n = p.graph.node(id);
+            let out = loc[&id];
+            match &n.op {
+                Op::Placeholder | Op::Variable { .. } | Op::Constant(_) => {}
+                Op::Fusion(k) => {
+                    k.validate()
+                        .map_err(|e| Error::invalid(format!("jit: invalid kernel: {e}")))?;
+                    check_param_types(k, &p.graph, &n.inputs)?;
+                    let fid =
+                        compile_kernel(&mut module, &mut ctx, &mut fctx, &helpers, k, kernels)?;
+                    kernels += 1;
+                    scratch_bytes = scratch_bytes.max(codegen::scratch_bytes(k));
+                    pending.push((steps.len(), fid));
+                    steps.push(Step::Kernel {
+                        f: noop_kernel,
+                        args: n.inputs.iter().map(|i| loc[i]).collect(),
+                        out,
+                        node: id,
+                    });
+                }
+                Op::Reshape if loc[&n.inputs[0]] == out => {}
+                Op::Reshape => steps.push(Step::Copy {
+                    from: loc[&n.inputs[0]],
+                    to: out,
+                    bytes: bytes_of(&n.ty),
+                }),
+                _ => {
+                    // A host step: the op alone in a small graph, run by the interpreter.
+                    let mut g = GraphData::new();
+                    let mut phs = vec![];
+                    let mut args = vec![];
+                    for (k, &i) in n.inputs.iter().enumerate() {
+                        let t = p.graph.node(i).ty.clone();
+                        let ph = g.add_node(
+                            Op::Placeholder,
+                            &[],
+                            Some(t.clone()),
+                            Some(format!("in{k}")),
+                            None,
+                        );
+                        phs.push(ph);
+                        args.push((loc[&i], t));
+                    }
+                    let out_node =
+                        g.add_node(n.op.clone(), &phs, Some(n.ty.clone()), None, n.loc.clone());
+                    g.check()?;
+                    steps.push(Step::Host {
+                        graph: g,
+                        placeholders: phs,
+                        out_node,
+                        args,
+                        out,
+                    });
+                }
+            }
+        }
+        let mut outs_sorted: Vec<(NodeId, usize)> =
+            out_index.iter().map(|(&k, &v)| (k, v)).collect();
+        outs_sorted.sort_by_key(|x| x.1);
+        for (id, _) in &outs_sorted {
+            let n = p.graph.node(*id);
+            // An output that is a source is copied out of its location at the end.
+            outputs.push((loc[id], n.ty.clone()));
+        }
+        module
+            .finalize_definitions()
+            .map_err(|e| Error::invalid(format!("jit: {e}")))?;
+        for (si, fid) in pending {
+            let ptr = module.get_finalized_function(fid);
+            if let Step::Kernel { f, .. } = &mut steps[si] {
+                // SAFETY: the function was defined with `kernel_signature`, which is this
+                // type's C ABI: three pointer-sized arguments, no result.
+                *f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+            }
+        }
+        let out_tys: Vec<Ty> = outs_sorted
+            .iter()
+            .map(|(id, _)| p.graph.node(*id).ty.clone())
+            .collect();
+        // Fetches are listed per request, duplicates included.
+        let outputs = p
+            .outputs
+            .iter()
+            .map(|o| outputs[out_index[o]].clone())
+            .collect();
+        Ok(Executable {
+            steps,
+            placeholders,
+            variables,
+            outputs,
+            out_tys,
+            consts,
+            slot_sizes,
+            scratch_bytes,
+            pool: Mutex::new(vec![]),
+            kernels,
+            _code: Code(Some(module)),
+        })
+    }
+
+    /// The number of native kernels.
+    pub fn kernel_count(&self) -> usize {
+        self.kernels
+    }
+
+    /// Runs the program. `feeds` and `vars` are in the order of [`Executable::placeholders`]
+    /// and [`Executable::variables`], and must have exactly those types; `run_index` makes
+    /// random ops draw fresh numbers. Returns one array per program output.
+    pub fn run(&self, feeds: &[&Array], vars: &[&Array], run_index: u64) -> Result<Vec<Array>> {
+        let want = |what: &str, got: &Array, ty: &Ty| -> Result<()> {
+            let shape = concrete(ty)?;
+            if got.dtype() != ty.dtype || got.shape() != shape.as_slice() {
+                return Err(Error::Feed(format!(
+                    "{what} expects {ty}, got {}{:?}",
+                    got.dtype(),
+                    got.shape()
+                )));
+            }
+            Ok(())
+        };
+        if feeds.len() != self.placeholders.len() || vars.len() != self.variables.len() {
+            return Err(Error::Feed("wrong number of feeds or variables".into()));
+        }
+        for (a, (_, t)) in feeds.iter().zip(&self.placeholders) {
+            want("a placeholder", a, t)?;
+        }
+        for (a, (_, t)) in vars.iter().zip(&self.variables) {
+            want("a variable", a, t)?;
+        }
+        let mut ws = self
+            .pool
+            .lock()
+            .map_or(None, |mut p| p.pop())
+            .unwrap_or_else(|| Workspace {
+                slots: self
+                    .slot_sizes
+                    .iter()
+                    .map(|&b| AlignedBuf::new(b))
+                    .collect(),
+                scratch: AlignedBuf::new(self.scratch_bytes),
+            });
+        let mut outs: Vec<Array> = self
+            .out_tys
+            .iter()
+            .map(|t| Array::zeros(t.dtype, concrete(t).unwrap_or_default()))
+            .collect();
+        let result = self.run_steps(feeds, vars, &mut ws, &mut outs, run_index);
+        if let Ok(mut p) = self.pool.lock() {
+            p.push(ws);
+        }
+        result?;
+        // Outputs that are not computed (a fetched source) are copied from where they live.
+        let mut res = vec![];
+        for (l, t) in &self.outputs {
+            res.push(match l {
+                Loc::Out(i) => outs[*i].clone(),
+                Loc::Feed(i) => feeds[*i].clone(),
+                Loc::Var(i) => vars[*i].clone(),
+                Loc::Const(i) => (*self.consts[*i]).clone(),
+                Loc::Slot(_) => Array::zeros(t.dtype, concrete(t)?),
+            });
+        }
+        Ok(res)
+    }
+
+    fn run_steps(
+        &self,
+        feeds: &[&Array],
+        vars: &[&Array],
+        ws: &mut Workspace,
+        outs: &mut [Array],
+        run_index: u64,
+    ) -> Result<()> {
+        for step in &self.steps {
+            match step {
+                Step::Kernel { f, args, out, node } => {
+                    let mut ptrs: Vec<*mut u8> = args
+                        .iter()
+                        .map(|&l| ptr_of(l, feeds, vars, &self.consts, ws, outs))
+                        .collect();
+                    ptrs.push(ptr_of(*out, feeds, vars, &self.consts, ws, outs));
+                    let mut status = 0i32;
+                    let scratch = ws.scratch.as_mut_ptr();
+                    // SAFETY: `f` was compiled from a validated kernel whose index maps stay
+                    // inside buffers of the parameter types' sizes; `ptrs` holds one buffer
+                    // per parameter plus the output, each of exactly that size (feeds and
+                    // variables were checked above, slots and outputs are allocated from the
+                    // same types), and `scratch` has `scratch_bytes` >= what any kernel needs.
+                    unsafe { f(ptrs.as_ptr(), scratch, &mut status) };
+                    if status != 0 {
+                        return Err(Error::Runtime {
+                            op: "div".into(),
+                            loc: None,
+                            msg: format!("integer division by zero (in kernel {node:?})"),
+                        });
+                    }
+                }
+                Step::Copy { from, to, bytes } => {
+                    let src = ptr_of(*from, feeds, vars, &self.consts, ws, outs);
+                    let dst = ptr_of(*to, feeds, vars, &self.consts, ws, outs);
+                    if *bytes > 0 && src != dst {
+                        // SAFETY: both locations hold a value of the reshape's type, `bytes`
+                        // long, in distinct buffers.
+                        unsafe { std::ptr::copy_nonoverlapping(src, dst, *bytes) };
+                    }
+                }
+                Step::Host {
+                    graph,
+                    placeholders,
+                    out_node,
+                    args,
+                    out,
+                } => {
+                    let mut feed_arrays = vec![];
+                    for ((l, t), &ph) in args.iter().zip(placeholders) {
+                        let shape = concrete(t)?;
+                        let src = ptr_of(*l, feeds, vars, &self.consts, ws, outs);
+                        feed_arrays.push((ph, read_array(src, t.dtype, shape)));
+                    }
+                    let v = crate::interp::evaluate(
+                        graph,
+                        &[*out_node],
+                        &feed_arrays,
+                        &HashMap::new(),
+                        crate::interp::Precision::F32,
+                        run_index,
+                    )?;
+                    let dst = ptr_of(*out, feeds, vars, &self.consts, ws, outs);
+                    write_array(&v[0], dst);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// Placeholder until the real pointer is known after finalization.
+unsafe extern "C" fn noop_kernel(_: *const *mut u8, _: *mut u8, _: *mut i32) {}
+
+fn array_ptr(a: &Array) -> *mut u8 {
+    match a.data() {
+        ArrayData::F32(v) => v.as_ptr() as *mut u8,
+        ArrayData::F64(v) => v.as_ptr() as *mut u8,
+        ArrayData::I32(v) => v.as_ptr() as *mut u8,
+        ArrayData::Bool(v) => v.as_ptr() as *mut u8,
+    }
+}
+
+fn array_mut_ptr(a: &mut Array) -> *mut u8 {
+    match a.dtype() {
+        DType::F32 => a
+            .as_mut_slice::<f32>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
+        DType::F64 => a
+            .as_mut_slice::<f64>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
+        DType::I32 => a
+            .as_mut_slice::<i32>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
+        DType::Bool => a
+            .as_mut_slice::<bool>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
+    }
+}
+
+/// The buffer of a location. Feeds, variables and constants are only ever read through it
+/// (kernels write only their output, which is a slot or an output array).
+fn ptr_of(
+    l: Loc,
+    feeds: &[&Array],
+    vars: &[&Array],
+    consts: &[Arc<Array>],
+    ws: &mut Workspace,
+    outs: &mut [Array],
+) -> *mut u8 {
+    match l {
+        Loc::Feed(i) => array_ptr(feeds[i]),
+        Loc::Var(i) => array_ptr(vars[i]),
+        Loc::Const(i) => array_ptr(&consts[i]),
+        Loc::Slot(s) => ws.slots[s].as_mut_ptr(),
+        Loc::Out(i) => array_mut_ptr(&mut outs[i]),
+    }
+}
+
+fn read_array(src: *const u8, dtype: DType, shape: Vec<usize>) -> Array {
+    let n: usize = shape.iter().product();
+    let bytes = n * dtype.size_bytes();
+    let mut raw = vec![0u8; bytes];
+    if bytes > 0 {
+        // SAFETY: `src` is a buffer holding a value of this type (`bytes` long).
+        unsafe { std::ptr::copy_nonoverlapping(src, raw.as_mut_ptr(), bytes) };
+    }
+    let data: Vec<f64> = match dtype {
+        DType::F32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        DType::F64 => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        DType::I32 => raw
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        DType::Bool => raw.iter().map(|&b| (b != 0) as u8 as f64).collect(),
+    };
+    Array::from_f64(dtype, shape, data)
+}
+
+fn write_array(a: &Array, dst: *mut u8) {
+    let src = array_ptr(a);
+    let bytes = a.len() * a.dtype().size_bytes();
+    if bytes > 0 {
+        // SAFETY: `dst` is the host step's output buffer, of the op's type, which `a` has.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, bytes) };
+    }
+}
+
+fn check_param_types(k: &Kernel, g: &GraphData, inputs: &[NodeId]) -> Result<()> {
+    for (t, &i) in k.params.iter().zip(inputs) {
+        if &g.node(i).ty != t {
+            return Err(Error::invalid(
+                "jit: a kernel parameter's type differs from its operand",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn declare_helpers(module: &mut JITModule) -> Result<Helpers> {
+    let cc = module.target_config().default_call_conv;
+    let mut declare = |name: &str,
+                       params: &[cranelift_codegen::ir::Type],
+                       ret: Option<cranelift_codegen::ir::Type>| {
+        let mut s = cranelift_codegen::ir::Signature::new(cc);
+        for &p in params {
+            s.params.push(AbiParam::new(p));
+        }
+        if let Some(r) = ret {
+            s.returns.push(AbiParam::new(r));
+        }
+        module
+            .declare_function(name, Linkage::Import, &s)
+            .map_err(|e| Error::invalid(format!("jit: {e}")))
+    };
+    let gemm_args = [I64; 10];
+    Ok(Helpers {
+        gemm_f32: declare("kiln_gemm_f32", &gemm_args, None)?,
+        gemm_f64: declare("kiln_gemm_f64", &gemm_args, None)?,
+        pow_f32: declare("kiln_pow_f32", &[F32, F32], Some(F32))?,
+        pow_f64: declare("kiln_pow_f64", &[F64, F64], Some(F64))?,
+        pow_i32: declare("kiln_pow_i32", &[I32, I32], Some(I32))?,
+        unary_f64: declare("kiln_unary_f64", &[I32, F64], Some(F64))?,
+    })
+}
+
+fn compile_kernel(
+    module: &mut JITModule,
+    ctx: &mut cranelift_codegen::Context,
+    fctx: &mut FunctionBuilderContext,
+    helpers: &Helpers,
+    k: &Kernel,
+    index: usize,
+) -> Result<cranelift_module::FuncId> {
+    let sig = kernel_signature(module.target_config().default_call_conv);
+    let name = format!("kernel_{index}");
+    let fid = module
+        .declare_function(&name, Linkage::Local, &sig)
+        .map_err(|e| Error::invalid(format!("jit: {e}")))?;
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let mut g = Gen::new(&mut b, module, helpers, k.params.len());
+        g.kernel(k);
+        g.finish();
+        b.finalize(module.target_config());
+    }
+    module
+        .define_function(fid, ctx)
+        .map_err(|e| Error::invalid(format!("jit: compiling kernel {index}: {e:?}")))?;
+    module.clear_context(ctx);
+    Ok(fid)
+}

@@ -1,0 +1,192 @@
+//! What JIT code calls and runs on: the `extern "C"` helpers registered as symbols, and
+//! 64-byte-aligned buffers.
+
+use crate::graph::op::UnaryOp;
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+/// `C[m,n] = A[m,k] · B[k,n]` in f32, every operand through (row, column) strides in
+/// elements; `C` is row-major. Called from matmul kernels.
+///
+/// # Safety
+/// The pointers must cover every element the strides and extents reach (the kernel's
+/// validated index maps guarantee it) and `c` must not overlap `a` or `b`.
+pub(super) unsafe extern "C" fn kiln_gemm_f32(
+    m: i64,
+    n: i64,
+    k: i64,
+    c: *mut f32,
+    a: *const f32,
+    a_rs: i64,
+    a_cs: i64,
+    b: *const f32,
+    b_rs: i64,
+    b_cs: i64,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { gemm_any(m, n, k, c, a, a_rs, a_cs, b, b_rs, b_cs) }
+}
+
+/// [`kiln_gemm_f32`] in f64.
+///
+/// # Safety
+/// As for [`kiln_gemm_f32`].
+pub(super) unsafe extern "C" fn kiln_gemm_f64(
+    m: i64,
+    n: i64,
+    k: i64,
+    c: *mut f64,
+    a: *const f64,
+    a_rs: i64,
+    a_cs: i64,
+    b: *const f64,
+    b_rs: i64,
+    b_cs: i64,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { gemm_any(m, n, k, c, a, a_rs, a_cs, b, b_rs, b_cs) }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_any<T: Copy + Default + 'static + num_one::One>(
+    m: i64,
+    n: i64,
+    k: i64,
+    c: *mut T,
+    a: *const T,
+    a_rs: i64,
+    a_cs: i64,
+    b: *const T,
+    b_rs: i64,
+    b_cs: i64,
+) {
+    let (m, n, k) = (m as usize, n as usize, k as usize);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: gemm would leave C untouched.
+        for i in 0..m * n {
+            // SAFETY: C holds m*n elements (row-major result).
+            unsafe { *c.add(i) = T::default() };
+        }
+        return;
+    }
+    // SAFETY: extents and strides describe in-bounds matrices (the caller's contract); C is
+    // row-major (column stride 1, row stride n) and distinct from A and B.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            n as isize,
+            false,
+            a,
+            a_cs as isize,
+            a_rs as isize,
+            b,
+            b_cs as isize,
+            b_rs as isize,
+            T::default(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+mod num_one {
+    pub trait One {
+        fn one() -> Self;
+    }
+    impl One for f32 {
+        fn one() -> f32 {
+            1.0
+        }
+    }
+    impl One for f64 {
+        fn one() -> f64 {
+            1.0
+        }
+    }
+}
+
+/// `a^b` as the interpreter computes it (in f64, rounded once).
+pub(super) extern "C" fn kiln_pow_f32(a: f32, b: f32) -> f32 {
+    (a as f64).powf(b as f64) as f32
+}
+
+/// `a^b` in f64.
+pub(super) extern "C" fn kiln_pow_f64(a: f64, b: f64) -> f64 {
+    a.powf(b)
+}
+
+/// Integer `a^b` as the interpreter computes it.
+pub(super) extern "C" fn kiln_pow_i32(a: i32, b: i32) -> i32 {
+    (a as f64).powf(b as f64) as i64 as i32
+}
+
+/// An f64 transcendental (`code` is the `UnaryOp` discriminant): f64 kernels exist for
+/// gradient checks, where libm's accuracy matters more than speed.
+pub(super) extern "C" fn kiln_unary_f64(code: i32, x: f64) -> f64 {
+    let op = UnaryOp::ALL
+        .get(code as usize)
+        .copied()
+        .unwrap_or(UnaryOp::Neg);
+    crate::interp::unary(op, x)
+}
+
+/// A zeroed, 64-byte-aligned heap buffer.
+pub(crate) struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is plain bytes owned uniquely by this value.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only read through `as_ptr`; writes need `&mut self`.
+unsafe impl Sync for AlignedBuf {}
+
+const ALIGN: usize = 64;
+
+impl AlignedBuf {
+    /// `len` zero bytes.
+    pub(crate) fn new(len: usize) -> AlignedBuf {
+        if len == 0 {
+            return AlignedBuf {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            };
+        }
+        let layout = Layout::from_size_align(len, ALIGN).expect("buffer size overflows");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        AlignedBuf { ptr, len }
+    }
+
+    /// The base pointer (dangling but never dereferenced when empty: kernels touch no
+    /// element of an empty buffer).
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+        if self.ptr.is_null() {
+            std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8
+        } else {
+            self.ptr
+        }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            let layout = Layout::from_size_align(self.len, ALIGN).expect("valid at allocation");
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { dealloc(self.ptr, layout) };
+        }
+    }
+}

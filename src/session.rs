@@ -1,0 +1,246 @@
+//! The TF1-style session: variables, feeds and fetches, and a cache of compiled executables.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! let g = Graph::new();
+//! let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+//! let w = g.variable("w", [3, 2], init::ones());
+//! let y = x.matmul(w).sigmoid();
+//!
+//! let mut sess = Session::new(&g)?; // the JIT backend
+//! let xv = Array::new([2, 3], vec![1.0f32, 2.0, 3.0, -1.0, -2.0, -3.0])?;
+//! let out = sess.run(&[y], &[(x, xv)])?;
+//! assert_eq!(out[0].shape(), &[2, 2]);
+//! # Ok::<(), kiln::Error>(())
+//! ```
+//!
+//! A run checks the feeds first (every missing placeholder is listed; wrong dtypes and shapes
+//! and disagreeing batch sizes are reported by name), then finds or compiles the executable
+//! for this set of fetches and this batch size, then runs it. The cache key is the graph, the
+//! fetched nodes and the batch size: nodes are never changed or reused once added (see
+//! ARCHITECTURE.md), so a key can never come to mean another program. `KILN_LOG_COMPILES=1`
+//! prints each compile and why the cache missed.
+
+use crate::array::Array;
+use crate::error::{Error, Result};
+use crate::graph::op::Op;
+use crate::graph::{Graph, NodeId, Tensor};
+use crate::interp::{check_feeds, evaluate, order_with_feeds, Precision};
+use crate::jit::Executable;
+use crate::passes::{Pipeline, Program};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Which engine runs a session's graphs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Optimize with the pass pipeline and compile to native code with Cranelift.
+    Jit,
+    /// The reference interpreter (the oracle): no compilation, slow, obviously right.
+    Interpreter,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    fetches: Vec<NodeId>,
+    batch: Option<usize>,
+}
+
+/// Runs a graph: holds variable values and compiled executables.
+pub struct Session {
+    graph: Graph,
+    backend: Backend,
+    vars: HashMap<NodeId, Array>,
+    cache: HashMap<Key, Arc<Executable>>,
+    runs: u64,
+    compiles: usize,
+    log: bool,
+}
+
+impl Session {
+    /// A session on `graph` with the JIT backend; variables are initialized from their
+    /// initializers.
+    pub fn new(graph: &Graph) -> Result<Session> {
+        Session::with_backend(graph, Backend::Jit)
+    }
+
+    /// A session with the chosen backend.
+    pub fn with_backend(graph: &Graph, backend: Backend) -> Result<Session> {
+        graph.check()?;
+        let mut s = Session {
+            graph: graph.clone(),
+            backend,
+            vars: HashMap::new(),
+            cache: HashMap::new(),
+            runs: 0,
+            compiles: 0,
+            log: std::env::var("KILN_LOG_COMPILES").is_ok_and(|v| v == "1"),
+        };
+        s.init_missing();
+        Ok(s)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// How many executables this session has compiled.
+    pub fn compile_count(&self) -> usize {
+        self.compiles
+    }
+
+    fn init_missing(&mut self) {
+        let d = self.graph.data();
+        for id in d.variables() {
+            let n = d.node(id);
+            if let (Op::Variable { init }, Some(shape)) = (&n.op, n.ty.shape.to_fixed()) {
+                self.vars
+                    .entry(id)
+                    .or_insert_with(|| init.fill(n.ty.dtype, &shape));
+            }
+        }
+    }
+
+    /// The current value of a variable.
+    pub fn variable(&self, v: Tensor<'_>) -> Option<&Array> {
+        self.vars.get(&v.id())
+    }
+
+    /// Replaces a variable's value (same dtype and shape).
+    pub fn set_variable(&mut self, v: Tensor<'_>, value: Array) -> Result<()> {
+        let d = self.graph.data();
+        let n = d
+            .get(v.id())
+            .filter(|n| matches!(n.op, Op::Variable { .. }))
+            .ok_or_else(|| Error::invalid("set_variable: not a variable of this graph"))?;
+        let want = n.ty.shape.to_fixed().unwrap_or_default();
+        if value.dtype() != n.ty.dtype || value.shape() != want.as_slice() {
+            return Err(Error::invalid(format!(
+                "set_variable: {} is {}, the value is {}{:?}",
+                n.label(),
+                n.ty,
+                value.dtype(),
+                value.shape()
+            )));
+        }
+        drop(d);
+        self.vars.insert(v.id(), value);
+        Ok(())
+    }
+
+    /// Evaluates `fetches` with `feeds` (placeholder, value). Feeds are checked before any
+    /// code runs.
+    pub fn run(
+        &mut self,
+        fetches: &[Tensor<'_>],
+        feeds: &[(Tensor<'_>, Array)],
+    ) -> Result<Vec<Array>> {
+        for t in fetches.iter().chain(feeds.iter().map(|(t, _)| t)) {
+            if !t.graph().same_as(&self.graph) {
+                return Err(Error::Feed(
+                    "a fetched or fed tensor belongs to another graph".into(),
+                ));
+            }
+        }
+        self.init_missing();
+        let fetch_ids: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
+        let feed_ids: Vec<(NodeId, Array)> =
+            feeds.iter().map(|(t, a)| (t.id(), a.clone())).collect();
+        self.runs += 1;
+        let run_index = self.runs;
+        match self.backend {
+            Backend::Interpreter => evaluate(
+                &self.graph.data(),
+                &fetch_ids,
+                &feed_ids,
+                &self.vars,
+                Precision::F32,
+                run_index,
+            ),
+            Backend::Jit => self.run_jit(&fetch_ids, feeds, run_index),
+        }
+    }
+
+    fn run_jit(
+        &mut self,
+        fetches: &[NodeId],
+        feeds: &[(Tensor<'_>, Array)],
+        run_index: u64,
+    ) -> Result<Vec<Array>> {
+        // Check feeds exactly as the interpreter does, before anything is compiled or run.
+        let batch = {
+            let d = self.graph.data();
+            d.check()?;
+            for &f in fetches {
+                if d.get(f).is_none() {
+                    return Err(Error::Feed("a fetched tensor is not in this graph".into()));
+                }
+            }
+            let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(t, a)| (t.id(), a)).collect();
+            for id in fed.keys() {
+                if !matches!(d.get(*id).map(|n| &n.op), Some(Op::Placeholder)) {
+                    return Err(Error::Feed(
+                        "the JIT backend feeds placeholders only (use Backend::Interpreter to \
+                         feed other tensors)"
+                            .into(),
+                    ));
+                }
+            }
+            let order = order_with_feeds(&d, fetches, &fed);
+            check_feeds(&d, &order, &fed, Precision::F32)?
+        };
+        let key = Key {
+            fetches: fetches.to_vec(),
+            batch,
+        };
+        let exe = match self.cache.get(&key) {
+            Some(e) => e.clone(),
+            None => {
+                let why = if self.cache.keys().any(|k| k.fetches == key.fetches) {
+                    format!("new batch size {batch:?}")
+                } else {
+                    "new set of fetches".to_string()
+                };
+                let t0 = Instant::now();
+                let mut p = Program::new(self.graph.snapshot(), fetches.to_vec());
+                let mut pl = Pipeline::default();
+                pl.options.batch = batch.or(Some(1));
+                pl.run(&mut p)?;
+                let exe = Arc::new(Executable::compile(&p)?);
+                self.compiles += 1;
+                if self.log {
+                    eprintln!(
+                        "kiln: compiled {} kernel(s) for {} fetch(es) in {:.2} ms (cache miss: {why})",
+                        exe.kernel_count(),
+                        fetches.len(),
+                        t0.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+                self.cache.insert(key, exe.clone());
+                exe
+            }
+        };
+        let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(t, a)| (t.id(), a)).collect();
+        let feed_refs: Vec<&Array> = exe
+            .placeholders
+            .iter()
+            .map(|(id, _)| {
+                fed.get(id)
+                    .copied()
+                    .ok_or_else(|| Error::Feed("a placeholder was not fed".into()))
+            })
+            .collect::<Result<_>>()?;
+        let var_refs: Vec<&Array> = exe
+            .variables
+            .iter()
+            .map(|(id, _)| {
+                self.vars
+                    .get(id)
+                    .ok_or_else(|| Error::invalid("a variable has no value"))
+            })
+            .collect::<Result<_>>()?;
+        exe.run(&feed_refs, &var_refs, run_index)
+    }
+}
