@@ -1,5 +1,4 @@
-//! Build a small graph, print its canonical dump, and evaluate it with the reference
-//! interpreter.
+//! Build a small graph, print its canonical dump, and run it (compiled with the JIT).
 //!
 //! Run with `cargo run --example quickstart`.
 
@@ -29,10 +28,12 @@ fn main() -> Result<()> {
 
     println!("{}", g.dump());
 
-    let mut interp = Interpreter::new(&g)?;
+    // The session optimizes the graph and compiles it to native code with Cranelift;
+    // `Session::with_backend(&g, Backend::Interpreter)` runs the reference interpreter instead.
+    let mut sess = Session::new(&g)?;
     let xv = Array::new([2, 3], vec![1.0f32, 0.5, -1.0, -2.0, 0.0, 3.0])?;
     let yv = Array::new([2], vec![0i32, 1])?;
-    let out = interp.run(&[probs, loss], &[(x, xv), (labels, yv)])?;
+    let out = sess.run(&[probs, loss], &[(x, xv), (labels, yv)])?;
     println!("probs = {:?}", out[0].to_vec::<f32>()?);
     println!("loss  = {}", out[1].scalar_value::<f32>()?);
     Ok(())

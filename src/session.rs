@@ -146,19 +146,21 @@ impl Session {
         }
         self.init_missing();
         let fetch_ids: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
-        let feed_ids: Vec<(NodeId, Array)> =
-            feeds.iter().map(|(t, a)| (t.id(), a.clone())).collect();
         self.runs += 1;
         let run_index = self.runs;
         match self.backend {
-            Backend::Interpreter => evaluate(
-                &self.graph.data(),
-                &fetch_ids,
-                &feed_ids,
-                &self.vars,
-                Precision::F32,
-                run_index,
-            ),
+            Backend::Interpreter => {
+                let feed_ids: Vec<(NodeId, Array)> =
+                    feeds.iter().map(|(t, a)| (t.id(), a.clone())).collect();
+                evaluate(
+                    &self.graph.data(),
+                    &fetch_ids,
+                    &feed_ids,
+                    &self.vars,
+                    Precision::F32,
+                    run_index,
+                )
+            }
             Backend::Jit => self.run_jit(&fetch_ids, feeds, run_index),
         }
     }
