@@ -395,6 +395,9 @@ fn eval_node(
         }
         Op::Cast(to) => ins[0].data.iter().map(|&x| cast(*to, prec, x)).collect(),
         Op::StopGradient | Op::Reshape => ins[0].data.clone(),
+        // The effect itself is applied by the caller after the run (see graph::effects).
+        Op::Assign => ins[1].data.clone(),
+        Op::Group => vec![1.0],
         Op::Size { axes } => vec![r(
             axes.iter().map(|&a| ins[0].shape[a]).product::<usize>() as f64
         )],
@@ -771,12 +774,21 @@ impl Interpreter {
     pub fn run_ids(&mut self, fetches: &[NodeId], feeds: &[(NodeId, Array)]) -> Result<Vec<Array>> {
         self.graph.check()?;
         self.init_missing();
-        let out = {
+        let (updates, mut out) = {
             let d = self.graph.data();
-            evaluate(&d, fetches, feeds, &self.vars, self.precision, self.runs)
+            let updates = crate::graph::effects::collect(&d, fetches)?;
+            let all = crate::graph::effects::with_updates(fetches, &updates);
+            let out = evaluate(&d, &all, feeds, &self.vars, self.precision, self.runs)?;
+            (updates, out)
         };
         self.runs += 1;
-        out
+        let d = self.graph.data();
+        for (u, value) in updates.iter().zip(out.drain(fetches.len()..)) {
+            // F64 precision hands out f64 arrays; a variable keeps its own dtype.
+            let value = value.cast(d.node(u.variable).ty.dtype);
+            self.vars.insert(u.variable, value);
+        }
+        Ok(out)
     }
 
     /// The current value of a variable.

@@ -14,6 +14,10 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 //!
+//! Fetching an [`assign`](crate::Tensor::assign), or a [`group`](crate::Graph::group) of
+//! them such as an optimizer's train op, updates variables when the run has finished: every
+//! read in the run sees the old values (see [`crate::graph::effects`]).
+//!
 //! A run checks the feeds first (every missing placeholder is listed; wrong dtypes and shapes
 //! and disagreeing batch sizes are reported by name), then finds or compiles the executable
 //! for this set of fetches and this batch size, then runs it. The cache key is the graph, the
@@ -24,7 +28,7 @@
 use crate::array::Array;
 use crate::error::{Error, Result};
 use crate::graph::op::Op;
-use crate::graph::{Graph, NodeId, Tensor};
+use crate::graph::{effects, Graph, NodeId, Tensor};
 use crate::interp::{check_feeds, evaluate, order_with_feeds, Precision};
 use crate::jit::Executable;
 use crate::passes::{Pipeline, Program};
@@ -145,10 +149,14 @@ impl Session {
             }
         }
         self.init_missing();
-        let fetch_ids: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
+        let user: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
+        // Assigns behind the fetches become extra outputs, stored when the run has finished
+        // (snapshot semantics; see graph::effects).
+        let updates = effects::collect(&self.graph.data(), &user)?;
+        let fetch_ids = effects::with_updates(&user, &updates);
         self.runs += 1;
         let run_index = self.runs;
-        match self.backend {
+        let mut out = match self.backend {
             Backend::Interpreter => {
                 let feed_ids: Vec<(NodeId, Array)> =
                     feeds.iter().map(|(t, a)| (t.id(), a.clone())).collect();
@@ -159,10 +167,14 @@ impl Session {
                     &self.vars,
                     Precision::F32,
                     run_index,
-                )
+                )?
             }
-            Backend::Jit => self.run_jit(&fetch_ids, feeds, run_index),
+            Backend::Jit => self.run_jit(&fetch_ids, feeds, run_index)?,
+        };
+        for (u, value) in updates.iter().zip(out.drain(user.len()..)) {
+            self.vars.insert(u.variable, value);
         }
+        Ok(out)
     }
 
     fn run_jit(

@@ -1,5 +1,6 @@
 //! The JIT against the interpreter: transcendental accuracy over the f32 range, every op at
-//! sizes 1, 3, 4, 5, 17 and 1023, random graphs, leaks and concurrency.
+//! sizes 0, 1, 3, 4, 5, 17 and 1023, random graphs (batch 0 included), empty dimensions, leaks
+//! and concurrency.
 
 mod common;
 
@@ -280,7 +281,7 @@ fn every_op_matches_the_interpreter() {
         ),
     ];
     let mut rng = Rng(99);
-    for n in [1usize, 3, 4, 5, 17, 1023] {
+    for n in [0usize, 1, 3, 4, 5, 17, 1023] {
         for &(name, build, tol, positive) in &cases {
             for (rows, bshape) in [(3usize, vec![None, Some(n)]), (2, vec![Some(n)])] {
                 let g = Graph::new();
@@ -321,7 +322,7 @@ fn every_op_matches_the_interpreter() {
 fn random_graphs_match_the_interpreter() {
     for seed in 0..40 {
         let (g, outs) = random_graph(seed);
-        for batch in [1usize, 3, 4, 5, 17] {
+        for batch in [0usize, 1, 3, 4, 5, 17] {
             let (feeds, vars) = inputs(&g, batch, seed);
             let fetch: Vec<Tensor<'_>> = outs.iter().map(|&o| g.tensor(o)).collect();
             let mut jit = Session::new(&g).unwrap();
@@ -438,4 +439,42 @@ fn feeds_are_checked_before_native_code_runs() {
         e.contains("placeholder") || e.contains("expects f32[?,3]"),
         "{e}"
     );
+}
+
+/// Empty dimensions, where a shape allows them: a batch of 0 rows through elementwise ops,
+/// broadcasts, reductions over and across the empty axis, matmuls and a softmax; and a
+/// reduction whose reduced axis is empty (sum 0, max -inf).
+#[test]
+fn empty_dimensions_match_the_interpreter() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(5)]);
+    let e = g.placeholder("e", DType::F32, [Some(3), Some(0)]);
+    let w = g.variable("w", [5, 4], init::glorot_uniform(9));
+    let h = (x.matmul(w) + 1.0f32).tanh();
+    let outs = [
+        h,
+        h.sum(&[0], false),            // over the empty axis: zeros
+        h.max(&[0], false),            // over the empty axis: -inf
+        h.sum(&[1], false),            // across it: an empty result
+        h.softmax(-1),                 // a composite
+        x.transpose_if_2d().matmul(x), // k = 0: a zero matrix
+        e.sum(&[1], false),            // a fixed empty axis
+        e.max(&[1], true),
+        e.exp(),
+    ];
+    let ids: Vec<_> = outs.to_vec();
+    let xv = Array::new([0, 5], Vec::<f32>::new()).unwrap();
+    let ev = Array::new([3, 0], Vec::<f32>::new()).unwrap();
+    let mut jit = Session::new(&g).unwrap();
+    let mut it = Session::with_backend(&g, Backend::Interpreter).unwrap();
+    let feeds = [(x, xv), (e, ev)];
+    let j = jit.run(&ids, &feeds).unwrap();
+    let i = it.run(&ids, &feeds).unwrap();
+    for (k, (a, b)) in j.iter().zip(&i).enumerate() {
+        close(a, b, Tol::Exact, &format!("output {k}"));
+    }
+    assert_eq!(j[1].to_vec::<f32>().unwrap(), vec![0.0; 4]);
+    assert_eq!(j[2].to_vec::<f32>().unwrap(), vec![f32::NEG_INFINITY; 4]);
+    assert_eq!(j[5].to_vec::<f32>().unwrap(), vec![0.0; 25]);
+    assert_eq!(j[7].shape(), &[3, 1]);
 }

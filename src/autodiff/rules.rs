@@ -103,6 +103,9 @@ pub(super) fn vjp<'g>(
             }])
         }
         Op::StopGradient | Op::Size { .. } => Ok(vec![None]),
+        // An assign's output is its value; the variable operand is only a destination.
+        Op::Assign => Ok(vec![None, d(move || g)]),
+        Op::Group => Ok(x.iter().map(|_| None).collect()),
         Op::Reduce { op, axes, keepdims } => {
             let (a, op, axes, keepdims) = (x[0], *op, axes.clone(), *keepdims);
             one(d(move || {

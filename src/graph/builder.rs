@@ -187,6 +187,16 @@ impl Graph {
         }
     }
 
+    /// One target that runs all of `deps` for their effects (TF1's `tf.group`): fetching it
+    /// applies every assign it reaches. Its value is the `bool` scalar `true`.
+    #[track_caller]
+    pub fn group<'g>(&'g self, deps: &[Tensor<'g>]) -> Tensor<'g> {
+        if deps.is_empty() {
+            return self.fail("group", "needs at least one operand".into());
+        }
+        self.push(Op::Group, deps, None, None)
+    }
+
     /// `where(cond, a, b)`, broadcasting all three.
     #[track_caller]
     pub fn where_<'g>(&'g self, cond: Tensor<'g>, a: Tensor<'g>, b: Tensor<'g>) -> Tensor<'g> {
@@ -409,6 +419,44 @@ impl<'g> Tensor<'g> {
             return self;
         }
         self.graph.push(Op::Cast(dtype), &[self], None, None)
+    }
+
+    /// `assign(self, value)`: after a run that fetches this node (or a [`Graph::group`] that
+    /// holds it), the variable `self` holds `value`. The node's output is `value`.
+    ///
+    /// Reads of the variable in the same run see its old value, and a run may assign each
+    /// variable once: updates are applied together when the run ends (see
+    /// [`crate::graph::effects`]).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let step = g.variable("step", [], init::zeros());
+    /// let inc = step.assign_add(1.0f32);
+    /// let mut sess = Session::new(&g)?;
+    /// sess.run(&[inc], &[])?;
+    /// sess.run(&[inc], &[])?;
+    /// assert_eq!(sess.variable(step).unwrap().scalar_value::<f32>()?, 2.0);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn assign(self, value: impl IntoOperand<'g>) -> Tensor<'g> {
+        let v = value.into_operand(self);
+        self.graph.push(Op::Assign, &[self, v], None, None)
+    }
+
+    /// `assign(self, self + delta)`.
+    #[track_caller]
+    pub fn assign_add(self, delta: impl IntoOperand<'g>) -> Tensor<'g> {
+        let v = self + delta.into_operand(self);
+        self.assign(v)
+    }
+
+    /// `assign(self, self - delta)`.
+    #[track_caller]
+    pub fn assign_sub(self, delta: impl IntoOperand<'g>) -> Tensor<'g> {
+        let v = self - delta.into_operand(self);
+        self.assign(v)
     }
 
     /// Identity whose gradient is zero.

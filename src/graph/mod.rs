@@ -14,6 +14,7 @@
 
 pub mod builder;
 pub mod composite;
+pub mod effects;
 pub mod op;
 
 use crate::error::{Error, Result, SrcLoc};
@@ -285,7 +286,21 @@ impl GraphData {
                     label: l,
                 })
                 .collect();
-            match op::infer(&op, &args, declared.as_ref()) {
+            // The one rule that looks at an operand's op rather than its type.
+            let not_var = matches!(op, Op::Assign)
+                && !matches!(
+                    inputs.first().map(|&i| &self.node(i).op),
+                    Some(Op::Variable { .. })
+                );
+            let rule = if not_var {
+                Err(format!(
+                    "the destination must be a variable, got {}",
+                    args[0]
+                ))
+            } else {
+                op::infer(&op, &args, declared.as_ref())
+            };
+            match rule {
                 Ok(t) => t,
                 Err(msg) => {
                     invalid = true;

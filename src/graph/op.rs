@@ -179,6 +179,14 @@ pub enum Op {
         /// the axes
         axes: Axes,
     },
+    // ---- effects ----
+    /// `assign(variable, value)`: after the run, the variable holds `value`. Its output is
+    /// `value`. Every read of the variable in the same run sees the old value (see
+    /// [`crate::graph::effects`]).
+    Assign,
+    /// A target that groups other nodes (typically assigns) into one fetchable train op. Its
+    /// output is the `bool` scalar `true`.
+    Group,
     // ---- produced by the optimizer ----
     /// A fused kernel made by the fusion pass; its operands are the kernel's parameters.
     /// Never built by users, never differentiated.
@@ -199,6 +207,8 @@ pub enum OpGroup {
     Movement,
     /// matmul
     Contraction,
+    /// assign, group: nodes that matter for their effect on variables
+    Effect,
     /// a fused kernel
     Fused,
 }
@@ -325,6 +335,8 @@ impl Op {
             Op::MatMul => "matmul",
             Op::StopGradient => "stop_gradient",
             Op::Size { .. } => "size",
+            Op::Assign => "assign",
+            Op::Group => "group",
             Op::Fusion(_) => "fusion",
         }
     }
@@ -347,6 +359,7 @@ impl Op {
             | Op::Concat { .. }
             | Op::Size { .. } => OpGroup::Movement,
             Op::MatMul => OpGroup::Contraction,
+            Op::Assign | Op::Group => OpGroup::Effect,
             Op::Fusion(_) => OpGroup::Fused,
         }
     }
@@ -373,7 +386,9 @@ impl Op {
             | Op::Reshape
             | Op::BroadcastTo
             | Op::MatMul
-            | Op::StopGradient => vec![],
+            | Op::StopGradient
+            | Op::Assign
+            | Op::Group => vec![],
             Op::Variable { init } => vec![("init", init.describe())],
             Op::Random { dist, seed } => match dist {
                 RandomDist::Uniform { low, high } => vec![
@@ -467,9 +482,9 @@ pub fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<Ty, Stri
         | Op::Pad { .. }
         | Op::StopGradient
         | Op::Size { .. } => ins.len() == 1,
-        Op::Binary(_) | Op::MatMul => ins.len() == 2,
+        Op::Binary(_) | Op::MatMul | Op::Assign => ins.len() == 2,
         Op::Where => ins.len() == 3,
-        Op::Concat { .. } => !ins.is_empty(),
+        Op::Concat { .. } | Op::Group => !ins.is_empty(),
         Op::Fusion(k) => ins.len() == k.params.len(),
     };
     if !arity_ok {
@@ -564,6 +579,17 @@ pub fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<Ty, Stri
             shape: ins[0].shape.clone(),
         },
         Op::StopGradient => ins[0].ty.clone(),
+        Op::Assign => {
+            let (var, value) = (ins[0], ins[1]);
+            if var.ty != value.ty {
+                return Err(format!("cannot assign {value} to {var}: types differ"));
+            }
+            value.ty.clone()
+        }
+        Op::Group => Ty {
+            dtype: DType::Bool,
+            shape: Shape::scalar(),
+        },
         Op::Reduce {
             op: r,
             axes,

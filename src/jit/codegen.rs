@@ -225,8 +225,13 @@ impl<'a, 'b> Gen<'a, 'b> {
 
     /// Walks `domain` row-major: `inner` is called once per innermost row with the outer
     /// indices, and handles the innermost axis itself. A rank-0 domain calls it once with no
-    /// indices and an innermost extent of 1.
+    /// indices and an innermost extent of 1. An empty domain (any extent 0) emits nothing:
+    /// `inner` hoists loads of row-invariant operands above its loop, and those must not run
+    /// when there is no element to read (the buffer of an empty array may be dangling).
     fn rows(&mut self, domain: &[usize], inner: &mut dyn FnMut(&mut Self, &[Value])) {
+        if domain.contains(&0) {
+            return;
+        }
         fn rec<'a, 'b>(
             g: &mut Gen<'a, 'b>,
             domain: &[usize],

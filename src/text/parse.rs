@@ -237,7 +237,8 @@ fn build_op(name: &str, attrs: &[(String, String)], ty: &Ty) -> Result<Op, Strin
         return Ok(Op::Binary(*b));
     }
     let op = match name {
-        "placeholder" | "where" | "reshape" | "broadcast_to" | "matmul" | "stop_gradient" => {
+        "placeholder" | "where" | "reshape" | "broadcast_to" | "matmul" | "stop_gradient"
+        | "assign" | "group" => {
             expect(&[])?;
             match name {
                 "placeholder" => Op::Placeholder,
@@ -245,6 +246,8 @@ fn build_op(name: &str, attrs: &[(String, String)], ty: &Ty) -> Result<Op, Strin
                 "reshape" => Op::Reshape,
                 "broadcast_to" => Op::BroadcastTo,
                 "matmul" => Op::MatMul,
+                "assign" => Op::Assign,
+                "group" => Op::Group,
                 _ => Op::StopGradient,
             }
         }
