@@ -431,7 +431,7 @@ impl<'g> Tensor<'g> {
     /// ```
     /// use kiln::prelude::*;
     /// let g = Graph::new();
-    /// let step = g.variable("step", [], init::zeros());
+    /// let step = g.variable("step", Shape::scalar(), init::zeros());
     /// let inc = step.assign_add(1.0f32);
     /// let mut sess = Session::new(&g)?;
     /// sess.run(&[inc], &[])?;
