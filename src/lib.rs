@@ -23,6 +23,7 @@
 
 pub mod array;
 pub mod autodiff;
+pub mod data;
 pub mod dtype;
 pub mod error;
 pub mod graph;
