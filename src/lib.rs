@@ -37,6 +37,7 @@ pub mod rng;
 pub mod session;
 pub mod shape;
 pub mod text;
+pub mod train;
 
 /// The README's examples, compiled and run as doctests so the front door stays correct.
 #[doc = include_str!("../README.md")]
@@ -62,4 +63,5 @@ pub mod prelude {
     pub use crate::interp::{Interpreter, Precision};
     pub use crate::session::{Backend, Session};
     pub use crate::shape::{Dim, Shape};
+    pub use crate::train::{Adam, AdamW, Optimizer, RmsProp, Sgd};
 }

@@ -24,6 +24,53 @@ impl<'g> Tensor<'g> {
         zero.maximum(self)
     }
 
+    /// Dropout (`tf.nn.dropout` with a training switch): while `training` (a `bool` scalar,
+    /// usually a placeholder) is true, each element is kept with probability `1 - rate` and
+    /// scaled by `1 / (1 - rate)`, so the mean is preserved; otherwise the input passes
+    /// through unchanged. One graph thus serves training and inference with no recompile.
+    ///
+    /// The mask comes from a counter-based random op with this `seed`: every run draws a
+    /// fresh mask, the same on every backend, and a fixed seed makes training reproducible.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F32, [None, Some(4)]);
+    /// let training = g.placeholder("training", DType::Bool, Shape::scalar());
+    /// let y = x.dropout(0.5, training, 7);
+    /// let mut sess = Session::new(&g)?;
+    /// let xv = Array::new([1, 4], vec![1.0f32; 4])?;
+    /// let off = sess.run(&[y], &[(x, xv.clone()), (training, Array::scalar(false))])?;
+    /// assert_eq!(off[0], xv);
+    /// let on = sess.run(&[y], &[(x, xv), (training, Array::scalar(true))])?;
+    /// assert!(on[0].to_vec::<f32>()?.iter().all(|&v| v == 0.0 || v == 2.0));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn dropout(self, rate: f64, training: Tensor<'g>, seed: u64) -> Tensor<'g> {
+        let g = self.graph();
+        if !(0.0..1.0).contains(&rate) {
+            return g.fail(
+                "dropout",
+                format!("rate must be in [0, 1), got {rate} for {}", self.desc()),
+            );
+        }
+        if training.dtype() != DType::Bool || training.rank() != 0 {
+            return g.fail(
+                "dropout",
+                format!("training must be a bool scalar, got {}", training.desc()),
+            );
+        }
+        if rate == 0.0 {
+            return self;
+        }
+        let u = g.random_uniform(self.shape(), 0.0, 1.0, seed);
+        let keep = u.greater_equal(g.scalar_of(DType::F32, rate));
+        let zero = g.scalar_of(self.dtype(), 0.0);
+        let kept = keep.select(self * (1.0 / (1.0 - rate)), zero);
+        training.select(kept, self)
+    }
+
     /// `x * x`.
     #[track_caller]
     pub fn square(self) -> Tensor<'g> {
