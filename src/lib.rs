@@ -23,6 +23,7 @@
 
 pub mod array;
 pub mod autodiff;
+pub mod checkpoint;
 pub mod data;
 pub mod dtype;
 pub mod error;
@@ -34,6 +35,7 @@ pub mod jit;
 pub mod kernel;
 pub mod passes;
 pub mod rng;
+pub mod saved;
 pub mod session;
 pub mod shape;
 pub mod text;

@@ -107,6 +107,52 @@ impl Session {
         }
     }
 
+    /// Every variable's name and current value, in the graph's order.
+    pub fn named_variables(&self) -> Vec<(String, &Array)> {
+        let d = self.graph.data();
+        d.variables()
+            .into_iter()
+            .filter_map(|id| {
+                let name = d.node(id).name.as_deref()?.to_string();
+                Some((name, self.vars.get(&id)?))
+            })
+            .collect()
+    }
+
+    /// `(name, id, type)` of every variable.
+    pub(crate) fn variable_specs(&self) -> Vec<(String, NodeId, crate::Ty)> {
+        let d = self.graph.data();
+        d.variables()
+            .into_iter()
+            .filter_map(|id| {
+                let n = d.node(id);
+                Some((n.name.as_deref()?.to_string(), id, n.ty.clone()))
+            })
+            .collect()
+    }
+
+    /// Sets variables whose dtypes and shapes the caller has checked.
+    pub(crate) fn put_variables(&mut self, values: Vec<(NodeId, Array)>) {
+        self.vars.extend(values);
+    }
+
+    /// How many runs this session has made: the index of the random stream of the last run
+    /// (each run draws from stream `run_count() + 1`).
+    pub fn run_count(&self) -> u64 {
+        self.runs
+    }
+
+    /// Sets the run counter, so that the next run draws random stream `runs + 1` (a restore
+    /// does this to resume random streams exactly).
+    pub fn set_run_count(&mut self, runs: u64) {
+        self.runs = runs;
+    }
+
+    /// The graph this session runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
     /// The current value of a variable.
     pub fn variable(&self, v: Tensor<'_>) -> Option<&Array> {
         self.vars.get(&v.id())

@@ -1,0 +1,305 @@
+//! Checkpoints: variables (weights and optimizer state) in the safetensors format.
+//!
+//! The format is [safetensors](https://github.com/huggingface/safetensors), so Python's
+//! `safetensors` and PyTorch read kiln checkpoints as they are: one tensor per variable,
+//! named as the variable. kiln adds three metadata entries, which other readers ignore:
+//! `format = "kiln"`, `kiln.runs` (the session's run counter, so random streams such as
+//! dropout masks continue exactly where they left off) and `kiln.checksum` (FNV-1a over the
+//! metadata and the tensors' names, types and bytes, so a flipped byte anywhere is caught,
+//! not only one that breaks the header's syntax).
+//!
+//! Two promises, and how they are kept:
+//! - **A crash never destroys the previous checkpoint.** [`write`] writes a temporary file
+//!   in the same directory, fsyncs it, renames it over the target (atomic on POSIX), then
+//!   fsyncs the directory.
+//! - **A bad file changes nothing.** [`read`] checks the whole file (header, offsets, sizes,
+//!   checksum) before returning, and [`Session::restore`] checks every variable's name,
+//!   dtype and shape against the file before it sets any of them.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! let g = Graph::new();
+//! let w = g.variable("w", [2], init::constant(3.0));
+//! let mut sess = Session::new(&g)?;
+//! let path = std::env::temp_dir().join(format!("kiln-doc-{}.safetensors", std::process::id()));
+//! sess.save(&path)?;
+//! sess.set_variable(w, Array::new([2], vec![0.0f32, 0.0])?)?;
+//! sess.restore(&path)?;
+//! assert_eq!(sess.variable(w).unwrap().to_vec::<f32>()?, vec![3.0, 3.0]);
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), kiln::Error>(())
+//! ```
+
+use crate::array::{Array, ArrayData};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::session::Session;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// The contents of a checkpoint file: named tensors and string metadata.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, Array>,
+    /// Metadata (`__metadata__` in the file).
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Io(format!("{}: {what}: {e}", path.display()))
+}
+
+fn to_bytes(a: &Array) -> Vec<u8> {
+    match a.data() {
+        ArrayData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ArrayData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ArrayData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ArrayData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+    }
+}
+
+fn st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::I32 => Dtype::I32,
+        DType::Bool => Dtype::BOOL,
+    }
+}
+
+fn from_view(name: &str, v: &TensorView<'_>) -> std::result::Result<Array, String> {
+    let shape = v.shape().to_vec();
+    let b = v.data();
+    let chunks = |n: usize| b.chunks_exact(n);
+    let r = match v.dtype() {
+        Dtype::F32 => Array::new(
+            &shape,
+            chunks(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<_>>(),
+        ),
+        Dtype::F64 => Array::new(
+            &shape,
+            chunks(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect::<Vec<_>>(),
+        ),
+        Dtype::I32 => Array::new(
+            &shape,
+            chunks(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<_>>(),
+        ),
+        Dtype::BOOL => {
+            if let Some(x) = b.iter().find(|&&x| x > 1) {
+                return Err(format!("tensor {name:?}: bool byte {x} is neither 0 nor 1"));
+            }
+            Array::new(&shape, b.iter().map(|&x| x == 1).collect::<Vec<_>>())
+        }
+        other => {
+            return Err(format!(
+                "tensor {name:?} has dtype {other:?}, which kiln does not hold"
+            ))
+        }
+    };
+    r.map_err(|e| format!("tensor {name:?}: {e}"))
+}
+
+/// FNV-1a (64-bit) over the metadata (but the checksum itself) and the tensors' names,
+/// dtypes, shapes and bytes, in name order.
+fn checksum(tensors: &BTreeMap<String, Array>, meta: &BTreeMap<String, String>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (k, v) in meta {
+        if k != "kiln.checksum" {
+            eat(k.as_bytes());
+            eat(&[0]);
+            eat(v.as_bytes());
+            eat(&[0]);
+        }
+    }
+    for (name, a) in tensors {
+        eat(name.as_bytes());
+        eat(&[0]);
+        eat(format!("{}{:?}", a.dtype(), a.shape()).as_bytes());
+        eat(&to_bytes(a));
+    }
+    format!("{h:016x}")
+}
+
+/// Writes `ckpt` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn write(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<()> {
+    let path = path.as_ref();
+    let bytes: Vec<(String, Vec<u8>, &Array)> = ckpt
+        .tensors
+        .iter()
+        .map(|(n, a)| (n.clone(), to_bytes(a), a))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, b, a)| {
+            TensorView::new(st_dtype(a.dtype()), a.shape().to_vec(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| io_err(path, "cannot encode", format!("{n:?}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let mut meta = ckpt.metadata.clone();
+    meta.insert("format".into(), "kiln".into());
+    let sum = checksum(&ckpt.tensors, &meta);
+    meta.insert("kiln.checksum".into(), sum);
+    let meta: HashMap<String, String> = meta.into_iter().collect();
+    let data =
+        safetensors::serialize(views, &Some(meta)).map_err(|e| io_err(path, "cannot encode", e))?;
+
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Io(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
+        f.write_all(&data)
+            .map_err(|e| io_err(&tmp, "cannot write", e))?;
+        f.sync_all().map_err(|e| io_err(&tmp, "cannot sync", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io_err(path, "cannot replace", e))?;
+        // Make the rename itself durable (best effort: not every platform opens directories).
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads and fully checks a checkpoint file: a truncated file, a damaged header, a tensor
+/// whose bytes do not match its shape, or a checksum mismatch is an error naming the file.
+pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let data = std::fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+    let st = SafeTensors::deserialize(&data).map_err(|e| {
+        io_err(
+            path,
+            "not a valid safetensors file (truncated or corrupted?)",
+            format!("{e:?}"),
+        )
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&data)
+        .map_err(|e| io_err(path, "not a valid safetensors file", format!("{e:?}")))?;
+    let mut ckpt = Checkpoint {
+        metadata: meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    for (name, view) in st.iter() {
+        let a = from_view(name, &view).map_err(|m| io_err(path, "bad tensor", m))?;
+        ckpt.tensors.insert(name.to_string(), a);
+    }
+    // A file kiln wrote must carry its checksum; files from other writers (Python's
+    // safetensors, PyTorch) carry no kiln metadata and are taken as they are.
+    let from_kiln = ckpt.metadata.get("format").is_some_and(|f| f == "kiln")
+        || ckpt.metadata.keys().any(|k| k.starts_with("kiln."));
+    match ckpt.metadata.get("kiln.checksum") {
+        Some(want) => {
+            let got = checksum(&ckpt.tensors, &ckpt.metadata);
+            if &got != want {
+                return Err(io_err(
+                    path,
+                    "corrupted",
+                    format!("checksum is {got}, the header says {want}"),
+                ));
+            }
+        }
+        None if from_kiln => {
+            return Err(io_err(path, "corrupted", "the kiln checksum is missing"));
+        }
+        None => {}
+    }
+    Ok(ckpt)
+}
+
+impl Session {
+    /// Saves every variable (weights and optimizer state) and the run counter to `path`,
+    /// atomically (see [`crate::checkpoint`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut ckpt = Checkpoint::default();
+        for (name, value) in self.named_variables() {
+            ckpt.tensors.insert(name, value.clone());
+        }
+        ckpt.metadata
+            .insert("kiln.runs".into(), self.run_count().to_string());
+        write(path, &ckpt)
+    }
+
+    /// Restores every variable of the graph from `path`. The file and every variable's name,
+    /// dtype and shape are checked first; on any error no variable is changed. Tensors in the
+    /// file that the graph does not have are ignored (an inference graph can load a training
+    /// checkpoint).
+    pub fn restore(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let ckpt = read(path)?;
+        let mut problems = vec![];
+        let mut values = vec![];
+        for (name, id, ty) in self.variable_specs() {
+            match ckpt.tensors.get(&name) {
+                None => problems.push(format!("tensor {name:?} is missing")),
+                Some(a) => {
+                    let want = ty.shape.to_fixed().unwrap_or_default();
+                    if a.dtype() != ty.dtype || a.shape() != want.as_slice() {
+                        problems.push(format!(
+                            "tensor {name:?} is {}{:?} in the file, {ty} in the graph",
+                            a.dtype(),
+                            a.shape()
+                        ));
+                    } else {
+                        values.push((id, a.clone()));
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Io(format!(
+                "restore from {}: {}; no variable was changed",
+                path.display(),
+                problems.join("; ")
+            )));
+        }
+        let runs = match ckpt.metadata.get("kiln.runs") {
+            Some(r) => Some(r.parse::<u64>().map_err(|_| {
+                io_err(
+                    path,
+                    "corrupted",
+                    format!("kiln.runs is {r:?}, not a number"),
+                )
+            })?),
+            None => None,
+        };
+        self.put_variables(values);
+        if let Some(r) = runs {
+            self.set_run_count(r);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! Saved graphs: a graph and its variables, written by one program and run by another.
+//!
+//! A saved model is a directory with two files:
+//! - `graph.kiln`, the graph in the canonical text format ([`crate::text`]): parseable,
+//!   diffable, one instruction per line;
+//! - `variables.safetensors`, a [checkpoint](crate::checkpoint) of every variable.
+//!
+//! The loader parses the graph, opens a session on it and restores the variables; tensors
+//! are then found by the names they were given (`graph.by_name("logits")`). Both files are
+//! written atomically, so an interrupted save leaves the previous model readable. The
+//! `kiln-run` binary is a small embedding of this: it loads a saved model, feeds tensors
+//! from a safetensors file and writes the fetched ones to another.
+//!
+//! ```
+//! use kiln::prelude::*;
+//! let dir = std::env::temp_dir().join(format!("kiln-saved-doc-{}", std::process::id()));
+//! {
+//!     let g = Graph::new();
+//!     let x = g.placeholder("x", DType::F32, [None, Some(2)]);
+//!     let w = g.variable("w", [2, 1], init::constant(0.5));
+//!     let _y = x.matmul(w).named("y");
+//!     let sess = Session::new(&g)?;
+//!     kiln::saved::save(&dir, &sess)?;
+//! }
+//! let (g, mut sess) = kiln::saved::load(&dir)?;
+//! let (x, y) = (g.by_name("x").unwrap(), g.by_name("y").unwrap());
+//! let out = sess.run(&[y], &[(x, Array::new([1, 2], vec![2.0f32, 4.0])?)])?;
+//! assert_eq!(out[0].to_vec::<f32>()?, vec![3.0]);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), kiln::Error>(())
+//! ```
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::session::{Backend, Session};
+use std::io::Write;
+use std::path::Path;
+
+/// The graph file's name inside a saved-model directory.
+pub const GRAPH_FILE: &str = "graph.kiln";
+/// The variables file's name inside a saved-model directory.
+pub const VARIABLES_FILE: &str = "variables.safetensors";
+
+/// Saves `session`'s graph and variables into `dir` (created if needed).
+pub fn save(dir: impl AsRef<Path>, session: &Session) -> Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Io(format!("{}: cannot create directory: {e}", dir.display())))?;
+    let text = session.graph().dump();
+    write_atomic(&dir.join(GRAPH_FILE), text.as_bytes())?;
+    session.save(dir.join(VARIABLES_FILE))
+}
+
+/// Loads a saved model with the JIT backend: the graph and a session holding its variables.
+pub fn load(dir: impl AsRef<Path>) -> Result<(Graph, Session)> {
+    load_with_backend(dir, Backend::Jit)
+}
+
+/// Loads a saved model with the chosen backend.
+pub fn load_with_backend(dir: impl AsRef<Path>, backend: Backend) -> Result<(Graph, Session)> {
+    let dir = dir.as_ref();
+    let path = dir.join(GRAPH_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+    let graph = Graph::parse(&text).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    let mut session = Session::with_backend(&graph, backend)?;
+    session.restore(dir.join(VARIABLES_FILE))?;
+    Ok((graph, session))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |what: &str, e: std::io::Error| Error::Io(format!("{}: {what}: {e}", path.display()));
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| err("cannot create", e))?;
+        f.write_all(bytes).map_err(|e| err("cannot write", e))?;
+        f.sync_all().map_err(|e| err("cannot sync", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| err("cannot replace", e))
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
