@@ -9,10 +9,10 @@
 //! not only one that breaks the header's syntax).
 //!
 //! Two promises, and how they are kept:
-//! - **A crash never destroys the previous checkpoint.** [`write`] writes a temporary file
+//! - **A crash never destroys the previous checkpoint.** [`write()`] writes a temporary file
 //!   in the same directory, fsyncs it, renames it over the target (atomic on POSIX), then
 //!   fsyncs the directory.
-//! - **A bad file changes nothing.** [`read`] checks the whole file (header, offsets, sizes,
+//! - **A bad file changes nothing.** [`read()`] checks the whole file (header, offsets, sizes,
 //!   checksum) before returning, and [`Session::restore`] checks every variable's name,
 //!   dtype and shape against the file before it sets any of them.
 //!

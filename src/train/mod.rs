@@ -32,7 +32,7 @@
 //!   checkpoint saves and restores them with the weights, and resuming is exact.
 //! - **The learning rate is a variable** (`<optimizer>/learning_rate`, initialized from the
 //!   constructor's value), or any scalar tensor you pass with `learning_rate_tensor`.
-//!   Changing it with [`Session::set_variable`](crate::Session::set_variable) never
+//!   Changing it with [`Session::set_variable`](crate::session::Session::set_variable) never
 //!   recompiles: a schedule is a host loop that sets one scalar.
 //! - **Formulas are Keras 3's**, so a Keras user gets the numbers they expect: decoupled
 //!   weight decay (`w -= lr * wd * w`, before the step) on every optimizer, `epsilon` outside
