@@ -33,7 +33,10 @@ pub mod interp;
 #[allow(unsafe_code)]
 pub mod jit;
 pub mod kernel;
+pub mod nn;
 pub mod passes;
+pub mod plot;
+pub mod progress;
 pub mod rng;
 pub mod saved;
 pub mod session;

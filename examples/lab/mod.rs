@@ -1,0 +1,81 @@
+//! The lab's recipes, shared by the examples and by the CI smoke tests (`tests/lab.rs`
+//! includes this file), so what CI checks is exactly what the examples run.
+#![allow(dead_code)]
+
+use kiln::data;
+use kiln::nn::*;
+use kiln::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// The repository's root (where `data/` lives).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Iris, split 80/20 stratified, standardized with statistics of the training split only.
+pub struct Iris {
+    pub x_train: Array,
+    pub y_train: Array,
+    pub x_test: Array,
+    pub y_test: Array,
+    pub classes: Vec<String>,
+}
+
+pub fn iris(seed: u64) -> Result<Iris> {
+    let (x, y, classes) = data::load_iris(root().join("data/iris/iris.csv"))?;
+    let (xtr, ytr, xte, yte) = data::train_test_split(&x, &y, 0.2, seed, true)?;
+    let scaler = data::Standard::fit(&xtr)?;
+    Ok(Iris {
+        x_train: scaler.transform(&xtr)?,
+        y_train: ytr,
+        x_test: scaler.transform(&xte)?,
+        y_test: yte,
+        classes,
+    })
+}
+
+fn sparse_logits() -> Loss {
+    Loss::SparseCategoricalCrossentropy { from_logits: true }
+}
+
+/// Softmax regression: one dense layer from the features to the class logits.
+pub fn single_layer(features: usize, classes: usize, lr: f64) -> Result<Model> {
+    let mut m = Sequential::new([Input::new([features]).into(), Dense::new(classes).into()]);
+    m.compile(Adam::new(lr), sparse_logits(), &[Metric::Accuracy])?;
+    Ok(m)
+}
+
+/// A multi-layer perceptron: `hidden` ReLU layers, each followed by dropout if `dropout > 0`.
+pub fn mlp(
+    features: usize,
+    hidden: &[usize],
+    classes: usize,
+    dropout: f64,
+    lr: f64,
+) -> Result<Model> {
+    let mut layers: Vec<Box<dyn Layer>> = vec![Input::new([features]).into()];
+    for &h in hidden {
+        layers.push(Dense::new(h).relu().into());
+        if dropout > 0.0 {
+            layers.push(Dropout::new(dropout).into());
+        }
+    }
+    layers.push(Dense::new(classes).into());
+    let mut m = Sequential::new(layers);
+    m.compile(Adam::new(lr), sparse_logits(), &[Metric::Accuracy])?;
+    Ok(m)
+}
+
+/// MNIST from `dir` (the shipped `data/mnist` by default): pixels scaled to [0, 1].
+pub fn mnist(dir: Option<&Path>) -> Result<data::Mnist> {
+    let d = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root().join("data/mnist"));
+    data::load_mnist(d)
+}
+
+/// The first `n` rows of `x` and `y`.
+pub fn head(x: &Array, y: &Array, n: usize) -> Result<(Array, Array)> {
+    let idx: Vec<usize> = (0..n.min(x.shape()[0])).collect();
+    Ok((data::take_rows(x, &idx)?, data::take_rows(y, &idx)?))
+}

@@ -1,0 +1,375 @@
+//! `fit` and `evaluate`: the epoch loop, validation, callbacks and the `History`.
+
+use super::callbacks::{Callback, Control};
+use super::model::Model;
+use crate::array::Array;
+use crate::data::take_rows;
+use crate::error::{Error, Result};
+use crate::graph::NodeId;
+use crate::progress::{Progress, Verbosity};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// Per-epoch values by name (`loss`, `accuracy`, `val_loss`, ...).
+pub type Logs = BTreeMap<String, f64>;
+
+/// The inputs of a model: one array, or one per input.
+pub trait Inputs {
+    /// The arrays, in the model's input order.
+    fn arrays(&self) -> Vec<&Array>;
+}
+
+impl Inputs for &Array {
+    fn arrays(&self) -> Vec<&Array> {
+        vec![self]
+    }
+}
+
+impl Inputs for &[&Array] {
+    fn arrays(&self) -> Vec<&Array> {
+        self.to_vec()
+    }
+}
+
+impl<const N: usize> Inputs for [&Array; N] {
+    fn arrays(&self) -> Vec<&Array> {
+        self.to_vec()
+    }
+}
+
+/// The settings of one `fit` call (Keras' keyword arguments).
+pub struct FitConfig {
+    epochs: usize,
+    batch_size: usize,
+    validation_split: f64,
+    validation_data: Option<(Vec<Array>, Array)>,
+    shuffle: bool,
+    seed: u64,
+    callbacks: Vec<Box<dyn Callback>>,
+    verbosity: Verbosity,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig::new()
+    }
+}
+
+impl FitConfig {
+    /// One epoch, batches of 32, no validation, shuffled with seed 0, progress shown as fits
+    /// the terminal.
+    pub fn new() -> FitConfig {
+        FitConfig {
+            epochs: 1,
+            batch_size: 32,
+            validation_split: 0.0,
+            validation_data: None,
+            shuffle: true,
+            seed: 0,
+            callbacks: vec![],
+            verbosity: Verbosity::auto(),
+        }
+    }
+    /// Number of epochs.
+    pub fn epochs(mut self, n: usize) -> Self {
+        self.epochs = n;
+        self
+    }
+    /// Rows per batch (the last batch holds the remainder).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+    /// Hold out the last `fraction` of the rows (before shuffling) for validation.
+    pub fn validation_split(mut self, fraction: f64) -> Self {
+        self.validation_split = fraction;
+        self
+    }
+    /// Validate on these inputs and targets instead.
+    pub fn validation_data(mut self, x: impl Inputs, y: &Array) -> Self {
+        self.validation_data = Some((x.arrays().into_iter().cloned().collect(), y.clone()));
+        self
+    }
+    /// Shuffle the training rows each epoch (default true).
+    pub fn shuffle(mut self, on: bool) -> Self {
+        self.shuffle = on;
+        self
+    }
+    /// The shuffle seed (epoch `e` uses `seed + e`).
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = s;
+        self
+    }
+    /// Adds a callback.
+    pub fn callback(mut self, c: impl Callback + 'static) -> Self {
+        self.callbacks.push(Box::new(c));
+        self
+    }
+    /// Progress output: bar, one line per epoch, or silent.
+    pub fn verbosity(mut self, v: Verbosity) -> Self {
+        self.verbosity = v;
+        self
+    }
+}
+
+/// What `fit` returns: each logged value per epoch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// Values by name, one per epoch run.
+    pub history: BTreeMap<String, Vec<f64>>,
+    /// The epoch (0-based) at which a callback stopped training, if one did.
+    pub stopped_epoch: Option<usize>,
+}
+
+impl History {
+    /// The series for `name` (`"val_loss"`).
+    pub fn get(&self, name: &str) -> Option<&[f64]> {
+        self.history.get(name).map(|v| v.as_slice())
+    }
+    /// How many epochs ran.
+    pub fn epochs(&self) -> usize {
+        self.history.get("loss").map_or(0, |v| v.len())
+    }
+    /// Writes the curves as SVG: loss and validation loss, with each metric beside them.
+    pub fn plot(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::plot::plot_curves(path, &self.history, "training curves")
+    }
+}
+
+/// Validation inputs and targets.
+type Split = (Vec<Array>, Array);
+
+/// The graph nodes one step feeds and fetches.
+struct StepIds {
+    inputs: Vec<NodeId>,
+    training: NodeId,
+    target: NodeId,
+    loss: NodeId,
+    metrics: Vec<(String, NodeId)>,
+    train: NodeId,
+}
+
+/// Rows shared by every array (and `y`), or an error naming the mismatch.
+pub(crate) fn rows_of(xs: &[&Array], y: Option<&Array>) -> Result<usize> {
+    let mut n = None;
+    for a in xs.iter().copied().chain(y) {
+        let r = *a
+            .shape()
+            .first()
+            .ok_or_else(|| Error::invalid("inputs and targets need a batch axis"))?;
+        match n {
+            None => n = Some(r),
+            Some(m) if m != r => {
+                return Err(Error::invalid(format!(
+                    "inputs and targets have different numbers of rows: {m} vs {r}"
+                )))
+            }
+            _ => {}
+        }
+    }
+    n.ok_or_else(|| Error::invalid("no inputs"))
+}
+
+/// A seeded permutation of `0..n` (Fisher–Yates over Philox words).
+fn permutation(n: usize, seed: u64, stream: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let w = crate::rng::block(seed, stream, i as u64);
+        let r = ((w[0] as u64) << 32 | w[1] as u64) % (i as u64 + 1);
+        v.swap(i, r as usize);
+    }
+    v
+}
+
+impl Model {
+    fn ids(&self) -> Result<StepIds> {
+        let b = self.built()?;
+        let c = self
+            .compiled
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the model is not compiled yet (call compile)"))?;
+        Ok(StepIds {
+            inputs: b.inputs.clone(),
+            training: b.training,
+            target: c.target,
+            loss: c.loss,
+            metrics: c.metrics.clone(),
+            train: c.train,
+        })
+    }
+
+    /// Runs one batch; returns (loss, metrics...) for it.
+    fn run_batch(
+        &mut self,
+        xs: &[&Array],
+        y: &Array,
+        idx: &[usize],
+        training: bool,
+    ) -> Result<Vec<f64>> {
+        let StepIds {
+            inputs,
+            training: tr,
+            target,
+            loss,
+            metrics,
+            train,
+        } = self.ids()?;
+        let g = self.graph().clone();
+        let mut feeds = vec![];
+        for (&id, a) in inputs.iter().zip(xs) {
+            feeds.push((g.tensor(id), take_rows(a, idx)?));
+        }
+        feeds.push((g.tensor(target), take_rows(y, idx)?));
+        feeds.push((g.tensor(tr), Array::scalar(training)));
+        let mut fetch = vec![g.tensor(loss)];
+        fetch.extend(metrics.iter().map(|m| g.tensor(m.1)));
+        if training {
+            fetch.push(g.tensor(train));
+        }
+        let sess = self.session()?;
+        let out = sess.run(&fetch, &feeds)?;
+        Ok(out
+            .iter()
+            .take(1 + metrics.len())
+            .map(|a| {
+                a.scalar_value::<f32>()
+                    .map(|v| v as f64)
+                    .unwrap_or(f64::NAN)
+            })
+            .collect())
+    }
+
+    /// Loss and metrics over `x`, `y` in batches (dropout off), weighted by batch size.
+    pub fn evaluate(&mut self, x: impl Inputs, y: &Array, batch_size: usize) -> Result<Logs> {
+        let xs = x.arrays();
+        let n = rows_of(&xs, Some(y))?;
+        let order: Vec<usize> = (0..n).collect();
+        self.epoch_pass(&xs, y, &order, batch_size, false, None)
+    }
+
+    fn epoch_pass(
+        &mut self,
+        xs: &[&Array],
+        y: &Array,
+        order: &[usize],
+        batch_size: usize,
+        training: bool,
+        mut progress: Option<&mut Progress>,
+    ) -> Result<Logs> {
+        let metrics = self.ids()?.metrics;
+        let mut names = vec!["loss".to_string()];
+        names.extend(metrics.iter().map(|m| m.0.clone()));
+        let mut sums = vec![0.0f64; names.len()];
+        let mut seen = 0usize;
+        for (step, chunk) in order.chunks(batch_size.max(1)).enumerate() {
+            let vals = self.run_batch(xs, y, chunk, training)?;
+            for (s, v) in sums.iter_mut().zip(&vals) {
+                *s += v * chunk.len() as f64;
+            }
+            seen += chunk.len();
+            if let Some(p) = progress.as_deref_mut() {
+                let running: Vec<(&str, f64)> = names
+                    .iter()
+                    .zip(&sums)
+                    .map(|(n, s)| (n.as_str(), s / seen as f64))
+                    .collect();
+                p.step(step + 1, &running);
+            }
+        }
+        Ok(names
+            .into_iter()
+            .zip(sums)
+            .map(|(n, s)| (n, if seen > 0 { s / seen as f64 } else { f64::NAN }))
+            .collect())
+    }
+
+    /// Trains for `config.epochs` epochs and returns the per-epoch history. Calling `fit`
+    /// again continues from the current weights and optimizer state.
+    pub fn fit(&mut self, x: impl Inputs, y: &Array, mut config: FitConfig) -> Result<History> {
+        let xs_all = x.arrays();
+        let n = rows_of(&xs_all, Some(y))?;
+        if n == 0 {
+            return Err(Error::invalid("fit: no training rows"));
+        }
+        if !(0.0..1.0).contains(&config.validation_split) {
+            return Err(Error::invalid(format!(
+                "fit: validation_split must be in [0, 1), got {}",
+                config.validation_split
+            )));
+        }
+        // Keras holds out the last rows, before any shuffling.
+        let n_val = (n as f64 * config.validation_split).floor() as usize;
+        let n_train = n - n_val;
+        let (xs_owned, y_train, val): (Vec<Array>, Array, Option<Split>) = if n_val > 0 {
+            let ti: Vec<usize> = (0..n_train).collect();
+            let vi: Vec<usize> = (n_train..n).collect();
+            let xt = xs_all
+                .iter()
+                .map(|a| take_rows(a, &ti))
+                .collect::<Result<_>>()?;
+            let xv = xs_all
+                .iter()
+                .map(|a| take_rows(a, &vi))
+                .collect::<Result<_>>()?;
+            (xt, take_rows(y, &ti)?, Some((xv, take_rows(y, &vi)?)))
+        } else {
+            (
+                xs_all.iter().map(|a| (*a).clone()).collect(),
+                y.clone(),
+                config.validation_data.take(),
+            )
+        };
+        let xs: Vec<&Array> = xs_owned.iter().collect();
+        let steps = n_train.div_ceil(config.batch_size.max(1));
+        let mut progress = Progress::new(config.verbosity, config.epochs, steps);
+        let mut history = History::default();
+        let mut callbacks = std::mem::take(&mut config.callbacks);
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(self)?;
+        }
+        for epoch in 0..config.epochs {
+            let t0 = Instant::now();
+            progress.begin_epoch(epoch);
+            let order = if config.shuffle {
+                permutation(n_train, config.seed, epoch as u64)
+            } else {
+                (0..n_train).collect()
+            };
+            let mut logs = self.epoch_pass(
+                &xs,
+                &y_train,
+                &order,
+                config.batch_size,
+                true,
+                Some(&mut progress),
+            )?;
+            if let Some((vx, vy)) = &val {
+                let vrefs: Vec<&Array> = vx.iter().collect();
+                let vl = self.evaluate(vrefs.as_slice(), vy, config.batch_size)?;
+                for (k, v) in vl {
+                    logs.insert(format!("val_{k}"), v);
+                }
+            }
+            for (k, v) in &logs {
+                history.history.entry(k.clone()).or_default().push(*v);
+            }
+            let shown: Vec<(&str, f64)> = logs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            progress.end_epoch(epoch, &shown, t0.elapsed().as_secs_f64());
+            let mut stop = false;
+            for cb in callbacks.iter_mut() {
+                if cb.on_epoch_end(epoch, &logs, self)? == Control::Stop {
+                    stop = true;
+                }
+            }
+            if stop {
+                history.stopped_epoch = Some(epoch);
+                break;
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(self)?;
+        }
+        Ok(history)
+    }
+}

@@ -1,0 +1,320 @@
+//! Layers: the `Layer` trait and the built-in layers.
+//!
+//! A layer is a function from a tensor to a tensor that may own variables. It adds graph ops
+//! when the model is built, through a [`Ctx`] that names its variables, hands out seeds and
+//! the model's `training` switch. A custom layer is the same few lines of graph code as a
+//! built-in one: nothing here is privileged.
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Tensor};
+use crate::init::{self, Init};
+use crate::shape::{Dim, Shape};
+use std::cell::{Cell, RefCell};
+
+/// What a layer sees while it adds its ops.
+pub struct Ctx<'g> {
+    /// The model's graph.
+    pub graph: &'g Graph,
+    /// The `bool` scalar placeholder that is true in `fit` and false in `evaluate`/`predict`.
+    pub training: Tensor<'g>,
+    seed: Cell<u64>,
+    created: RefCell<Vec<(NodeId, bool)>>,
+    updates: RefCell<Vec<NodeId>>,
+}
+
+impl<'g> Ctx<'g> {
+    pub(crate) fn new(graph: &'g Graph, training: Tensor<'g>, seed: u64) -> Ctx<'g> {
+        Ctx {
+            graph,
+            training,
+            seed: Cell::new(seed),
+            created: RefCell::new(vec![]),
+            updates: RefCell::new(vec![]),
+        }
+    }
+
+    /// A trainable variable, named inside the layer's scope (`dense_1/kernel`).
+    #[track_caller]
+    pub fn weight(&self, name: &str, shape: impl Into<Shape>, init: Init) -> Tensor<'g> {
+        // `variable` puts the name inside the current scope (the layer's name) itself.
+        let v = self.graph.variable(name, shape, init);
+        self.created.borrow_mut().push((v.id(), true));
+        v
+    }
+
+    /// A variable that training does not differentiate (moving statistics and the like).
+    #[track_caller]
+    pub fn state(&self, name: &str, shape: impl Into<Shape>, init: Init) -> Tensor<'g> {
+        // `variable` puts the name inside the current scope (the layer's name) itself.
+        let v = self.graph.variable(name, shape, init);
+        self.created.borrow_mut().push((v.id(), false));
+        v
+    }
+
+    /// An assign that the train op must run with each step (a moving average, say).
+    pub fn add_update(&self, assign: Tensor<'g>) {
+        self.updates.borrow_mut().push(assign.id());
+    }
+
+    /// A fresh seed for an initializer or a random op: the model's seed, counted up.
+    pub fn next_seed(&self) -> u64 {
+        let s = self.seed.get();
+        self.seed.set(s.wrapping_add(1));
+        s
+    }
+
+    pub(crate) fn take_created(&self) -> Vec<(NodeId, bool)> {
+        std::mem::take(&mut *self.created.borrow_mut())
+    }
+
+    pub(crate) fn updates(&self) -> Vec<NodeId> {
+        self.updates.borrow().clone()
+    }
+}
+
+/// A layer: adds its ops to the graph when the model is built.
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::nn::{Ctx, Layer};
+///
+/// /// `y = x * scale`, with one trainable scale per feature.
+/// struct Scale;
+/// impl Layer for Scale {
+///     fn kind(&self) -> &'static str { "Scale" }
+///     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> kiln::Result<Tensor<'g>> {
+///         let n = x.shape().dims().last().and_then(|d| d.fixed()).unwrap_or(1);
+///         let s = ctx.weight("scale", [n], init::ones());
+///         Ok(x * s)
+///     }
+/// }
+/// ```
+pub trait Layer {
+    /// The layer's type as `summary()` prints it (`Dense`).
+    fn kind(&self) -> &'static str;
+
+    /// Adds the layer's ops: `x` in, the output out. Called once, inside a name scope that is
+    /// the layer's unique name (`dense_1`).
+    fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>>;
+
+    /// The base of the layer's name (`dense` gives `dense`, `dense_1`, ...).
+    fn base_name(&self) -> String {
+        let k = self.kind();
+        let mut s = String::new();
+        for (i, c) in k.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                s.push('_');
+            }
+            s.extend(c.to_lowercase());
+        }
+        s
+    }
+
+    /// For [`Input`]: the shape of one example. Other layers return `None`.
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        None
+    }
+}
+
+impl<L: Layer + 'static> From<L> for Box<dyn Layer> {
+    fn from(l: L) -> Box<dyn Layer> {
+        Box::new(l)
+    }
+}
+
+/// An activation function, as Keras names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// The identity.
+    Linear,
+    /// `max(0, x)`.
+    Relu,
+    /// `1/(1+e^-x)`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// Softmax over the last axis.
+    Softmax,
+}
+
+impl Activation {
+    /// Applies the activation.
+    #[track_caller]
+    pub fn apply<'g>(self, x: Tensor<'g>) -> Tensor<'g> {
+        match self {
+            Activation::Linear => x,
+            Activation::Relu => x.relu(),
+            Activation::Sigmoid => x.sigmoid(),
+            Activation::Tanh => x.tanh(),
+            Activation::Softmax => x.softmax(-1),
+        }
+    }
+}
+
+impl Layer for Activation {
+    fn kind(&self) -> &'static str {
+        "Activation"
+    }
+    fn call<'g>(&mut self, _ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        Ok(self.apply(x))
+    }
+}
+
+/// The shape of one example; the first layer of a `Sequential` model (`Input::new([784])`).
+#[derive(Clone, Debug)]
+pub struct Input {
+    shape: Vec<usize>,
+}
+
+impl Input {
+    /// An input of examples shaped `shape` (the batch axis is added).
+    pub fn new(shape: impl AsRef<[usize]>) -> Input {
+        Input {
+            shape: shape.as_ref().to_vec(),
+        }
+    }
+}
+
+impl Layer for Input {
+    fn kind(&self) -> &'static str {
+        "InputLayer"
+    }
+    fn call<'g>(&mut self, _ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        Ok(x)
+    }
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        Some(self.shape.clone())
+    }
+}
+
+/// A fully connected layer: `activation(x · kernel + bias)`.
+#[derive(Clone, Debug)]
+pub struct Dense {
+    units: usize,
+    activation: Activation,
+    use_bias: bool,
+    kernel_initializer: Option<Init>,
+    bias_initializer: Init,
+}
+
+impl Dense {
+    /// `units` outputs, no activation, a bias, Glorot-uniform kernel (seeded by the model).
+    pub fn new(units: usize) -> Dense {
+        Dense {
+            units,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: None,
+            bias_initializer: init::zeros(),
+        }
+    }
+    /// The activation.
+    pub fn activation(mut self, a: Activation) -> Dense {
+        self.activation = a;
+        self
+    }
+    /// Shorthand for `.activation(Activation::Relu)`.
+    pub fn relu(self) -> Dense {
+        self.activation(Activation::Relu)
+    }
+    /// With or without the bias.
+    pub fn use_bias(mut self, on: bool) -> Dense {
+        self.use_bias = on;
+        self
+    }
+    /// The kernel's initializer (default: Glorot uniform with the model's next seed).
+    pub fn kernel_initializer(mut self, i: Init) -> Dense {
+        self.kernel_initializer = Some(i);
+        self
+    }
+    /// The bias initializer (default: zeros).
+    pub fn bias_initializer(mut self, i: Init) -> Dense {
+        self.bias_initializer = i;
+        self
+    }
+}
+
+impl Layer for Dense {
+    fn kind(&self) -> &'static str {
+        "Dense"
+    }
+    fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        let shape = x.shape();
+        let fan_in = match shape.dims() {
+            [_, Dim::Fixed(n)] => *n,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "Dense({}) takes a [batch, features] input, got {shape} (add a Flatten first)",
+                    self.units
+                )))
+            }
+        };
+        let ki = self
+            .kernel_initializer
+            .clone()
+            .unwrap_or_else(|| init::glorot_uniform(ctx.next_seed()));
+        let w = ctx.weight("kernel", [fan_in, self.units], ki);
+        let mut y = x.matmul(w);
+        if self.use_bias {
+            let b = ctx.weight("bias", [self.units], self.bias_initializer.clone());
+            y = y + b;
+        }
+        Ok(self.activation.apply(y))
+    }
+}
+
+/// Dropout: while training, zero each element with probability `rate` and scale the rest by
+/// `1/(1-rate)`; the identity in `evaluate` and `predict`.
+#[derive(Clone, Debug)]
+pub struct Dropout {
+    rate: f64,
+    seed: Option<u64>,
+}
+
+impl Dropout {
+    /// Dropout with this rate, seeded by the model.
+    pub fn new(rate: f64) -> Dropout {
+        Dropout { rate, seed: None }
+    }
+    /// An explicit seed.
+    pub fn seed(mut self, s: u64) -> Dropout {
+        self.seed = Some(s);
+        self
+    }
+}
+
+impl Layer for Dropout {
+    fn kind(&self) -> &'static str {
+        "Dropout"
+    }
+    fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        let seed = self.seed.unwrap_or_else(|| ctx.next_seed());
+        Ok(x.dropout(self.rate, ctx.training, seed))
+    }
+}
+
+/// Flattens each example: `[batch, 28, 28] -> [batch, 784]`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flatten;
+
+impl Layer for Flatten {
+    fn kind(&self) -> &'static str {
+        "Flatten"
+    }
+    fn call<'g>(&mut self, _ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        Ok(x.flatten())
+    }
+}
+
+/// Softmax over the last axis.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Softmax;
+
+impl Layer for Softmax {
+    fn kind(&self) -> &'static str {
+        "Softmax"
+    }
+    fn call<'g>(&mut self, _ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        Ok(x.softmax(-1))
+    }
+}

@@ -1,0 +1,152 @@
+//! Losses and metrics, as Keras defines them, built from graph ops.
+
+use crate::dtype::DType;
+use crate::graph::Tensor;
+use crate::shape::{Dim, Shape};
+
+/// Keras clips probabilities to `[ε, 1-ε]` before taking logs; so do we.
+const EPS: f64 = 1e-7;
+
+/// A loss: the mean over the batch of a per-example loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// `mean((y_pred - y)²)`.
+    MeanSquaredError,
+    /// Binary cross-entropy on `{0,1}` targets shaped like the output.
+    BinaryCrossentropy {
+        /// The output is a logit (no sigmoid applied), which is more stable.
+        from_logits: bool,
+    },
+    /// Cross-entropy on one-hot (or probability) targets shaped like the output.
+    CategoricalCrossentropy {
+        /// The output is logits (no softmax applied), which is more stable.
+        from_logits: bool,
+    },
+    /// Cross-entropy on integer class targets (`i32[batch]`).
+    SparseCategoricalCrossentropy {
+        /// The output is logits (no softmax applied), which is more stable.
+        from_logits: bool,
+    },
+}
+
+impl Loss {
+    /// The placeholder type of the targets for an output of shape `out`.
+    pub(crate) fn target(&self, out: &Shape) -> (DType, Shape) {
+        match self {
+            Loss::SparseCategoricalCrossentropy { .. } => {
+                let mut dims = out.0.clone();
+                dims.pop();
+                (DType::I32, Shape(dims))
+            }
+            _ => (DType::F32, out.clone()),
+        }
+    }
+
+    fn on_logits(&self) -> bool {
+        match self {
+            Loss::MeanSquaredError => false,
+            Loss::BinaryCrossentropy { from_logits }
+            | Loss::CategoricalCrossentropy { from_logits }
+            | Loss::SparseCategoricalCrossentropy { from_logits } => *from_logits,
+        }
+    }
+
+    /// The scalar loss of predictions `p` against targets `y`.
+    #[track_caller]
+    pub fn build<'g>(&self, p: Tensor<'g>, y: Tensor<'g>) -> Tensor<'g> {
+        let g = p.graph();
+        let clip = |t: Tensor<'g>| t.maximum(EPS).minimum(1.0 - EPS);
+        match *self {
+            Loss::MeanSquaredError => (p - y).square().mean_all(),
+            Loss::BinaryCrossentropy { from_logits: true } => {
+                p.sigmoid_cross_entropy_with_logits(y).mean_all()
+            }
+            Loss::BinaryCrossentropy { from_logits: false } => {
+                let q = clip(p);
+                let one = g.scalar(1.0);
+                (-(y * q.log() + (one - y) * (one - q).log())).mean_all()
+            }
+            Loss::CategoricalCrossentropy { from_logits: true } => {
+                p.softmax_cross_entropy_with_logits(y).mean_all()
+            }
+            Loss::CategoricalCrossentropy { from_logits: false } => {
+                (-(y * clip(p).log()).sum(&[-1], false)).mean_all()
+            }
+            Loss::SparseCategoricalCrossentropy { from_logits: true } => {
+                p.sparse_softmax_cross_entropy_with_logits(y).mean_all()
+            }
+            Loss::SparseCategoricalCrossentropy { from_logits: false } => {
+                let depth = last_dim(&p.shape());
+                let onehot = y.one_hot(depth);
+                (-(onehot * clip(p).log()).sum(&[-1], false)).mean_all()
+            }
+        }
+    }
+}
+
+fn last_dim(s: &Shape) -> usize {
+    s.dims().last().and_then(|d| d.fixed()).unwrap_or(1)
+}
+
+/// A metric, averaged over the examples of an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Accuracy in the form that fits the loss (Keras' `"accuracy"`): sparse for sparse
+    /// cross-entropy, categorical for categorical, binary for binary and MSE.
+    Accuracy,
+    /// `round(p) == y` for `{0,1}` targets (threshold 0.5, or 0 on logits).
+    BinaryAccuracy,
+    /// `argmax(p) == argmax(y)`.
+    CategoricalAccuracy,
+    /// `argmax(p) == y`.
+    SparseCategoricalAccuracy,
+}
+
+impl Metric {
+    /// The name in logs and `History` (validation adds `val_`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::BinaryAccuracy => "binary_accuracy",
+            Metric::CategoricalAccuracy => "categorical_accuracy",
+            Metric::SparseCategoricalAccuracy => "sparse_categorical_accuracy",
+        }
+    }
+
+    /// The batch mean of the metric for predictions `p`, targets `y`, under `loss`.
+    #[track_caller]
+    pub fn build<'g>(&self, loss: &Loss, p: Tensor<'g>, y: Tensor<'g>) -> Tensor<'g> {
+        let form = match self {
+            Metric::Accuracy => match loss {
+                Loss::SparseCategoricalCrossentropy { .. } => Metric::SparseCategoricalAccuracy,
+                Loss::CategoricalCrossentropy { .. } => Metric::CategoricalAccuracy,
+                _ => Metric::BinaryAccuracy,
+            },
+            m => *m,
+        };
+        let hits = match form {
+            Metric::SparseCategoricalAccuracy => p.argmax(-1).equal(y),
+            Metric::CategoricalAccuracy => p.argmax(-1).equal(y.argmax(-1)),
+            _ => {
+                let t = if loss.on_logits() { 0.0 } else { 0.5 };
+                p.greater(t).equal(y.greater(0.5))
+            }
+        };
+        mean_all_of(hits.cast(DType::F32))
+    }
+}
+
+fn mean_all_of(t: Tensor<'_>) -> Tensor<'_> {
+    if t.rank() == 0 {
+        t
+    } else {
+        t.mean_all()
+    }
+}
+
+/// The shape `[?, rest...]`.
+pub(crate) fn batch_shape(rest: &[usize]) -> Shape {
+    let mut dims = vec![Dim::Batch];
+    dims.extend(rest.iter().map(|&d| Dim::Fixed(d)));
+    Shape(dims.into_iter().collect())
+}

@@ -1,0 +1,563 @@
+//! `Model`: layers wired into a graph, compiled with a loss and an optimizer, run by a session.
+//!
+//! A model owns its [`Graph`] and, once compiled, a [`Session`]. Building a model is just
+//! graph building, so everything the low level offers works on a model's graph: dump it,
+//! differentiate it, train it with a hand-written loop ([`Model::graph`], [`Model::input`],
+//! [`Model::output`], [`Model::trainable_variables`]).
+
+use super::layers::{Ctx, Layer};
+use super::losses::{batch_shape, Loss, Metric};
+use crate::array::Array;
+use crate::checkpoint::{self, Checkpoint};
+use crate::data::take_rows;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, Tensor};
+use crate::session::Session;
+use crate::shape::Shape;
+use crate::train::Optimizer;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One row of `summary()`.
+#[derive(Clone, Debug)]
+struct Row {
+    name: String,
+    kind: &'static str,
+    shape: Shape,
+    params: usize,
+    trainable: usize,
+}
+
+/// What building the layers produced (all ids in the model's graph).
+#[derive(Clone, Debug)]
+pub(crate) struct Built {
+    pub inputs: Vec<NodeId>,
+    pub outputs: Vec<NodeId>,
+    pub training: NodeId,
+    rows: Vec<Row>,
+    /// Every layer variable (trainable or not), in creation order.
+    pub weights: Vec<NodeId>,
+    pub trainable: Vec<NodeId>,
+    pub updates: Vec<NodeId>,
+}
+
+/// What `compile` added.
+#[derive(Clone, Debug)]
+pub(crate) struct Compiled {
+    pub target: NodeId,
+    pub loss: NodeId,
+    pub metrics: Vec<(String, NodeId)>,
+    pub train: NodeId,
+}
+
+/// Wires layers inside [`Model::functional`]: applies a layer to a tensor under a unique name.
+pub struct Builder<'g> {
+    ctx: Ctx<'g>,
+    rows: Vec<Row>,
+    names: HashMap<String, usize>,
+    weights: Vec<NodeId>,
+    trainable: Vec<NodeId>,
+}
+
+impl<'g> Builder<'g> {
+    /// Applies `layer` to `x`, in a name scope of the layer's unique name (`dense_1`).
+    pub fn apply(&mut self, layer: impl Into<Box<dyn Layer>>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        let mut layer = layer.into();
+        let base = layer.base_name();
+        let n = self.names.entry(base.clone()).or_insert(0);
+        let name = if *n == 0 {
+            base.clone()
+        } else {
+            format!("{base}_{n}")
+        };
+        *n += 1;
+        let g = self.ctx.graph;
+        let y = {
+            let _scope = g.name_scope(&name);
+            layer.call(&self.ctx, x)?
+        };
+        g.check()?;
+        let created = self.ctx.take_created();
+        let d = g.data();
+        let numel = |id: NodeId| d.node(id).ty.shape.numel().unwrap_or(0);
+        let params = created.iter().map(|&(id, _)| numel(id)).sum();
+        let trainable = created
+            .iter()
+            .filter(|c| c.1)
+            .map(|&(id, _)| numel(id))
+            .sum();
+        drop(d);
+        self.weights.extend(created.iter().map(|c| c.0));
+        self.trainable
+            .extend(created.iter().filter(|c| c.1).map(|c| c.0));
+        self.rows.push(Row {
+            name,
+            kind: layer.kind(),
+            shape: y.shape(),
+            params,
+            trainable,
+        });
+        Ok(y)
+    }
+
+    /// The context layers see (graph, training switch, seeds).
+    pub fn ctx(&self) -> &Ctx<'g> {
+        &self.ctx
+    }
+}
+
+/// A Keras-style model: see the [module docs](crate::nn).
+pub struct Model {
+    name: String,
+    pending: Vec<Box<dyn Layer>>,
+    seed: u64,
+    graph: Graph,
+    pub(crate) built: Option<Built>,
+    pub(crate) compiled: Option<Compiled>,
+    optimizer: Option<Box<dyn Optimizer>>,
+    pub(crate) loss: Option<Loss>,
+    pub(crate) session: Option<Session>,
+}
+
+/// The Keras name for a model that is a stack of layers: `Sequential::new([...])` makes a
+/// [`Model`].
+pub struct Sequential;
+
+impl Sequential {
+    /// A model applying `layers` in order. The first layer should be an
+    /// [`Input`](super::Input) giving the shape of one example.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(layers: impl IntoIterator<Item = Box<dyn Layer>>) -> Model {
+        Model {
+            name: "sequential".into(),
+            pending: layers.into_iter().collect(),
+            seed: 42,
+            graph: Graph::new(),
+            built: None,
+            compiled: None,
+            optimizer: None,
+            loss: None,
+            session: None,
+        }
+    }
+}
+
+impl Model {
+    /// Appends a layer (before the model is built).
+    pub fn add(&mut self, layer: impl Into<Box<dyn Layer>>) -> Result<()> {
+        if self.built.is_some() {
+            return Err(Error::invalid("add: the model is already built"));
+        }
+        self.pending.push(layer.into());
+        Ok(())
+    }
+
+    /// The base seed for initializers and dropout (default 42); set before building.
+    pub fn seed(mut self, seed: u64) -> Model {
+        self.seed = seed;
+        self
+    }
+
+    /// A model wired by hand, like Keras' functional API: `inputs` are the shapes of one
+    /// example of each input; `wire` applies layers and returns the outputs.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// use kiln::nn::{Dense, Model};
+    /// let model = Model::functional(&[&[4], &[3]], |b, ins| {
+    ///     let a = b.apply(Dense::new(8).relu(), ins[0])?;
+    ///     let c = b.apply(Dense::new(8).relu(), ins[1])?;
+    ///     let out = b.apply(Dense::new(2), a + c)?;
+    ///     Ok(vec![out])
+    /// })?;
+    /// assert_eq!(model.trainable_variables().len(), 6);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn functional<F>(inputs: &[&[usize]], wire: F) -> Result<Model>
+    where
+        F: for<'g> FnOnce(&mut Builder<'g>, &[Tensor<'g>]) -> Result<Vec<Tensor<'g>>>,
+    {
+        let mut m = Sequential::new([]);
+        m.name = "functional".into();
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|s| s.to_vec()).collect();
+        m.build_with(&shapes, |b, ins| wire(b, ins))?;
+        Ok(m)
+    }
+
+    fn build_with<F>(&mut self, shapes: &[Vec<usize>], wire: F) -> Result<()>
+    where
+        F: for<'g> FnOnce(&mut Builder<'g>, &[Tensor<'g>]) -> Result<Vec<Tensor<'g>>>,
+    {
+        let g = &self.graph;
+        let inputs: Vec<Tensor<'_>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let name = if i == 0 {
+                    "input".to_string()
+                } else {
+                    format!("input_{i}")
+                };
+                g.placeholder(&name, DType::F32, batch_shape(s))
+            })
+            .collect();
+        let training = g.placeholder("training", DType::Bool, Shape::scalar());
+        let mut b = Builder {
+            ctx: Ctx::new(g, training, self.seed),
+            rows: vec![],
+            names: HashMap::new(),
+            weights: vec![],
+            trainable: vec![],
+        };
+        let outputs = wire(&mut b, &inputs)?;
+        g.check()?;
+        if outputs.is_empty() {
+            return Err(Error::invalid("a model needs at least one output"));
+        }
+        self.built = Some(Built {
+            inputs: inputs.iter().map(|t| t.id()).collect(),
+            outputs: outputs.iter().map(|t| t.id()).collect(),
+            training: training.id(),
+            updates: b.ctx.updates(),
+            rows: b.rows,
+            weights: b.weights,
+            trainable: b.trainable,
+        });
+        Ok(())
+    }
+
+    /// Builds the graph from the layers (done by `compile` and `summary` when needed).
+    pub fn build(&mut self) -> Result<()> {
+        if self.built.is_some() {
+            return Ok(());
+        }
+        let mut layers = std::mem::take(&mut self.pending);
+        let shape = match layers.first().and_then(|l| l.input_shape()) {
+            Some(s) => s,
+            None => {
+                return Err(Error::invalid(
+                    "a Sequential model needs an Input layer first (Input::new([784]))",
+                ))
+            }
+        };
+        layers.remove(0);
+        self.build_with(&[shape], move |b, ins| {
+            let mut x = ins[0];
+            for l in layers {
+                x = b.apply(l, x)?;
+            }
+            Ok(vec![x])
+        })
+    }
+
+    pub(crate) fn built(&self) -> Result<&Built> {
+        self.built
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the model is not built yet (call build or compile)"))
+    }
+
+    /// Chooses the optimizer, loss and metrics, and adds the loss, metrics and train op to
+    /// the graph. The model is built first if needed; the session is (re)created.
+    pub fn compile(
+        &mut self,
+        optimizer: impl Optimizer + 'static,
+        loss: Loss,
+        metrics: &[Metric],
+    ) -> Result<()> {
+        self.build()?;
+        let built = self.built()?.clone();
+        if built.outputs.len() != 1 {
+            return Err(Error::invalid(format!(
+                "compile supports models with one output, this one has {}: train a \
+                 multi-output model with a hand-written loop (gradients, an optimizer, a Session)",
+                built.outputs.len()
+            )));
+        }
+        let g = &self.graph;
+        let out = g.tensor(built.outputs[0]);
+        let (dt, shape) = loss.target(&out.shape());
+        let tname = if g.by_name("target").is_none() {
+            "target".to_string()
+        } else {
+            g.scoped_name(&format!("target_{}", g.len()))
+        };
+        let y = g.placeholder(&tname, dt, shape);
+        let l = loss.build(out, y);
+        let ms: Vec<(String, NodeId)> = metrics
+            .iter()
+            .map(|m| (m.name().to_string(), m.build(&loss, out, y).id()))
+            .collect();
+        g.check()?;
+        let mut opt: Box<dyn Optimizer> = Box::new(optimizer);
+        let trainable: Vec<Tensor<'_>> = built.trainable.iter().map(|&i| g.tensor(i)).collect();
+        let mut train = opt.minimize(l, &trainable)?;
+        if !built.updates.is_empty() {
+            let mut all = vec![train];
+            all.extend(built.updates.iter().map(|&u| g.tensor(u)));
+            train = g.group(&all);
+        }
+        self.compiled = Some(Compiled {
+            target: y.id(),
+            loss: l.id(),
+            metrics: ms,
+            train: train.id(),
+        });
+        self.loss = Some(loss);
+        self.optimizer = Some(opt);
+        let old = self.session.take();
+        let mut sess = Session::new(&self.graph)?;
+        // Recompiling keeps the weights trained so far.
+        if let Some(old) = old {
+            for (name, value) in old.named_variables() {
+                if let Some(t) = self.graph.by_name(&name) {
+                    sess.set_variable(t, value.clone())?;
+                }
+            }
+        }
+        self.session = Some(sess);
+        Ok(())
+    }
+
+    /// A Keras-style table of the layers, their output shapes and parameter counts.
+    pub fn summary(&mut self) -> Result<String> {
+        self.build()?;
+        let built = self.built()?;
+        let line = "_".repeat(65);
+        let mut s = format!("Model: \"{}\"\n{line}\n", self.name);
+        s += &format!(
+            " {:<28}{:<26}{:>9}\n",
+            "Layer (type)", "Output Shape", "Param #"
+        );
+        s += &format!("{}\n", "=".repeat(65));
+        for r in &built.rows {
+            let shape = r
+                .shape
+                .dims()
+                .iter()
+                .map(|d| d.fixed().map_or("None".to_string(), |n| n.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let shape = if r.shape.rank() == 1 {
+                format!("({shape},)")
+            } else {
+                format!("({shape})")
+            };
+            s += &format!(
+                " {:<28}{:<26}{:>9}\n",
+                format!("{} ({})", r.name, r.kind),
+                shape,
+                r.params
+            );
+        }
+        let total: usize = built.rows.iter().map(|r| r.params).sum();
+        let trainable: usize = built.rows.iter().map(|r| r.trainable).sum();
+        s += &format!("{}\n", "=".repeat(65));
+        s += &format!("Total params: {}\n", thousands(total));
+        s += &format!("Trainable params: {}\n", thousands(trainable));
+        s += &format!("Non-trainable params: {}\n", thousands(total - trainable));
+        s += &format!("{line}\n");
+        Ok(s)
+    }
+
+    /// The model's graph: add ops, differentiate, dump, or run it with your own session.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The first input placeholder (`f32[?, ...]`).
+    pub fn input(&self) -> Result<Tensor<'_>> {
+        Ok(self.graph.tensor(self.built()?.inputs[0]))
+    }
+
+    /// All input placeholders.
+    pub fn inputs(&self) -> Result<Vec<Tensor<'_>>> {
+        Ok(self
+            .built()?
+            .inputs
+            .iter()
+            .map(|&i| self.graph.tensor(i))
+            .collect())
+    }
+
+    /// The first output.
+    pub fn output(&self) -> Result<Tensor<'_>> {
+        Ok(self.graph.tensor(self.built()?.outputs[0]))
+    }
+
+    /// All outputs.
+    pub fn outputs(&self) -> Result<Vec<Tensor<'_>>> {
+        Ok(self
+            .built()?
+            .outputs
+            .iter()
+            .map(|&i| self.graph.tensor(i))
+            .collect())
+    }
+
+    /// The `training` switch (`bool[]`): feed `true` to enable dropout.
+    pub fn training_flag(&self) -> Result<Tensor<'_>> {
+        Ok(self.graph.tensor(self.built()?.training))
+    }
+
+    /// The trainable variables of all layers.
+    pub fn trainable_variables(&self) -> Vec<Tensor<'_>> {
+        self.built
+            .iter()
+            .flat_map(|b| b.trainable.iter().map(|&i| self.graph.tensor(i)))
+            .collect()
+    }
+
+    /// The session that runs the model (after `compile`), for low-level access.
+    pub fn session(&mut self) -> Result<&mut Session> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| Error::invalid("the model is not compiled yet"))
+    }
+
+    /// The optimizer given to `compile`.
+    pub fn optimizer(&self) -> Option<&dyn Optimizer> {
+        self.optimizer.as_deref()
+    }
+
+    /// The current value of every layer variable, by name.
+    pub fn get_weights(&self) -> Result<Vec<(String, Array)>> {
+        let built = self.built()?;
+        let sess = self
+            .session
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the model is not compiled yet"))?;
+        let d = self.graph.data();
+        built
+            .weights
+            .iter()
+            .map(|&id| {
+                let name = d.node(id).name.as_deref().unwrap_or("").to_string();
+                let v = sess
+                    .variable(self.graph.tensor(id))
+                    .cloned()
+                    .ok_or_else(|| Error::invalid(format!("variable {name} has no value")))?;
+                Ok((name, v))
+            })
+            .collect()
+    }
+
+    /// Sets layer variables by name; every name, dtype and shape is checked before any is
+    /// set.
+    pub fn set_weights(&mut self, weights: &[(String, Array)]) -> Result<()> {
+        let mut todo = vec![];
+        for (name, value) in weights {
+            let t = self.graph.by_name(name).ok_or_else(|| {
+                Error::invalid(format!("set_weights: no variable named {name:?}"))
+            })?;
+            let (ty, _) = (t.ty(), ());
+            let want = ty.shape.to_fixed().unwrap_or_default();
+            if value.dtype() != ty.dtype || value.shape() != want.as_slice() {
+                return Err(Error::invalid(format!(
+                    "set_weights: {name:?} is {ty}, the value is {}{:?}; no weight was changed",
+                    value.dtype(),
+                    value.shape()
+                )));
+            }
+            todo.push((t.id(), value.clone()));
+        }
+        let sess = self
+            .session
+            .as_mut()
+            .ok_or_else(|| Error::invalid("the model is not compiled yet"))?;
+        for (id, v) in todo {
+            sess.set_variable(self.graph.tensor(id), v)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the layer variables (not the optimizer state) as a safetensors checkpoint.
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut ck = Checkpoint::default();
+        for (n, a) in self.get_weights()? {
+            ck.tensors.insert(n, a);
+        }
+        checkpoint::write(path, &ck)
+    }
+
+    /// Loads layer variables saved by `save_weights` (or any checkpoint holding them). On a
+    /// missing tensor, a wrong shape or a damaged file nothing changes.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let ck = checkpoint::read(path)?;
+        let names: Vec<String> = self.get_weights()?.into_iter().map(|p| p.0).collect();
+        let mut ws = vec![];
+        let mut missing = vec![];
+        for n in names {
+            match ck.tensors.get(&n) {
+                Some(a) => ws.push((n, a.clone())),
+                None => missing.push(format!("{n:?}")),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::Io(format!(
+                "load_weights from {}: missing tensor(s) {}; no weight was changed",
+                path.display(),
+                missing.join(", ")
+            )));
+        }
+        self.set_weights(&ws)
+            .map_err(|e| Error::Io(format!("load_weights from {}: {e}", path.display())))
+    }
+
+    /// Runs the outputs on `x` in batches of `batch_size` (dropout off).
+    pub fn predict(&mut self, x: impl super::Inputs, batch_size: usize) -> Result<Array> {
+        let xs = x.arrays();
+        let built = self.built()?.clone();
+        let n = super::fit::rows_of(&xs, None)?;
+        let bs = batch_size.max(1);
+        let mut parts = vec![];
+        let mut start = 0;
+        while start < n || (n == 0 && parts.is_empty()) {
+            let end = (start + bs).min(n);
+            let idx: Vec<usize> = (start..end).collect();
+            let mut feeds = vec![];
+            for (&id, a) in built.inputs.iter().zip(&xs) {
+                feeds.push((self.graph.tensor(id), take_rows(a, &idx)?));
+            }
+            feeds.push((self.graph.tensor(built.training), Array::scalar(false)));
+            let sess = self
+                .session
+                .as_mut()
+                .ok_or_else(|| Error::invalid("predict: the model is not compiled yet"))?;
+            let out = sess.run(&[self.graph.tensor(built.outputs[0])], &feeds)?;
+            parts.extend(out);
+            if n == 0 {
+                break;
+            }
+            start = end;
+        }
+        concat_rows(&parts)
+    }
+}
+
+/// Stacks arrays along their first axis.
+pub(crate) fn concat_rows(parts: &[Array]) -> Result<Array> {
+    let Some(first) = parts.first() else {
+        return Err(Error::invalid("concat_rows: nothing to stack"));
+    };
+    let mut shape = first.shape().to_vec();
+    shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
+    let mut data: Vec<f64> = Vec::new();
+    for p in parts {
+        data.extend(p.to_f64_vec());
+    }
+    Ok(Array::from_f64(first.dtype(), shape, data))
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
