@@ -34,6 +34,8 @@ pub mod interp;
 pub mod jit;
 pub mod kernel;
 pub mod passes;
+pub mod plot;
+pub mod progress;
 pub mod rng;
 pub mod saved;
 pub mod session;
