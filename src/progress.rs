@@ -1,0 +1,293 @@
+//! Per-epoch progress output for `fit`, in the style of Keras.
+//!
+//! Why it is built this way:
+//! - **Three modes, like Keras' `verbose`.** A live bar is right on a terminal and wrong in a
+//!   log file (carriage returns and escape codes pile up), so [`Verbosity::auto`] picks the bar
+//!   only when stderr is a terminal and one plain line per epoch otherwise.
+//! - **Bar on stderr, lines on stdout.** The bar is transient decoration and must not end up in
+//!   redirected output; the per-epoch lines are the run's record, so they go to stdout where
+//!   `> log.txt` captures them.
+//! - **Cheap per step.** [`Progress::step`] runs after every batch, inside the training loop.
+//!   Silent and line modes do nothing there. Bar mode moves the position (an atomic store)
+//!   and rebuilds the metrics message at most every [`MESSAGE_INTERVAL`]; indicatif itself
+//!   limits how often the terminal is redrawn.
+//! - **Never panics.** Output errors (a closed pipe, a full disk) are ignored: losing a progress
+//!   line must not lose a training run.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The least time between two rebuilds of the bar's metrics message.
+pub const MESSAGE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Bar layout while an epoch runs.
+const RUNNING_TEMPLATE: &str = "{prefix} [{bar:30}] {pos}/{len} ETA {eta} {msg}";
+/// Bar layout once the epoch is over: the ETA gives way to the time taken (in the message).
+const DONE_TEMPLATE: &str = "{prefix} [{bar:30}] {pos}/{len} {msg}";
+
+/// How much `fit` reports while it trains; Keras' `verbose=0`, `1` and `2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verbosity {
+    /// Nothing at all (`verbose=0`).
+    Silent,
+    /// A live progress bar per epoch on stderr (`verbose=1`).
+    Bar,
+    /// One line per epoch on stdout (`verbose=2`).
+    Lines,
+}
+
+impl Verbosity {
+    /// [`Verbosity::Bar`] when stderr is a terminal, [`Verbosity::Lines`] otherwise (a pipe,
+    /// a log file, CI).
+    pub fn auto() -> Verbosity {
+        if std::io::stderr().is_terminal() {
+            Verbosity::Bar
+        } else {
+            Verbosity::Lines
+        }
+    }
+}
+
+/// Reports a training run's progress, epoch by epoch, in the chosen [`Verbosity`].
+///
+/// ```
+/// use kiln::progress::{Progress, Verbosity};
+/// let mut p = Progress::new(Verbosity::Silent, 2, 3);
+/// for epoch in 0..2 {
+///     p.begin_epoch(epoch);
+///     for step in 0..3 {
+///         p.step(step, &[("loss", 0.5)]);
+///     }
+///     p.end_epoch(epoch, &[("loss", 0.5), ("val_loss", 0.6)], 0.01);
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Progress {
+    verbosity: Verbosity,
+    epochs: usize,
+    steps_per_epoch: usize,
+    /// Where bars draw; `None` means stderr (made fresh per epoch).
+    target: Option<fn() -> ProgressDrawTarget>,
+    bar: Option<ProgressBar>,
+    last_message: Option<Instant>,
+}
+
+impl Progress {
+    /// A reporter for `epochs` epochs of `steps_per_epoch` batches each (0 if unknown: the bar
+    /// then counts batches without a length or ETA).
+    pub fn new(verbosity: Verbosity, epochs: usize, steps_per_epoch: usize) -> Progress {
+        Progress {
+            verbosity,
+            epochs,
+            steps_per_epoch,
+            target: None,
+            bar: None,
+            last_message: None,
+        }
+    }
+
+    /// Like [`Progress::new`], with bars drawn to `target()` instead of stderr (for tests).
+    #[cfg(test)]
+    pub(crate) fn with_target(
+        verbosity: Verbosity,
+        epochs: usize,
+        steps_per_epoch: usize,
+        target: fn() -> ProgressDrawTarget,
+    ) -> Progress {
+        Progress {
+            target: Some(target),
+            ..Progress::new(verbosity, epochs, steps_per_epoch)
+        }
+    }
+
+    /// Starts epoch `epoch` (0-based): in bar mode, a new bar prefixed `Epoch {epoch+1}/{epochs}`.
+    pub fn begin_epoch(&mut self, epoch: usize) {
+        if self.verbosity != Verbosity::Bar {
+            return;
+        }
+        if let Some(old) = self.bar.take() {
+            // The previous epoch was not ended: leave its bar where it stopped.
+            old.abandon();
+        }
+        let target = self.target.map_or_else(ProgressDrawTarget::stderr, |t| t());
+        let len = (self.steps_per_epoch > 0).then_some(self.steps_per_epoch as u64);
+        let bar = ProgressBar::with_draw_target(len, target);
+        bar.set_style(style(RUNNING_TEMPLATE));
+        bar.set_prefix(format!("Epoch {}/{}", epoch + 1, self.epochs));
+        self.bar = Some(bar);
+        self.last_message = None;
+    }
+
+    /// Reports that batch `step` (0-based) of the current epoch is done; `running` holds the
+    /// running means of the metrics so far. Does nothing outside bar mode.
+    pub fn step(&mut self, step: usize, running: &[(&str, f64)]) {
+        let Some(bar) = &self.bar else { return };
+        bar.set_position(step as u64 + 1);
+        let now = Instant::now();
+        let due = self
+            .last_message
+            .is_none_or(|t| now.duration_since(t) >= MESSAGE_INTERVAL);
+        if due || step + 1 == self.steps_per_epoch {
+            bar.set_message(format_metrics(running, " "));
+            self.last_message = Some(now);
+        }
+    }
+
+    /// Ends epoch `epoch` (0-based) with its final `logs` (training and validation metrics)
+    /// and the `seconds` it took: bar mode finishes the bar with them, line mode prints
+    /// [`format_epoch_line`] to stdout.
+    pub fn end_epoch(&mut self, epoch: usize, logs: &[(&str, f64)], seconds: f64) {
+        match self.verbosity {
+            Verbosity::Silent => {}
+            Verbosity::Bar => {
+                if let Some(bar) = self.bar.take() {
+                    bar.set_style(style(DONE_TEMPLATE));
+                    let mut msg = format!("- {}", format_seconds(seconds));
+                    if !logs.is_empty() {
+                        msg.push_str(" - ");
+                        msg.push_str(&format_metrics(logs, " - "));
+                    }
+                    bar.finish_with_message(msg);
+                }
+            }
+            Verbosity::Lines => {
+                let line = format_epoch_line(epoch, self.epochs, logs, seconds);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+/// The bar style for `template`, falling back to indicatif's default if it were rejected.
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// `name: value` pairs with four decimals, joined by `sep` (`loss 0.2345` style when `sep`
+/// is a space and the colon would be noise, so the bar message drops it).
+fn format_metrics(logs: &[(&str, f64)], sep: &str) -> String {
+    let colon = if sep == " " { "" } else { ":" };
+    logs.iter()
+        .map(|(name, v)| format!("{name}{colon} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// Seconds with two decimals, as in `1.23s`.
+fn format_seconds(seconds: f64) -> String {
+    format!("{seconds:.2}s")
+}
+
+/// One epoch's summary line, as Keras prints it with `verbose=2`; `epoch` is 0-based:
+///
+/// ```
+/// use kiln::progress::format_epoch_line;
+/// assert_eq!(
+///     format_epoch_line(2, 20, &[("loss", 0.23451), ("val_loss", 0.25)], 1.234),
+///     "Epoch 3/20 - 1.23s - loss: 0.2345 - val_loss: 0.2500",
+/// );
+/// ```
+pub fn format_epoch_line(
+    epoch: usize,
+    epochs: usize,
+    logs: &[(&str, f64)],
+    seconds: f64,
+) -> String {
+    let mut line = format!(
+        "Epoch {}/{} - {}",
+        epoch + 1,
+        epochs,
+        format_seconds(seconds)
+    );
+    for (name, v) in logs {
+        line.push_str(&format!(" - {name}: {v:.4}"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_line_exact() {
+        let logs = [
+            ("loss", 0.2345),
+            ("accuracy", 0.93124),
+            ("val_loss", 0.25006),
+            ("val_accuracy", 0.925),
+        ];
+        assert_eq!(
+            format_epoch_line(2, 20, &logs, 1.234),
+            "Epoch 3/20 - 1.23s - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2501 - val_accuracy: 0.9250"
+        );
+        assert_eq!(format_epoch_line(0, 1, &[], 0.0), "Epoch 1/1 - 0.00s");
+        assert_eq!(
+            format_epoch_line(0, 1, &[("loss", f64::NAN)], 12.0),
+            "Epoch 1/1 - 12.00s - loss: NaN"
+        );
+    }
+
+    #[test]
+    fn bar_message_format() {
+        assert_eq!(
+            format_metrics(&[("loss", 0.23454), ("accuracy", 0.93119)], " "),
+            "loss 0.2345 accuracy 0.9312"
+        );
+    }
+
+    fn run(p: &mut Progress, epochs: usize, steps: usize) {
+        for e in 0..epochs {
+            p.begin_epoch(e);
+            for s in 0..steps {
+                p.step(s, &[("loss", 1.0 / (s + 1) as f64), ("accuracy", 0.5)]);
+            }
+            p.end_epoch(e, &[("loss", 0.1), ("val_loss", 0.2)], 0.5);
+        }
+    }
+
+    #[test]
+    fn lines_mode_runs() {
+        let mut p = Progress::new(Verbosity::Lines, 2, 5);
+        run(&mut p, 2, 5);
+        assert!(p.bar.is_none());
+    }
+
+    #[test]
+    fn silent_mode_runs() {
+        let mut p = Progress::new(Verbosity::Silent, 2, 5);
+        run(&mut p, 2, 5);
+        assert!(p.bar.is_none());
+    }
+
+    #[test]
+    fn bar_mode_hidden_runs() {
+        let mut p = Progress::with_target(Verbosity::Bar, 3, 50, ProgressDrawTarget::hidden);
+        p.begin_epoch(0);
+        for s in 0..50 {
+            p.step(s, &[("loss", 0.3)]);
+        }
+        let bar = p.bar.clone().unwrap();
+        assert_eq!(bar.position(), 50);
+        assert_eq!(bar.message(), "loss 0.3000"); // last step always refreshes the message
+        assert_eq!(bar.prefix(), "Epoch 1/3");
+        p.end_epoch(0, &[("loss", 0.3), ("val_loss", 0.4)], 1.5);
+        assert!(bar.is_finished());
+        assert_eq!(bar.message(), "- 1.50s - loss: 0.3000 - val_loss: 0.4000");
+        run(&mut p, 3, 50);
+        // Unknown length, steps before begin_epoch, and an epoch never ended: no panic.
+        let mut p = Progress::with_target(Verbosity::Bar, 2, 0, ProgressDrawTarget::hidden);
+        p.step(0, &[]);
+        p.begin_epoch(0);
+        p.step(0, &[("loss", 1.0)]);
+        p.begin_epoch(1);
+        p.end_epoch(1, &[], 0.1);
+        p.end_epoch(1, &[], 0.1);
+    }
+}
