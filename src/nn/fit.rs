@@ -274,7 +274,7 @@ impl Model {
                     .zip(&sums)
                     .map(|(n, s)| (n.as_str(), s / seen as f64))
                     .collect();
-                p.step(step + 1, &running);
+                p.step(step, &running);
             }
         }
         Ok(names
@@ -354,7 +354,15 @@ impl Model {
             for (k, v) in &logs {
                 history.history.entry(k.clone()).or_default().push(*v);
             }
-            let shown: Vec<(&str, f64)> = logs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            // Keras' order: loss, metrics, then the same for validation.
+            let rank = |k: &str| {
+                (
+                    k.starts_with("val_"),
+                    k.trim_start_matches("val_") != "loss",
+                )
+            };
+            let mut shown: Vec<(&str, f64)> = logs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            shown.sort_by_key(|(k, _)| rank(k));
             progress.end_epoch(epoch, &shown, t0.elapsed().as_secs_f64());
             let mut stop = false;
             for cb in callbacks.iter_mut() {
