@@ -302,3 +302,162 @@ fn a_functional_model_with_two_inputs_trains() {
     assert!(*h.get("accuracy").unwrap().last().unwrap() > 0.95);
     assert_eq!(m.predict([&a, &b], 8).unwrap().shape(), &[45, 3]);
 }
+
+#[test]
+fn batch_normalization_tracks_moving_statistics_and_uses_them_at_inference() {
+    // Features far from zero mean and unit scale.
+    let (x0, y) = blobs(30, 9);
+    let xs: Vec<f32> = x0
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if i % 2 == 0 {
+                50.0 + 10.0 * v
+            } else {
+                -20.0 + 0.1 * v
+            }
+        })
+        .collect();
+    let x = Array::new([90, 2], xs.clone()).unwrap();
+    let mut m = Sequential::new([
+        Input::new([2]).into(),
+        BatchNormalization::new().momentum(0.5).into(),
+        Dense::new(3).into(),
+    ]);
+    m.compile(Adam::new(0.05), sparse(), &[Metric::Accuracy])
+        .unwrap();
+    let s = m.summary().unwrap();
+    assert!(
+        s.contains("batch_normalization (BatchNormalization)"),
+        "{s}"
+    );
+    assert!(s.contains("Non-trainable params: 4"), "{s}");
+    let h = m.fit(&x, &y, quiet().epochs(30).batch_size(90)).unwrap();
+    assert!(*h.get("accuracy").unwrap().last().unwrap() > 0.95);
+    // With full batches and momentum 0.5, the moving mean has converged to the data mean.
+    let w = m.get_weights().unwrap();
+    let mm = &w
+        .iter()
+        .find(|(n, _)| n.ends_with("moving_mean"))
+        .unwrap()
+        .1;
+    let mean0 = xs.iter().step_by(2).map(|&v| v as f64).sum::<f64>() / 90.0;
+    let got = mm.to_vec::<f32>().unwrap()[0] as f64;
+    assert!((got - mean0).abs() < 1e-3 * mean0.abs(), "{got} vs {mean0}");
+    // Inference does not depend on the batch: one row alone predicts as it does in a batch.
+    let all = m.predict(&x, 90).unwrap().to_vec::<f32>().unwrap();
+    let one = m
+        .predict(&kiln::data::take_rows(&x, &[7]).unwrap(), 1)
+        .unwrap();
+    assert_eq!(one.to_vec::<f32>().unwrap(), all[21..24].to_vec());
+    // Evaluate never moves the statistics.
+    m.evaluate(&x, &y, 10).unwrap();
+    let again = m.get_weights().unwrap();
+    assert_eq!(w, again);
+}
+
+#[test]
+fn losses_and_metrics_match_hand_computed_values() {
+    let g = Graph::new();
+    let c = |shape: &[usize], v: Vec<f32>| g.constant(Array::new(shape, v).unwrap());
+    let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+    // Binary: two examples, logits and the matching probabilities.
+    let z = [2.0f64, -1.0];
+    let logits = c(&[2, 1], z.iter().map(|&v| v as f32).collect());
+    let probs = c(&[2, 1], z.iter().map(|&v| sig(v) as f32).collect());
+    let yb = c(&[2, 1], vec![1.0, 1.0]);
+    let bce = -(sig(2.0).ln() + sig(-1.0).ln()) / 2.0;
+    // Categorical: one example over 3 classes, target class 1.
+    let l3 = [1.0f64, 2.0, 0.5];
+    let lse = l3.iter().map(|v| v.exp()).sum::<f64>().ln();
+    let cce = lse - 2.0;
+    let logits3 = c(&[1, 3], l3.iter().map(|&v| v as f32).collect());
+    let probs3 = c(
+        &[1, 3],
+        l3.iter().map(|&v| (v - lse).exp() as f32).collect(),
+    );
+    let onehot = c(&[1, 3], vec![0.0, 1.0, 0.0]);
+    let sparse_y = g.constant(Array::new([1], vec![1i32]).unwrap());
+    let mse_p = c(&[2], vec![1.0, 3.0]);
+    let mse_y = c(&[2], vec![0.0, 1.0]);
+    let cases: Vec<(&str, Tensor<'_>, f64)> = vec![
+        (
+            "bce logits",
+            Loss::BinaryCrossentropy { from_logits: true }.build(logits, yb),
+            bce,
+        ),
+        (
+            "bce probs",
+            Loss::BinaryCrossentropy { from_logits: false }.build(probs, yb),
+            bce,
+        ),
+        (
+            "cce logits",
+            Loss::CategoricalCrossentropy { from_logits: true }.build(logits3, onehot),
+            cce,
+        ),
+        (
+            "cce probs",
+            Loss::CategoricalCrossentropy { from_logits: false }.build(probs3, onehot),
+            cce,
+        ),
+        ("scce logits", sparse().build(logits3, sparse_y), cce),
+        (
+            "scce probs",
+            Loss::SparseCategoricalCrossentropy { from_logits: false }.build(probs3, sparse_y),
+            cce,
+        ),
+        (
+            "mse",
+            Loss::MeanSquaredError.build(mse_p, mse_y),
+            (1.0 + 4.0) / 2.0,
+        ),
+        // Logit -1 is below the threshold 0: one of two right.
+        (
+            "binary accuracy",
+            Metric::Accuracy.build(&Loss::BinaryCrossentropy { from_logits: true }, logits, yb),
+            0.5,
+        ),
+        (
+            "categorical accuracy",
+            Metric::Accuracy.build(
+                &Loss::CategoricalCrossentropy { from_logits: true },
+                logits3,
+                onehot,
+            ),
+            1.0,
+        ),
+        (
+            "sparse accuracy",
+            Metric::Accuracy.build(&sparse(), logits3, sparse_y),
+            1.0,
+        ),
+    ];
+    let mut s = Session::new(&g).unwrap();
+    for (name, t, want) in cases {
+        let got = s.run(&[t], &[]).unwrap()[0].scalar_value::<f32>().unwrap() as f64;
+        assert!((got - want).abs() < 1e-6, "{name}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn a_functional_model_with_two_outputs_predicts_both() {
+    let mut m = Model::functional(&[&[3]], |b, ins| {
+        let h = b.apply(Dense::new(4).relu(), ins[0])?;
+        let class = b.apply(Dense::new(2), h)?;
+        let value = b.apply(Dense::new(1), h)?;
+        Ok(vec![class, value])
+    })
+    .unwrap();
+    let x = Array::new([5, 3], vec![0.5f32; 15]).unwrap();
+    let outs = m.predict_outputs(&x, 2).unwrap();
+    assert_eq!(outs[0].shape(), &[5, 2]);
+    assert_eq!(outs[1].shape(), &[5, 1]);
+    let e = m
+        .compile(Sgd::new(0.1), Loss::MeanSquaredError, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("one output"), "{e}");
+}

@@ -318,3 +318,72 @@ impl Layer for Softmax {
         Ok(x.softmax(-1))
     }
 }
+
+/// Batch normalization (Keras semantics): while training, normalize each feature with the
+/// batch's mean and (biased) variance and update moving averages of both; at inference,
+/// normalize with the moving averages. `gamma` and `beta` are trained.
+///
+/// The moving averages are variables updated by assigns that the layer hands to the model
+/// ([`Ctx::add_update`]); the model groups them with the optimizer's train op, so they move
+/// exactly once per training step and never in `evaluate` or `predict`.
+#[derive(Clone, Debug)]
+pub struct BatchNormalization {
+    momentum: f64,
+    epsilon: f64,
+}
+
+impl Default for BatchNormalization {
+    fn default() -> Self {
+        BatchNormalization::new()
+    }
+}
+
+impl BatchNormalization {
+    /// Momentum 0.99 and epsilon 0.001, as Keras.
+    pub fn new() -> BatchNormalization {
+        BatchNormalization {
+            momentum: 0.99,
+            epsilon: 1e-3,
+        }
+    }
+    /// The moving averages' momentum.
+    pub fn momentum(mut self, m: f64) -> Self {
+        self.momentum = m;
+        self
+    }
+    /// Added to the variance before the square root.
+    pub fn epsilon(mut self, e: f64) -> Self {
+        self.epsilon = e;
+        self
+    }
+}
+
+impl Layer for BatchNormalization {
+    fn kind(&self) -> &'static str {
+        "BatchNormalization"
+    }
+    fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
+        let shape = x.shape();
+        let n = match shape.dims() {
+            [_, Dim::Fixed(n)] => *n,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "BatchNormalization takes a [batch, features] input, got {shape}"
+                )))
+            }
+        };
+        let gamma = ctx.weight("gamma", [n], init::ones());
+        let beta = ctx.weight("beta", [n], init::zeros());
+        let moving_mean = ctx.state("moving_mean", [n], init::zeros());
+        let moving_var = ctx.state("moving_variance", [n], init::ones());
+        let mean = x.mean(&[0], false);
+        let var = (x - mean).square().mean(&[0], false);
+        let eps = self.epsilon;
+        let train = (x - mean) / (var + eps).sqrt() * gamma + beta;
+        let infer = (x - moving_mean) / (moving_var + eps).sqrt() * gamma + beta;
+        let m = self.momentum;
+        ctx.add_update(moving_mean.assign(moving_mean * m + mean * (1.0 - m)));
+        ctx.add_update(moving_var.assign(moving_var * m + var * (1.0 - m)));
+        Ok(ctx.training.select(train, infer))
+    }
+}

@@ -46,6 +46,8 @@ mod model;
 pub use crate::progress::Verbosity;
 pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint};
 pub use fit::{FitConfig, History, Inputs, Logs};
-pub use layers::{Activation, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax};
+pub use layers::{
+    Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,
+};
 pub use losses::{Loss, Metric};
 pub use model::{Builder, Model, Sequential};

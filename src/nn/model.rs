@@ -505,15 +505,40 @@ impl Model {
             .map_err(|e| Error::Io(format!("load_weights from {}: {e}", path.display())))
     }
 
-    /// Runs the outputs on `x` in batches of `batch_size` (dropout off).
+    /// The (first) output on `x`, in batches of `batch_size`, with dropout off.
     pub fn predict(&mut self, x: impl super::Inputs, batch_size: usize) -> Result<Array> {
+        Ok(self.predict_outputs(x, batch_size)?.remove(0))
+    }
+
+    /// Every output on `x` (for models with several), in batches, with dropout off.
+    pub fn predict_outputs(
+        &mut self,
+        x: impl super::Inputs,
+        batch_size: usize,
+    ) -> Result<Vec<Array>> {
         let xs = x.arrays();
         let built = self.built()?.clone();
+        if xs.len() != built.inputs.len() {
+            return Err(Error::invalid(format!(
+                "predict: the model has {} input(s), got {} array(s)",
+                built.inputs.len(),
+                xs.len()
+            )));
+        }
         let n = super::fit::rows_of(&xs, None)?;
         let bs = batch_size.max(1);
-        let mut parts = vec![];
+        if self.session.is_none() {
+            // An uncompiled model (a multi-output one, say) still predicts.
+            self.session = Some(Session::new(&self.graph)?);
+        }
+        let fetch: Vec<Tensor<'_>> = built
+            .outputs
+            .iter()
+            .map(|&o| self.graph.tensor(o))
+            .collect();
+        let mut parts: Vec<Vec<Array>> = vec![vec![]; fetch.len()];
         let mut start = 0;
-        while start < n || (n == 0 && parts.is_empty()) {
+        loop {
             let end = (start + bs).min(n);
             let idx: Vec<usize> = (start..end).collect();
             let mut feeds = vec![];
@@ -524,15 +549,16 @@ impl Model {
             let sess = self
                 .session
                 .as_mut()
-                .ok_or_else(|| Error::invalid("predict: the model is not compiled yet"))?;
-            let out = sess.run(&[self.graph.tensor(built.outputs[0])], &feeds)?;
-            parts.extend(out);
-            if n == 0 {
-                break;
+                .ok_or_else(|| Error::invalid("predict: no session"))?;
+            for (p, a) in parts.iter_mut().zip(sess.run(&fetch, &feeds)?) {
+                p.push(a);
             }
             start = end;
+            if start >= n {
+                break;
+            }
         }
-        concat_rows(&parts)
+        parts.iter().map(|p| concat_rows(p)).collect()
     }
 }
 
@@ -543,6 +569,13 @@ pub(crate) fn concat_rows(parts: &[Array]) -> Result<Array> {
     };
     let mut shape = first.shape().to_vec();
     shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
+    if parts.iter().all(|p| p.dtype() == crate::dtype::DType::F32) {
+        let mut data: Vec<f32> = Vec::with_capacity(shape.iter().product());
+        for p in parts {
+            data.extend_from_slice(p.as_slice::<f32>()?);
+        }
+        return Array::new(shape, data);
+    }
     let mut data: Vec<f64> = Vec::new();
     for p in parts {
         data.extend(p.to_f64_vec());
