@@ -592,9 +592,17 @@ fn compile_kernel(
         g.finish();
         b.finalize(module.target_config());
     }
+    // KILN_DUMP_ASM=1 prints each kernel's machine code (for performance work).
+    let asm = std::env::var("KILN_DUMP_ASM").is_ok_and(|v| v == "1");
+    ctx.set_disasm(asm);
     module
         .define_function(fid, ctx)
         .map_err(|e| Error::invalid(format!("jit: compiling kernel {index}: {e:?}")))?;
+    if asm {
+        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+            eprintln!("kernel_{index}:\n{code}");
+        }
+    }
     module.clear_context(ctx);
     Ok(fid)
 }
