@@ -11,7 +11,7 @@
 //! Two promises, and how they are kept:
 //! - **A crash never destroys the previous checkpoint.** [`write()`] writes a temporary file
 //!   in the same directory, fsyncs it, renames it over the target (atomic on POSIX), then
-//!   fsyncs the directory.
+//!   fsyncs the directory (`src/atomic.rs`, shared by every file kiln writes).
 //! - **A bad file changes nothing.** [`read()`] checks the whole file (header, offsets, sizes,
 //!   checksum) before returning, and [`Session::restore`] checks every variable's name,
 //!   dtype and shape against the file before it sets any of them.
@@ -36,7 +36,6 @@ use crate::error::{Error, Result};
 use crate::session::Session;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 /// The contents of a checkpoint file: named tensors and string metadata.
@@ -159,35 +158,7 @@ pub fn write(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<()> {
     let data =
         safetensors::serialize(views, &Some(meta)).map_err(|e| io_err(path, "cannot encode", e))?;
 
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::Io(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
-        f.write_all(&data)
-            .map_err(|e| io_err(&tmp, "cannot write", e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, "cannot sync", e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, "cannot replace", e))?;
-        // Make the rename itself durable (best effort: not every platform opens directories).
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic::write(path, &data)
 }
 
 /// Reads and fully checks a checkpoint file: a truncated file, a damaged header, a tensor

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod array;
+mod atomic;
 pub mod autodiff;
 pub mod checkpoint;
 pub mod data;

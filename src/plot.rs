@@ -13,8 +13,9 @@
 //! - **Bad values are skipped, not fatal.** A diverging run produces NaN or infinite losses;
 //!   the curve breaks there and the rest is still drawn, since that is exactly the run one
 //!   wants to look at.
-//! - **Atomic write.** The SVG is rendered into memory, written to `path` + `.tmp` and
-//!   renamed over `path`, so a viewer refreshing the file never sees half of it.
+//! - **Atomic write.** The SVG is rendered into memory, written to a temporary file and
+//!   renamed over `path` (`src/atomic.rs`), so a viewer refreshing the file never sees half
+//!   of it.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -76,7 +77,7 @@ pub fn plot_curves(
     let panels = panels(series);
     let svg = render(&panels, epochs, title)
         .map_err(|e| Error::Io(format!("{}: cannot render plot: {e}", path.display())))?;
-    write_atomic(path, svg.as_bytes())
+    crate::atomic::write(path, svg.as_bytes())
 }
 
 /// One curve: its series name, its values, and whether it is a validation curve.
@@ -301,23 +302,6 @@ fn draw_panel(
         .border_style(BLACK.mix(0.3))
         .draw()?;
     Ok(())
-}
-
-/// Writes `bytes` to `path` + `.tmp`, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let result = std::fs::write(&tmp, bytes)
-        .map_err(|e| Error::Io(format!("{}: cannot write: {e}", tmp.display())))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path)
-                .map_err(|e| Error::Io(format!("{}: cannot replace: {e}", path.display())))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -33,7 +33,6 @@
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::session::{Backend, Session};
-use std::io::Write;
 use std::path::Path;
 
 /// The graph file's name inside a saved-model directory.
@@ -47,7 +46,7 @@ pub fn save(dir: impl AsRef<Path>, session: &Session) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Io(format!("{}: cannot create directory: {e}", dir.display())))?;
     let text = session.graph().dump();
-    write_atomic(&dir.join(GRAPH_FILE), text.as_bytes())?;
+    crate::atomic::write(&dir.join(GRAPH_FILE), text.as_bytes())?;
     session.save(dir.join(VARIABLES_FILE))
 }
 
@@ -66,19 +65,4 @@ pub fn load_with_backend(dir: impl AsRef<Path>, backend: Backend) -> Result<(Gra
     let mut session = Session::with_backend(&graph, backend)?;
     session.restore(dir.join(VARIABLES_FILE))?;
     Ok((graph, session))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |what: &str, e: std::io::Error| Error::Io(format!("{}: {what}: {e}", path.display()));
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| err("cannot create", e))?;
-        f.write_all(bytes).map_err(|e| err("cannot write", e))?;
-        f.sync_all().map_err(|e| err("cannot sync", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| err("cannot replace", e))
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }

@@ -138,30 +138,6 @@ impl Adam {
 }
 common!(Adam);
 
-fn adam_update<'g>(
-    a: &Adam,
-    s: &Step<'g>,
-    var: Tensor<'g>,
-    grad: Tensor<'g>,
-    assigns: &mut Vec<Tensor<'g>>,
-) -> Tensor<'g> {
-    let m = s.slot(var, "m");
-    let v = s.slot(var, "v");
-    let m_new = m + (grad - m) * (1.0 - a.beta_1);
-    let v_new = v + (grad.square() - v) * (1.0 - a.beta_2);
-    assigns.push(m.assign(m_new));
-    assigns.push(v.assign(v_new));
-    // The bias correction in f64: `1 − β₂ᵗ` cancels badly in f32 (β₂² = 0.998001 keeps
-    // only ~4 significant digits after the subtraction), and it is one scalar per step.
-    let g = s.graph;
-    let t = s.t.cast(DType::F64);
-    let b1t = g.scalar_of(DType::F64, a.beta_1).pow(t);
-    let b2t = g.scalar_of(DType::F64, a.beta_2).pow(t);
-    let one = g.scalar_of(DType::F64, 1.0);
-    let alpha = (s.lr.cast(DType::F64) * (one - b2t).sqrt() / (one - b1t)).cast(var.dtype());
-    var - m_new * alpha / (v_new.sqrt() + a.epsilon)
-}
-
 impl Optimizer for Adam {
     fn config(&self) -> &Config {
         &self.cfg
@@ -176,75 +152,34 @@ impl Optimizer for Adam {
         grad: Tensor<'g>,
         assigns: &mut Vec<Tensor<'g>>,
     ) -> Tensor<'g> {
-        adam_update(self, s, var, grad, assigns)
+        let m = s.slot(var, "m");
+        let v = s.slot(var, "v");
+        let m_new = m + (grad - m) * (1.0 - self.beta_1);
+        let v_new = v + (grad.square() - v) * (1.0 - self.beta_2);
+        assigns.push(m.assign(m_new));
+        assigns.push(v.assign(v_new));
+        // The bias correction in f64: `1 − β₂ᵗ` cancels badly in f32 (β₂² = 0.998001 keeps
+        // only ~4 significant digits after the subtraction), and it is one scalar per step.
+        let g = s.graph;
+        let t = s.t.cast(DType::F64);
+        let b1t = g.scalar_of(DType::F64, self.beta_1).pow(t);
+        let b2t = g.scalar_of(DType::F64, self.beta_2).pow(t);
+        let one = g.scalar_of(DType::F64, 1.0);
+        let alpha = (s.lr.cast(DType::F64) * (one - b2t).sqrt() / (one - b1t)).cast(var.dtype());
+        var - m_new * alpha / (v_new.sqrt() + self.epsilon)
     }
 }
 
 /// AdamW: [`Adam`] with decoupled weight decay, `0.004` by default as in Keras.
-#[derive(Clone, Debug)]
-pub struct AdamW {
-    adam: Adam,
-}
+/// `AdamW::new(lr)` makes an [`Adam`] so configured (its variables are named `adamw/...`);
+/// every `Adam` setting applies.
+pub struct AdamW;
 
 impl AdamW {
-    /// AdamW with this learning rate and weight decay 0.004.
-    pub fn new(learning_rate: f64) -> AdamW {
-        let mut adam = Adam::new(learning_rate).weight_decay(0.004);
-        adam.cfg.name = "adamw".into();
-        AdamW { adam }
-    }
-    /// `β₁`.
-    pub fn beta_1(mut self, b: f64) -> AdamW {
-        self.adam.beta_1 = b;
-        self
-    }
-    /// `β₂`.
-    pub fn beta_2(mut self, b: f64) -> AdamW {
-        self.adam.beta_2 = b;
-        self
-    }
-    /// `ε`.
-    pub fn epsilon(mut self, e: f64) -> AdamW {
-        self.adam.epsilon = e;
-        self
-    }
-    /// Clip all gradients together to this global norm before the step.
-    pub fn clip_global_norm(mut self, c: f64) -> Self {
-        self.adam.cfg.clip_global_norm = Some(c);
-        self
-    }
-    /// Decoupled weight decay: `w -= lr * wd * w` each step.
-    pub fn weight_decay(mut self, wd: f64) -> Self {
-        self.adam.cfg.weight_decay = wd;
-        self
-    }
-    /// Use this scalar tensor as the learning rate.
-    pub fn learning_rate_tensor(mut self, lr: Tensor<'_>) -> Self {
-        self.adam = self.adam.learning_rate_tensor(lr);
-        self
-    }
-    /// The prefix of the optimizer's variables.
-    pub fn name(mut self, name: &str) -> Self {
-        self.adam.cfg.name = name.to_string();
-        self
-    }
-}
-
-impl Optimizer for AdamW {
-    fn config(&self) -> &Config {
-        &self.adam.cfg
-    }
-    fn config_mut(&mut self) -> &mut Config {
-        &mut self.adam.cfg
-    }
-    fn update<'g>(
-        &self,
-        s: &Step<'g>,
-        var: Tensor<'g>,
-        grad: Tensor<'g>,
-        assigns: &mut Vec<Tensor<'g>>,
-    ) -> Tensor<'g> {
-        adam_update(&self.adam, s, var, grad, assigns)
+    /// Adam with this learning rate and weight decay 0.004.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(learning_rate: f64) -> Adam {
+        Adam::new(learning_rate).weight_decay(0.004).name("adamw")
     }
 }
 
