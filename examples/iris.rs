@@ -22,11 +22,7 @@ fn main() -> Result<()> {
         d.x_test.shape()[0],
         d.classes
     );
-    let nets: [(&str, Model); 2] = [
-        ("single", lab::single_layer(4, 3, 0.05)?),
-        ("mlp", lab::mlp(4, &[16, 16], 3, 0.0, 0.02)?),
-    ];
-    for (name, mut model) in nets {
+    for (name, mut model) in lab::iris_networks()? {
         print!("{}", model.summary()?);
         let history = model.fit(
             &d.x_train,

@@ -88,6 +88,12 @@ impl Progress {
         }
     }
 
+    /// Whether [`Progress::step`] shows anything (bar mode, within an epoch), so a caller can
+    /// skip computing running metrics otherwise.
+    pub fn shows_steps(&self) -> bool {
+        self.bar.is_some()
+    }
+
     /// Like [`Progress::new`], with bars drawn to `target()` instead of stderr (for tests).
     #[cfg(test)]
     pub(crate) fn with_target(

@@ -57,6 +57,10 @@ pub struct Session {
     backend: Backend,
     vars: HashMap<NodeId, Array>,
     cache: HashMap<Key, Arc<Executable>>,
+    /// The assigns behind each set of fetches (sound to cache for the same reason as
+    /// `cache`: nodes never change once added), so a training loop does not walk the graph
+    /// on every step.
+    updates: HashMap<Vec<NodeId>, Arc<[effects::Update]>>,
     runs: u64,
     compiles: usize,
     log: bool,
@@ -77,6 +81,7 @@ impl Session {
             backend,
             vars: HashMap::new(),
             cache: HashMap::new(),
+            updates: HashMap::new(),
             runs: 0,
             compiles: 0,
             log: std::env::var("KILN_LOG_COMPILES").is_ok_and(|v| v == "1"),
@@ -198,7 +203,14 @@ impl Session {
         let user: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
         // Assigns behind the fetches become extra outputs, stored when the run has finished
         // (snapshot semantics; see graph::effects).
-        let updates = effects::collect(&self.graph.data(), &user)?;
+        let updates = match self.updates.get(&user) {
+            Some(u) => u.clone(),
+            None => {
+                let u: Arc<[effects::Update]> = effects::collect(&self.graph.data(), &user)?.into();
+                self.updates.insert(user.clone(), u.clone());
+                u
+            }
+        };
         let fetch_ids = effects::with_updates(&user, &updates);
         self.runs += 1;
         let run_index = self.runs;

@@ -13,10 +13,7 @@ fn quiet() -> FitConfig {
 #[test]
 fn iris_single_and_multi_layer_reach_93_percent() {
     let d = lab::iris(42).unwrap();
-    for (name, mut m) in [
-        ("single", lab::single_layer(4, 3, 0.05).unwrap()),
-        ("mlp", lab::mlp(4, &[16, 16], 3, 0.0, 0.02).unwrap()),
-    ] {
+    for (name, mut m) in lab::iris_networks().unwrap() {
         m.fit(&d.x_train, &d.y_train, quiet().epochs(100).batch_size(16))
             .unwrap();
         let acc = m.evaluate(&d.x_test, &d.y_test, 32).unwrap()["accuracy"];

@@ -73,9 +73,11 @@ fn ten_epochs_overfitting() {
     // No temporary file is left beside it.
     let stem = format!(".{}.tmp", path.file_name().unwrap().to_string_lossy());
     let dir = path.parent().unwrap();
-    assert!(std::fs::read_dir(dir)
+    assert!(std::fs::read_dir(dir).unwrap().all(|e| !e
         .unwrap()
-        .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(&stem)));
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&stem)));
     // Keep a copy for eyeballing when asked to.
     if let Ok(dir) = std::env::var("KILN_PLOT_KEEP") {
         std::fs::copy(&path, PathBuf::from(dir).join("curves.svg")).unwrap();

@@ -12,13 +12,13 @@ const LR: f64 = 0.1;
 /// after each step.
 fn run_steps(
     backend: Backend,
-    opt: &mut dyn FnMut(&Graph, Tensor<'_>, Tensor<'_>) -> NodeIdT,
+    opt: &mut dyn FnMut(&Graph, Tensor<'_>, Tensor<'_>) -> kiln::NodeId,
 ) -> Vec<Vec<f64>> {
     let g = Graph::new();
     let w = g.variable("w", [3], init::zeros());
     let t = g.constant(Array::new([3], TARGET.iter().map(|&v| v as f32).collect()).unwrap());
     let loss = (w - t).square().sum_all() * 0.5f32;
-    let train = g.tensor(opt(&g, loss, w).0);
+    let train = g.tensor(opt(&g, loss, w));
     let mut s = Session::with_backend(&g, backend).unwrap();
     s.set_variable(
         w,
@@ -32,8 +32,6 @@ fn run_steps(
         })
         .collect()
 }
-
-struct NodeIdT(kiln::NodeId);
 
 /// The reference: `update(w, g, state, t)` per element, in f64.
 fn reference(mut update: impl FnMut(usize, f64, f64, f64) -> f64) -> Vec<Vec<f64>> {
@@ -51,7 +49,7 @@ fn reference(mut update: impl FnMut(usize, f64, f64, f64) -> f64) -> Vec<Vec<f64
 
 fn check(
     name: &str,
-    build: impl Fn() -> Box<dyn FnMut(&Graph, Tensor<'_>, Tensor<'_>) -> NodeIdT>,
+    build: impl Fn() -> Box<dyn FnMut(&Graph, Tensor<'_>, Tensor<'_>) -> kiln::NodeId>,
     want: Vec<Vec<f64>>,
 ) {
     for b in BACKENDS {
@@ -68,8 +66,8 @@ fn check(
     }
 }
 
-fn minimize<O: Optimizer>(mut o: O) -> impl FnMut(&Graph, Tensor<'_>, Tensor<'_>) -> NodeIdT {
-    move |_, loss, w| NodeIdT(o.minimize(loss, &[w]).unwrap().id())
+fn minimize<O: Optimizer>(mut o: O) -> impl FnMut(&Graph, Tensor<'_>, Tensor<'_>) -> kiln::NodeId {
+    move |_, loss, w| o.minimize(loss, &[w]).unwrap().id()
 }
 
 #[test]

@@ -248,6 +248,14 @@ impl SplitMix64 {
     }
 }
 
+/// A seeded random permutation of `0..n` (Fisher–Yates over SplitMix64): the row order of
+/// [`batches`] and of `fit`'s epochs.
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64(seed).shuffle(&mut order);
+    order
+}
+
 /// The number of rows (first-axis length) of an array, or an error for a scalar.
 fn rows(a: &Array, what: &str, name: &str) -> Result<usize> {
     a.shape().first().copied().ok_or_else(|| {
@@ -371,10 +379,10 @@ pub fn batches<'a>(
     if batch_size == 0 {
         return Err(Error::invalid("batches: batch_size must be at least 1"));
     }
-    let mut order: Vec<usize> = (0..n).collect();
-    if let Some(seed) = shuffle {
-        SplitMix64(seed).shuffle(&mut order);
-    }
+    let order = match shuffle {
+        Some(seed) => permutation(n, seed),
+        None => (0..n).collect(),
+    };
     Ok(Batches {
         x,
         y,

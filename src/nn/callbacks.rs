@@ -52,6 +52,16 @@ struct Monitor {
 }
 
 impl Monitor {
+    /// Watches `name` in auto mode with no minimum change.
+    fn new(name: &str) -> Monitor {
+        Monitor {
+            name: name.into(),
+            mode: Mode::Auto,
+            min_delta: 0.0,
+            best: None,
+        }
+    }
+
     fn lower_is_better(&self) -> bool {
         match self.mode {
             Mode::Min => true,
@@ -101,12 +111,7 @@ impl EarlyStopping {
     /// Monitors `name` (`"val_loss"`), patience 0, `min_delta` 0, mode auto.
     pub fn on(name: &str) -> EarlyStopping {
         EarlyStopping {
-            monitor: Monitor {
-                name: name.into(),
-                mode: Mode::Auto,
-                min_delta: 0.0,
-                best: None,
-            },
+            monitor: Monitor::new(name),
             patience: 0,
             restore_best_weights: false,
             wait: 0,
@@ -188,12 +193,7 @@ impl ModelCheckpoint {
     pub fn new(path: impl Into<PathBuf>) -> ModelCheckpoint {
         ModelCheckpoint {
             path: path.into(),
-            monitor: Monitor {
-                name: "val_loss".into(),
-                mode: Mode::Auto,
-                min_delta: 0.0,
-                best: None,
-            },
+            monitor: Monitor::new("val_loss"),
             save_best_only: false,
             saved: vec![],
         }

@@ -171,17 +171,6 @@ pub(crate) fn rows_of(xs: &[&Array], y: Option<&Array>) -> Result<usize> {
     n.ok_or_else(|| Error::invalid("no inputs"))
 }
 
-/// A seeded permutation of `0..n` (Fisher–Yates over Philox words).
-fn permutation(n: usize, seed: u64, stream: u64) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let w = crate::rng::block(seed, stream, i as u64);
-        let r = ((w[0] as u64) << 32 | w[1] as u64) % (i as u64 + 1);
-        v.swap(i, r as usize);
-    }
-    v
-}
-
 impl Model {
     fn ids(&self) -> Result<StepIds> {
         let b = self.built()?;
@@ -199,44 +188,32 @@ impl Model {
         })
     }
 
-    /// Runs one batch; returns (loss, metrics...) for it.
+    /// Runs one batch of rows `idx`; returns its loss and metrics.
     fn run_batch(
         &mut self,
+        ids: &StepIds,
         xs: &[&Array],
         y: &Array,
         idx: &[usize],
         training: bool,
     ) -> Result<Vec<f64>> {
-        let StepIds {
-            inputs,
-            training: tr,
-            target,
-            loss,
-            metrics,
-            train,
-        } = self.ids()?;
         let g = self.graph().clone();
         let mut feeds = vec![];
-        for (&id, a) in inputs.iter().zip(xs) {
+        for (&id, a) in ids.inputs.iter().zip(xs) {
             feeds.push((g.tensor(id), take_rows(a, idx)?));
         }
-        feeds.push((g.tensor(target), take_rows(y, idx)?));
-        feeds.push((g.tensor(tr), Array::scalar(training)));
-        let mut fetch = vec![g.tensor(loss)];
-        fetch.extend(metrics.iter().map(|m| g.tensor(m.1)));
+        feeds.push((g.tensor(ids.target), take_rows(y, idx)?));
+        feeds.push((g.tensor(ids.training), Array::scalar(training)));
+        let mut fetch = vec![g.tensor(ids.loss)];
+        fetch.extend(ids.metrics.iter().map(|m| g.tensor(m.1)));
         if training {
-            fetch.push(g.tensor(train));
+            fetch.push(g.tensor(ids.train));
         }
-        let sess = self.session()?;
-        let out = sess.run(&fetch, &feeds)?;
+        let out = self.session()?.run(&fetch, &feeds)?;
         Ok(out
             .iter()
-            .take(1 + metrics.len())
-            .map(|a| {
-                a.scalar_value::<f32>()
-                    .map(|v| v as f64)
-                    .unwrap_or(f64::NAN)
-            })
+            .take(1 + ids.metrics.len())
+            .map(|a| a.scalar_value::<f32>().map_or(f64::NAN, |v| v as f64))
             .collect())
     }
 
@@ -257,18 +234,18 @@ impl Model {
         training: bool,
         mut progress: Option<&mut Progress>,
     ) -> Result<Logs> {
-        let metrics = self.ids()?.metrics;
+        let ids = self.ids()?;
         let mut names = vec!["loss".to_string()];
-        names.extend(metrics.iter().map(|m| m.0.clone()));
+        names.extend(ids.metrics.iter().map(|m| m.0.clone()));
         let mut sums = vec![0.0f64; names.len()];
         let mut seen = 0usize;
         for (step, chunk) in order.chunks(batch_size.max(1)).enumerate() {
-            let vals = self.run_batch(xs, y, chunk, training)?;
+            let vals = self.run_batch(&ids, xs, y, chunk, training)?;
             for (s, v) in sums.iter_mut().zip(&vals) {
                 *s += v * chunk.len() as f64;
             }
             seen += chunk.len();
-            if let Some(p) = progress.as_deref_mut() {
+            if let Some(p) = progress.as_deref_mut().filter(|p| p.shows_steps()) {
                 let running: Vec<(&str, f64)> = names
                     .iter()
                     .zip(&sums)
@@ -332,7 +309,7 @@ impl Model {
             let t0 = Instant::now();
             progress.begin_epoch(epoch);
             let order = if config.shuffle {
-                permutation(n_train, config.seed, epoch as u64)
+                crate::data::permutation(n_train, config.seed.wrapping_add(epoch as u64))
             } else {
                 (0..n_train).collect()
             };

@@ -122,6 +122,17 @@ impl<L: Layer + 'static> From<L> for Box<dyn Layer> {
     }
 }
 
+/// The feature count of a `[batch, features]` input, or an error naming the layer.
+fn features(x: Tensor<'_>, layer: &str) -> Result<usize> {
+    match x.shape().dims() {
+        [_, Dim::Fixed(n)] => Ok(*n),
+        _ => Err(Error::invalid(format!(
+            "{layer} takes a [batch, features] input, got {} (add a Flatten first)",
+            x.shape()
+        ))),
+    }
+}
+
 /// An activation function, as Keras names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -239,16 +250,7 @@ impl Layer for Dense {
         "Dense"
     }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
-        let shape = x.shape();
-        let fan_in = match shape.dims() {
-            [_, Dim::Fixed(n)] => *n,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "Dense({}) takes a [batch, features] input, got {shape} (add a Flatten first)",
-                    self.units
-                )))
-            }
-        };
+        let fan_in = features(x, &format!("Dense({})", self.units))?;
         let ki = self
             .kernel_initializer
             .clone()
@@ -363,15 +365,7 @@ impl Layer for BatchNormalization {
         "BatchNormalization"
     }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
-        let shape = x.shape();
-        let n = match shape.dims() {
-            [_, Dim::Fixed(n)] => *n,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "BatchNormalization takes a [batch, features] input, got {shape}"
-                )))
-            }
-        };
+        let n = features(x, "BatchNormalization")?;
         let gamma = ctx.weight("gamma", [n], init::ones());
         let beta = ctx.weight("beta", [n], init::zeros());
         let moving_mean = ctx.state("moving_mean", [n], init::zeros());

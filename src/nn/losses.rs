@@ -132,15 +132,7 @@ impl Metric {
                 p.greater(t).equal(y.greater(0.5))
             }
         };
-        mean_all_of(hits.cast(DType::F32))
-    }
-}
-
-fn mean_all_of(t: Tensor<'_>) -> Tensor<'_> {
-    if t.rank() == 0 {
-        t
-    } else {
-        t.mean_all()
+        hits.cast(DType::F32).mean_all()
     }
 }
 

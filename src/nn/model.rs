@@ -450,7 +450,7 @@ impl Model {
             let t = self.graph.by_name(name).ok_or_else(|| {
                 Error::invalid(format!("set_weights: no variable named {name:?}"))
             })?;
-            let (ty, _) = (t.ty(), ());
+            let ty = t.ty();
             let want = ty.shape.to_fixed().unwrap_or_default();
             if value.dtype() != ty.dtype || value.shape() != want.as_slice() {
                 return Err(Error::invalid(format!(
