@@ -43,6 +43,7 @@ pub mod saved;
 pub mod session;
 pub mod shape;
 pub mod text;
+pub mod threads;
 pub mod train;
 
 /// The README's examples, compiled and run as doctests so the front door stays correct.

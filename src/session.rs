@@ -63,6 +63,7 @@ pub struct Session {
     updates: HashMap<Vec<NodeId>, Arc<[effects::Update]>>,
     runs: u64,
     compiles: usize,
+    last_compile: Option<crate::jit::CompileTimes>,
     log: bool,
 }
 
@@ -84,6 +85,7 @@ impl Session {
             updates: HashMap::new(),
             runs: 0,
             compiles: 0,
+            last_compile: None,
             log: std::env::var("KILN_LOG_COMPILES").is_ok_and(|v| v == "1"),
         };
         s.init_missing();
@@ -98,6 +100,12 @@ impl Session {
     /// How many executables this session has compiled.
     pub fn compile_count(&self) -> usize {
         self.compiles
+    }
+
+    /// Where the time of this session's last compile went (passes, Cranelift IR, machine
+    /// code, finalizing); None before the first compile or on the interpreter.
+    pub fn last_compile_times(&self) -> Option<crate::jit::CompileTimes> {
+        self.last_compile
     }
 
     fn init_missing(&mut self) {
@@ -280,14 +288,26 @@ impl Session {
                 let mut pl = Pipeline::default();
                 pl.options.batch = batch.or(Some(1));
                 pl.run(&mut p)?;
+                let passes = t0.elapsed();
                 let exe = Arc::new(Executable::compile(&p)?);
                 self.compiles += 1;
+                self.last_compile = Some(crate::jit::CompileTimes {
+                    passes,
+                    ..exe.compile_times()
+                });
                 if self.log {
+                    let t = self.last_compile.unwrap_or_default();
+                    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
                     eprintln!(
-                        "kiln: compiled {} kernel(s) for {} fetch(es) in {:.2} ms (cache miss: {why})",
+                        "kiln: compiled {} kernel(s) for {} fetch(es) in {:.2} ms (passes {:.2}, \
+                         lowering {:.2}, cranelift {:.2}, finalize {:.2}; cache miss: {why})",
                         exe.kernel_count(),
                         fetches.len(),
-                        t0.elapsed().as_secs_f64() * 1e3
+                        ms(t0.elapsed()),
+                        ms(t.passes),
+                        ms(t.lowering),
+                        ms(t.cranelift),
+                        ms(t.finalize),
                     );
                 }
                 self.cache.insert(key, exe.clone());

@@ -96,6 +96,28 @@ impl Drop for Code {
     }
 }
 
+/// Where the time of one compile went (see [`crate::Session::last_compile_times`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CompileTimes {
+    /// The pass pipeline (autodiff is not included: gradients are built when the user asks).
+    pub passes: std::time::Duration,
+    /// Building Cranelift IR from the kernels.
+    pub lowering: std::time::Duration,
+    /// Cranelift's compilation of every kernel to machine code.
+    pub cranelift: std::time::Duration,
+    /// Linking the module and making its code executable.
+    pub finalize: std::time::Duration,
+    /// The number of native kernels compiled.
+    pub kernels: usize,
+}
+
+impl CompileTimes {
+    /// The whole compile.
+    pub fn total(&self) -> std::time::Duration {
+        self.passes + self.lowering + self.cranelift + self.finalize
+    }
+}
+
 struct Workspace {
     slots: Vec<AlignedBuf>,
     scratch: AlignedBuf,
@@ -119,6 +141,7 @@ pub struct Executable {
     scratch_bytes: usize,
     pool: Mutex<Vec<Workspace>>,
     kernels: usize,
+    times: CompileTimes,
     _code: Code,
 }
 
@@ -212,6 +235,7 @@ impl Executable {
         let mut pending: Vec<(usize, cranelift_module::FuncId)> = vec![];
         let mut scratch_bytes = 0;
         let mut kernels = 0;
+        let mut times = CompileTimes::default();
         for &id in &order {
             let n = p.graph.node(id);
             let out = loc[&id];
@@ -221,8 +245,15 @@ impl Executable {
                     k.validate()
                         .map_err(|e| Error::invalid(format!("jit: invalid kernel: {e}")))?;
                     check_param_types(k, &p.graph, &n.inputs)?;
-                    let fid =
-                        compile_kernel(&mut module, &mut ctx, &mut fctx, &helpers, k, kernels)?;
+                    let fid = compile_kernel(
+                        &mut module,
+                        &mut ctx,
+                        &mut fctx,
+                        &helpers,
+                        k,
+                        kernels,
+                        &mut times,
+                    )?;
                     kernels += 1;
                     scratch_bytes = scratch_bytes.max(codegen::scratch_bytes(k));
                     pending.push((steps.len(), fid));
@@ -277,6 +308,7 @@ impl Executable {
             // An output that is a source is copied out of its location at the end.
             outputs.push((loc[id], n.ty.clone()));
         }
+        let t_fin = std::time::Instant::now();
         module
             .finalize_definitions()
             .map_err(|e| Error::invalid(format!("jit: {e}")))?;
@@ -288,6 +320,8 @@ impl Executable {
                 *f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
             }
         }
+        times.finalize = t_fin.elapsed();
+        times.kernels = kernels;
         let out_tys: Vec<Ty> = outs_sorted
             .iter()
             .map(|(id, _)| p.graph.node(*id).ty.clone())
@@ -309,6 +343,7 @@ impl Executable {
             scratch_bytes,
             pool: Mutex::new(vec![]),
             kernels,
+            times,
             _code: Code(Some(module)),
         })
     }
@@ -316,6 +351,11 @@ impl Executable {
     /// The number of native kernels.
     pub fn kernel_count(&self) -> usize {
         self.kernels
+    }
+
+    /// Where the compile's time went (`passes` is zero here: the session adds it).
+    pub fn compile_times(&self) -> CompileTimes {
+        self.times
     }
 
     /// Runs the program. `feeds` and `vars` are in the order of [`Executable::placeholders`]
@@ -577,7 +617,9 @@ fn compile_kernel(
     helpers: &Helpers,
     k: &Kernel,
     index: usize,
+    times: &mut CompileTimes,
 ) -> Result<cranelift_module::FuncId> {
+    let t0 = std::time::Instant::now();
     let sig = kernel_signature(module.target_config().default_call_conv);
     let name = format!("kernel_{index}");
     let fid = module
@@ -595,9 +637,12 @@ fn compile_kernel(
     // KILN_DUMP_ASM=1 prints each kernel's machine code (for performance work).
     let asm = std::env::var("KILN_DUMP_ASM").is_ok_and(|v| v == "1");
     ctx.set_disasm(asm);
+    let t1 = std::time::Instant::now();
+    times.lowering += t1 - t0;
     module
         .define_function(fid, ctx)
         .map_err(|e| Error::invalid(format!("jit: compiling kernel {index}: {e:?}")))?;
+    times.cranelift += t1.elapsed();
     if asm {
         if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
             eprintln!("kernel_{index}:\n{code}");
