@@ -114,7 +114,15 @@ impl Array {
     pub fn zeros(dtype: DType, shape: impl AsRef<[usize]>) -> Array {
         let shape = shape.as_ref().to_vec();
         let n = shape.iter().product();
-        Array::from_f64(dtype, shape, vec![0.0; n])
+        // Straight to zeroed memory of the right type (large ones come from the OS already
+        // zeroed), not through an f64 vector.
+        let data = match dtype {
+            DType::F32 => ArrayData::F32(vec![0.0; n]),
+            DType::F64 => ArrayData::F64(vec![0.0; n]),
+            DType::I32 => ArrayData::I32(vec![0; n]),
+            DType::Bool => ArrayData::Bool(vec![false; n]),
+        };
+        Array { shape, data }
     }
 
     /// Makes an array of `dtype` from `f64` values, rounding or truncating each.

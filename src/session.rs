@@ -61,6 +61,9 @@ pub struct Session {
     /// `cache`: nodes never change once added), so a training loop does not walk the graph
     /// on every step.
     updates: HashMap<Vec<NodeId>, Arc<[effects::Update]>>,
+    /// Each updated variable's previous value: the buffer its next update is written into
+    /// (double buffering: a training step allocates nothing for its variables).
+    spare: HashMap<NodeId, Array>,
     runs: u64,
     compiles: usize,
     last_compile: Option<crate::jit::CompileTimes>,
@@ -83,6 +86,7 @@ impl Session {
             vars: HashMap::new(),
             cache: HashMap::new(),
             updates: HashMap::new(),
+            spare: HashMap::new(),
             runs: 0,
             compiles: 0,
             last_compile: None,
@@ -200,6 +204,37 @@ impl Session {
         fetches: &[Tensor<'_>],
         feeds: &[(Tensor<'_>, Array)],
     ) -> Result<Vec<Array>> {
+        let mut out = vec![];
+        self.run_into(fetches, feeds, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Session::run`] writing into `outputs`: arrays already there (say, from the previous
+    /// call) are overwritten when they have the fetch's dtype and shape, instead of
+    /// allocating new ones, like numpy's `out=`. On success `outputs` holds one array per
+    /// fetch; on error it is emptied.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F32, [3]);
+    /// let y = x * 2.0;
+    /// let mut sess = Session::new(&g)?;
+    /// let mut out = vec![];
+    /// for i in 0..3 {
+    ///     let xv = Array::new([3], vec![i as f32; 3])?;
+    ///     sess.run_into(&[y], &[(x, xv)], &mut out)?; // allocates on the first call only
+    ///     assert_eq!(out[0].to_vec::<f32>()?, vec![2.0 * i as f32; 3]);
+    /// }
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn run_into(
+        &mut self,
+        fetches: &[Tensor<'_>],
+        feeds: &[(Tensor<'_>, Array)],
+        outputs: &mut Vec<Array>,
+    ) -> Result<()> {
+        let mut out = std::mem::take(outputs);
         for t in fetches.iter().chain(feeds.iter().map(|(t, _)| t)) {
             if !t.graph().same_as(&self.graph) {
                 return Err(Error::Feed(
@@ -222,7 +257,16 @@ impl Session {
         let fetch_ids = effects::with_updates(&user, &updates);
         self.runs += 1;
         let run_index = self.runs;
-        let mut out = match self.backend {
+        out.resize_with(user.len(), || Array::zeros(crate::DType::F32, [0]));
+        out.extend(
+            updates
+                .iter()
+                .filter_map(|u| self.spare.remove(&u.variable)),
+        );
+        // A position without a spare (the first run) gets a fresh array; the executable only
+        // reuses arrays of the right type, so a misplaced spare costs an allocation, nothing
+        // worse.
+        out = match self.backend {
             Backend::Interpreter => {
                 let feed_ids: Vec<(NodeId, Array)> =
                     feeds.iter().map(|(t, a)| (t.id(), a.clone())).collect();
@@ -235,12 +279,18 @@ impl Session {
                     run_index,
                 )?
             }
-            Backend::Jit => self.run_jit(&fetch_ids, feeds, run_index)?,
+            Backend::Jit => {
+                self.run_jit(&fetch_ids, feeds, run_index, &mut out)?;
+                out
+            }
         };
         for (u, value) in updates.iter().zip(out.drain(user.len()..)) {
-            self.vars.insert(u.variable, value);
+            if let Some(old) = self.vars.insert(u.variable, value) {
+                self.spare.insert(u.variable, old);
+            }
         }
-        Ok(out)
+        *outputs = out;
+        Ok(())
     }
 
     fn run_jit(
@@ -248,7 +298,8 @@ impl Session {
         fetches: &[NodeId],
         feeds: &[(Tensor<'_>, Array)],
         run_index: u64,
-    ) -> Result<Vec<Array>> {
+        out: &mut Vec<Array>,
+    ) -> Result<()> {
         // Check feeds exactly as the interpreter does, before anything is compiled or run.
         let batch = {
             let d = self.graph.data();
@@ -333,6 +384,6 @@ impl Session {
                     .ok_or_else(|| Error::invalid("a variable has no value"))
             })
             .collect::<Result<_>>()?;
-        exe.run(&feed_refs, &var_refs, run_index)
+        exe.run_into(&feed_refs, &var_refs, run_index, out)
     }
 }

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 static CHOSEN: AtomicUsize = AtomicUsize::new(0);
-#[allow(dead_code)] // used by the JIT once kernels are split (next commit)
 static POOL: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
 
 /// Sets how many threads runs use from now on; 0 restores the default (`KILN_THREADS`, else
@@ -55,7 +54,6 @@ fn default_threads() -> usize {
 
 /// The pool for `n > 1` threads (made on first use, remade if the count changed). None if
 /// the pool cannot be built (then work runs on the caller's thread).
-#[allow(dead_code)]
 pub(crate) fn pool(n: usize) -> Option<Arc<rayon::ThreadPool>> {
     let mut guard = POOL.lock().ok()?;
     if let Some((k, p)) = guard.as_ref() {

@@ -369,3 +369,45 @@ fn memory_plan_reuses_buffers_along_a_chain() {
         plan.unplanned_bytes
     );
 }
+
+/// A matmul's operands are read by `gemm` from memory, so fusion never absorbs them into the
+/// matmul's kernel: an inference-only MLP (whose hidden activations have no other users)
+/// compiles to one kernel per layer, with every compute op inside a kernel. (It once made the
+/// hidden activations members of the next layer's kernel, so nothing computed them and they
+/// ran op by op on the interpreter.)
+#[test]
+fn matmul_operands_get_kernels_of_their_own() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(6)]);
+    let mut h = x;
+    for (i, (a, b)) in [(6, 5), (5, 4), (4, 3)].into_iter().enumerate() {
+        let w = g.variable(&format!("w{i}"), [a, b], init::glorot_uniform(i as u64));
+        let bias = g.variable(&format!("b{i}"), [b], init::zeros());
+        h = (h.matmul(w) + bias).relu();
+    }
+    let mut p = Program::new(g.snapshot(), vec![h.id()]);
+    let mut pl = Pipeline::default();
+    pl.options.batch = Some(7);
+    pl.run(&mut p).unwrap();
+    let live = p.live_order();
+    let kernels = live
+        .iter()
+        .filter(|&&id| matches!(p.graph.node(id).op, kiln::Op::Fusion(_)))
+        .count();
+    let unfused: Vec<String> = live
+        .iter()
+        .map(|&id| &p.graph.node(id).op)
+        .filter(|op| {
+            !matches!(
+                op,
+                kiln::Op::Fusion(_)
+                    | kiln::Op::Placeholder
+                    | kiln::Op::Variable { .. }
+                    | kiln::Op::Constant(_)
+            )
+        })
+        .map(|op| op.name().to_string())
+        .collect();
+    assert_eq!(kernels, 3, "{}", p.graph.dump());
+    assert!(unfused.is_empty(), "ops outside kernels: {unfused:?}");
+}

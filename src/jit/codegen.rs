@@ -52,8 +52,6 @@ use cranelift_module::{FuncId, Module};
 
 /// Extern helpers a kernel may call, declared in the module once.
 pub(super) struct Helpers {
-    pub gemm_f32: FuncId,
-    pub gemm_f64: FuncId,
     pub pow_f32: FuncId,
     pub pow_f64: FuncId,
     pub pow_i32: FuncId,
@@ -63,13 +61,68 @@ pub(super) struct Helpers {
 /// The signature every kernel has.
 pub(super) fn kernel_signature(call_conv: CallConv) -> Signature {
     let mut s = Signature::new(call_conv);
-    for _ in 0..3 {
+    for _ in 0..5 {
         s.params.push(AbiParam::new(I64));
     }
     s
 }
 
-/// Bytes of scratch a kernel needs (accumulators or a matmul result).
+/// How a kernel's work may be divided between threads: calls with ranges `[lo, hi)` of the
+/// domain's first axis that together cover `0..extent` compute the same bits as one call
+/// over all of it, provided every boundary is a multiple of `align`. Kernels that cannot be
+/// divided this way (a reduction over the first axis) have no `Split` and ignore the range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Split {
+    /// The first axis' extent.
+    pub extent: usize,
+    /// Boundaries are multiples of this (4 when the first axis is also the vectorized inner
+    /// one, so that each element takes the same vector or scalar path however it is split).
+    pub align: usize,
+    /// Elementary operations per unit of the first axis (for deciding whether to split).
+    pub cost: usize,
+}
+
+/// The [`Split`] of a kernel, if it has one.
+pub(super) fn split_of(k: &Kernel) -> Option<Split> {
+    let body = match &k.core {
+        Core::None | Core::MatMul { .. } => &k.epilogue,
+        Core::Reduce { axes, .. } => {
+            if !reduce_splittable(k, axes) {
+                return None;
+            }
+            &k.prologue
+        }
+    };
+    let extent = *body.domain.first()?;
+    if extent == 0 {
+        return None;
+    }
+    let numel: usize = body.domain.iter().product();
+    Some(Split {
+        extent,
+        align: if body.domain.len() == 1 { 4 } else { 1 },
+        cost: numel / extent * body.exprs.len().max(1),
+    })
+}
+
+/// A reduction divides along its first axis when that axis is kept, and the output's first
+/// axis is the same one (so a range of prologue rows owns the same range of accumulator slots
+/// and of output rows).
+fn reduce_splittable(k: &Kernel, axes: &[usize]) -> bool {
+    let dom = &k.prologue.domain;
+    let epi = &k.epilogue.domain;
+    if dom.is_empty() || axes.contains(&0) || epi.first() != dom.first() {
+        return false;
+    }
+    let kept_rest: usize = (1..dom.len())
+        .filter(|a| !axes.contains(a))
+        .map(|a| dom[a])
+        .product();
+    epi[1..].iter().product::<usize>() == kept_rest
+}
+
+/// Bytes of scratch a kernel needs (reduction accumulators, or a matmul result that cannot
+/// be written into the output itself).
 pub(super) fn scratch_bytes(k: &Kernel) -> usize {
     match &k.core {
         Core::None => 0,
@@ -78,7 +131,7 @@ pub(super) fn scratch_bytes(k: &Kernel) -> usize {
             k.epilogue.domain.iter().product::<usize>() * acc.size_bytes()
         }
         Core::MatMul { .. } => {
-            if direct_matmul(k) {
+            if matmul_in_output(k) {
                 0
             } else {
                 k.epilogue.domain.iter().product::<usize>() * k.params[0].dtype.size_bytes()
@@ -87,9 +140,17 @@ pub(super) fn scratch_bytes(k: &Kernel) -> usize {
     }
 }
 
-/// True if a matmul's epilogue is just its result, so `gemm` can write the output directly.
-fn direct_matmul(k: &Kernel) -> bool {
+/// True if a matmul's epilogue is just its result: `gemm` writes the output and there is no
+/// kernel to run after it.
+pub(super) fn direct_matmul(k: &Kernel) -> bool {
     k.epilogue.exprs.len() == 1 && matches!(k.epilogue.exprs[0].0, Expr::Core)
+}
+
+/// True if the product is written into the output buffer and the epilogue then runs in place
+/// (each element is read before it is overwritten, at the same position): possible when the
+/// output has the product's dtype. Otherwise the product goes to scratch.
+pub(super) fn matmul_in_output(k: &Kernel) -> bool {
+    k.out.dtype == k.params[0].dtype
 }
 
 fn cl_type(d: DType) -> Type {
@@ -126,6 +187,9 @@ pub(super) struct Gen<'a, 'b> {
     out: Value,
     scratch: Value,
     status: Value,
+    /// The range of the first axis this call computes (see [`Split`]).
+    lo: Value,
+    hi: Value,
 }
 
 impl<'a, 'b> Gen<'a, 'b> {
@@ -141,6 +205,8 @@ impl<'a, 'b> Gen<'a, 'b> {
         let args = b.block_params(entry)[0];
         let scratch = b.block_params(entry)[1];
         let status = b.block_params(entry)[2];
+        let lo = b.block_params(entry)[3];
+        let hi = b.block_params(entry)[4];
         let params = (0..nparams)
             .map(|i| {
                 b.ins()
@@ -158,6 +224,8 @@ impl<'a, 'b> Gen<'a, 'b> {
             out,
             scratch,
             status,
+            lo,
+            hi,
         }
     }
 
@@ -171,8 +239,8 @@ impl<'a, 'b> Gen<'a, 'b> {
     #[allow(clippy::type_complexity)] // a loop body: (builder, index, carried) -> carried
     fn for_carry(
         &mut self,
-        lo: i64,
-        hi: i64,
+        lo: Value,
+        hi: Value,
         step: i64,
         carry: &[Value],
         body: &mut dyn FnMut(&mut Self, Value, &[Value]) -> Vec<Value>,
@@ -189,8 +257,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             self.b.append_block_param(header, t);
             self.b.append_block_param(exit, t);
         }
-        let lo_v = self.b.ins().iconst(I64, lo);
-        let mut args = vec![BlockArg::Value(lo_v)];
+        let mut args = vec![BlockArg::Value(lo)];
         args.extend(carry.iter().map(|&v| BlockArg::Value(v)));
         self.b.ins().jump(header, &args);
 
@@ -198,7 +265,7 @@ impl<'a, 'b> Gen<'a, 'b> {
         let ps: Vec<Value> = self.b.block_params(header).to_vec();
         let i = ps[0];
         let cur: Vec<Value> = ps[1..].to_vec();
-        let c = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, hi);
+        let c = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
         let exit_args: Vec<BlockArg> = cur.iter().map(|&v| BlockArg::Value(v)).collect();
         self.b.ins().brif(c, body_blk, &[], exit, &exit_args);
 
@@ -213,14 +280,25 @@ impl<'a, 'b> Gen<'a, 'b> {
         self.b.block_params(exit).to_vec()
     }
 
-    fn for_each(&mut self, lo: i64, hi: i64, step: i64, body: &mut dyn FnMut(&mut Self, Value)) {
-        if lo >= hi {
-            return;
-        }
+    fn for_each_v(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        step: i64,
+        body: &mut dyn FnMut(&mut Self, Value),
+    ) {
         self.for_carry(lo, hi, step, &[], &mut |g, i, _| {
             body(g, i);
             vec![]
         });
+    }
+
+    /// `lo + (hi - lo)` rounded down to a multiple of 4: where a vector loop over `[lo, hi)`
+    /// stops and its scalar tail begins.
+    fn vec_end(&mut self, lo: Value, hi: Value) -> Value {
+        let len = self.b.ins().isub(hi, lo);
+        let len4 = self.b.ins().band_imm_s(len, -4);
+        self.b.ins().iadd(lo, len4)
     }
 
     /// Walks `domain` row-major: `inner` is called once per innermost row with the outer
@@ -228,28 +306,45 @@ impl<'a, 'b> Gen<'a, 'b> {
     /// indices and an innermost extent of 1. An empty domain (any extent 0) emits nothing:
     /// `inner` hoists loads of row-invariant operands above its loop, and those must not run
     /// when there is no element to read (the buffer of an empty array may be dangling).
-    fn rows(&mut self, domain: &[usize], inner: &mut dyn FnMut(&mut Self, &[Value])) {
+    ///
+    /// `inner` also gets the innermost axis' range. With `split`, the first axis runs over
+    /// this call's `[lo, hi)` instead of all of it (for a rank-1 domain that is the innermost
+    /// range itself).
+    #[allow(clippy::type_complexity)] // a row body: (builder, outer indices, inner range)
+    fn rows(
+        &mut self,
+        domain: &[usize],
+        split: bool,
+        inner: &mut dyn FnMut(&mut Self, &[Value], Value, Value),
+    ) {
         if domain.contains(&0) {
             return;
         }
+        #[allow(clippy::type_complexity)]
         fn rec<'a, 'b>(
             g: &mut Gen<'a, 'b>,
             domain: &[usize],
+            split: bool,
             idx: &mut Vec<Value>,
-            inner: &mut dyn FnMut(&mut Gen<'a, 'b>, &[Value]),
+            inner: &mut dyn FnMut(&mut Gen<'a, 'b>, &[Value], Value, Value),
         ) {
+            let (lo, hi) = if split && idx.is_empty() {
+                (g.lo, g.hi)
+            } else {
+                let ext = domain.get(idx.len()).copied().unwrap_or(1) as i64;
+                (g.b.ins().iconst(I64, 0), g.b.ins().iconst(I64, ext))
+            };
             if idx.len() + 1 >= domain.len() {
-                inner(g, idx);
+                inner(g, idx, lo, hi);
                 return;
             }
-            let ext = domain[idx.len()] as i64;
-            g.for_each(0, ext, 1, &mut |g, i| {
+            g.for_each_v(lo, hi, 1, &mut |g, i| {
                 idx.push(i);
-                rec(g, domain, idx, inner);
+                rec(g, domain, split, idx, inner);
                 idx.pop();
             });
         }
-        rec(self, domain, &mut vec![], inner);
+        rec(self, domain, split, &mut vec![], inner);
     }
 
     /// `offset + sum(idx_k * strides_k)` over the outer axes, as an i64 value.
@@ -272,109 +367,50 @@ impl<'a, 'b> Gen<'a, 'b> {
 
     // ---------------------------------------------------------------- kernels
 
+    /// The kernel's code for one call over `[lo, hi)` of its first axis (see [`Split`]). A
+    /// matmul kernel's function is only its epilogue: the executable calls `gemm` first,
+    /// writing the product where the epilogue reads it (see [`matmul_in_output`]).
     pub(super) fn kernel(&mut self, k: &Kernel) {
+        let split = split_of(k).is_some();
         match &k.core {
             Core::None => {
                 let out = self.out;
-                self.elementwise(k, &k.epilogue, out, None);
+                self.elementwise(k, &k.epilogue, out, None, split);
             }
-            Core::Reduce { op, axes } => self.reduce(k, *op, axes),
-            Core::MatMul {
-                a,
-                b,
-                batch,
-                m,
-                k: kk,
-                n,
-            } => {
-                let dt = k.params[a.param as usize].dtype;
-                let direct = direct_matmul(k);
-                let dst = if direct { self.out } else { self.scratch };
-                let nb = batch.len();
-                let (pa, pb) = (self.params[a.param as usize], self.params[b.param as usize]);
-                let size = dt.size_bytes();
-                let func = if dt == DType::F64 {
-                    self.helpers.gemm_f64
-                } else {
-                    self.helpers.gemm_f32
+            Core::Reduce { op, axes } => self.reduce(k, *op, axes, split),
+            Core::MatMul { .. } => {
+                let src = CoreSrc {
+                    ptr: if matmul_in_output(k) {
+                        self.out
+                    } else {
+                        self.scratch
+                    },
+                    dtype: k.params[0].dtype,
                 };
-                let fref = self.module.declare_func_in_func(func, self.b.func);
-                let batch_dims: Vec<usize> = batch.to_vec();
-                let mut bi: Vec<Value> = vec![];
-                let mut call = |g: &mut Self, bi: &[Value]| {
-                    let ao = g.base_offset(a.offset, &a.strides[..nb], bi);
-                    let bo = g.base_offset(b.offset, &b.strides[..nb], bi);
-                    let cstr: Vec<usize> = {
-                        let mut s = vec![0usize; nb];
-                        let mut acc = m * n;
-                        for i in (0..nb).rev() {
-                            s[i] = acc;
-                            acc *= batch_dims[i];
-                        }
-                        s
-                    };
-                    let co = g.base_offset(0, &cstr, bi);
-                    let ap = g.addr(pa, ao, size);
-                    let bp = g.addr(pb, bo, size);
-                    let cp = g.addr(dst, co, size);
-                    let c = |g: &mut Self, v: usize| g.b.ins().iconst(I64, v as i64);
-                    let args = [
-                        c(g, *m),
-                        c(g, *n),
-                        c(g, *kk),
-                        cp,
-                        ap,
-                        c(g, a.strides[nb]),
-                        c(g, a.strides[nb + 1]),
-                        bp,
-                        c(g, b.strides[nb]),
-                        c(g, b.strides[nb + 1]),
-                    ];
-                    g.b.ins().call(fref, &args);
-                };
-                fn batches<'a, 'b>(
-                    g: &mut Gen<'a, 'b>,
-                    dims: &[usize],
-                    bi: &mut Vec<Value>,
-                    f: &mut dyn FnMut(&mut Gen<'a, 'b>, &[Value]),
-                ) {
-                    if bi.len() == dims.len() {
-                        f(g, bi);
-                        return;
-                    }
-                    let ext = dims[bi.len()] as i64;
-                    g.for_each(0, ext, 1, &mut |g, i| {
-                        bi.push(i);
-                        batches(g, dims, bi, f);
-                        bi.pop();
-                    });
-                }
-                batches(self, &batch_dims, &mut bi, &mut call);
-                if !direct {
-                    let src = CoreSrc {
-                        ptr: self.scratch,
-                        dtype: dt,
-                    };
-                    let out = self.out;
-                    self.elementwise(k, &k.epilogue, out, Some(src));
-                }
+                let out = self.out;
+                self.elementwise(k, &k.epilogue, out, Some(src), split);
             }
         }
     }
 
     /// An elementwise body over its domain, writing row-major into `out`.
-    fn elementwise(&mut self, k: &Kernel, body: &Body, out: Value, core: Option<CoreSrc>) {
+    fn elementwise(
+        &mut self,
+        k: &Kernel,
+        body: &Body,
+        out: Value,
+        core: Option<CoreSrc>,
+        split: bool,
+    ) {
         let domain = body.domain.clone();
         let out_dt = body.exprs.last().map_or(DType::F32, |e| e.1);
         let size = out_dt.size_bytes();
         let vec_ok = vectorizable(k, body, core);
         let out_strides = crate::kernel::row_major_strides(&domain);
-        let inner_ext = domain.last().copied().unwrap_or(1) as i64;
         let rank = domain.len();
-        self.rows(&domain, &mut |g, idx| {
+        self.rows(&domain, split, &mut |g, idx, lo, hi| {
             let obase = g.base_offset(0, &out_strides, idx);
             let loads = g.prepare_loads(k, body, idx, vec_ok);
-            let vec_end = if vec_ok { inner_ext - inner_ext % 4 } else { 0 };
             let emit = |g: &mut Self, i: Option<Value>, lanes: u8| {
                 let v = g.eval_body(k, body, &loads, i, lanes, core, obase);
                 let o = match i {
@@ -388,27 +424,24 @@ impl<'a, 'b> Gen<'a, 'b> {
                 emit(g, None, 1);
                 return;
             }
-            if vec_end > 0 {
-                g.for_each(0, vec_end, 4, &mut |g, i| emit(g, Some(i), 4));
-            }
-            g.for_each(vec_end, inner_ext, 1, &mut |g, i| emit(g, Some(i), 1));
+            let tail = if vec_ok {
+                let end = g.vec_end(lo, hi);
+                g.for_each_v(lo, end, 4, &mut |g, i| emit(g, Some(i), 4));
+                end
+            } else {
+                lo
+            };
+            g.for_each_v(tail, hi, 1, &mut |g, i| emit(g, Some(i), 1));
         });
     }
 
-    fn reduce(&mut self, k: &Kernel, op: ReduceOp, axes: &[usize]) {
+    fn reduce(&mut self, k: &Kernel, op: ReduceOp, axes: &[usize], split: bool) {
         let pro = &k.prologue;
         let dom = pro.domain.clone();
         let acc_dt = pro.exprs.last().map_or(DType::F32, |e| e.1);
         let size = acc_dt.size_bytes();
         let n_out: usize = k.epilogue.domain.iter().product();
         let acc_ptr = self.scratch;
-        // 1. identity into every slot.
-        let ident = self.identity(op, acc_dt, 1);
-        self.for_each(0, n_out as i64, 1, &mut |g, i| {
-            let a = g.addr(acc_ptr, i, size);
-            g.b.ins().store(flags(), ident, a, 0);
-        });
-        // 2. the prologue's domain, row-major, into the slots.
         // Slot strides: row-major over the kept axes, 0 on the reduced ones.
         let kept: Vec<usize> = (0..dom.len()).filter(|a| !axes.contains(a)).collect();
         let kept_ext: Vec<usize> = kept.iter().map(|&a| dom[a]).collect();
@@ -417,25 +450,44 @@ impl<'a, 'b> Gen<'a, 'b> {
         for (j, &a) in kept.iter().enumerate() {
             slot_strides[a] = kept_rm[j];
         }
+        // 1. identity into every slot this call owns (all of them, unless split: then the
+        //    slots of its rows, since the first axis is kept).
+        let ident = self.identity(op, acc_dt, 1);
+        let (s_lo, s_hi) = if split {
+            let s0 = slot_strides[0] as i64;
+            (
+                self.b.ins().imul_imm_s(self.lo, s0),
+                self.b.ins().imul_imm_s(self.hi, s0),
+            )
+        } else {
+            (
+                self.b.ins().iconst(I64, 0),
+                self.b.ins().iconst(I64, n_out as i64),
+            )
+        };
+        self.for_each_v(s_lo, s_hi, 1, &mut |g, i| {
+            let a = g.addr(acc_ptr, i, size);
+            g.b.ins().store(flags(), ident, a, 0);
+        });
+        // 2. the prologue's domain, row-major, into the slots.
         let rank = dom.len();
         let inner_reduced = rank > 0 && axes.contains(&(rank - 1));
-        let inner_ext = dom.last().copied().unwrap_or(1) as i64;
         let vec_ok = vectorizable(k, pro, None);
-        self.rows(&dom, &mut |g, idx| {
+        self.rows(&dom, split, &mut |g, idx, lo, hi| {
             let sbase = g.base_offset(0, &slot_strides, idx);
             let loads = g.prepare_loads(k, pro, idx, vec_ok);
-            let vec_end = if vec_ok { inner_ext - inner_ext % 4 } else { 0 };
             if rank == 0 {
                 let v = g.eval_body(k, pro, &loads, None, 1, None, sbase);
                 g.accumulate(op, acc_dt, acc_ptr, sbase, v, 1);
                 return;
             }
+            let vec_end = if vec_ok { g.vec_end(lo, hi) } else { lo };
             if inner_reduced {
                 // Carry partial results through the row, then add them into the one slot.
                 let mut total = g.identity(op, acc_dt, 1);
-                if vec_end > 0 {
+                if vec_ok {
                     let init = g.identity(op, acc_dt, 4);
-                    let part = g.for_carry(0, vec_end, 4, &[init], &mut |g, i, cur| {
+                    let part = g.for_carry(lo, vec_end, 4, &[init], &mut |g, i, cur| {
                         let v = g.eval_body(k, pro, &loads, Some(i), 4, None, sbase);
                         vec![g.combine(op, acc_dt, cur[0], v)]
                     })[0];
@@ -445,7 +497,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                     let y = g.combine(op, acc_dt, lanes[2], lanes[3]);
                     total = g.combine(op, acc_dt, x, y);
                 }
-                let tail = g.for_carry(vec_end, inner_ext, 1, &[total], &mut |g, i, cur| {
+                let tail = g.for_carry(vec_end, hi, 1, &[total], &mut |g, i, cur| {
                     let v = g.eval_body(k, pro, &loads, Some(i), 1, None, sbase);
                     vec![g.combine(op, acc_dt, cur[0], v)]
                 })[0];
@@ -456,10 +508,10 @@ impl<'a, 'b> Gen<'a, 'b> {
                     let s = g.b.ins().iadd(sbase, i);
                     g.accumulate(op, acc_dt, acc_ptr, s, v, lanes);
                 };
-                if vec_end > 0 {
-                    g.for_each(0, vec_end, 4, &mut |g, i| step(g, i, 4));
+                if vec_ok {
+                    g.for_each_v(lo, vec_end, 4, &mut |g, i| step(g, i, 4));
                 }
-                g.for_each(vec_end, inner_ext, 1, &mut |g, i| step(g, i, 1));
+                g.for_each_v(vec_end, hi, 1, &mut |g, i| step(g, i, 1));
             }
         });
         // 3. the epilogue over the slots.
@@ -468,7 +520,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             dtype: acc_dt,
         };
         let out = self.out;
-        self.elementwise(k, &k.epilogue, out, Some(src));
+        self.elementwise(k, &k.epilogue, out, Some(src), split);
     }
 
     fn identity(&mut self, op: ReduceOp, dt: DType, lanes: u8) -> Value {

@@ -30,20 +30,26 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::op::{Op, Ty};
 use crate::graph::{GraphData, NodeId};
-use crate::kernel::Kernel;
+use crate::kernel::{Core, Kernel, MatOperand};
 use crate::passes::Program;
-use codegen::{kernel_signature, Gen, Helpers};
-use cranelift_codegen::ir::types::{F32, F64, I32, I64};
+use codegen::{kernel_signature, Gen, Helpers, Split};
+use cranelift_codegen::ir::types::{F32, F64, I32};
 use cranelift_codegen::ir::{AbiParam, UserFuncName};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 use runtime::AlignedBuf;
+use smallvec::SmallVec;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
-type KernelFn = unsafe extern "C" fn(*const *mut u8, *mut u8, *mut i32);
+type KernelFn = unsafe extern "C" fn(*const *mut u8, *mut u8, *mut i32, i64, i64);
+
+/// Below this many elementary operations a kernel runs on one thread: waking a worker costs
+/// a few microseconds, about what 64K operations take.
+const MIN_PARALLEL_WORK: usize = 1 << 16;
 
 /// Where a value lives during a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,10 +64,13 @@ enum Loc {
 #[allow(clippy::large_enum_variant)] // few steps per executable; boxing buys nothing
 enum Step {
     Kernel {
-        f: KernelFn,
+        /// None for a matmul whose epilogue is just the product (`gemm` writes the output).
+        f: Option<KernelFn>,
         args: Vec<Loc>,
         out: Loc,
         node: NodeId,
+        split: Option<Split>,
+        gemm: Option<Gemm>,
     },
     Copy {
         from: Loc,
@@ -75,6 +84,18 @@ enum Step {
         args: Vec<(Loc, Ty)>,
         out: Loc,
     },
+}
+
+/// The matrix product of a matmul kernel, run by the executable before the kernel's epilogue
+/// function: operands are the kernel's parameters `a` and `b` read through `Core::MatMul`'s
+/// maps; the product goes to the output (when the epilogue can run in place) or to scratch.
+struct Gemm {
+    dtype: DType,
+    a: (Loc, MatOperand),
+    b: (Loc, MatOperand),
+    batch: Vec<usize>,
+    mkn: (usize, usize, usize),
+    into_output: bool,
 }
 
 /// The JIT module, freed when the executable is dropped.
@@ -136,6 +157,8 @@ pub struct Executable {
     outputs: Vec<(Loc, Ty)>,
     /// The type of each distinct output, by its `Loc::Out` index.
     out_tys: Vec<Ty>,
+    /// The position in `outputs` of each distinct output's first fetch.
+    first_fetch: Vec<Option<usize>>,
     consts: Vec<Arc<Array>>,
     slot_sizes: Vec<usize>,
     scratch_bytes: usize,
@@ -174,8 +197,6 @@ impl Executable {
             .finish(settings::Flags::new(flag_builder))
             .map_err(|e| Error::invalid(format!("jit: {e}")))?;
         let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
-        jb.symbol("kiln_gemm_f32", runtime::kiln_gemm_f32 as *const u8);
-        jb.symbol("kiln_gemm_f64", runtime::kiln_gemm_f64 as *const u8);
         jb.symbol("kiln_pow_f32", runtime::kiln_pow_f32 as *const u8);
         jb.symbol("kiln_pow_f64", runtime::kiln_pow_f64 as *const u8);
         jb.symbol("kiln_pow_i32", runtime::kiln_pow_i32 as *const u8);
@@ -245,23 +266,49 @@ impl Executable {
                     k.validate()
                         .map_err(|e| Error::invalid(format!("jit: invalid kernel: {e}")))?;
                     check_param_types(k, &p.graph, &n.inputs)?;
-                    let fid = compile_kernel(
-                        &mut module,
-                        &mut ctx,
-                        &mut fctx,
-                        &helpers,
-                        k,
-                        kernels,
-                        &mut times,
-                    )?;
-                    kernels += 1;
+                    let args: Vec<Loc> = n.inputs.iter().map(|i| loc[i]).collect();
+                    let gemm = match &k.core {
+                        Core::MatMul {
+                            a,
+                            b,
+                            batch,
+                            m,
+                            k: kk,
+                            n,
+                        } => Some(Gemm {
+                            dtype: k.params[0].dtype,
+                            a: (args[a.param as usize], a.clone()),
+                            b: (args[b.param as usize], b.clone()),
+                            batch: batch.to_vec(),
+                            mkn: (*m, *kk, *n),
+                            into_output: codegen::matmul_in_output(k),
+                        }),
+                        _ => None,
+                    };
+                    let f = if gemm.is_some() && codegen::direct_matmul(k) {
+                        None
+                    } else {
+                        let fid = compile_kernel(
+                            &mut module,
+                            &mut ctx,
+                            &mut fctx,
+                            &helpers,
+                            k,
+                            kernels,
+                            &mut times,
+                        )?;
+                        kernels += 1;
+                        pending.push((steps.len(), fid));
+                        Some(noop_kernel as KernelFn)
+                    };
                     scratch_bytes = scratch_bytes.max(codegen::scratch_bytes(k));
-                    pending.push((steps.len(), fid));
                     steps.push(Step::Kernel {
-                        f: noop_kernel,
-                        args: n.inputs.iter().map(|i| loc[i]).collect(),
+                        f,
+                        args,
                         out,
                         node: id,
+                        split: codegen::split_of(k),
+                        gemm,
                     });
                 }
                 Op::Reshape if loc[&n.inputs[0]] == out => {}
@@ -316,8 +363,8 @@ impl Executable {
             let ptr = module.get_finalized_function(fid);
             if let Step::Kernel { f, .. } = &mut steps[si] {
                 // SAFETY: the function was defined with `kernel_signature`, which is this
-                // type's C ABI: three pointer-sized arguments, no result.
-                *f = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+                // type's C ABI: five pointer-sized arguments, no result.
+                *f = Some(unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) });
             }
         }
         times.finalize = t_fin.elapsed();
@@ -327,17 +374,24 @@ impl Executable {
             .map(|(id, _)| p.graph.node(*id).ty.clone())
             .collect();
         // Fetches are listed per request, duplicates included.
-        let outputs = p
+        let outputs: Vec<(Loc, Ty)> = p
             .outputs
             .iter()
             .map(|o| outputs[out_index[o]].clone())
             .collect();
+        let mut first_fetch = vec![None; out_tys.len()];
+        for (pos, (l, _)) in outputs.iter().enumerate() {
+            if let Loc::Out(i) = l {
+                first_fetch[*i].get_or_insert(pos);
+            }
+        }
         Ok(Executable {
             steps,
             placeholders,
             variables,
             outputs,
             out_tys,
+            first_fetch,
             consts,
             slot_sizes,
             scratch_bytes,
@@ -362,6 +416,22 @@ impl Executable {
     /// and [`Executable::variables`], and must have exactly those types; `run_index` makes
     /// random ops draw fresh numbers. Returns one array per program output.
     pub fn run(&self, feeds: &[&Array], vars: &[&Array], run_index: u64) -> Result<Vec<Array>> {
+        let mut outs = vec![];
+        self.run_into(feeds, vars, run_index, &mut outs)?;
+        Ok(outs)
+    }
+
+    /// [`Executable::run`], reusing the arrays in `outs` (say, the previous run's results):
+    /// an array at an output's position with that output's dtype and shape is overwritten
+    /// instead of allocating a new one. On success `outs` holds one array per program output;
+    /// on error it is unspecified (but valid).
+    pub fn run_into(
+        &self,
+        feeds: &[&Array],
+        vars: &[&Array],
+        run_index: u64,
+        outs: &mut Vec<Array>,
+    ) -> Result<()> {
         let want = |what: &str, got: &Array, ty: &Ty| -> Result<()> {
             let shape = concrete(ty)?;
             if got.dtype() != ty.dtype || got.shape() != shape.as_slice() {
@@ -394,28 +464,61 @@ impl Executable {
                     .collect(),
                 scratch: AlignedBuf::new(self.scratch_bytes),
             });
-        let mut outs: Vec<Array> = self
-            .out_tys
-            .iter()
-            .map(|t| Array::zeros(t.dtype, concrete(t).unwrap_or_default()))
-            .collect();
-        let result = self.run_steps(feeds, vars, &mut ws, &mut outs, run_index);
+        // Each computed output's buffer: recycled from the position of its first fetch, else
+        // new (kernels write every element, but new arrays are zeroed anyway: `calloc`).
+        let mut bufs: Vec<Array> = Vec::with_capacity(self.out_tys.len());
+        for (d, t) in self.out_tys.iter().enumerate() {
+            let shape = concrete(t)?;
+            let reuse = self.first_fetch[d]
+                .and_then(|p| outs.get_mut(p))
+                .filter(|a| a.dtype() == t.dtype && a.shape() == shape.as_slice());
+            bufs.push(match reuse {
+                Some(a) => std::mem::replace(a, Array::zeros(t.dtype, [0])),
+                None => Array::zeros(t.dtype, shape),
+            });
+        }
+        let threads = crate::threads::threads();
+        let pool = if threads > 1 {
+            crate::threads::pool(threads)
+        } else {
+            None
+        };
+        let result = match &pool {
+            // Inside the pool, `gemm` and split kernels use its workers.
+            Some(p) => {
+                p.install(|| self.run_steps(feeds, vars, &mut ws, &mut bufs, run_index, threads))
+            }
+            None => self.run_steps(feeds, vars, &mut ws, &mut bufs, run_index, 1),
+        };
         if let Ok(mut p) = self.pool.lock() {
             p.push(ws);
         }
         result?;
-        // Outputs that are not computed (a fetched source) are copied from where they live.
-        let mut res = vec![];
-        for (l, t) in &self.outputs {
-            res.push(match l {
-                Loc::Out(i) => outs[*i].clone(),
+        // Computed outputs move to the position of their first fetch (later duplicates are
+        // copies); outputs that are not computed (a fetched source) are copied from where
+        // they live.
+        outs.truncate(self.outputs.len());
+        for (pos, (l, t)) in self.outputs.iter().enumerate() {
+            let a = match l {
+                Loc::Out(i) if self.first_fetch[*i] == Some(pos) => {
+                    std::mem::replace(&mut bufs[*i], Array::zeros(t.dtype, [0]))
+                }
+                Loc::Out(i) => {
+                    let p = self.first_fetch[*i].unwrap_or(pos);
+                    outs.get(p).cloned().unwrap_or_else(|| bufs[*i].clone())
+                }
                 Loc::Feed(i) => feeds[*i].clone(),
                 Loc::Var(i) => vars[*i].clone(),
                 Loc::Const(i) => (*self.consts[*i]).clone(),
                 Loc::Slot(_) => Array::zeros(t.dtype, concrete(t)?),
-            });
+            };
+            if pos < outs.len() {
+                outs[pos] = a;
+            } else {
+                outs.push(a);
+            }
         }
-        Ok(res)
+        Ok(())
     }
 
     fn run_steps(
@@ -425,24 +528,78 @@ impl Executable {
         ws: &mut Workspace,
         outs: &mut [Array],
         run_index: u64,
+        threads: usize,
     ) -> Result<()> {
         for step in &self.steps {
             match step {
-                Step::Kernel { f, args, out, node } => {
-                    let mut ptrs: Vec<*mut u8> = args
+                Step::Kernel {
+                    f,
+                    args,
+                    out,
+                    node,
+                    split,
+                    gemm,
+                } => {
+                    let mut ptrs: SmallVec<[*mut u8; 8]> = args
                         .iter()
                         .map(|&l| ptr_of(l, feeds, vars, &self.consts, ws, outs))
                         .collect();
                     ptrs.push(ptr_of(*out, feeds, vars, &self.consts, ws, outs));
-                    let mut status = 0i32;
                     let scratch = ws.scratch.as_mut_ptr();
-                    // SAFETY: `f` was compiled from a validated kernel whose index maps stay
-                    // inside buffers of the parameter types' sizes; `ptrs` holds one buffer
-                    // per parameter plus the output, each of exactly that size (feeds and
-                    // variables were checked above, slots and outputs are allocated from the
-                    // same types), and `scratch` has `scratch_bytes` >= what any kernel needs.
-                    unsafe { f(ptrs.as_ptr(), scratch, &mut status) };
-                    if status != 0 {
+                    if let Some(gm) = gemm {
+                        let a = ptr_of(gm.a.0, feeds, vars, &self.consts, ws, outs);
+                        let b = ptr_of(gm.b.0, feeds, vars, &self.consts, ws, outs);
+                        let c = if gm.into_output {
+                            ptrs[args.len()]
+                        } else {
+                            scratch
+                        };
+                        // SAFETY: `a` and `b` are the kernel's operand buffers, of their
+                        // parameter types' sizes (checked as for kernels below), and the
+                        // validated kernel's `MatMul` maps stay inside them; `c` is the output
+                        // (a slot or output array, never an operand: the memory plan does not
+                        // run matmuls in place) or scratch, sized for the product by
+                        // `codegen::scratch_bytes`.
+                        unsafe { run_gemm(gm, a, b, c, threads) };
+                    }
+                    let Some(f) = f else { continue };
+                    let chunks = match split {
+                        Some(sp) if threads > 1 && sp.extent * sp.cost >= MIN_PARALLEL_WORK => {
+                            threads.min(sp.extent.div_ceil(sp.align))
+                        }
+                        _ => 1,
+                    };
+                    let status = AtomicI32::new(0);
+                    let call = |c: usize| {
+                        let (lo, hi) = match split {
+                            Some(sp) => chunk(sp, c, chunks),
+                            None => (0, 1),
+                        };
+                        let mut st = 0i32;
+                        // SAFETY: `f` was compiled from a validated kernel whose index maps
+                        // stay inside buffers of the parameter types' sizes; `ptrs` holds one
+                        // buffer per parameter plus the output, each of exactly that size
+                        // (feeds and variables were checked above, slots and outputs are
+                        // allocated from the same types), and `scratch` has `scratch_bytes`
+                        // >= what any kernel needs. Concurrent calls get disjoint `[lo, hi)`
+                        // ranges of the first axis and write only their own rows of the output
+                        // and of scratch (`Split`'s contract); they only read the operands.
+                        unsafe { f(ptrs.as_ptr(), scratch, &mut st, lo as i64, hi as i64) };
+                        status.fetch_or(st, Ordering::Relaxed);
+                    };
+                    if chunks > 1 {
+                        let ptrs_shared = SharedPtrs(&call);
+                        rayon::scope(|sc| {
+                            for c in 1..chunks {
+                                let p = &ptrs_shared;
+                                sc.spawn(move |_| (p.0)(c));
+                            }
+                            (ptrs_shared.0)(0);
+                        });
+                    } else {
+                        call(0);
+                    }
+                    if status.into_inner() != 0 {
                         return Err(Error::Runtime {
                             op: "div".into(),
                             loc: None,
@@ -489,8 +646,80 @@ impl Executable {
     }
 }
 
+/// The `c`-th of `chunks` ranges of a split's first axis, with boundaries on multiples of
+/// `align`.
+fn chunk(sp: &Split, c: usize, chunks: usize) -> (usize, usize) {
+    let units = sp.extent.div_ceil(sp.align);
+    let lo = units * c / chunks * sp.align;
+    let hi = (units * (c + 1) / chunks * sp.align).min(sp.extent);
+    (lo.min(sp.extent), hi)
+}
+
+/// A kernel call closure shared with pool workers. It captures raw buffer pointers, which
+/// are not `Sync` by default.
+struct SharedPtrs<'a, F: Fn(usize)>(&'a F);
+
+// SAFETY: the closure only reads its captures (pointers, the function pointer, an atomic) and
+// each concurrent call writes disjoint parts of the buffers (see the kernel call above).
+unsafe impl<F: Fn(usize)> Sync for SharedPtrs<'_, F> {}
+
+/// Runs a `Gemm` step: one `gemm` call per batch index.
+///
+/// # Safety
+/// `a`, `b` must be the operand buffers the validated kernel's maps were checked against and
+/// `c` a distinct buffer of `batch · m · n` elements of the dtype.
+unsafe fn run_gemm(gm: &Gemm, a: *mut u8, b: *mut u8, c: *mut u8, threads: usize) {
+    let (m, k, n) = gm.mkn;
+    let nb = gm.batch.len();
+    let count: usize = gm.batch.iter().product();
+    let mut idx = vec![0usize; nb];
+    for flat in 0..count {
+        let mut rem = flat;
+        for i in (0..nb).rev() {
+            idx[i] = rem % gm.batch[i];
+            rem /= gm.batch[i];
+        }
+        let off = |op: &MatOperand| -> usize {
+            op.offset
+                + idx
+                    .iter()
+                    .zip(&op.strides)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>()
+        };
+        let (ao, bo, co) = (off(&gm.a.1), off(&gm.b.1), flat * m * n);
+        let st = |op: &MatOperand| (op.strides[nb] as isize, op.strides[nb + 1] as isize);
+        let ((ars, acs), (brs, bcs)) = (st(&gm.a.1), st(&gm.b.1));
+        match gm.dtype {
+            // SAFETY: the offsets are the kernel's validated maps at this batch index, so
+            // every element gemm reads is inside `a` and `b`; `c` holds the product.
+            DType::F64 => unsafe {
+                runtime::gemm(
+                    (m, n, k),
+                    (c as *mut f64).add(co),
+                    ((a as *const f64).add(ao), ars, acs),
+                    ((b as *const f64).add(bo), brs, bcs),
+                    false,
+                    threads,
+                )
+            },
+            // SAFETY: as above (matmul operands are f32 or f64, checked by the shape rules).
+            _ => unsafe {
+                runtime::gemm(
+                    (m, n, k),
+                    (c as *mut f32).add(co),
+                    ((a as *const f32).add(ao), ars, acs),
+                    ((b as *const f32).add(bo), brs, bcs),
+                    false,
+                    threads,
+                )
+            },
+        }
+    }
+}
+
 // Placeholder until the real pointer is known after finalization.
-unsafe extern "C" fn noop_kernel(_: *const *mut u8, _: *mut u8, _: *mut i32) {}
+unsafe extern "C" fn noop_kernel(_: *const *mut u8, _: *mut u8, _: *mut i32, _: i64, _: i64) {}
 
 fn array_ptr(a: &Array) -> *mut u8 {
     match a.data() {
@@ -599,10 +828,7 @@ fn declare_helpers(module: &mut JITModule) -> Result<Helpers> {
             .declare_function(name, Linkage::Import, &s)
             .map_err(|e| Error::invalid(format!("jit: {e}")))
     };
-    let gemm_args = [I64; 10];
     Ok(Helpers {
-        gemm_f32: declare("kiln_gemm_f32", &gemm_args, None)?,
-        gemm_f64: declare("kiln_gemm_f64", &gemm_args, None)?,
         pow_f32: declare("kiln_pow_f32", &[F32, F32], Some(F32))?,
         pow_f64: declare("kiln_pow_f64", &[F64, F64], Some(F64))?,
         pow_i32: declare("kiln_pow_i32", &[I32, I32], Some(I32))?,

@@ -4,73 +4,41 @@
 use crate::graph::op::UnaryOp;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
-/// `C[m,n] = A[m,k] · B[k,n]` in f32, every operand through (row, column) strides in
-/// elements; `C` is row-major. Called from matmul kernels.
+/// `C[m,n] = A[m,k] · B[k,n]` (or `C += A·B` with `accumulate`), every operand through
+/// (row, column) strides in elements; `C` is row-major. `threads > 1` lets `gemm` split the
+/// output into blocks on the current rayon pool (each element is still one dot product in
+/// the same order, so the bits do not depend on the thread count).
 ///
 /// # Safety
 /// The pointers must cover every element the strides and extents reach (the kernel's
 /// validated index maps guarantee it) and `c` must not overlap `a` or `b`.
-pub(super) unsafe extern "C" fn kiln_gemm_f32(
-    m: i64,
-    n: i64,
-    k: i64,
-    c: *mut f32,
-    a: *const f32,
-    a_rs: i64,
-    a_cs: i64,
-    b: *const f32,
-    b_rs: i64,
-    b_cs: i64,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { gemm_any(m, n, k, c, a, a_rs, a_cs, b, b_rs, b_cs) }
-}
-
-/// [`kiln_gemm_f32`] in f64.
-///
-/// # Safety
-/// As for [`kiln_gemm_f32`].
-pub(super) unsafe extern "C" fn kiln_gemm_f64(
-    m: i64,
-    n: i64,
-    k: i64,
-    c: *mut f64,
-    a: *const f64,
-    a_rs: i64,
-    a_cs: i64,
-    b: *const f64,
-    b_rs: i64,
-    b_cs: i64,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { gemm_any(m, n, k, c, a, a_rs, a_cs, b, b_rs, b_cs) }
-}
-
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_any<T: Copy + Default + 'static + num_one::One>(
-    m: i64,
-    n: i64,
-    k: i64,
+pub(super) unsafe fn gemm<T: Copy + Default + 'static + num_one::One>(
+    (m, n, k): (usize, usize, usize),
     c: *mut T,
-    a: *const T,
-    a_rs: i64,
-    a_cs: i64,
-    b: *const T,
-    b_rs: i64,
-    b_cs: i64,
+    (a, a_rs, a_cs): (*const T, isize, isize),
+    (b, b_rs, b_cs): (*const T, isize, isize),
+    accumulate: bool,
+    threads: usize,
 ) {
-    let (m, n, k) = (m as usize, n as usize, k as usize);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        // An empty sum: gemm would leave C untouched.
-        for i in 0..m * n {
-            // SAFETY: C holds m*n elements (row-major result).
-            unsafe { *c.add(i) = T::default() };
+        if !accumulate {
+            // An empty sum: gemm would leave C untouched.
+            for i in 0..m * n {
+                // SAFETY: C holds m*n elements (row-major result).
+                unsafe { *c.add(i) = T::default() };
+            }
         }
         return;
     }
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: extents and strides describe in-bounds matrices (the caller's contract); C is
     // row-major (column stride 1, row stride n) and distinct from A and B.
     unsafe {
@@ -81,19 +49,19 @@ unsafe fn gemm_any<T: Copy + Default + 'static + num_one::One>(
             c,
             1,
             n as isize,
-            false,
+            accumulate,
             a,
-            a_cs as isize,
-            a_rs as isize,
+            a_cs,
+            a_rs,
             b,
-            b_cs as isize,
-            b_rs as isize,
-            T::default(),
+            b_cs,
+            b_rs,
+            T::one(),
             T::one(),
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         )
     }
 }

@@ -388,7 +388,9 @@ fn all_users_can_fuse(g: &GraphData, us: &[NodeId]) -> bool {
     })
 }
 
-/// True if `id` is a member, or a view op all of whose users are (transitively) members.
+/// True if `id` is a member that computes its operands' values itself, or a view op all of
+/// whose users are (transitively) such members. A matmul member does not: `gemm` reads its
+/// operands from memory, so they are parameters (their own kernels' outputs), never members.
 fn is_view_chain_into(
     g: &GraphData,
     id: NodeId,
@@ -396,7 +398,7 @@ fn is_view_chain_into(
     users: &HashMap<NodeId, Vec<NodeId>>,
 ) -> bool {
     if members.contains(&id) {
-        return true;
+        return !matches!(g.node(id).op, Op::MatMul);
     }
     if !is_affine_view(g, id) {
         return false;
