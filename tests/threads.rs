@@ -93,6 +93,9 @@ fn elementwise_reductions_and_products() {
         a.matmul(w).greater(0.5f32).cast(DType::F32),
         ba.matmul(bb) * 2.0,
         m.sum_all(),
+        // Random numbers are filled in parallel ranges on the JIT.
+        g.random_uniform([100_003], -1.0, 1.0, 5) * v,
+        g.random_normal([1501, 67], 0.0, 1.0, 9) + m,
     ];
     let feeds = [
         (v, random_array(&mut rng, &[100_003], DType::F32)),

@@ -28,7 +28,7 @@ mod runtime;
 use crate::array::{Array, ArrayData};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::graph::op::{Op, Ty};
+use crate::graph::op::{Op, RandomDist, Ty};
 use crate::graph::{GraphData, NodeId};
 use crate::kernel::{Core, Kernel, MatOperand};
 use crate::passes::Program;
@@ -76,6 +76,16 @@ enum Step {
         from: Loc,
         to: Loc,
         bytes: usize,
+    },
+    /// Random numbers written straight into the output, by the same function the
+    /// interpreter uses (`rng`), split over the pool: element `i` depends only on
+    /// (seed, run, i), so the bits never depend on the thread count.
+    Random {
+        dist: RandomDist,
+        seed: u64,
+        out: Loc,
+        dtype: DType,
+        len: usize,
     },
     Host {
         graph: GraphData,
@@ -311,6 +321,14 @@ impl Executable {
                         gemm,
                     });
                 }
+                Op::Random { dist, seed } if matches!(n.ty.dtype, DType::F32 | DType::F64) => steps
+                    .push(Step::Random {
+                        dist: *dist,
+                        seed: *seed,
+                        out,
+                        dtype: n.ty.dtype,
+                        len: n.ty.shape.numel().unwrap_or(0),
+                    }),
                 Op::Reshape if loc[&n.inputs[0]] == out => {}
                 Op::Reshape => steps.push(Step::Copy {
                     from: loc[&n.inputs[0]],
@@ -607,6 +625,47 @@ impl Executable {
                         });
                     }
                 }
+                Step::Random {
+                    dist,
+                    seed,
+                    out,
+                    dtype,
+                    len,
+                } => {
+                    let dst = SendPtr(ptr_of(*out, feeds, vars, &self.consts, ws, outs));
+                    let fill = |lo: usize, hi: usize| {
+                        let dst = &dst;
+                        for i in lo..hi {
+                            let v = random_value(*dist, *seed, run_index, i as u64);
+                            // SAFETY: the output holds `len` elements of `dtype` (a slot or
+                            // output array of the op's type) and `i < len`; concurrent calls
+                            // get disjoint ranges.
+                            unsafe {
+                                match dtype {
+                                    DType::F64 => *(dst.0 as *mut f64).add(i) = v as f64,
+                                    _ => *(dst.0 as *mut f32).add(i) = v,
+                                }
+                            }
+                        }
+                    };
+                    // Philox costs ~20 ns a number: split above 4K numbers.
+                    let chunks = if threads > 1 && *len >= 4096 {
+                        threads
+                    } else {
+                        1
+                    };
+                    if chunks > 1 {
+                        rayon::scope(|sc| {
+                            for c in 1..chunks {
+                                let f = &fill;
+                                sc.spawn(move |_| f(len * c / chunks, len * (c + 1) / chunks));
+                            }
+                            fill(0, len / chunks);
+                        });
+                    } else {
+                        fill(0, *len);
+                    }
+                }
                 Step::Copy { from, to, bytes } => {
                     let src = ptr_of(*from, feeds, vars, &self.consts, ws, outs);
                     let dst = ptr_of(*to, feeds, vars, &self.consts, ws, outs);
@@ -654,6 +713,24 @@ fn chunk(sp: &Split, c: usize, chunks: usize) -> (usize, usize) {
     let hi = (units * (c + 1) / chunks * sp.align).min(sp.extent);
     (lo.min(sp.extent), hi)
 }
+
+/// One random number exactly as the interpreter computes it (in `f32`).
+fn random_value(dist: RandomDist, seed: u64, run: u64, i: u64) -> f32 {
+    match dist {
+        RandomDist::Uniform { low, high } => {
+            crate::rng::uniform(seed, run, i, low.0 as f32, high.0 as f32)
+        }
+        RandomDist::Normal { mean, std } => {
+            mean.0 as f32 + std.0 as f32 * crate::rng::standard_normal(seed, run, i)
+        }
+    }
+}
+
+/// An output pointer shared with pool workers that write disjoint ranges of it.
+struct SendPtr(*mut u8);
+
+// SAFETY: each worker writes only its own range of elements (see `Step::Random`).
+unsafe impl Sync for SendPtr {}
 
 /// A kernel call closure shared with pool workers. It captures raw buffer pointers, which
 /// are not `Sync` by default.
