@@ -153,9 +153,11 @@ impl Init {
         let n: usize = shape.iter().product();
         let (fan_in, fan_out) = fans(shape);
         let uni = |seed: u64, lo: f64, hi: f64| -> Vec<f64> {
-            (0..n as u64)
-                .map(|i| rng::uniform(seed, 0, i, lo as f32, hi as f32) as f64)
-                .collect()
+            let mut v = Vec::with_capacity(n);
+            rng::fill_uniform(seed, 0, 0..n as u64, lo as f32, hi as f32, |_, x| {
+                v.push(x as f64)
+            });
+            v
         };
         let tn = |seed: u64, mean: f64, std: f64| -> Vec<f64> {
             (0..n as u64)

@@ -1,11 +1,13 @@
 //! Kernel IR → Cranelift IR.
 //!
 //! Every [`Kernel`] becomes one function
-//! `extern "C" fn(args: *const *mut u8, scratch: *mut u8, status: *mut i32)`:
+//! `extern "C" fn(args: *const *mut u8, scratch: *mut u8, status: *mut i32, lo: i64, hi: i64)`:
 //! `args[i]` is parameter `i`'s buffer, `args[params]` the output's, `scratch` a buffer of at
 //! least [`scratch_bytes`] bytes for reduction accumulators or matmul results, and `status` is
 //! set to 1 if an integer division by zero happened (the executable turns that into an
-//! error after the call).
+//! error after the call). `[lo, hi)` is the range of the domain's first axis this call
+//! computes, when the kernel has a [`Split`] (the executable runs several ranges on several
+//! threads); kernels without one ignore it.
 //!
 //! # Loops
 //! A body's domain becomes a loop nest with constant extents, outer axes first. The innermost
@@ -25,9 +27,12 @@
 //! from the interpreter's (which adds in `f64`) by at most `n · 2⁻²⁴ · Σ|x|`.
 //!
 //! # Contractions
-//! A matmul calls [`super::runtime::kiln_gemm_f32`] (the `gemm` crate) once per batch index,
-//! with the operands' strides, so transposed operands are never copied; the epilogue then
-//! runs over the result like an elementwise body reading it as `Expr::Core`.
+//! The executable calls `gemm` (see [`super::runtime::gemm`]) once per batch index, with the
+//! operands' strides, so transposed operands are never copied, writing the product into the
+//! output when it has the product's dtype ([`matmul_in_output`]) or else into scratch. The
+//! kernel's function is then only the epilogue, an elementwise body reading the product as
+//! `Expr::Core`; in the output's case it runs in place (each element is read before it is
+//! overwritten, at the same position). A product with no epilogue has no function at all.
 //!
 //! # Memory safety
 //! Every address is `base + element_offset * size`, where the offset is an index map applied

@@ -4,14 +4,17 @@
 //! Compilation takes the program that the pass pipeline produced (concrete shapes, fused
 //! kernels, a memory plan) and emits one Cranelift function per fused kernel into a single
 //! JIT module (`codegen.rs` explains the lowering). Running walks the schedule: each step is a
-//! kernel call, a copy (a `reshape` that could not alias its input), or, for the few ops
-//! that are not kernels (random numbers, `concat`, `pad`), a host step that evaluates the op
-//! with the reference interpreter's semantics.
+//! kernel call (a matmul's `gemm` first, then its epilogue), a random fill, a copy (a
+//! `reshape` that could not alias its input), or, for `concat` and `pad`, a host step that
+//! evaluates the op with the reference interpreter's semantics. Large kernels and random
+//! fills are split over the thread pool (`crate::threads`; `codegen::Split` says why the bits
+//! do not depend on the thread count).
 //!
 //! Buffers: feeds, variables and constants are read where they are; intermediates live in
 //! the memory plan's slots, a set of 64-byte-aligned buffers kept in a per-executable pool so
 //! that concurrent runs each get their own; outputs are written straight into the arrays
-//! handed back.
+//! handed back, which [`Executable::run_into`] takes from the caller when their types match
+//! (so a loop of runs allocates nothing).
 //!
 //! # Safety
 //! This is the only module of kiln with `unsafe` code. Generated code is memory-safe by
@@ -635,8 +638,8 @@ impl Executable {
                     let dst = SendPtr(ptr_of(*out, feeds, vars, &self.consts, ws, outs));
                     let fill = |lo: usize, hi: usize| {
                         let dst = &dst;
-                        for i in lo..hi {
-                            let v = random_value(*dist, *seed, run_index, i as u64);
+                        let put = |i: u64, v: f32| {
+                            let i = i as usize;
                             // SAFETY: the output holds `len` elements of `dtype` (a slot or
                             // output array of the op's type) and `i < len`; concurrent calls
                             // get disjoint ranges.
@@ -644,6 +647,23 @@ impl Executable {
                                 match dtype {
                                     DType::F64 => *(dst.0 as *mut f64).add(i) = v as f64,
                                     _ => *(dst.0 as *mut f32).add(i) = v,
+                                }
+                            }
+                        };
+                        let range = lo as u64..hi as u64;
+                        match *dist {
+                            RandomDist::Uniform { low, high } => crate::rng::fill_uniform(
+                                *seed,
+                                run_index,
+                                range,
+                                low.0 as f32,
+                                high.0 as f32,
+                                put,
+                            ),
+                            RandomDist::Normal { mean, std } => {
+                                for i in range {
+                                    let z = crate::rng::standard_normal(*seed, run_index, i);
+                                    put(i, mean.0 as f32 + std.0 as f32 * z);
                                 }
                             }
                         }
@@ -712,18 +732,6 @@ fn chunk(sp: &Split, c: usize, chunks: usize) -> (usize, usize) {
     let lo = units * c / chunks * sp.align;
     let hi = (units * (c + 1) / chunks * sp.align).min(sp.extent);
     (lo.min(sp.extent), hi)
-}
-
-/// One random number exactly as the interpreter computes it (in `f32`).
-fn random_value(dist: RandomDist, seed: u64, run: u64, i: u64) -> f32 {
-    match dist {
-        RandomDist::Uniform { low, high } => {
-            crate::rng::uniform(seed, run, i, low.0 as f32, high.0 as f32)
-        }
-        RandomDist::Normal { mean, std } => {
-            mean.0 as f32 + std.0 as f32 * crate::rng::standard_normal(seed, run, i)
-        }
-    }
 }
 
 /// An output pointer shared with pool workers that write disjoint ranges of it.
