@@ -130,7 +130,7 @@ impl Drop for Code {
     }
 }
 
-/// Where the time of one compile went (see [`crate::Session::last_compile_times`]).
+/// Where the time of one compile went (see [`crate::session::Session::last_compile_times`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CompileTimes {
     /// The pass pipeline (autodiff is not included: gradients are built when the user asks).
