@@ -258,14 +258,13 @@ impl Session {
         self.runs += 1;
         let run_index = self.runs;
         out.resize_with(user.len(), || Array::zeros(crate::DType::F32, [0]));
-        out.extend(
-            updates
-                .iter()
-                .filter_map(|u| self.spare.remove(&u.variable)),
-        );
-        // A position without a spare (the first run) gets a fresh array; the executable only
-        // reuses arrays of the right type, so a misplaced spare costs an allocation, nothing
-        // worse.
+        // Each update's position gets its variable's spare buffer (none on the first run:
+        // an empty array, which the executable replaces with a new one).
+        out.extend(updates.iter().map(|u| {
+            self.spare
+                .remove(&u.variable)
+                .unwrap_or_else(|| Array::zeros(crate::DType::F32, [0]))
+        }));
         out = match self.backend {
             Backend::Interpreter => {
                 let feed_ids: Vec<(NodeId, Array)> =

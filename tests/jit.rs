@@ -478,3 +478,40 @@ fn empty_dimensions_match_the_interpreter() {
     assert_eq!(j[5].to_vec::<f32>().unwrap(), vec![0.0; 25]);
     assert_eq!(j[7].shape(), &[3, 1]);
 }
+
+/// `run_into` overwrites the arrays it is given (no new output buffers after the first run),
+/// a repeated fetch is a copy (the last position keeps the buffer), fetched sources come
+/// back as they are, and an update writes each variable into its previous buffer (double
+/// buffering), also when the assign itself is fetched.
+#[test]
+fn run_into_reuses_outputs_and_variables_alternate_buffers() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [4]);
+    let w = g.variable("w", [4], init::ones());
+    let y = (x * w).exp();
+    let train = w.assign(w - x * 0.5);
+    let mut s = Session::new(&g).unwrap();
+    let ptr = |a: &Array| a.as_slice::<f32>().unwrap().as_ptr();
+    let mut out = vec![];
+    let mut seen = vec![];
+    for step in 0..3 {
+        let xv = Array::new([4], vec![step as f32, 1.0, -1.0, 0.5]).unwrap();
+        let want = s.run(&[y], &[(x, xv.clone())]).unwrap();
+        s.run_into(&[y, x, y, w], &[(x, xv.clone())], &mut out)
+            .unwrap();
+        assert!(out[0].bits_eq(&want[0]) && out[2].bits_eq(&want[0]));
+        assert!(out[1].bits_eq(&xv));
+        assert!(out[3].bits_eq(s.variable(w).unwrap()));
+        seen.push(ptr(&out[2]));
+        s.run(&[train], &[(x, xv)]).unwrap();
+    }
+    assert!(seen.windows(2).all(|p| p[0] == p[1]), "output reallocated");
+    let mut var_ptrs = vec![];
+    for _ in 0..3 {
+        let xv = Array::new([4], vec![1.0f32; 4]).unwrap();
+        s.run(&[train], &[(x, xv)]).unwrap();
+        var_ptrs.push(ptr(s.variable(w).unwrap()));
+    }
+    assert_eq!(var_ptrs[0], var_ptrs[2], "not double-buffered");
+    assert_ne!(var_ptrs[0], var_ptrs[1]);
+}

@@ -170,8 +170,11 @@ pub struct Executable {
     outputs: Vec<(Loc, Ty)>,
     /// The type of each distinct output, by its `Loc::Out` index.
     out_tys: Vec<Ty>,
-    /// The position in `outputs` of each distinct output's first fetch.
-    first_fetch: Vec<Option<usize>>,
+    /// The position in `outputs` that owns each distinct output's buffer: its last fetch.
+    /// (A session lists variable updates after the user's fetches; when the user also fetches
+    /// the updated value, the update's position holds the recycled buffer.) Other positions
+    /// fetching the same value get copies.
+    owner: Vec<usize>,
     consts: Vec<Arc<Array>>,
     slot_sizes: Vec<usize>,
     scratch_bytes: usize,
@@ -400,19 +403,18 @@ impl Executable {
             .iter()
             .map(|o| outputs[out_index[o]].clone())
             .collect();
-        let mut first_fetch = vec![None; out_tys.len()];
-        for (pos, (l, _)) in outputs.iter().enumerate() {
-            if let Loc::Out(i) = l {
-                first_fetch[*i].get_or_insert(pos);
-            }
-        }
+        // Every distinct output is fetched somewhere (it came from `p.outputs`).
+        let owner: Vec<usize> = outs_sorted
+            .iter()
+            .map(|(id, _)| p.outputs.iter().rposition(|o| o == id).unwrap_or(0))
+            .collect();
         Ok(Executable {
             steps,
             placeholders,
             variables,
             outputs,
             out_tys,
-            first_fetch,
+            owner,
             consts,
             slot_sizes,
             scratch_bytes,
@@ -485,13 +487,13 @@ impl Executable {
                     .collect(),
                 scratch: AlignedBuf::new(self.scratch_bytes),
             });
-        // Each computed output's buffer: recycled from the position of its first fetch, else
+        // Each computed output's buffer: recycled from its owning position, else
         // new (kernels write every element, but new arrays are zeroed anyway: `calloc`).
         let mut bufs: Vec<Array> = Vec::with_capacity(self.out_tys.len());
         for (d, t) in self.out_tys.iter().enumerate() {
             let shape = concrete(t)?;
-            let reuse = self.first_fetch[d]
-                .and_then(|p| outs.get_mut(p))
+            let reuse = outs
+                .get_mut(self.owner[d])
                 .filter(|a| a.dtype() == t.dtype && a.shape() == shape.as_slice());
             bufs.push(match reuse {
                 Some(a) => std::mem::replace(a, Array::zeros(t.dtype, [0])),
@@ -515,28 +517,28 @@ impl Executable {
             p.push(ws);
         }
         result?;
-        // Computed outputs move to the position of their first fetch (later duplicates are
-        // copies); outputs that are not computed (a fetched source) are copied from where
-        // they live.
+        // Computed outputs move to their owning positions; other fetches of them are copies,
+        // made once the owners are filled; outputs that are not computed (a fetched source)
+        // are copied from where they live.
         outs.truncate(self.outputs.len());
+        outs.resize_with(self.outputs.len(), || Array::zeros(DType::F32, [0]));
         for (pos, (l, t)) in self.outputs.iter().enumerate() {
-            let a = match l {
-                Loc::Out(i) if self.first_fetch[*i] == Some(pos) => {
+            outs[pos] = match l {
+                Loc::Out(i) if self.owner[*i] == pos => {
                     std::mem::replace(&mut bufs[*i], Array::zeros(t.dtype, [0]))
                 }
-                Loc::Out(i) => {
-                    let p = self.first_fetch[*i].unwrap_or(pos);
-                    outs.get(p).cloned().unwrap_or_else(|| bufs[*i].clone())
-                }
+                Loc::Out(_) => continue,
                 Loc::Feed(i) => feeds[*i].clone(),
                 Loc::Var(i) => vars[*i].clone(),
                 Loc::Const(i) => (*self.consts[*i]).clone(),
                 Loc::Slot(_) => Array::zeros(t.dtype, concrete(t)?),
             };
-            if pos < outs.len() {
-                outs[pos] = a;
-            } else {
-                outs.push(a);
+        }
+        for (pos, (l, _)) in self.outputs.iter().enumerate() {
+            if let Loc::Out(i) = l {
+                if self.owner[*i] != pos {
+                    outs[pos] = outs[self.owner[*i]].clone();
+                }
             }
         }
         Ok(())
@@ -608,18 +610,8 @@ impl Executable {
                         unsafe { f(ptrs.as_ptr(), scratch, &mut st, lo as i64, hi as i64) };
                         status.fetch_or(st, Ordering::Relaxed);
                     };
-                    if chunks > 1 {
-                        let ptrs_shared = SharedPtrs(&call);
-                        rayon::scope(|sc| {
-                            for c in 1..chunks {
-                                let p = &ptrs_shared;
-                                sc.spawn(move |_| (p.0)(c));
-                            }
-                            (ptrs_shared.0)(0);
-                        });
-                    } else {
-                        call(0);
-                    }
+                    // SAFETY: concurrent calls write disjoint rows (see `call`).
+                    unsafe { on_pool(chunks, &call) };
                     if status.into_inner() != 0 {
                         return Err(Error::Runtime {
                             op: "div".into(),
@@ -635,9 +627,15 @@ impl Executable {
                     dtype,
                     len,
                 } => {
-                    let dst = SendPtr(ptr_of(*out, feeds, vars, &self.consts, ws, outs));
-                    let fill = |lo: usize, hi: usize| {
-                        let dst = &dst;
+                    let dst = ptr_of(*out, feeds, vars, &self.consts, ws, outs);
+                    // Philox costs ~20 ns a block: split above 4K numbers.
+                    let chunks = if threads > 1 && *len >= 4096 {
+                        threads
+                    } else {
+                        1
+                    };
+                    let fill = |c: usize| {
+                        let (lo, hi) = (len * c / chunks, len * (c + 1) / chunks);
                         let put = |i: u64, v: f32| {
                             let i = i as usize;
                             // SAFETY: the output holds `len` elements of `dtype` (a slot or
@@ -645,8 +643,8 @@ impl Executable {
                             // get disjoint ranges.
                             unsafe {
                                 match dtype {
-                                    DType::F64 => *(dst.0 as *mut f64).add(i) = v as f64,
-                                    _ => *(dst.0 as *mut f32).add(i) = v,
+                                    DType::F64 => *(dst as *mut f64).add(i) = v as f64,
+                                    _ => *(dst as *mut f32).add(i) = v,
                                 }
                             }
                         };
@@ -668,23 +666,8 @@ impl Executable {
                             }
                         }
                     };
-                    // Philox costs ~20 ns a number: split above 4K numbers.
-                    let chunks = if threads > 1 && *len >= 4096 {
-                        threads
-                    } else {
-                        1
-                    };
-                    if chunks > 1 {
-                        rayon::scope(|sc| {
-                            for c in 1..chunks {
-                                let f = &fill;
-                                sc.spawn(move |_| f(len * c / chunks, len * (c + 1) / chunks));
-                            }
-                            fill(0, len / chunks);
-                        });
-                    } else {
-                        fill(0, *len);
-                    }
+                    // SAFETY: concurrent calls write disjoint ranges of the output.
+                    unsafe { on_pool(chunks, &fill) };
                 }
                 Step::Copy { from, to, bytes } => {
                     let src = ptr_of(*from, feeds, vars, &self.consts, ws, outs);
@@ -734,19 +717,29 @@ fn chunk(sp: &Split, c: usize, chunks: usize) -> (usize, usize) {
     (lo.min(sp.extent), hi)
 }
 
-/// An output pointer shared with pool workers that write disjoint ranges of it.
-struct SendPtr(*mut u8);
-
-// SAFETY: each worker writes only its own range of elements (see `Step::Random`).
-unsafe impl Sync for SendPtr {}
-
-/// A kernel call closure shared with pool workers. It captures raw buffer pointers, which
-/// are not `Sync` by default.
-struct SharedPtrs<'a, F: Fn(usize)>(&'a F);
-
-// SAFETY: the closure only reads its captures (pointers, the function pointer, an atomic) and
-// each concurrent call writes disjoint parts of the buffers (see the kernel call above).
-unsafe impl<F: Fn(usize)> Sync for SharedPtrs<'_, F> {}
+/// Runs `call(0..chunks)`: chunk 0 on this thread, the others on the current rayon pool (the
+/// one `run_into` installed), and returns when all are done.
+///
+/// # Safety
+/// `call` captures raw buffer pointers, which are not `Sync`; calls with different chunk
+/// numbers must be safe to run at the same time (each writes only its own part of a buffer).
+unsafe fn on_pool(chunks: usize, call: &dyn Fn(usize)) {
+    struct Shared<'a>(&'a dyn Fn(usize));
+    // SAFETY: the caller's contract: concurrent calls touch disjoint memory.
+    unsafe impl Sync for Shared<'_> {}
+    if chunks <= 1 {
+        call(0);
+        return;
+    }
+    let shared = Shared(call);
+    rayon::scope(|sc| {
+        for c in 1..chunks {
+            let p = &shared;
+            sc.spawn(move |_| (p.0)(c));
+        }
+        (shared.0)(0);
+    });
+}
 
 /// Runs a `Gemm` step: one `gemm` call per batch index.
 ///

@@ -12,7 +12,6 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 /// # Safety
 /// The pointers must cover every element the strides and extents reach (the kernel's
 /// validated index maps guarantee it) and `c` must not overlap `a` or `b`.
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn gemm<T: Copy + Default + 'static + num_one::One>(
     (m, n, k): (usize, usize, usize),
     c: *mut T,
