@@ -120,6 +120,18 @@ pub enum Expr {
     Cast(ExprId),
 }
 
+impl Expr {
+    /// The expressions this one reads, in order (always earlier ones: [`Kernel::validate`]).
+    pub fn operands(&self) -> SmallVec<[ExprId; 3]> {
+        match self {
+            Expr::Load { .. } | Expr::Core | Expr::Const(_) => SmallVec::new(),
+            Expr::Unary(_, a) | Expr::Cast(a) => [*a].into_iter().collect(),
+            Expr::Binary(_, a, b) => [*a, *b].into_iter().collect(),
+            Expr::Where(c, a, b) => [*c, *a, *b].into_iter().collect(),
+        }
+    }
+}
+
 /// A straight-line body evaluated at every point of `domain`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Body {
@@ -228,7 +240,7 @@ impl Kernel {
             (&self.epilogue, !matches!(self.core, Core::None)),
         ] {
             for (i, (e, _)) in body.exprs.iter().enumerate() {
-                let refs: SmallVec<[ExprId; 3]> = match e {
+                match e {
                     Expr::Load { param, map } => {
                         let len = param_len(*param)?;
                         if map.strides.len() != body.domain.len() {
@@ -239,15 +251,11 @@ impl Kernel {
                                 return Err(format!("load of p{param} reads {m} >= {len}"));
                             }
                         }
-                        SmallVec::new()
                     }
                     Expr::Core if !core_ok => return Err("core read outside an epilogue".into()),
-                    Expr::Core | Expr::Const(_) => SmallVec::new(),
-                    Expr::Unary(_, a) | Expr::Cast(a) => [*a].into_iter().collect(),
-                    Expr::Binary(_, a, b) => [*a, *b].into_iter().collect(),
-                    Expr::Where(c, a, b) => [*c, *a, *b].into_iter().collect(),
-                };
-                if refs.iter().any(|&r| r as usize >= i) {
+                    _ => {}
+                }
+                if e.operands().iter().any(|&r| r as usize >= i) {
                     return Err(format!("expression {i} refers forward"));
                 }
             }

@@ -349,9 +349,11 @@ impl Session {
                     let t = self.last_compile.unwrap_or_default();
                     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
                     eprintln!(
-                        "kiln: compiled {} kernel(s) for {} fetch(es) in {:.2} ms (passes {:.2}, \
-                         lowering {:.2}, cranelift {:.2}, finalize {:.2}; cache miss: {why})",
+                        "kiln: compiled {} kernel(s) ({} tiled) for {} fetch(es) in {:.2} ms \
+                         (passes {:.2}, lowering {:.2}, cranelift {:.2}, finalize {:.2}; cache \
+                         miss: {why})",
                         exe.kernel_count(),
+                        t.tiled,
                         fetches.len(),
                         ms(t0.elapsed()),
                         ms(t.passes),

@@ -42,6 +42,8 @@
 //! the last multiple of 4, the tail does the rest). Loads and stores are not marked aligned
 //! (feeds are plain `Vec`s), so misalignment cannot fault.
 
+pub(super) mod tiled;
+
 use super::math;
 use crate::dtype::DType;
 use crate::graph::op::{BinaryOp, ReduceOp, UnaryOp};
@@ -57,6 +59,9 @@ use cranelift_module::{FuncId, Module};
 
 /// Extern helpers a kernel may call, declared in the module once.
 pub(super) struct Helpers {
+    /// `vmath::ENTRIES`, declared when this CPU can run them (`vmath::available`) and
+    /// tiling is not turned off; `None` keeps every transcendental in Cranelift.
+    pub tile_fns: Option<Vec<FuncId>>,
     pub pow_f32: FuncId,
     pub pow_f64: FuncId,
     pub pow_i32: FuncId,
@@ -195,6 +200,8 @@ pub(super) struct Gen<'a, 'b> {
     /// The range of the first axis this call computes (see [`Split`]).
     lo: Value,
     hi: Value,
+    /// Whether a body ran in tiles (`tiled.rs`).
+    pub tiled: bool,
 }
 
 impl<'a, 'b> Gen<'a, 'b> {
@@ -231,6 +238,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             status,
             lo,
             hi,
+            tiled: false,
         }
     }
 
@@ -413,6 +421,12 @@ impl<'a, 'b> Gen<'a, 'b> {
         let vec_ok = vectorizable(k, body, core);
         let out_strides = crate::kernel::row_major_strides(&domain);
         let rank = domain.len();
+        let plan = match self.helpers.tile_fns {
+            Some(_) if vec_ok => tiled::Plan::of(body),
+            _ => None,
+        };
+        let tiles = plan.as_ref().map(|p| self.tile_slot(p));
+        self.tiled |= plan.is_some();
         self.rows(&domain, split, &mut |g, idx, lo, hi| {
             let obase = g.base_offset(0, &out_strides, idx);
             let loads = g.prepare_loads(k, body, idx, vec_ok);
@@ -431,7 +445,12 @@ impl<'a, 'b> Gen<'a, 'b> {
             }
             let tail = if vec_ok {
                 let end = g.vec_end(lo, hi);
-                g.for_each_v(lo, end, 4, &mut |g, i| emit(g, Some(i), 4));
+                match (&plan, tiles) {
+                    (Some(plan), Some(tiles)) => {
+                        g.tiled_row(body, plan, tiles, &loads, (lo, end), core, (out, obase))
+                    }
+                    _ => g.for_each_v(lo, end, 4, &mut |g, i| emit(g, Some(i), 4)),
+                }
                 end
             } else {
                 lo
@@ -615,87 +634,104 @@ impl<'a, 'b> Gen<'a, 'b> {
         core: Option<CoreSrc>,
         obase: Value,
     ) -> Value {
-        let rank = body.domain.len();
         let mut vals: Vec<Value> = Vec::with_capacity(body.exprs.len());
-        for (j, (e, dt)) in body.exprs.iter().enumerate() {
-            let v = match e {
-                Expr::Load { param, map } => {
-                    let (base, splat) = loads[j].expect("prepared");
-                    if let Some(s) = splat {
-                        if lanes == 4 {
-                            vals.push(s);
-                            continue;
-                        }
-                    }
-                    let inner_stride = if rank > 0 { map.strides[rank - 1] } else { 0 };
-                    let off = match i {
-                        Some(i) if inner_stride != 0 => {
-                            let t = self.b.ins().imul_imm_s(i, inner_stride as i64);
-                            self.b.ins().iadd(base, t)
-                        }
-                        _ => base,
-                    };
-                    let p = self.params[*param as usize];
-                    self.load(p, off, *dt, lanes, inner_stride == 0)
-                }
-                Expr::Core => {
-                    let src = core.expect("core source");
-                    let off = match i {
-                        Some(i) => self.b.ins().iadd(obase, i),
-                        None => obase,
-                    };
-                    let v = self.load(src.ptr, off, src.dtype, lanes, false);
-                    if src.dtype != *dt {
-                        self.cast(v, src.dtype, *dt)
-                    } else {
-                        v
-                    }
-                }
-                Expr::Const(bits) => {
-                    let x = f64::from_bits(*bits);
-                    let s = match dt {
-                        DType::F32 => self.b.ins().f32const(x as f32),
-                        DType::F64 => self.b.ins().f64const(x),
-                        DType::I32 => self.b.ins().iconst(I32, x as i32 as i64),
-                        DType::Bool => self.b.ins().iconst(I8, (x != 0.0) as i64),
-                    };
-                    if lanes == 4 {
-                        self.b.ins().splat(F32X4, s)
-                    } else {
-                        s
-                    }
-                }
-                Expr::Unary(u, a) => self.unary(*u, *dt, vals[*a as usize]),
-                Expr::Binary(op, a, c) => {
-                    let in_dt = body.exprs[*a as usize].1;
-                    self.binary(*op, in_dt, vals[*a as usize], vals[*c as usize], lanes)
-                }
-                Expr::Where(c, a, d) => {
-                    let (c, a, d) = (vals[*c as usize], vals[*a as usize], vals[*d as usize]);
-                    if lanes == 4 {
-                        let m = self.b.ins().bitcast(F32X4, le(), c);
-                        self.b.ins().bitselect(m, a, d)
-                    } else {
-                        self.b.ins().select(c, a, d)
-                    }
-                }
-                Expr::Cast(a) => {
-                    let from = body.exprs[*a as usize].1;
-                    let x = vals[*a as usize];
-                    if lanes == 4 {
-                        // Only bool masks to f32 reach here (see `vectorizable`).
-                        let m = self.b.ins().bitcast(F32X4, le(), x);
-                        let one = self.b.ins().f32const(1.0f32);
-                        let one = self.b.ins().splat(F32X4, one);
-                        self.b.ins().band(m, one)
-                    } else {
-                        self.cast(x, from, *dt)
-                    }
-                }
-            };
+        for j in 0..body.exprs.len() {
+            let v = self.eval_expr(body, j, loads, i, lanes, core, obase, &vals);
             vals.push(v);
         }
         *vals.last().expect("non-empty body")
+    }
+
+    /// Expression `j` of `body` at inner index `i` with `lanes` lanes, its operands' values
+    /// taken from `vals` (indexed by expression).
+    #[allow(clippy::too_many_arguments)]
+    fn eval_expr(
+        &mut self,
+        body: &Body,
+        j: usize,
+        loads: &[Option<(Value, Option<Value>)>],
+        i: Option<Value>,
+        lanes: u8,
+        core: Option<CoreSrc>,
+        obase: Value,
+        vals: &[Value],
+    ) -> Value {
+        let rank = body.domain.len();
+        let (e, dt) = &body.exprs[j];
+        match e {
+            Expr::Load { param, map } => {
+                let (base, splat) = loads[j].expect("prepared");
+                if let Some(s) = splat {
+                    if lanes == 4 {
+                        return s;
+                    }
+                }
+                let inner_stride = if rank > 0 { map.strides[rank - 1] } else { 0 };
+                let off = match i {
+                    Some(i) if inner_stride != 0 => {
+                        let t = self.b.ins().imul_imm_s(i, inner_stride as i64);
+                        self.b.ins().iadd(base, t)
+                    }
+                    _ => base,
+                };
+                let p = self.params[*param as usize];
+                self.load(p, off, *dt, lanes, inner_stride == 0)
+            }
+            Expr::Core => {
+                let src = core.expect("core source");
+                let off = match i {
+                    Some(i) => self.b.ins().iadd(obase, i),
+                    None => obase,
+                };
+                let v = self.load(src.ptr, off, src.dtype, lanes, false);
+                if src.dtype != *dt {
+                    self.cast(v, src.dtype, *dt)
+                } else {
+                    v
+                }
+            }
+            Expr::Const(bits) => {
+                let x = f64::from_bits(*bits);
+                let s = match dt {
+                    DType::F32 => self.b.ins().f32const(x as f32),
+                    DType::F64 => self.b.ins().f64const(x),
+                    DType::I32 => self.b.ins().iconst(I32, x as i32 as i64),
+                    DType::Bool => self.b.ins().iconst(I8, (x != 0.0) as i64),
+                };
+                if lanes == 4 {
+                    self.b.ins().splat(F32X4, s)
+                } else {
+                    s
+                }
+            }
+            Expr::Unary(u, a) => self.unary(*u, *dt, vals[*a as usize]),
+            Expr::Binary(op, a, c) => {
+                let in_dt = body.exprs[*a as usize].1;
+                self.binary(*op, in_dt, vals[*a as usize], vals[*c as usize], lanes)
+            }
+            Expr::Where(c, a, d) => {
+                let (c, a, d) = (vals[*c as usize], vals[*a as usize], vals[*d as usize]);
+                if lanes == 4 {
+                    let m = self.b.ins().bitcast(F32X4, le(), c);
+                    self.b.ins().bitselect(m, a, d)
+                } else {
+                    self.b.ins().select(c, a, d)
+                }
+            }
+            Expr::Cast(a) => {
+                let from = body.exprs[*a as usize].1;
+                let x = vals[*a as usize];
+                if lanes == 4 {
+                    // Only bool masks to f32 reach here (see `vectorizable`).
+                    let m = self.b.ins().bitcast(F32X4, le(), x);
+                    let one = self.b.ins().f32const(1.0f32);
+                    let one = self.b.ins().splat(F32X4, one);
+                    self.b.ins().band(m, one)
+                } else {
+                    self.cast(x, from, *dt)
+                }
+            }
+        }
     }
 
     fn load(&mut self, base: Value, off: Value, dt: DType, lanes: u8, splat: bool) -> Value {

@@ -27,6 +27,9 @@ mod codegen;
 #[allow(missing_docs)]
 mod math;
 mod runtime;
+#[cfg(test)]
+mod tests;
+mod vmath;
 
 use crate::array::{Array, ArrayData};
 use crate::dtype::DType;
@@ -36,7 +39,7 @@ use crate::graph::{GraphData, NodeId};
 use crate::kernel::{Core, Kernel, MatOperand};
 use crate::passes::Program;
 use codegen::{kernel_signature, Gen, Helpers, Split};
-use cranelift_codegen::ir::types::{F32, F64, I32};
+use cranelift_codegen::ir::types::{F32, F64, I32, I64};
 use cranelift_codegen::ir::{AbiParam, UserFuncName};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -143,6 +146,9 @@ pub struct CompileTimes {
     pub finalize: std::time::Duration,
     /// The number of native kernels compiled.
     pub kernels: usize,
+    /// How many of them run their `exp`/`log`/`tanh`/`sigmoid` in tiles through rustc-built
+    /// AVX2 code (see `KILN_TILE_MATH` in the README).
+    pub tiled: usize,
 }
 
 impl CompileTimes {
@@ -198,6 +204,14 @@ impl Executable {
     /// Compiles `p`, which must have concrete shapes (run the pass pipeline with a batch
     /// size first); `p.memory` is used if present.
     pub fn compile(p: &Program) -> Result<Executable> {
+        Executable::compile_with(p, tile_math_default())
+    }
+
+    /// [`Executable::compile`], choosing whether `f32` transcendentals run through
+    /// `vmath`'s AVX2 tile functions (`tile_math`, honoured only where the CPU has AVX2 and
+    /// FMA) or stay in Cranelift. Both give bitwise the same results.
+    pub(crate) fn compile_with(p: &Program, tile_math: bool) -> Result<Executable> {
+        let tile_math = tile_math && vmath::available();
         p.graph.check()?;
         let order = p.live_order();
         let mut flag_builder = settings::builder();
@@ -217,8 +231,11 @@ impl Executable {
         jb.symbol("kiln_pow_f64", runtime::kiln_pow_f64 as *const u8);
         jb.symbol("kiln_pow_i32", runtime::kiln_pow_i32 as *const u8);
         jb.symbol("kiln_unary_f64", runtime::kiln_unary_f64 as *const u8);
+        for (name, f) in vmath::ENTRIES {
+            jb.symbol(name, f as *const u8);
+        }
         let mut module = JITModule::new(jb);
-        let helpers = declare_helpers(&mut module)?;
+        let helpers = declare_helpers(&mut module, tile_math)?;
 
         // Locations of every live value.
         let mut loc: HashMap<NodeId, Loc> = HashMap::new();
@@ -890,7 +907,12 @@ fn check_param_types(k: &Kernel, g: &GraphData, inputs: &[NodeId]) -> Result<()>
     Ok(())
 }
 
-fn declare_helpers(module: &mut JITModule) -> Result<Helpers> {
+/// Tile math is on unless `KILN_TILE_MATH=0` (for comparing the two code paths).
+fn tile_math_default() -> bool {
+    std::env::var("KILN_TILE_MATH").map_or(true, |v| v != "0")
+}
+
+fn declare_helpers(module: &mut JITModule, tile_math: bool) -> Result<Helpers> {
     let cc = module.target_config().default_call_conv;
     let mut declare = |name: &str,
                        params: &[cranelift_codegen::ir::Type],
@@ -906,7 +928,18 @@ fn declare_helpers(module: &mut JITModule) -> Result<Helpers> {
             .declare_function(name, Linkage::Import, &s)
             .map_err(|e| Error::invalid(format!("jit: {e}")))
     };
+    let tile_fns = if tile_math {
+        let names = vmath::ENTRIES.map(|(name, _)| name);
+        let fns: Result<Vec<cranelift_module::FuncId>> = names
+            .iter()
+            .map(|name| declare(name, &[I64; 3], None))
+            .collect();
+        Some(fns?)
+    } else {
+        None
+    };
     Ok(Helpers {
+        tile_fns,
         pow_f32: declare("kiln_pow_f32", &[F32, F32], Some(F32))?,
         pow_f64: declare("kiln_pow_f64", &[F64, F64], Some(F64))?,
         pow_i32: declare("kiln_pow_i32", &[I32, I32], Some(I32))?,
@@ -935,6 +968,7 @@ fn compile_kernel(
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let mut g = Gen::new(&mut b, module, helpers, k.params.len());
         g.kernel(k);
+        times.tiled += usize::from(g.tiled);
         g.finish();
         b.finalize(module.target_config());
     }
