@@ -515,3 +515,24 @@ fn run_into_reuses_outputs_and_variables_alternate_buffers() {
     assert_eq!(var_ptrs[0], var_ptrs[2], "not double-buffered");
     assert_ne!(var_ptrs[0], var_ptrs[1]);
 }
+
+/// A `bool` scalar feed (like dropout's `training` flag) selecting between two f32 branches:
+/// the kernel takes it as one lane mask per row and stays vectorized; both flag values
+/// against the interpreter, on rows that end in a scalar tail.
+#[test]
+fn bool_flag_broadcast_matches_the_interpreter() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [5, 37]);
+    let flag = g.placeholder("flag", DType::Bool, [0usize; 0]);
+    let y = flag.select(x * 2.0, x.exp()) + flag.cast(DType::F32) * x;
+    let mut rng = Rng(7);
+    let xv = random_f32(&mut rng, &[5, 37], false);
+    let mut jit = Session::new(&g).unwrap();
+    let mut interp = Session::with_backend(&g, Backend::Interpreter).unwrap();
+    for on in [true, false] {
+        let feeds = [(x, xv.clone()), (flag, Array::scalar(on))];
+        let j = jit.run(&[y], &feeds).unwrap();
+        let i = interp.run(&[y], &feeds).unwrap();
+        close(&j[0], &i[0], Tol::Ulp(2), &format!("flag={on}"));
+    }
+}

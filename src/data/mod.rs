@@ -303,6 +303,47 @@ pub fn take_rows(x: &Array, idx: &[usize]) -> Result<Array> {
     }
 }
 
+/// [`take_rows`] into `out`, reusing its buffer when it already has the result's dtype and
+/// shape (as the previous batch of a training loop does), so that a loop over batches
+/// allocates nothing; otherwise `out` is replaced. On error `out` is unchanged.
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::data::take_rows_into;
+/// let x = Array::new([3, 2], vec![0f32, 1., 2., 3., 4., 5.])?;
+/// let mut batch = Array::scalar(0f32);
+/// take_rows_into(&x, &[2, 0], &mut batch)?;
+/// assert_eq!(batch.to_vec::<f32>()?, [4., 5., 0., 1.]);
+/// take_rows_into(&x, &[1, 1], &mut batch)?; // same shape: written in place
+/// assert_eq!(batch.to_vec::<f32>()?, [2., 3., 2., 3.]);
+/// assert!(take_rows_into(&x, &[0, 3], &mut batch).is_err()); // row 3 does not exist...
+/// assert_eq!(batch.to_vec::<f32>()?, [2., 3., 2., 3.]); // ...and nothing was written
+/// # Ok::<(), kiln::Error>(())
+/// ```
+pub fn take_rows_into(x: &Array, idx: &[usize], out: &mut Array) -> Result<()> {
+    let n = rows(x, "take_rows", "x")?;
+    let row: usize = x.shape()[1..].iter().product();
+    let same = out.dtype() == x.dtype()
+        && out.shape().first() == Some(&idx.len())
+        && out.shape()[1..] == x.shape()[1..];
+    if !same || idx.iter().any(|&i| i >= n) {
+        *out = take_rows(x, idx)?;
+        return Ok(());
+    }
+    fn fill<T: Element>(data: &[T], row: usize, idx: &[usize], out: &mut [T]) {
+        for (dst, &i) in out.chunks_exact_mut(row.max(1)).zip(idx) {
+            dst.copy_from_slice(&data[i * row..(i + 1) * row]);
+        }
+    }
+    match x.data() {
+        ArrayData::F32(d) => fill(d, row, idx, out.as_mut_slice()?),
+        ArrayData::F64(d) => fill(d, row, idx, out.as_mut_slice()?),
+        ArrayData::I32(d) => fill(d, row, idx, out.as_mut_slice()?),
+        ArrayData::Bool(d) => fill(d, row, idx, out.as_mut_slice()?),
+    }
+    Ok(())
+}
+
 /// Splits rows into `(x_train, y_train, x_test, y_test)` after a seeded shuffle.
 ///
 /// The test split gets `round(n * test_fraction)` rows. With `stratify`, `y` must hold `i32`

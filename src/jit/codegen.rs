@@ -12,9 +12,10 @@
 //! # Loops
 //! A body's domain becomes a loop nest with constant extents, outer axes first. The innermost
 //! axis runs 4 lanes at a time (`f32x4`) with a scalar tail when the body is *vectorizable*:
-//! all of its values are `f32` (or `bool` masks made by comparing `f32`s), and every load
-//! walks its parameter with stride 1 (a vector load) or 0 (a broadcast, loaded once per row,
-//! outside the inner loop). Anything else (integers, `f64`, strided gathers, `pow`) runs the
+//! all of its values are `f32` (or `bool` masks, made by comparing `f32`s or loaded once per
+//! row from a `bool` parameter that does not vary along the row, like dropout's `training`
+//! flag), and every `f32` load walks its parameter with stride 1 (a vector load) or 0 (a
+//! broadcast, loaded once per row, outside the inner loop). Anything else (integers, `f64`, strided gathers, `pow`) runs the
 //! same nest one element at a time.
 //!
 //! # Reductions
@@ -49,7 +50,7 @@ use crate::dtype::DType;
 use crate::graph::op::{BinaryOp, ReduceOp, UnaryOp};
 use crate::kernel::{Body, Core, Expr, Kernel};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, F64, I32, I64, I8};
+use cranelift_codegen::ir::types::{F32, F32X4, F64, I32, I32X4, I64, I8};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, Signature, Type, Value,
 };
@@ -610,7 +611,15 @@ impl<'a, 'b> Gen<'a, 'b> {
                         let p = self.params[*param as usize];
                         let a = self.addr(p, base, dt.size_bytes());
                         let s = self.b.ins().load(cl_type(*dt), flags(), a, 0);
-                        Some(self.b.ins().splat(F32X4, s))
+                        Some(if *dt == DType::Bool {
+                            // A lane mask, as `fcmp` makes: all ones where true.
+                            let t = self.b.ins().icmp_imm_s(IntCC::NotEqual, s, 0);
+                            let t = self.b.ins().uextend(I32, t);
+                            let m = self.b.ins().ineg(t);
+                            self.b.ins().splat(I32X4, m)
+                        } else {
+                            self.b.ins().splat(F32X4, s)
+                        })
                     } else {
                         None
                     };
@@ -913,9 +922,15 @@ fn vectorizable(k: &Kernel, body: &Body, core: Option<CoreSrc>) -> bool {
     }
     body.exprs.iter().all(|(e, dt)| match e {
         Expr::Load { param, map } => {
-            *dt == DType::F32
-                && k.params[*param as usize].dtype == DType::F32
-                && matches!(map.strides[rank - 1], 0 | 1)
+            let stride = map.strides[rank - 1];
+            match (*dt, k.params[*param as usize].dtype) {
+                (DType::F32, DType::F32) => matches!(stride, 0 | 1),
+                // A row-invariant flag (dropout's `training`): one mask per row. Bools only
+                // reach `where` and casts, which take masks (a comparison of bools is not
+                // vectorized: its operands are not f32).
+                (DType::Bool, DType::Bool) => stride == 0,
+                _ => false,
+            }
         }
         Expr::Core => *dt == DType::F32 && core.is_some_and(|c| c.dtype == DType::F32),
         Expr::Const(_) => *dt == DType::F32,

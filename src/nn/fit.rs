@@ -3,9 +3,9 @@
 use super::callbacks::{Callback, Control};
 use super::model::Model;
 use crate::array::Array;
-use crate::data::take_rows;
+use crate::data::{take_rows, take_rows_into};
 use crate::error::{Error, Result};
-use crate::graph::NodeId;
+use crate::graph::{NodeId, Tensor};
 use crate::progress::{Progress, Verbosity};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -196,20 +196,32 @@ impl Model {
         y: &Array,
         idx: &[usize],
         training: bool,
+        bufs: &mut Vec<Array>,
     ) -> Result<Vec<f64>> {
         let g = self.graph().clone();
-        let mut feeds = vec![];
-        for (&id, a) in ids.inputs.iter().zip(xs) {
-            feeds.push((g.tensor(id), take_rows(a, idx)?));
+        // The batch arrays of the previous step are refilled in place: a fresh 400 KB MNIST
+        // batch per step cost ~5% of an epoch in page faults.
+        bufs.resize_with(xs.len() + 1, || Array::scalar(0f32));
+        for (a, buf) in xs.iter().chain([&y]).zip(bufs.iter_mut()) {
+            take_rows_into(a, idx, buf)?;
         }
-        feeds.push((g.tensor(ids.target), take_rows(y, idx)?));
+        let mut feeds: Vec<(Tensor<'_>, Array)> = ids
+            .inputs
+            .iter()
+            .chain([&ids.target])
+            .zip(bufs.drain(..))
+            .map(|(&id, a)| (g.tensor(id), a))
+            .collect();
         feeds.push((g.tensor(ids.training), Array::scalar(training)));
         let mut fetch = vec![g.tensor(ids.loss)];
         fetch.extend(ids.metrics.iter().map(|m| g.tensor(m.1)));
         if training {
             fetch.push(g.tensor(ids.train));
         }
-        let out = self.session()?.run(&fetch, &feeds)?;
+        let out = self.session()?.run(&fetch, &feeds);
+        feeds.pop();
+        bufs.extend(feeds.into_iter().map(|(_, a)| a));
+        let out = out?;
         Ok(out
             .iter()
             .take(1 + ids.metrics.len())
@@ -239,8 +251,9 @@ impl Model {
         names.extend(ids.metrics.iter().map(|m| m.0.clone()));
         let mut sums = vec![0.0f64; names.len()];
         let mut seen = 0usize;
+        let mut bufs = vec![];
         for (step, chunk) in order.chunks(batch_size.max(1)).enumerate() {
-            let vals = self.run_batch(&ids, xs, y, chunk, training)?;
+            let vals = self.run_batch(&ids, xs, y, chunk, training, &mut bufs)?;
             for (s, v) in sums.iter_mut().zip(&vals) {
                 *s += v * chunk.len() as f64;
             }
