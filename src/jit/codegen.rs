@@ -422,8 +422,11 @@ impl<'a, 'b> Gen<'a, 'b> {
         let vec_ok = vectorizable(k, body, core);
         let out_strides = crate::kernel::row_major_strides(&domain);
         let rank = domain.len();
+        // Short rows (softmax over 10 classes) would pay a call per few elements; both
+        // paths give the same bits, so this is only a matter of speed.
+        let long_rows = domain.last().is_some_and(|&n| n >= tiled::MIN_ROW);
         let plan = match self.helpers.tile_fns {
-            Some(_) if vec_ok => tiled::Plan::of(body),
+            Some(_) if vec_ok && long_rows => tiled::Plan::of(body),
             _ => None,
         };
         let tiles = plan.as_ref().map(|p| self.tile_slot(p));

@@ -37,6 +37,10 @@ use cranelift_codegen::packed_option::ReservedValue;
 /// few cycles per 256 elements.
 pub(in crate::jit) const TILE: i64 = 256;
 
+/// Rows shorter than this stay untiled: a tile call costs about as much as the 4-lane
+/// polynomials of a dozen elements.
+pub(in crate::jit) const MIN_ROW: usize = 32;
+
 /// How one body runs in passes (see the module docs).
 #[derive(Debug, PartialEq, Eq)]
 pub(in crate::jit) struct Plan {
