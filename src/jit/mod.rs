@@ -39,12 +39,14 @@ use crate::graph::{GraphData, NodeId};
 use crate::kernel::{Core, Kernel, MatOperand};
 use crate::passes::Program;
 use codegen::{kernel_signature, Gen, Helpers, Split};
+use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::types::{F32, F64, I32, I64};
-use cranelift_codegen::ir::{AbiParam, UserFuncName};
+use cranelift_codegen::ir::{AbiParam, Function, UserFuncName};
+use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
+use cranelift_module::{default_libcall_names, Linkage, Module, ModuleReloc};
 use runtime::AlignedBuf;
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -283,8 +285,8 @@ impl Executable {
         }
 
         // The schedule.
-        let mut ctx = module.make_context();
         let mut fctx = FunctionBuilderContext::new();
+        let mut lowered: Vec<(cranelift_module::FuncId, Function)> = vec![];
         let mut steps = vec![];
         let mut pending: Vec<(usize, cranelift_module::FuncId)> = vec![];
         let mut scratch_bytes = 0;
@@ -321,14 +323,14 @@ impl Executable {
                     let f = if gemm.is_some() && codegen::direct_matmul(k) {
                         None
                     } else {
-                        let fid = compile_kernel(
+                        let fid = lower_kernel(
                             &mut module,
-                            &mut ctx,
                             &mut fctx,
                             &helpers,
                             k,
                             kernels,
                             &mut times,
+                            &mut lowered,
                         )?;
                         kernels += 1;
                         pending.push((steps.len(), fid));
@@ -396,6 +398,7 @@ impl Executable {
             // An output that is a source is copied out of its location at the end.
             outputs.push((loc[id], n.ty.clone()));
         }
+        define_all(&mut module, lowered, &mut times)?;
         let t_fin = std::time::Instant::now();
         module
             .finalize_definitions()
@@ -947,14 +950,17 @@ fn declare_helpers(module: &mut JITModule, tile_math: bool) -> Result<Helpers> {
     })
 }
 
-fn compile_kernel(
+/// Declares kernel `index` and builds its Cranelift IR, appending it to `lowered` for
+/// [`define_all`]; returns its function id.
+#[allow(clippy::too_many_arguments)]
+fn lower_kernel(
     module: &mut JITModule,
-    ctx: &mut cranelift_codegen::Context,
     fctx: &mut FunctionBuilderContext,
     helpers: &Helpers,
     k: &Kernel,
     index: usize,
     times: &mut CompileTimes,
+    lowered: &mut Vec<(cranelift_module::FuncId, Function)>,
 ) -> Result<cranelift_module::FuncId> {
     let t0 = std::time::Instant::now();
     let sig = kernel_signature(module.target_config().default_call_conv);
@@ -962,30 +968,93 @@ fn compile_kernel(
     let fid = module
         .declare_function(&name, Linkage::Local, &sig)
         .map_err(|e| Error::invalid(format!("jit: {e}")))?;
-    ctx.func.signature = sig;
-    ctx.func.name = UserFuncName::user(0, fid.as_u32());
+    let mut func = Function::with_name_signature(UserFuncName::user(0, fid.as_u32()), sig);
     {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let mut b = FunctionBuilder::new(&mut func, fctx);
         let mut g = Gen::new(&mut b, module, helpers, k.params.len());
         g.kernel(k);
         times.tiled += usize::from(g.tiled);
         g.finish();
         b.finalize(module.target_config());
     }
+    lowered.push((fid, func));
+    times.lowering += t0.elapsed();
+    Ok(fid)
+}
+
+/// One kernel's machine code, ready to be placed in the module.
+struct Compiled {
+    bytes: Vec<u8>,
+    align: u64,
+    relocs: Vec<ModuleReloc>,
+    asm: Option<String>,
+}
+
+/// Compiles one lowered kernel to machine code. Pure: it reads only the ISA and the
+/// function, so kernels compile in parallel.
+fn compile_one(
+    isa: &dyn TargetIsa,
+    fid: cranelift_module::FuncId,
+    func: Function,
+    asm: bool,
+) -> Result<Compiled> {
+    let mut ctx = cranelift_codegen::Context::for_function(func);
+    ctx.set_disasm(asm);
+    let align = ctx
+        .compile(isa, &mut ControlPlane::default())
+        .map_err(|e| Error::invalid(format!("jit: compiling {}: {:?}", fid, e.inner)))?
+        .buffer
+        .alignment as u64;
+    let code = ctx.compiled_code().expect("just compiled");
+    let relocs = code
+        .buffer
+        .relocs()
+        .iter()
+        .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, fid))
+        .collect();
+    Ok(Compiled {
+        bytes: code.code_buffer().to_vec(),
+        align,
+        relocs,
+        asm: if asm { code.vcode.clone() } else { None },
+    })
+}
+
+/// Compiles every lowered kernel, on the thread pool when there is more than one thread
+/// (Cranelift is most of a cold compile, and kernels are independent), then defines them in
+/// the module in order. The code does not depend on the thread count.
+fn define_all(
+    module: &mut JITModule,
+    lowered: Vec<(cranelift_module::FuncId, Function)>,
+    times: &mut CompileTimes,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let t0 = std::time::Instant::now();
     // KILN_DUMP_ASM=1 prints each kernel's machine code (for performance work).
     let asm = std::env::var("KILN_DUMP_ASM").is_ok_and(|v| v == "1");
-    ctx.set_disasm(asm);
-    let t1 = std::time::Instant::now();
-    times.lowering += t1 - t0;
-    module
-        .define_function(fid, ctx)
-        .map_err(|e| Error::invalid(format!("jit: compiling kernel {index}: {e:?}")))?;
-    times.cranelift += t1.elapsed();
-    if asm {
-        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+    let isa = module.isa();
+    let threads = crate::threads::threads();
+    let pool = if threads > 1 && lowered.len() > 1 {
+        crate::threads::pool(threads)
+    } else {
+        None
+    };
+    let compile =
+        |(fid, f): (cranelift_module::FuncId, Function)| (fid, compile_one(isa, fid, f, asm));
+    let compiled: Vec<(cranelift_module::FuncId, Result<Compiled>)> = match pool {
+        Some(p) => p.install(|| lowered.into_par_iter().map(compile).collect()),
+        None => lowered.into_iter().map(compile).collect(),
+    };
+    // `lowered` was in kernel order, and so is `compiled` (rayon's collect keeps order).
+    for (index, (fid, c)) in compiled.into_iter().enumerate() {
+        let c = c?;
+        if let Some(code) = &c.asm {
             eprintln!("kernel_{index}:\n{code}");
         }
+        module
+            .define_function_bytes(fid, c.align, &c.bytes, &c.relocs)
+            .map_err(|e| Error::invalid(format!("jit: {e}")))?;
     }
-    module.clear_context(ctx);
-    Ok(fid)
+    times.cranelift += t0.elapsed();
+    Ok(())
 }
