@@ -26,7 +26,8 @@
 //!   thread counts), which is what a hand-written Rust kernel gets; for the transcendental case it uses kiln's own polynomials (see
 //!   `baseline/math.rs`), so the ratio measures code generation, not a choice of algorithm;
 //! - matmul: the `gemm` crate called directly, which kiln uses for its matrix products, so
-//!   the ratio is kiln's overhead around it.
+//!   the ratio is kiln's overhead around it; in the `+ bias + ReLU` case the baseline still
+//!   computes only the product, so the ratio is also what the fused epilogue costs.
 //!
 //! The MLP and compile cases have no Rust baseline worth beating; their reference rows are
 //! JAX, PyTorch and numpy figures measured on this machine on 2026-11-24
@@ -160,8 +161,16 @@ fn elementwise(cfg: &Config, report: &mut Report, transcendental: bool) {
 }
 
 /// Case 3: an n×n by n×n product against `gemm` called directly at the same thread count.
-fn matmul(cfg: &Config, report: &mut Report, n: usize) {
-    let case = format!("matmul {n}³");
+/// Cases 3 and 4: an `n³` product against `gemm` called directly. With `epilogue`, kiln
+/// computes `relu(a·b + bias)` and the baseline still only the product, so the ratio is what
+/// the fused bias and activation cost on top of `gemm` (they run in place right after it,
+/// on an output the product just wrote, so from cache rather than memory).
+fn matmul(cfg: &Config, report: &mut Report, n: usize, epilogue: bool) {
+    let case = if epilogue {
+        format!("matmul {n}³ + bias + ReLU")
+    } else {
+        format!("matmul {n}³")
+    };
     if !cfg.wants(&case) {
         return;
     }
@@ -169,11 +178,19 @@ fn matmul(cfg: &Config, report: &mut Report, n: usize) {
     let g = Graph::new();
     let a = g.placeholder("a", DType::F32, [n, n]);
     let b = g.placeholder("b", DType::F32, [n, n]);
-    let y = a.matmul(b);
-    let feeds = [
+    let bias = g.placeholder("bias", DType::F32, [n]);
+    let y = if epilogue {
+        (a.matmul(b) + bias).relu()
+    } else {
+        a.matmul(b)
+    };
+    let mut feeds = vec![
         (a, Array::new([n, n], ramp(n * n, 1.0, 97)).unwrap()),
         (b, Array::new([n, n], ramp(n * n, 0.5, 89)).unwrap()),
     ];
+    if epilogue {
+        feeds.push((bias, Array::new([n], ramp(n, 4.0, 61)).unwrap()));
+    }
     let (av, bv) = (f32s(&feeds[0].1), f32s(&feeds[1].1));
     let mut out = vec![0f32; n * n];
     for t in THREADS {
@@ -182,6 +199,12 @@ fn matmul(cfg: &Config, report: &mut Report, n: usize) {
         if t == 1 {
             let got = sess.run(&[y], &feeds).unwrap();
             baseline::matmul(n, av, bv, &mut out, 1);
+            if epilogue {
+                let bv = f32s(&feeds[2].1);
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = (*o + bv[i % n]).max(0.0);
+                }
+            }
             report.note(format!(
                 "{case}: kiln vs baseline: {}",
                 agreement(f32s(&got[0]), &out)
@@ -199,7 +222,8 @@ fn matmul(cfg: &Config, report: &mut Report, n: usize) {
             ],
         );
         let name = format!(
-            "gemm 0.19 direct ({t} thread{})",
+            "gemm 0.19 direct{} ({t} thread{})",
+            if epilogue { ", product only" } else { "" },
             if t > 1 { "s" } else { "" }
         );
         report.row(&case, t, k, &name, base, Target::Ratio(0.95));
@@ -397,8 +421,9 @@ fn main() {
     elementwise(&cfg, &mut report, false);
     elementwise(&cfg, &mut report, true);
     for n in [512, 1024] {
-        matmul(&cfg, &mut report, n);
+        matmul(&cfg, &mut report, n, false);
     }
+    matmul(&cfg, &mut report, 1024, true);
     for batch in [128, 32] {
         mlp_train(&cfg, &mut report, batch);
     }
