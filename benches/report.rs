@@ -23,8 +23,9 @@
 //! are interleaved with kiln's (kiln, baseline, kiln, baseline, ...) so that load from other
 //! tenants of this 2-core machine hits both alike:
 //! - elementwise: a single-threaded rustc/LLVM loop compiled for AVX2+FMA (at both kiln
-//!   thread counts), which is what a hand-written Rust kernel gets; for the transcendental case it uses kiln's own polynomials (see
-//!   `baseline/math.rs`), so the ratio measures code generation, not a choice of algorithm;
+//!   thread counts), which is what a hand-written Rust kernel gets; for the transcendental case it uses kiln's own polynomials (the file
+//!   `src/jit/vmath/scalar.rs`, compiled into the baseline), so the ratio measures code
+//!   generation and kiln's overhead around it, not a choice of algorithm;
 //! - matmul: the `gemm` crate called directly, which kiln uses for its matrix products, so
 //!   the ratio is kiln's overhead around it; in the `+ bias + ReLU` case the baseline still
 //!   computes only the product, so the ratio is also what the fused epilogue costs.

@@ -1,6 +1,10 @@
 //! The baselines kiln is measured against in the same run: loops compiled by rustc/LLVM with
 //! AVX2 and FMA enabled, and the `gemm` crate called directly.
 
+/// kiln's own scalar polynomials, the very file `src/jit/vmath.rs` vectorizes for its tile
+/// calls, so the transcendental baseline computes exactly what kiln computes, bit for bit.
+#[allow(dead_code)] // `log` is not benchmarked
+#[path = "../../src/jit/vmath/scalar.rs"]
 mod math;
 
 /// An elementwise baseline: `out[i] = f(a[i], b[i], c[i])`.

@@ -275,32 +275,12 @@ fn same_rows(x: &Array, y: &Array, what: &str) -> Result<usize> {
     Ok(n)
 }
 
-fn gather<T: Element>(data: &[T], row: usize, idx: &[usize]) -> Vec<T> {
-    let mut out = Vec::with_capacity(idx.len() * row);
-    for &i in idx {
-        out.extend_from_slice(&data[i * row..(i + 1) * row]);
-    }
-    out
-}
-
 /// Selects rows (entries along the first axis) of an array of any dtype and rank ≥ 1, in the
 /// order given; indices may repeat. An index out of range is an error.
 pub fn take_rows(x: &Array, idx: &[usize]) -> Result<Array> {
-    let n = rows(x, "take_rows", "x")?;
-    if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
-        return Err(Error::invalid(format!(
-            "take_rows: row index {bad} is out of range for {n} rows"
-        )));
-    }
-    let row: usize = x.shape()[1..].iter().product();
-    let mut shape = x.shape().to_vec();
-    shape[0] = idx.len();
-    match x.data() {
-        ArrayData::F32(d) => Array::new(shape, gather(d, row, idx)),
-        ArrayData::F64(d) => Array::new(shape, gather(d, row, idx)),
-        ArrayData::I32(d) => Array::new(shape, gather(d, row, idx)),
-        ArrayData::Bool(d) => Array::new(shape, gather(d, row, idx)),
-    }
+    let mut out = Array::zeros(x.dtype(), [0]);
+    take_rows_into(x, idx, &mut out)?;
+    Ok(out)
 }
 
 /// [`take_rows`] into `out`, reusing its buffer when it already has the result's dtype and
@@ -322,14 +302,17 @@ pub fn take_rows(x: &Array, idx: &[usize]) -> Result<Array> {
 /// ```
 pub fn take_rows_into(x: &Array, idx: &[usize], out: &mut Array) -> Result<()> {
     let n = rows(x, "take_rows", "x")?;
-    let row: usize = x.shape()[1..].iter().product();
-    let same = out.dtype() == x.dtype()
-        && out.shape().first() == Some(&idx.len())
-        && out.shape()[1..] == x.shape()[1..];
-    if !same || idx.iter().any(|&i| i >= n) {
-        *out = take_rows(x, idx)?;
-        return Ok(());
+    if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
+        return Err(Error::invalid(format!(
+            "take_rows: row index {bad} is out of range for {n} rows"
+        )));
     }
+    let mut shape = x.shape().to_vec();
+    shape[0] = idx.len();
+    if out.dtype() != x.dtype() || out.shape() != shape.as_slice() {
+        *out = Array::zeros(x.dtype(), shape);
+    }
+    let row: usize = x.shape()[1..].iter().product();
     fn fill<T: Element>(data: &[T], row: usize, idx: &[usize], out: &mut [T]) {
         for (dst, &i) in out.chunks_exact_mut(row.max(1)).zip(idx) {
             dst.copy_from_slice(&data[i * row..(i + 1) * row]);

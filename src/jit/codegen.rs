@@ -15,8 +15,8 @@
 //! all of its values are `f32` (or `bool` masks, made by comparing `f32`s or loaded once per
 //! row from a `bool` parameter that does not vary along the row, like dropout's `training`
 //! flag), and every `f32` load walks its parameter with stride 1 (a vector load) or 0 (a
-//! broadcast, loaded once per row, outside the inner loop). Anything else (integers, `f64`, strided gathers, `pow`) runs the
-//! same nest one element at a time.
+//! broadcast, loaded once per row, outside the inner loop). Anything else (integers, `f64`,
+//! strided gathers, `pow`) runs the same nest one element at a time.
 //!
 //! # Reductions
 //! A reduction accumulates into a scratch array with one slot per output element: the slots

@@ -994,15 +994,14 @@ struct Compiled {
 /// function, so kernels compile in parallel.
 fn compile_one(
     isa: &dyn TargetIsa,
-    fid: cranelift_module::FuncId,
-    func: Function,
+    (index, (fid, func)): (usize, (cranelift_module::FuncId, Function)),
     asm: bool,
 ) -> Result<Compiled> {
     let mut ctx = cranelift_codegen::Context::for_function(func);
     ctx.set_disasm(asm);
     let align = ctx
         .compile(isa, &mut ControlPlane::default())
-        .map_err(|e| Error::invalid(format!("jit: compiling {}: {:?}", fid, e.inner)))?
+        .map_err(|e| Error::invalid(format!("jit: compiling kernel {index}: {:?}", e.inner)))?
         .buffer
         .alignment as u64;
     let code = ctx.compiled_code().expect("just compiled");
@@ -1039,13 +1038,12 @@ fn define_all(
     } else {
         None
     };
-    let compile =
-        |(fid, f): (cranelift_module::FuncId, Function)| (fid, compile_one(isa, fid, f, asm));
+    let compile = |(index, (fid, f))| (fid, compile_one(isa, (index, (fid, f)), asm));
+    // Both keep kernel order (rayon's indexed collect does), so `index` is the kernel's.
     let compiled: Vec<(cranelift_module::FuncId, Result<Compiled>)> = match pool {
-        Some(p) => p.install(|| lowered.into_par_iter().map(compile).collect()),
-        None => lowered.into_iter().map(compile).collect(),
+        Some(p) => p.install(|| lowered.into_par_iter().enumerate().map(compile).collect()),
+        None => lowered.into_iter().enumerate().map(compile).collect(),
     };
-    // `lowered` was in kernel order, and so is `compiled` (rayon's collect keeps order).
     for (index, (fid, c)) in compiled.into_iter().enumerate() {
         let c = c?;
         if let Some(code) = &c.asm {

@@ -29,8 +29,8 @@ use super::{flags, CoreSrc, Gen};
 use crate::dtype::DType;
 use crate::jit::vmath;
 use crate::kernel::{Body, Expr};
-use cranelift_codegen::ir::types::I64;
-use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Type, Value};
+use cranelift_codegen::ir::types::{F32X4, I32X4, I64};
+use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind, Value};
 use cranelift_codegen::packed_option::ReservedValue;
 
 /// Elements per tile: 1 KiB per tile, so a body's tiles stay in L1 and a call costs a
@@ -176,7 +176,16 @@ impl Gen<'_, '_> {
         let last = body.exprs.len() - 1;
         let passes = plan.level[last] + 1;
         let pass_sets: Vec<_> = (0..passes).map(|p| plan.pass(body, p)).collect();
-        let mut types: Vec<Option<Type>> = vec![None; body.exprs.len()];
+        // What a tile holds, as a vector: `bool` values are lane masks (`fcmp`'s result
+        // type, and the per-row masks of `prepare_loads`), everything else is f32 (a tiled
+        // body is vectorizable).
+        let ty = |j: usize| {
+            if body.exprs[j].1 == DType::Bool {
+                I32X4
+            } else {
+                F32X4
+            }
+        };
         self.for_each_v(lo, end, TILE, &mut |g, t0| {
             // n = min(TILE, end - t0): a multiple of 4, at least 4.
             let left = g.b.ins().isub(end, t0);
@@ -196,7 +205,6 @@ impl Gen<'_, '_> {
                         let dst = g.tile_addr(tiles, plan.tile[j].expect("kept"), zero);
                         let fref = g.module.declare_func_in_func(fns[*c], g.b.func);
                         g.b.ins().call(fref, &[src, dst, n]);
-                        types[j] = types[a];
                     }
                 }
                 g.for_each_v(zero, n, 4, &mut |g, i| {
@@ -208,8 +216,7 @@ impl Gen<'_, '_> {
                         }
                         vals[j] = if from_tile[j] {
                             let a = g.tile_addr(tiles, plan.tile[j].expect("kept"), i);
-                            let ty = types[j].expect("stored by an earlier pass");
-                            g.b.ins().load(ty, flags(), a, 0)
+                            g.b.ins().load(ty(j), flags(), a, 0)
                         } else {
                             g.eval_expr(body, j, loads, Some(gi), 4, core, obase, &vals)
                         };
@@ -217,7 +224,6 @@ impl Gen<'_, '_> {
                         if stored && plan.level[j] == p && !from_tile[j] {
                             let a = g.tile_addr(tiles, plan.tile[j].expect("kept"), i);
                             g.b.ins().store(flags(), vals[j], a, 0);
-                            types[j] = Some(g.b.func.dfg.value_type(vals[j]));
                         }
                     }
                     if p == passes - 1 {
