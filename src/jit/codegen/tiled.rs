@@ -37,6 +37,13 @@ use cranelift_codegen::packed_option::ReservedValue;
 /// few cycles per 256 elements.
 pub(in crate::jit) const TILE: i64 = 256;
 
+/// Values a later pass reads again from memory rather than from a tile: loads, constants
+/// and the core read (in an in-place epilogue each position is still read before the last
+/// pass overwrites it, in the same iteration).
+fn reloadable(e: &Expr) -> bool {
+    matches!(e, Expr::Load { .. } | Expr::Const(_) | Expr::Core)
+}
+
 /// Rows shorter than this stay untiled: a tile call costs about as much as the 4-lane
 /// polynomials of a dozen elements.
 pub(in crate::jit) const MIN_ROW: usize = 32;
@@ -82,8 +89,7 @@ impl Plan {
             }
             for a in e.operands() {
                 let a = a as usize;
-                let reloadable = matches!(body.exprs[a].0, Expr::Load { .. } | Expr::Const(_));
-                if call[j].is_some() || (level[a] < level[j] && !reloadable) {
+                if call[j].is_some() || (level[a] < level[j] && !reloadable(&body.exprs[a].0)) {
                     kept[a] = true;
                 }
             }
@@ -138,11 +144,7 @@ impl Plan {
             if !need[j] {
                 continue;
             }
-            let reloadable = matches!(
-                body.exprs[j].0,
-                Expr::Load { .. } | Expr::Const(_) | Expr::Core
-            );
-            if self.call[j].is_some() || (self.level[j] < p && !reloadable) {
+            if self.call[j].is_some() || (self.level[j] < p && !reloadable(&body.exprs[j].0)) {
                 from_tile[j] = true;
                 continue;
             }
