@@ -76,6 +76,9 @@ pub enum Error {
     Invalid(String),
     /// An I/O failure, with the path it concerns.
     Io(String),
+    /// A bug in kiln itself (a broken invariant found by a check such as the pass verifier),
+    /// never the user's mistake. Please report it.
+    Internal(String),
 }
 
 impl Error {
@@ -114,6 +117,7 @@ impl fmt::Display for Error {
             Error::Parse { line, msg } => write!(f, "parse error at line {line}: {msg}"),
             Error::Invalid(m) => f.write_str(m),
             Error::Io(m) => f.write_str(m),
+            Error::Internal(m) => write!(f, "internal compiler error (a kiln bug): {m}"),
         }
     }
 }
