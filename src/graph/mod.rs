@@ -16,6 +16,7 @@ pub mod builder;
 pub mod composite;
 pub mod effects;
 pub mod op;
+mod walk;
 
 use crate::error::{Error, Result, SrcLoc};
 use op::{Arg, Op, Ty};
@@ -147,47 +148,6 @@ impl GraphData {
         v.sort();
         v.dedup();
         v
-    }
-
-    /// A deterministic topological order: depth-first from each node in index order, operands
-    /// before users, operands visited in operand order.
-    pub fn topo_order(&self) -> Vec<NodeId> {
-        let mut seen = HashSet::with_capacity(self.len());
-        let mut out = Vec::with_capacity(self.len());
-        for root in self.ids() {
-            self.visit_post(root, &mut seen, &mut out);
-        }
-        out
-    }
-
-    /// The nodes that `roots` depend on (roots included), in deterministic topological order.
-    pub fn topo_order_from(&self, roots: &[NodeId]) -> Vec<NodeId> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for &r in roots {
-            self.visit_post(r, &mut seen, &mut out);
-        }
-        out
-    }
-
-    fn visit_post(&self, root: NodeId, seen: &mut HashSet<NodeId>, out: &mut Vec<NodeId>) {
-        // Iterative post-order DFS so that deep graphs cannot overflow the stack.
-        if !seen.insert(root) {
-            return;
-        }
-        let mut stack: Vec<(NodeId, usize)> = vec![(root, 0)];
-        while let Some((id, i)) = stack.pop() {
-            let inputs = &self.node(id).inputs;
-            if i < inputs.len() {
-                stack.push((id, i + 1));
-                let c = inputs[i];
-                if seen.insert(c) {
-                    stack.push((c, 0));
-                }
-            } else {
-                out.push(id);
-            }
-        }
     }
 
     /// True if the node's shape rule failed (or one of its operands is invalid).
