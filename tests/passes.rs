@@ -234,7 +234,9 @@ fn pipeline_is_editable_and_timed() {
     let mut p = Program::new(g.snapshot(), vec![y.id()]);
     pl.options.batch = Some(2);
     let report = pl.run(&mut p).unwrap();
-    assert_eq!(report.passes.len(), pl.names().len());
+    // The mandatory effect lowering runs first, outside the editable list.
+    assert_eq!(report.passes.len(), pl.names().len() + 1);
+    assert_eq!(report.passes[0].name, "lower_effects");
     assert!(report.passes.iter().any(|r| r.changed));
     assert!(report.to_string().contains("total"));
 }
@@ -260,6 +262,7 @@ fn dumps_are_written_per_pass() {
         files,
         vec![
             "00-input.txt",
+            "00-lower_effects.txt",
             "01-concretize.txt",
             "02-fold.txt",
             "03-simplify.txt",

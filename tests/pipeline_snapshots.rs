@@ -80,6 +80,7 @@ fn training_graph_after_each_pass() {
         names,
         [
             "00-input",
+            "00-lower_effects",
             "01-concretize",
             "02-fold",
             "03-simplify",

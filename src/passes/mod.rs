@@ -14,14 +14,26 @@
 //!
 //! Users embed their own passes by implementing [`Pass`] and adding, removing or reordering
 //! entries of a pipeline by name.
+//!
+//! Two things every pipeline does whatever its passes, so that no choice of passes changes
+//! what a graph means or lets a broken pass through:
+//! - **Effect lowering comes first.** [`lower_effects`] (assign → its value, group → `true`)
+//!   is not an entry of the editable list ([`Pipeline::names`]): it cannot be removed or
+//!   reordered, and runs before the first entry, in [`Pipeline::empty`] too. It shows up in
+//!   reports as the first pass and in dumps as `00-lower_effects.txt`, next to `00-input.txt`
+//!   (stage 0, before the editable passes, whose files keep their numbers `01`, `02`, ...).
+//! - **The verifier runs after every pass** ([`verify`]), after each member of a [`Fixpoint`]
+//!   too; a broken invariant is [`Error::Internal`] naming the pass.
 
 pub mod concretize;
 pub mod cse;
 pub mod dce;
 pub mod fold;
 pub mod fusion;
+pub mod lower_effects;
 pub mod memplan;
 pub mod simplify;
+pub mod verify;
 
 use crate::error::{Error, Result};
 use crate::graph::{GraphData, NodeId};
@@ -97,6 +109,20 @@ pub trait Pass: Send + Sync {
     fn name(&self) -> &str;
     /// Rewrites the program; returns whether anything changed.
     fn run(&self, p: &mut Program, opts: &PassOptions) -> Result<bool>;
+    /// [`Pass::run`], calling `check` with a pass name and the program after each step that
+    /// may break the program's invariants (the pipeline's verifier). The default checks once,
+    /// under [`Pass::name`]; a group of passes checks after each member, so that a broken
+    /// member is named (`cleanup/simplify`).
+    fn run_checked(
+        &self,
+        p: &mut Program,
+        opts: &PassOptions,
+        check: &mut dyn FnMut(&str, &Program) -> Result<()>,
+    ) -> Result<bool> {
+        let changed = self.run(p, opts)?;
+        check(self.name(), p)?;
+        Ok(changed)
+    }
 }
 
 /// Runs a group of passes again and again until none changes the program (or `max_rounds`).
@@ -128,11 +154,21 @@ impl Pass for Fixpoint {
         &self.name
     }
     fn run(&self, p: &mut Program, opts: &PassOptions) -> Result<bool> {
+        self.run_checked(p, opts, &mut |_, _| Ok(()))
+    }
+    fn run_checked(
+        &self,
+        p: &mut Program,
+        opts: &PassOptions,
+        check: &mut dyn FnMut(&str, &Program) -> Result<()>,
+    ) -> Result<bool> {
         let mut any = false;
         for _ in 0..self.max_rounds {
             let mut changed = false;
             for pass in &self.passes {
-                changed |= pass.run(p, opts)?;
+                changed |= pass.run_checked(p, opts, &mut |name, p| {
+                    check(&format!("{}/{name}", self.name), p)
+                })?;
             }
             any |= changed;
             if !changed {
@@ -163,12 +199,14 @@ pub struct PipelineReport {
     pub nodes_before: usize,
     /// One record per pass, in order.
     pub passes: Vec<PassRecord>,
+    /// Wall time spent in the verifier after the passes (not counted in their times).
+    pub verify_time: Duration,
 }
 
 impl PipelineReport {
-    /// Total time in all passes.
+    /// Total time in all passes and the verifier.
     pub fn total_time(&self) -> Duration {
-        self.passes.iter().map(|p| p.time).sum()
+        self.passes.iter().map(|p| p.time).sum::<Duration>() + self.verify_time
     }
 }
 
@@ -194,6 +232,12 @@ impl std::fmt::Display for PipelineReport {
                 p.nodes_after
             )?;
         }
+        writeln!(
+            f,
+            "{:<16} {:>8.3}ms",
+            "(verifier)",
+            self.verify_time.as_secs_f64() * 1e3
+        )?;
         write!(
             f,
             "{:<16} {:>8.3}ms",
@@ -203,20 +247,28 @@ impl std::fmt::Display for PipelineReport {
     }
 }
 
-/// An ordered list of named passes.
+/// An ordered list of named passes, after the mandatory effect lowering and each followed by
+/// the verifier (see the module docs).
 ///
 /// ```
 /// use kiln::passes::{Pipeline, cse::Cse};
 /// let mut p = Pipeline::default();
 /// assert!(p.names().contains(&"cse".to_string()));
+/// assert!(!p.remove("lower_effects")); // mandatory: not in the editable list
 /// p.remove("cse");
 /// p.insert_after("fold", Box::new(Cse));
 /// ```
 pub struct Pipeline {
     passes: Vec<Box<dyn Pass>>,
     dump_dir: Option<PathBuf>,
+    verify: bool,
     /// Options handed to every pass.
     pub options: PassOptions,
+}
+
+/// Whether pipelines verify by default: yes, unless `KILN_VERIFY=0` (see [`verify`]).
+fn verify_default() -> bool {
+    std::env::var_os("KILN_VERIFY").is_none_or(|v| v != "0")
 }
 
 impl Default for Pipeline {
@@ -243,22 +295,32 @@ impl Default for Pipeline {
                 Box::new(memplan::MemPlan),
             ],
             dump_dir: std::env::var_os("KILN_DUMP").map(PathBuf::from),
+            verify: verify_default(),
             options: PassOptions::default(),
         }
     }
 }
 
 impl Pipeline {
-    /// A pipeline with no passes.
+    /// A pipeline with no editable passes (it still lowers effects and verifies).
     pub fn empty() -> Pipeline {
         Pipeline {
             passes: vec![],
             dump_dir: None,
+            verify: verify_default(),
             options: PassOptions::default(),
         }
     }
 
-    /// The pass names, in order.
+    /// Turns the verifier after each pass on or off (on by default, off with
+    /// `KILN_VERIFY=0`).
+    pub fn verify(&mut self, on: bool) -> &mut Pipeline {
+        self.verify = on;
+        self
+    }
+
+    /// The editable pass names, in order (the mandatory [`lower_effects`] runs before them
+    /// and is not listed).
     pub fn names(&self) -> Vec<String> {
         self.passes.iter().map(|p| p.name().to_string()).collect()
     }
@@ -269,25 +331,32 @@ impl Pipeline {
         self
     }
 
-    /// Removes every pass named `name`; returns whether one was found.
+    /// Removes every pass named `name`; returns whether one was found (never for the
+    /// mandatory `lower_effects`, which is not in the list).
     pub fn remove(&mut self, name: &str) -> bool {
         let n = self.passes.len();
         self.passes.retain(|p| p.name() != name);
         self.passes.len() != n
     }
 
-    /// Inserts `pass` after the first pass named `after` (at the end if there is none).
+    /// Inserts `pass` after the first pass named `after` (at the end if there is none; first
+    /// for `lower_effects`, which always runs before the list).
     pub fn insert_after(&mut self, after: &str, pass: Box<dyn Pass>) -> &mut Pipeline {
-        let at = self
-            .passes
-            .iter()
-            .position(|p| p.name() == after)
-            .map_or(self.passes.len(), |i| i + 1);
+        let at = if after == lower_effects::NAME {
+            0
+        } else {
+            self.passes
+                .iter()
+                .position(|p| p.name() == after)
+                .map_or(self.passes.len(), |i| i + 1)
+        };
         self.passes.insert(at, pass);
         self
     }
 
     /// Inserts `pass` before the first pass named `before` (at the end if there is none).
+    /// Nothing runs before `lower_effects`: naming it inserts at the end, as for any name
+    /// that is not in the list.
     pub fn insert_before(&mut self, before: &str, pass: Box<dyn Pass>) -> &mut Pipeline {
         let at = self
             .passes
@@ -304,12 +373,15 @@ impl Pipeline {
         self
     }
 
-    /// Runs every pass in order.
+    /// Runs effect lowering, then every pass in order, verifying after each (if on).
+    ///
+    /// A pass that changes the program after a memory plan was made discards the plan (it
+    /// no longer describes the program); the backend then plans again.
     pub fn run(&self, p: &mut Program) -> Result<PipelineReport> {
         p.graph.check()?;
         let mut report = PipelineReport {
             nodes_before: p.live_order().len(),
-            passes: vec![],
+            ..PipelineReport::default()
         };
         if let Some(dir) = &self.dump_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -317,10 +389,38 @@ impl Pipeline {
             })?;
             write_dump(dir, 0, "input", p)?;
         }
-        for (i, pass) in self.passes.iter().enumerate() {
+        let mut verifier = verify::Verifier::new();
+        let batch = self.options.batch;
+        let verify_time = std::cell::Cell::new(Duration::ZERO);
+        let mut check = |name: &str, p: &Program| {
             let t = Instant::now();
-            let changed = pass.run(p, &self.options)?;
-            let time = t.elapsed();
+            let r = verifier.check(p, name, batch);
+            verify_time.set(verify_time.get() + t.elapsed());
+            r
+        };
+        let lowering: &dyn Pass = &lower_effects::LowerEffects;
+        let all = std::iter::once((0, lowering)).chain(
+            self.passes
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (i + 1, b.as_ref())),
+        );
+        for (i, pass) in all {
+            let planned = p.memory.is_some();
+            let t = Instant::now();
+            let changed = if self.verify {
+                pass.run_checked(p, &self.options, &mut check)?
+            } else {
+                pass.run(p, &self.options)?
+            };
+            // The verifier's share of this step is reported apart.
+            let time = t
+                .elapsed()
+                .saturating_sub(verify_time.get() - report.verify_time);
+            report.verify_time = verify_time.get();
+            if changed && planned {
+                p.memory = None;
+            }
             report.passes.push(PassRecord {
                 name: pass.name().to_string(),
                 time,
@@ -328,7 +428,7 @@ impl Pipeline {
                 nodes_after: p.live_order().len(),
             });
             if let Some(dir) = &self.dump_dir {
-                write_dump(dir, i + 1, pass.name(), p)?;
+                write_dump(dir, i, pass.name(), p)?;
             }
         }
         Ok(report)

@@ -24,6 +24,9 @@
 //! - `exp(log(x)) -> x` where `x` is provably non-negative (the output of `exp`, `sigmoid`,
 //!   `sqrt`, `abs` or `x*x`): exact in real arithmetic, not in floating point;
 //! - `reduce_sum(reduce_sum(x, a), b) -> reduce_sum(x, a ∪ b)`: reassociates the sum.
+//!
+//! Effects are not simplify's business: `assign` and `group` are gone before any editable
+//! pass runs ([`super::lower_effects`], mandatory).
 
 use super::{Pass, PassOptions, Program};
 use crate::array::{Array, ConstValue};
@@ -173,14 +176,6 @@ fn rule(g: &GraphData, id: NodeId, opts: &PassOptions) -> Option<Rewrite> {
         }
         Op::Cast(d) if *d == g.node(ins[0]).ty.dtype => Some(Rewrite::Use(ins[0])),
         Op::StopGradient => Some(Rewrite::Use(ins[0])),
-        // Effects are collected from the user's graph before the pipeline runs (see
-        // graph::effects); inside a program an assign is its value and a group is `true`.
-        Op::Assign => Some(Rewrite::Use(ins[1])),
-        Op::Group => Some(Rewrite::New(
-            Op::Constant(ConstValue(Arc::new(Array::scalar(true)))),
-            vec![],
-            None,
-        )),
         Op::Where if ins[1] == ins[2] => Some(Rewrite::Use(ins[1])),
         Op::Reduce {
             op: ReduceOp::Sum,
