@@ -109,21 +109,25 @@ pub trait Pass: Send + Sync {
     fn name(&self) -> &str;
     /// Rewrites the program; returns whether anything changed.
     fn run(&self, p: &mut Program, opts: &PassOptions) -> Result<bool>;
-    /// [`Pass::run`], calling `check` with a pass name and the program after each step that
-    /// may break the program's invariants (the pipeline's verifier). The default checks once,
-    /// under [`Pass::name`]; a group of passes checks after each member, so that a broken
-    /// member is named (`cleanup/simplify`).
+    /// [`Pass::run`], calling `after` after each step with the step's name, whether it
+    /// changed the program, and the program: the pipeline drops a memory plan made stale
+    /// there and runs the verifier. The default is one step, under [`Pass::name`]; a group
+    /// of passes calls it after each member, so that a broken member is named
+    /// (`cleanup/simplify`).
     fn run_checked(
         &self,
         p: &mut Program,
         opts: &PassOptions,
-        check: &mut dyn FnMut(&str, &Program) -> Result<()>,
+        after: &mut AfterStep<'_>,
     ) -> Result<bool> {
         let changed = self.run(p, opts)?;
-        check(self.name(), p)?;
+        after(self.name(), changed, p)?;
         Ok(changed)
     }
 }
+
+/// What a pipeline does after each step of a pass (see [`Pass::run_checked`]).
+pub type AfterStep<'a> = dyn FnMut(&str, bool, &mut Program) -> Result<()> + 'a;
 
 /// Runs a group of passes again and again until none changes the program (or `max_rounds`).
 pub struct Fixpoint {
@@ -154,20 +158,20 @@ impl Pass for Fixpoint {
         &self.name
     }
     fn run(&self, p: &mut Program, opts: &PassOptions) -> Result<bool> {
-        self.run_checked(p, opts, &mut |_, _| Ok(()))
+        self.run_checked(p, opts, &mut |_, _, _| Ok(()))
     }
     fn run_checked(
         &self,
         p: &mut Program,
         opts: &PassOptions,
-        check: &mut dyn FnMut(&str, &Program) -> Result<()>,
+        after: &mut AfterStep<'_>,
     ) -> Result<bool> {
         let mut any = false;
         for _ in 0..self.max_rounds {
             let mut changed = false;
             for pass in &self.passes {
-                changed |= pass.run_checked(p, opts, &mut |name, p| {
-                    check(&format!("{}/{name}", self.name), p)
+                changed |= pass.run_checked(p, opts, &mut |name, c, p| {
+                    after(&format!("{}/{name}", self.name), c, p)
                 })?;
             }
             any |= changed;
@@ -375,8 +379,9 @@ impl Pipeline {
 
     /// Runs effect lowering, then every pass in order, verifying after each (if on).
     ///
-    /// A pass that changes the program after a memory plan was made discards the plan (it
-    /// no longer describes the program); the backend then plans again.
+    /// A pass (or group member) that changes the program after a memory plan was made, and
+    /// does not plan again itself, discards the plan (it would describe another program);
+    /// the backend then plans again.
     pub fn run(&self, p: &mut Program) -> Result<PipelineReport> {
         p.graph.check()?;
         let mut report = PipelineReport {
@@ -392,7 +397,17 @@ impl Pipeline {
         let mut verifier = verify::Verifier::new();
         let batch = self.options.batch;
         let verify_time = std::cell::Cell::new(Duration::ZERO);
-        let mut check = |name: &str, p: &Program| {
+        let mut last_plan = p.memory.clone();
+        let mut after = |name: &str, changed: bool, p: &mut Program| {
+            // A step that changed the program but not the plan made before it leaves a plan
+            // of another program: drop it (the backend plans again).
+            if changed && p.memory.is_some() && p.memory == last_plan {
+                p.memory = None;
+            }
+            last_plan.clone_from(&p.memory);
+            if !self.verify {
+                return Ok(());
+            }
             let t = Instant::now();
             let r = verifier.check(p, name, batch);
             verify_time.set(verify_time.get() + t.elapsed());
@@ -406,21 +421,13 @@ impl Pipeline {
                 .map(|(i, b)| (i + 1, b.as_ref())),
         );
         for (i, pass) in all {
-            let planned = p.memory.is_some();
             let t = Instant::now();
-            let changed = if self.verify {
-                pass.run_checked(p, &self.options, &mut check)?
-            } else {
-                pass.run(p, &self.options)?
-            };
+            let changed = pass.run_checked(p, &self.options, &mut after)?;
             // The verifier's share of this step is reported apart.
             let time = t
                 .elapsed()
                 .saturating_sub(verify_time.get() - report.verify_time);
             report.verify_time = verify_time.get();
-            if changed && planned {
-                p.memory = None;
-            }
             report.passes.push(PassRecord {
                 name: pass.name().to_string(),
                 time,
