@@ -9,10 +9,6 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Io(format!("{}: {what}: {e}", path.display()))
-}
-
 /// Replaces `path` with `bytes`, atomically.
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
@@ -21,19 +17,22 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let file_name = path
         .file_name()
-        .ok_or_else(|| Error::Io(format!("{}: not a file path", path.display())))?;
+        .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         file_name.to_string_lossy(),
         std::process::id()
     ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
+        let mut f = std::fs::File::create(&tmp)
+            .map_err(|e| Error::io(&tmp, "cannot create the temporary file", e))?;
         f.write_all(bytes)
-            .map_err(|e| io_err(&tmp, "cannot write", e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, "cannot sync", e))?;
+            .map_err(|e| Error::io(&tmp, "cannot write the temporary file", e))?;
+        f.sync_all()
+            .map_err(|e| Error::io(&tmp, "cannot sync the temporary file", e))?;
         drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, "cannot replace", e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io(path, "cannot replace the file with its new version", e))?;
         // Make the rename durable (best effort: not every platform opens directories).
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();

@@ -47,8 +47,9 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
-fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Io(format!("{}: {what}: {e}", path.display()))
+/// The checkpoint at `path` cannot be used: `what`, `detail`.
+fn bad(path: &Path, what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::invalid_file(path, format!("{what}: {detail}"))
 }
 
 fn to_bytes(a: &Array) -> Vec<u8> {
@@ -147,7 +148,9 @@ pub fn write(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<()> {
         .map(|(n, b, a)| {
             TensorView::new(st_dtype(a.dtype()), a.shape().to_vec(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| io_err(path, "cannot encode", format!("{n:?}: {e}")))
+                .map_err(|e| {
+                    Error::Internal(format!("{}: cannot encode {n:?}: {e}", path.display()))
+                })
         })
         .collect::<Result<_>>()?;
     let mut meta = ckpt.metadata.clone();
@@ -155,8 +158,12 @@ pub fn write(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<()> {
     let sum = checksum(&ckpt.tensors, &meta);
     meta.insert("kiln.checksum".into(), sum);
     let meta: HashMap<String, String> = meta.into_iter().collect();
-    let data =
-        safetensors::serialize(views, &Some(meta)).map_err(|e| io_err(path, "cannot encode", e))?;
+    let data = safetensors::serialize(views, &Some(meta)).map_err(|e| {
+        Error::Internal(format!(
+            "{}: cannot encode the checkpoint: {e}",
+            path.display()
+        ))
+    })?;
 
     crate::atomic::write(path, &data)
 }
@@ -165,16 +172,16 @@ pub fn write(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<()> {
 /// whose bytes do not match its shape, or a checksum mismatch is an error naming the file.
 pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let data = std::fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+    let data = std::fs::read(path).map_err(|e| Error::io(path, "cannot read the checkpoint", e))?;
     let st = SafeTensors::deserialize(&data).map_err(|e| {
-        io_err(
+        bad(
             path,
             "not a valid safetensors file (truncated or corrupted?)",
             format!("{e:?}"),
         )
     })?;
     let (_, meta) = SafeTensors::read_metadata(&data)
-        .map_err(|e| io_err(path, "not a valid safetensors file", format!("{e:?}")))?;
+        .map_err(|e| bad(path, "not a valid safetensors file", format!("{e:?}")))?;
     let mut ckpt = Checkpoint {
         metadata: meta
             .metadata()
@@ -185,7 +192,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         ..Default::default()
     };
     for (name, view) in st.iter() {
-        let a = from_view(name, &view).map_err(|m| io_err(path, "bad tensor", m))?;
+        let a = from_view(name, &view).map_err(|m| bad(path, "bad tensor", m))?;
         ckpt.tensors.insert(name.to_string(), a);
     }
     // A file kiln wrote must carry its checksum; files from other writers (Python's
@@ -196,7 +203,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         Some(want) => {
             let got = checksum(&ckpt.tensors, &ckpt.metadata);
             if &got != want {
-                return Err(io_err(
+                return Err(bad(
                     path,
                     "corrupted",
                     format!("checksum is {got}, the header says {want}"),
@@ -204,7 +211,7 @@ pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
             }
         }
         None if from_kiln => {
-            return Err(io_err(path, "corrupted", "the kiln checksum is missing"));
+            return Err(bad(path, "corrupted", "the kiln checksum is missing"));
         }
         None => {}
     }
@@ -251,15 +258,14 @@ impl Session {
             }
         }
         if !problems.is_empty() {
-            return Err(Error::Io(format!(
-                "restore from {}: {}; no variable was changed",
-                path.display(),
-                problems.join("; ")
-            )));
+            return Err(Error::invalid_file(
+                path,
+                format!("restore: {}; no variable was changed", problems.join("; ")),
+            ));
         }
         let runs = match ckpt.metadata.get("kiln.runs") {
             Some(r) => Some(r.parse::<u64>().map_err(|_| {
-                io_err(
+                bad(
                     path,
                     "corrupted",
                     format!("kiln.runs is {r:?}, not a number"),

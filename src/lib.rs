@@ -36,6 +36,8 @@ pub mod jit;
 pub mod kernel;
 pub mod nn;
 pub mod passes;
+/// Training curves as SVG (plotters): only with the default-on `ui` feature.
+#[cfg(feature = "ui")]
 pub mod plot;
 pub mod progress;
 pub mod rng;
@@ -46,9 +48,10 @@ pub mod text;
 pub mod threads;
 pub mod train;
 
-/// The README's examples, compiled and run as doctests so the front door stays correct.
+/// The README's examples, compiled and run as doctests so the front door stays correct. The
+/// README describes the default build, whose `ui` feature its `history.plot` needs.
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "ui"))]
 pub struct ReadmeDoctests;
 
 pub use array::{Array, ArrayData, Element};

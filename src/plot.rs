@@ -42,7 +42,9 @@ const MARKER_EPOCHS: usize = 30;
 /// in a second colour next to their training counterpart, with a legend.
 ///
 /// Non-finite values (NaN, ±inf) are skipped and break the curve. An empty map, or one with
-/// no values at all, is [`Error::Invalid`]; a file that cannot be written is [`Error::Io`].
+/// no values at all, is [`Error::Invalid`]; a file that cannot be written is [`Error::Io`]
+/// (rendering into memory cannot fail on any input, so a failure there is
+/// [`Error::Internal`]).
 ///
 /// ```
 /// use std::collections::BTreeMap;
@@ -76,7 +78,7 @@ pub fn plot_curves(
     }
     let panels = panels(series);
     let svg = render(&panels, epochs, title)
-        .map_err(|e| Error::Io(format!("{}: cannot render plot: {e}", path.display())))?;
+        .map_err(|e| Error::Internal(format!("{}: cannot render the plot: {e}", path.display())))?;
     crate::atomic::write(path, svg.as_bytes())
 }
 

@@ -13,18 +13,35 @@
 //!   limits how often the terminal is redrawn.
 //! - **Never panics.** Output errors (a closed pipe, a full disk) are ignored: losing a progress
 //!   line must not lose a training run.
+//! - **The bar is optional.** It needs indicatif, which sits behind the default-on `ui` cargo
+//!   feature. Without the feature there is no bar: [`Verbosity::auto`] picks lines, and
+//!   [`Verbosity::Bar`] prints the same per-epoch lines as [`Verbosity::Lines`], so an embedder
+//!   that builds kiln with `default-features = false` keeps every call working.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+#[cfg(feature = "ui")]
+use std::io::IsTerminal;
+use std::io::Write;
+use std::time::Duration;
+#[cfg(feature = "ui")]
+use std::time::Instant;
 
+#[cfg(feature = "ui")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A live bar: indicatif's with the `ui` feature; without it no bar can exist.
+#[cfg(feature = "ui")]
+type Bar = ProgressBar;
+#[cfg(not(feature = "ui"))]
+type Bar = std::convert::Infallible;
 
 /// The least time between two rebuilds of the bar's metrics message.
 pub const MESSAGE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Bar layout while an epoch runs.
+#[cfg(feature = "ui")]
 const RUNNING_TEMPLATE: &str = "{prefix} [{bar:30}] {pos}/{len} ETA {eta} {msg}";
 /// Bar layout once the epoch is over: the ETA gives way to the time taken (in the message).
+#[cfg(feature = "ui")]
 const DONE_TEMPLATE: &str = "{prefix} [{bar:30}] {pos}/{len} {msg}";
 
 /// How much `fit` reports while it trains; Keras' `verbose=0`, `1` and `2`.
@@ -32,7 +49,8 @@ const DONE_TEMPLATE: &str = "{prefix} [{bar:30}] {pos}/{len} {msg}";
 pub enum Verbosity {
     /// Nothing at all (`verbose=0`).
     Silent,
-    /// A live progress bar per epoch on stderr (`verbose=1`).
+    /// A live progress bar per epoch on stderr (`verbose=1`); without the `ui` feature, the
+    /// same lines as [`Verbosity::Lines`].
     Bar,
     /// One line per epoch on stdout (`verbose=2`).
     Lines,
@@ -40,13 +58,13 @@ pub enum Verbosity {
 
 impl Verbosity {
     /// [`Verbosity::Bar`] when stderr is a terminal, [`Verbosity::Lines`] otherwise (a pipe,
-    /// a log file, CI).
+    /// a log file, CI, or a build without the `ui` feature).
     pub fn auto() -> Verbosity {
+        #[cfg(feature = "ui")]
         if std::io::stderr().is_terminal() {
-            Verbosity::Bar
-        } else {
-            Verbosity::Lines
+            return Verbosity::Bar;
         }
+        Verbosity::Lines
     }
 }
 
@@ -67,10 +85,13 @@ impl Verbosity {
 pub struct Progress {
     verbosity: Verbosity,
     epochs: usize,
+    #[cfg(feature = "ui")]
     steps_per_epoch: usize,
     /// Where bars draw; `None` means stderr (made fresh per epoch).
+    #[cfg(feature = "ui")]
     target: Option<fn() -> ProgressDrawTarget>,
-    bar: Option<ProgressBar>,
+    bar: Option<Bar>,
+    #[cfg(feature = "ui")]
     last_message: Option<Instant>,
 }
 
@@ -78,12 +99,21 @@ impl Progress {
     /// A reporter for `epochs` epochs of `steps_per_epoch` batches each (0 if unknown: the bar
     /// then counts batches without a length or ETA).
     pub fn new(verbosity: Verbosity, epochs: usize, steps_per_epoch: usize) -> Progress {
+        #[cfg(not(feature = "ui"))]
+        let _ = steps_per_epoch; // only a bar shows steps
+        let verbosity = match verbosity {
+            Verbosity::Bar if !cfg!(feature = "ui") => Verbosity::Lines,
+            v => v,
+        };
         Progress {
             verbosity,
             epochs,
+            #[cfg(feature = "ui")]
             steps_per_epoch,
+            #[cfg(feature = "ui")]
             target: None,
             bar: None,
+            #[cfg(feature = "ui")]
             last_message: None,
         }
     }
@@ -95,7 +125,7 @@ impl Progress {
     }
 
     /// Like [`Progress::new`], with bars drawn to `target()` instead of stderr (for tests).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "ui"))]
     pub(crate) fn with_target(
         verbosity: Verbosity,
         epochs: usize,
@@ -110,9 +140,50 @@ impl Progress {
 
     /// Starts epoch `epoch` (0-based): in bar mode, a new bar prefixed `Epoch {epoch+1}/{epochs}`.
     pub fn begin_epoch(&mut self, epoch: usize) {
-        if self.verbosity != Verbosity::Bar {
-            return;
+        if self.verbosity == Verbosity::Bar {
+            self.start_bar(epoch);
         }
+    }
+
+    /// Reports that batch `step` (0-based) of the current epoch is done; `running` holds the
+    /// running means of the metrics so far. Does nothing outside bar mode.
+    pub fn step(&mut self, step: usize, running: &[(&str, f64)]) {
+        if self.bar.is_some() {
+            self.advance_bar(step, running);
+        }
+    }
+
+    /// Ends epoch `epoch` (0-based) with its final `logs` (training and validation metrics)
+    /// and the `seconds` it took: bar mode finishes the bar with them, line mode prints
+    /// [`format_epoch_line`] to stdout.
+    pub fn end_epoch(&mut self, epoch: usize, logs: &[(&str, f64)], seconds: f64) {
+        match self.verbosity {
+            Verbosity::Silent => {}
+            Verbosity::Bar => self.finish_bar(logs, seconds),
+            Verbosity::Lines => {
+                let line = format_epoch_line(epoch, self.epochs, logs, seconds);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+/// Without the `ui` feature [`Progress::new`] turns `Bar` into `Lines`, so no bar is ever
+/// started and these are never reached.
+#[cfg(not(feature = "ui"))]
+impl Progress {
+    fn start_bar(&mut self, _epoch: usize) {}
+    fn advance_bar(&mut self, _step: usize, _running: &[(&str, f64)]) {}
+    fn finish_bar(&mut self, _logs: &[(&str, f64)], _seconds: f64) {}
+}
+
+/// The bar, drawn with indicatif.
+#[cfg(feature = "ui")]
+impl Progress {
+    /// A new bar for epoch `epoch`, prefixed `Epoch {epoch+1}/{epochs}`.
+    fn start_bar(&mut self, epoch: usize) {
         if let Some(old) = self.bar.take() {
             // The previous epoch was not ended: leave its bar where it stopped.
             old.abandon();
@@ -126,9 +197,8 @@ impl Progress {
         self.last_message = None;
     }
 
-    /// Reports that batch `step` (0-based) of the current epoch is done; `running` holds the
-    /// running means of the metrics so far. Does nothing outside bar mode.
-    pub fn step(&mut self, step: usize, running: &[(&str, f64)]) {
+    /// Moves the bar to `step + 1` and refreshes its metrics message when due.
+    fn advance_bar(&mut self, step: usize, running: &[(&str, f64)]) {
         let Some(bar) = &self.bar else { return };
         bar.set_position(step as u64 + 1);
         let now = Instant::now();
@@ -141,34 +211,22 @@ impl Progress {
         }
     }
 
-    /// Ends epoch `epoch` (0-based) with its final `logs` (training and validation metrics)
-    /// and the `seconds` it took: bar mode finishes the bar with them, line mode prints
-    /// [`format_epoch_line`] to stdout.
-    pub fn end_epoch(&mut self, epoch: usize, logs: &[(&str, f64)], seconds: f64) {
-        match self.verbosity {
-            Verbosity::Silent => {}
-            Verbosity::Bar => {
-                if let Some(bar) = self.bar.take() {
-                    bar.set_style(style(DONE_TEMPLATE));
-                    let mut msg = format!("- {}", format_seconds(seconds));
-                    if !logs.is_empty() {
-                        msg.push_str(" - ");
-                        msg.push_str(&format_metrics(logs, " - "));
-                    }
-                    bar.finish_with_message(msg);
-                }
+    /// Finishes the bar with the epoch's time and final logs.
+    fn finish_bar(&mut self, logs: &[(&str, f64)], seconds: f64) {
+        if let Some(bar) = self.bar.take() {
+            bar.set_style(style(DONE_TEMPLATE));
+            let mut msg = format!("- {}", format_seconds(seconds));
+            if !logs.is_empty() {
+                msg.push_str(" - ");
+                msg.push_str(&format_metrics(logs, " - "));
             }
-            Verbosity::Lines => {
-                let line = format_epoch_line(epoch, self.epochs, logs, seconds);
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
+            bar.finish_with_message(msg);
         }
     }
 }
 
 /// The bar style for `template`, falling back to indicatif's default if it were rejected.
+#[cfg(feature = "ui")]
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .map(|s| s.progress_chars("=> "))
@@ -177,6 +235,7 @@ fn style(template: &str) -> ProgressStyle {
 
 /// `name: value` pairs with four decimals, joined by `sep` (`loss 0.2345` style when `sep`
 /// is a space and the colon would be noise, so the bar message drops it).
+#[cfg(any(feature = "ui", test))]
 fn format_metrics(logs: &[(&str, f64)], sep: &str) -> String {
     let colon = if sep == " " { "" } else { ":" };
     logs.iter()
@@ -273,6 +332,17 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "ui"))]
+    fn bar_mode_prints_lines_without_the_ui_feature() {
+        let mut p = Progress::new(Verbosity::Bar, 2, 5);
+        assert_eq!(p.verbosity, Verbosity::Lines);
+        run(&mut p, 2, 5);
+        assert!(p.bar.is_none() && !p.shows_steps());
+        assert_eq!(Verbosity::auto(), Verbosity::Lines);
+    }
+
+    #[test]
+    #[cfg(feature = "ui")]
     fn bar_mode_hidden_runs() {
         let mut p = Progress::with_target(Verbosity::Bar, 3, 50, ProgressDrawTarget::hidden);
         p.begin_epoch(0);

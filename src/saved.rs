@@ -44,7 +44,7 @@ pub const VARIABLES_FILE: &str = "variables.safetensors";
 pub fn save(dir: impl AsRef<Path>, session: &Session) -> Result<()> {
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Io(format!("{}: cannot create directory: {e}", dir.display())))?;
+        .map_err(|e| Error::io(dir, "cannot create the saved-model directory", e))?;
     let text = session.graph().dump();
     crate::atomic::write(&dir.join(GRAPH_FILE), text.as_bytes())?;
     session.save(dir.join(VARIABLES_FILE))
@@ -60,8 +60,8 @@ pub fn load_with_backend(dir: impl AsRef<Path>, backend: Backend) -> Result<(Gra
     let dir = dir.as_ref();
     let path = dir.join(GRAPH_FILE);
     let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
-    let graph = Graph::parse(&text).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::io(&path, "cannot read the saved graph", e))?;
+    let graph = Graph::parse(&text).map_err(|e| Error::invalid_file(&path, e.to_string()))?;
     let mut session = Session::with_backend(&graph, backend)?;
     session.restore(dir.join(VARIABLES_FILE))?;
     Ok((graph, session))

@@ -46,10 +46,12 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// The message of a file error: [`Error::InvalidFile`] (the contents are wrong) or
+/// [`Error::Io`] (the OS refused), which both name the path.
 fn io_msg<T: std::fmt::Debug>(r: kiln::Result<T>) -> String {
     match r {
-        Err(Error::Io(m)) => m,
-        other => panic!("expected Error::Io, got {other:?}"),
+        Err(e @ (Error::InvalidFile { .. } | Error::Io { .. })) => e.to_string(),
+        other => panic!("expected a file error, got {other:?}"),
     }
 }
 
@@ -215,6 +217,17 @@ fn csv_errors_name_file_line_and_column() {
     ));
     let m = io_msg(data::read_csv(root().join("no/such.csv")));
     assert!(m.contains("no/such.csv"), "{m}");
+    // A missing file is the OS's refusal, with its error kept as the source.
+    match data::read_csv(root().join("no/such.csv")) {
+        Err(Error::Io { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+    // Wrong contents are not an I/O failure.
+    let f = Temp::new("extra.csv", b"a,label\n1,x,9\n");
+    assert!(matches!(
+        data::read_csv(&f.0),
+        Err(Error::InvalidFile { .. })
+    ));
 }
 
 #[test]

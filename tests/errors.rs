@@ -183,3 +183,47 @@ fn composite_errors_point_at_the_user_line() {
         "{msg}"
     );
 }
+
+/// `{}` is the error's own message, `{:?}` adds its causes (what `fn main() -> Result`
+/// prints), `{:#?}` shows the variant and fields.
+#[test]
+fn io_errors_keep_their_source_and_print_for_people() {
+    let missing = std::env::temp_dir().join("kiln-no-such-dir/x.csv");
+    let e = kiln::data::read_csv(&missing).unwrap_err();
+    let Error::Io {
+        ref path,
+        ref source,
+        ..
+    } = e
+    else {
+        panic!("expected Error::Io, got {e:#?}");
+    };
+    assert_eq!(path, &missing);
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    let os = source.to_string();
+
+    let display = e.to_string();
+    assert_eq!(
+        display,
+        format!("{}: cannot read the CSV file", missing.display())
+    );
+    assert!(
+        !display.contains(&os),
+        "the cause is not repeated: {display}"
+    );
+
+    let debug = format!("{e:?}");
+    assert_eq!(debug, format!("{display}\n\nCaused by:\n    {os}"));
+
+    let structure = format!("{e:#?}");
+    assert!(structure.starts_with("Io {"), "{structure}");
+    assert!(
+        structure.contains("action: \"cannot read the CSV file\""),
+        "{structure}"
+    );
+
+    // An error without a cause prints its message alone.
+    let e = Error::invalid("bad argument");
+    assert_eq!(format!("{e:?}"), "bad argument");
+    assert_eq!(format!("{e:#?}"), "Invalid(\n    \"bad argument\",\n)");
+}

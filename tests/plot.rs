@@ -139,7 +139,16 @@ fn unwritable_path_is_an_io_error() {
     h.insert("loss".to_string(), vec![1.0, 0.5]);
     let path = std::env::temp_dir().join("kiln-no-such-dir/deeper/curves.svg");
     match plot_curves(&path, &h, "x") {
-        Err(Error::Io(msg)) => assert!(msg.contains("kiln-no-such-dir"), "{msg}"),
+        Err(e @ Error::Io { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("kiln-no-such-dir"), "{msg}");
+            // The OS error is kept as the source, not flattened into the message.
+            let source = std::error::Error::source(&e).expect("an I/O error has a source");
+            let io = source
+                .downcast_ref::<std::sync::Arc<std::io::Error>>()
+                .expect("the source is the shared std::io::Error");
+            assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        }
         other => panic!("expected Io error, got {other:?}"),
     }
 }

@@ -49,7 +49,8 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kiln-run: {e}");
+            // `{:?}` is the message and its causes (see kiln::error).
+            eprintln!("kiln-run: {e:?}");
             ExitCode::FAILURE
         }
     }

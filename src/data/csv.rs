@@ -74,8 +74,8 @@ fn split_fields(line: &str) -> std::result::Result<Vec<String>, String> {
 /// and the first missing (or extra) column.
 pub fn read_csv(path: impl AsRef<Path>) -> Result<Table> {
     let path = path.as_ref();
-    let p = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{p}: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(path, "cannot read the CSV file", e))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut header: Option<Vec<String>> = None;
     let (mut rows, mut lines) = (Vec::new(), Vec::new());
@@ -84,33 +84,40 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Table> {
         if line.trim().is_empty() {
             continue;
         }
-        let fields = split_fields(line).map_err(|m| Error::Io(format!("{p}: line {ln}: {m}")))?;
+        let fields =
+            split_fields(line).map_err(|m| Error::invalid_file(path, format!("line {ln}: {m}")))?;
         let Some(h) = &header else {
             header = Some(fields);
             continue;
         };
         if fields.len() < h.len() {
             let c = fields.len();
-            return Err(Error::Io(format!(
-                "{p}: line {ln}, column {} ({}): missing field (the row has {} fields, the header {})",
-                c + 1,
-                h[c],
-                fields.len(),
-                h.len()
-            )));
+            return Err(Error::invalid_file(
+                path,
+                format!(
+                    "line {ln}, column {} ({}): missing field (the row has {} fields, the header {})",
+                    c + 1,
+                    h[c],
+                    fields.len(),
+                    h.len()
+                ),
+            ));
         }
         if fields.len() > h.len() {
-            return Err(Error::Io(format!(
-                "{p}: line {ln}, column {}: extra field (the row has {} fields, the header {})",
-                h.len() + 1,
-                fields.len(),
-                h.len()
-            )));
+            return Err(Error::invalid_file(
+                path,
+                format!(
+                    "line {ln}, column {}: extra field (the row has {} fields, the header {})",
+                    h.len() + 1,
+                    fields.len(),
+                    h.len()
+                ),
+            ));
         }
         rows.push(fields);
         lines.push(ln);
     }
-    let header = header.ok_or_else(|| Error::Io(format!("{p}: empty file: no header line")))?;
+    let header = header.ok_or_else(|| Error::invalid_file(path, "empty file: no header line"))?;
     Ok(Table {
         header,
         rows,
@@ -154,42 +161,36 @@ pub fn csv_to_features(
     }
     let features: Vec<usize> = (0..t.header.len()).filter(|c| !skip.contains(c)).collect();
     if t.rows.is_empty() {
-        return Err(Error::Io(format!("{p}: no data rows after the header")));
+        return Err(Error::invalid_file(path, "no data rows after the header"));
     }
 
-    let at = |r: usize, c: usize| {
-        format!(
-            "{p}: line {}, column {} ({})",
-            t.lines[r],
-            c + 1,
-            t.header[c]
-        )
-    };
+    let at =
+        |r: usize, c: usize| format!("line {}, column {} ({})", t.lines[r], c + 1, t.header[c]);
     let mut x = Vec::with_capacity(t.rows.len() * features.len());
     for (r, row) in t.rows.iter().enumerate() {
         for &c in &features {
             let s = row[c].as_str();
             if s.is_empty() {
-                return Err(Error::Io(format!(
-                    "{}: missing value (empty field)",
-                    at(r, c)
-                )));
+                return Err(Error::invalid_file(
+                    path,
+                    format!("{}: missing value (empty field)", at(r, c)),
+                ));
             }
             match s.parse::<f32>() {
                 Ok(v) if v.is_finite() => x.push(v),
                 _ => {
-                    return Err(Error::Io(format!(
-                        "{}: not a finite number: {s:?}",
-                        at(r, c)
-                    )))
+                    return Err(Error::invalid_file(
+                        path,
+                        format!("{}: not a finite number: {s:?}", at(r, c)),
+                    ))
                 }
             }
         }
         if row[label].is_empty() {
-            return Err(Error::Io(format!(
-                "{}: missing label (empty field)",
-                at(r, label)
-            )));
+            return Err(Error::invalid_file(
+                path,
+                format!("{}: missing label (empty field)", at(r, label)),
+            ));
         }
     }
 

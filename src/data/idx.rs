@@ -50,8 +50,7 @@ fn describe(dims: &[usize], total: usize, items: &str) -> String {
 /// Reads an IDX file of unsigned bytes with `want_dims` dimensions (any if `None`); `items`
 /// names what the elements are in error messages ("labels", "items").
 fn read_raw(path: &Path, want_dims: Option<u8>, items: &str) -> Result<Idx> {
-    let p = path.display();
-    let file = File::open(path).map_err(|e| Error::Io(format!("{p}: {e}")))?;
+    let file = File::open(path).map_err(|e| Error::io(path, "cannot open the IDX file", e))?;
     let buffered = BufReader::with_capacity(1 << 16, file);
     let gz = path
         .extension()
@@ -67,27 +66,36 @@ fn read_raw(path: &Path, want_dims: Option<u8>, items: &str) -> Result<Idx> {
     read_header(&mut r, &mut head, path, 0)?;
     let magic = u32::from_be_bytes(head);
     if head[0] != 0 || head[1] != 0 {
-        return Err(Error::Io(format!(
-            "{p}: bad magic number 0x{magic:08X}: not an IDX file (an IDX header starts with \
-             two zero bytes, then the type byte and the dimension count, e.g. 0x00000803)"
-        )));
+        return Err(Error::invalid_file(
+            path,
+            format!(
+                "bad magic number 0x{magic:08X}: not an IDX file (an IDX header starts with \
+                 two zero bytes, then the type byte and the dimension count, e.g. 0x00000803)"
+            ),
+        ));
     }
     if head[2] != U8 {
-        return Err(Error::Io(format!(
-            "{p}: unsupported IDX element type 0x{:02X} ({}) in magic number 0x{magic:08X}; \
-             only 0x08 (unsigned byte) is supported",
-            head[2],
-            type_name(head[2])
-        )));
+        return Err(Error::invalid_file(
+            path,
+            format!(
+                "unsupported IDX element type 0x{:02X} ({}) in magic number 0x{magic:08X}; \
+                 only 0x08 (unsigned byte) is supported",
+                head[2],
+                type_name(head[2])
+            ),
+        ));
     }
     let nd = head[3];
     if let Some(w) = want_dims {
         if nd != w {
-            return Err(Error::Io(format!(
-                "{p}: magic number 0x{magic:08X} declares {nd} dimensions, expected {w} \
-                 (0x{:08X}) for {items}",
-                0x0800 | w as u32
-            )));
+            return Err(Error::invalid_file(
+                path,
+                format!(
+                    "magic number 0x{magic:08X} declares {nd} dimensions, expected {w} \
+                     (0x{:08X}) for {items}",
+                    0x0800 | w as u32
+                ),
+            ));
         }
     }
     let mut dims_raw = vec![0u8; 4 * nd as usize];
@@ -99,7 +107,7 @@ fn read_raw(path: &Path, want_dims: Option<u8>, items: &str) -> Result<Idx> {
     let total = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| Error::Io(format!("{p}: header dimensions {dims:?} overflow")))?;
+        .ok_or_else(|| Error::invalid_file(path, format!("header dimensions {dims:?} overflow")))?;
 
     let mut data = Vec::with_capacity(total.min(MAX_RESERVE));
     let res = r.read_to_end(&mut data);
@@ -111,19 +119,28 @@ fn read_raw(path: &Path, want_dims: Option<u8>, items: &str) -> Result<Idx> {
         format!("{found} bytes")
     };
     match res {
-        Err(e) if e.kind() == ErrorKind::UnexpectedEof && found < total => Err(Error::Io(format!(
-            "{p}: truncated: header says {want}, {kind} holds {have} before it ends ({e})"
-        ))),
-        Err(e) => Err(Error::Io(format!(
-            "{p}: read error after {found} data bytes: {e}"
-        ))),
-        Ok(_) if found < total => Err(Error::Io(format!(
-            "{p}: truncated: header says {want}, {kind} holds {have}"
-        ))),
-        Ok(_) if found > total => Err(Error::Io(format!(
-            "{p}: {} bytes of trailing data: header says {want}",
-            found - total
-        ))),
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof && found < total => {
+            Err(Error::invalid_file(
+                path,
+                format!("truncated: header says {want}, {kind} holds {have} before it ends ({e})"),
+            ))
+        }
+        Err(e) => Err(Error::io(
+            path,
+            format!("cannot read the IDX data after {found} bytes"),
+            e,
+        )),
+        Ok(_) if found < total => Err(Error::invalid_file(
+            path,
+            format!("truncated: header says {want}, {kind} holds {have}"),
+        )),
+        Ok(_) if found > total => Err(Error::invalid_file(
+            path,
+            format!(
+                "{} bytes of trailing data: header says {want}",
+                found - total
+            ),
+        )),
         Ok(_) => Ok(Idx { dims, data }),
     }
 }
@@ -137,15 +154,17 @@ fn read_header(r: &mut dyn Read, buf: &mut [u8], path: &Path, at: usize) -> Resu
             Ok(k) => got += k,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(Error::io(path, "cannot read the IDX header", e)),
         }
     }
     if got < buf.len() {
-        return Err(Error::Io(format!(
-            "{}: truncated: the file ends inside the IDX header (after {} bytes)",
-            path.display(),
-            at + got
-        )));
+        return Err(Error::invalid_file(
+            path,
+            format!(
+                "truncated: the file ends inside the IDX header (after {} bytes)",
+                at + got
+            ),
+        ));
     }
     Ok(())
 }
@@ -184,15 +203,19 @@ pub fn load_mnist_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> R
         (i, l.join())
     });
     let img = img?;
-    let lab = lab.map_err(|_| Error::Io(format!("{}: reader failed", labels.display())))??;
+    let lab = lab.map_err(|_| {
+        Error::Internal(format!("{}: the reader thread panicked", labels.display()))
+    })??;
     let n = img.dims[0];
     if lab.dims[0] != n {
-        return Err(Error::Io(format!(
-            "{}: holds {} labels but {} holds {n} images",
-            labels.display(),
-            lab.dims[0],
-            images.display()
-        )));
+        return Err(Error::invalid_file(
+            labels,
+            format!(
+                "holds {} labels but {} holds {n} images",
+                lab.dims[0],
+                images.display()
+            ),
+        ));
     }
     let pixels = img.dims[1] * img.dims[2];
     let x: Vec<f32> = img.data.iter().map(|&b| b as f32 / 255.0).collect();
@@ -225,8 +248,12 @@ pub fn load_mnist(dir: impl AsRef<Path>) -> Result<Mnist> {
         (train, test.join())
     });
     let train = train?;
-    let test =
-        test.map_err(|_| Error::Io(format!("{}: test split reader failed", d.display())))??;
+    let test = test.map_err(|_| {
+        Error::Internal(format!(
+            "{}: the test split's reader thread panicked",
+            d.display()
+        ))
+    })??;
     Ok(Mnist {
         train_x: train.x,
         train_y: train.y,

@@ -10,7 +10,9 @@
 //! - preprocessing: [`one_hot`], [`MinMax`] and [`Standard`] scaling;
 //! - [`train_test_split`] (optionally stratified), [`take_rows`] and the [`batches`] iterator.
 //!
-//! Bad files give [`Error::Io`] naming the path and what is wrong; bad arguments give
+//! A file that cannot be read gives [`Error::Io`] (the path, what kiln was doing, and the
+//! OS error as its source); a file whose contents are wrong gives [`Error::InvalidFile`]
+//! naming the path and what is wrong (line and column for CSV); bad arguments give
 //! [`Error::Invalid`]. Nothing here panics on bad input.
 //!
 //! ```no_run

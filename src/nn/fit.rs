@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::graph::{NodeId, Tensor};
 use crate::progress::{Progress, Verbosity};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
 /// Per-epoch values by name (`loss`, `accuracy`, `val_loss`, ...).
@@ -131,8 +130,14 @@ impl History {
     pub fn epochs(&self) -> usize {
         self.history.get("loss").map_or(0, |v| v.len())
     }
-    /// Writes the curves as SVG: loss and validation loss, with each metric beside them.
-    pub fn plot(&self, path: impl AsRef<Path>) -> Result<()> {
+    /// Writes the curves as SVG: loss and validation loss, with each metric beside them
+    /// (see [`crate::plot::plot_curves`]).
+    ///
+    /// Only with the default-on `ui` cargo feature (plotters): a build without it has no
+    /// `plot` at all, so a call to it is a compile error rather than a failure at the end of
+    /// a training run.
+    #[cfg(feature = "ui")]
+    pub fn plot(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         crate::plot::plot_curves(path, &self.history, "training curves")
     }
 }

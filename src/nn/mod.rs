@@ -22,6 +22,7 @@
 //! let history = model.fit(&x_train, &y_train, FitConfig::new()
 //!     .epochs(20).batch_size(128).validation_split(0.1)
 //!     .callback(EarlyStopping::on("val_loss").patience(3).restore_best_weights()))?;
+//! # #[cfg(feature = "ui")] // the SVG needs the default `ui` feature
 //! history.plot("curves.svg")?;
 //! # Ok(()) }
 //! ```

@@ -495,14 +495,16 @@ impl Model {
             }
         }
         if !missing.is_empty() {
-            return Err(Error::Io(format!(
-                "load_weights from {}: missing tensor(s) {}; no weight was changed",
-                path.display(),
-                missing.join(", ")
-            )));
+            return Err(Error::invalid_file(
+                path,
+                format!(
+                    "load_weights: missing tensor(s) {}; no weight was changed",
+                    missing.join(", ")
+                ),
+            ));
         }
         self.set_weights(&ws)
-            .map_err(|e| Error::Io(format!("load_weights from {}: {e}", path.display())))
+            .map_err(|e| Error::invalid_file(path, format!("load_weights: {e}")))
     }
 
     /// The (first) output on `x`, in batches of `batch_size`, with dropout off.

@@ -389,9 +389,8 @@ impl Pipeline {
             ..PipelineReport::default()
         };
         if let Some(dir) = &self.dump_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Io(format!("KILN_DUMP: cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(dir, "KILN_DUMP: cannot create the dump directory", e))?;
             write_dump(dir, 0, "input", p)?;
         }
         let mut verifier = verify::Verifier::new();
@@ -445,7 +444,7 @@ impl Pipeline {
 fn write_dump(dir: &std::path::Path, i: usize, name: &str, p: &Program) -> Result<()> {
     let path = dir.join(format!("{i:02}-{name}.txt"));
     std::fs::write(&path, program_dump(p))
-        .map_err(|e| Error::Io(format!("KILN_DUMP: cannot write {}: {e}", path.display())))
+        .map_err(|e| Error::io(&path, "KILN_DUMP: cannot write the dump", e))
 }
 
 /// The canonical dump of the live part of a program: its nodes, a `return` line with its
