@@ -64,7 +64,7 @@ fn main() -> Result<()> {
     let mut pipeline = Pipeline::default();
     pipeline.options.batch = Some(batch);
     let report = pipeline.run(&mut program)?;
-    let plan = program.memory.clone().unwrap_or_default();
+    let plan = program.memory().cloned().unwrap_or_default();
 
     println!(
         "MLP 784-256-128-10 training step (ReLU, softmax cross-entropy, SGD), batch {batch}\n"
@@ -84,19 +84,25 @@ fn main() -> Result<()> {
     );
     println!(
         "{:<34} {:>12} {:>12}",
-        "intermediate bytes, one buffer each", before_plan.unplanned_bytes, plan.unplanned_bytes
+        "intermediate bytes, one buffer each",
+        before_plan.unplanned_bytes(),
+        plan.unplanned_bytes()
     );
     println!(
         "{:<34} {:>12} {:>12}",
-        "peak intermediate bytes, planned", before_plan.peak_bytes, plan.peak_bytes
+        "peak intermediate bytes, planned",
+        before_plan.peak_bytes(),
+        plan.peak_bytes()
     );
     println!(
         "{:<34} {:>12} {:>12}",
-        "fetched outputs (new weights, loss)", before_plan.output_bytes, plan.output_bytes
+        "fetched outputs (new weights, loss)",
+        before_plan.output_bytes(),
+        plan.output_bytes()
     );
     println!(
         "\npeak intermediate bytes after the pipeline: {:.1}% below the unplanned sum before it",
-        100.0 * (1.0 - plan.peak_bytes as f64 / before_plan.unplanned_bytes.max(1) as f64)
+        100.0 * (1.0 - plan.peak_bytes() as f64 / before_plan.unplanned_bytes().max(1) as f64)
     );
     println!("\npass times:\n{report}");
     Ok(())

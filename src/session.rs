@@ -368,7 +368,7 @@ impl Session {
         };
         let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(t, a)| (t.id(), a)).collect();
         let feed_refs: Vec<&Array> = exe
-            .placeholders
+            .placeholders()
             .iter()
             .map(|(id, _)| {
                 fed.get(id)
@@ -377,7 +377,7 @@ impl Session {
             })
             .collect::<Result<_>>()?;
         let var_refs: Vec<&Array> = exe
-            .variables
+            .variables()
             .iter()
             .map(|(id, _)| {
                 self.vars

@@ -279,7 +279,7 @@ fn dumps_are_written_per_pass() {
 /// Checks a memory plan: two values that are alive at the same time never share a slot,
 /// except a kernel writing over a parameter that dies there (an in-place update).
 fn check_plan(p: &Program) {
-    let plan = p.memory.as_ref().expect("memplan ran");
+    let plan = p.memory().expect("memplan ran");
     let order = p.live_order();
     let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let mut last: HashMap<NodeId, usize> = HashMap::new();
@@ -301,7 +301,7 @@ fn check_plan(p: &Program) {
         }
     }
     let vals: Vec<(NodeId, usize, usize, usize)> = plan
-        .slot_of
+        .slot_of()
         .iter()
         .map(|(&id, &slot)| {
             (
@@ -318,7 +318,7 @@ fn check_plan(p: &Program) {
                 continue;
             }
             let (first, second) = if a.2 <= b.2 { (a, b) } else { (b, a) };
-            let aliased = plan.in_place.contains(&(second.0, first.0))
+            let aliased = plan.in_place().contains(&(second.0, first.0))
                 || matches!(p.graph.node(second.0).op, kiln::Op::Reshape)
                 || matches!(p.graph.node(first.0).op, kiln::Op::Reshape);
             let overlap = first.3 > second.2 || (first.3 == second.2 && !aliased);
@@ -334,7 +334,7 @@ fn check_plan(p: &Program) {
             let t = &p.graph.node(a.0).ty;
             t.shape.numel().unwrap() * t.dtype.size_bytes()
         };
-        assert!(plan.slots[a.1] >= need, "slot too small");
+        assert!(plan.slots()[a.1] >= need, "slot too small");
     }
 }
 
@@ -364,12 +364,12 @@ fn memory_plan_reuses_buffers_along_a_chain() {
     pl.options.batch = Some(1);
     pl.run(&mut p).unwrap();
     check_plan(&p);
-    let plan = p.memory.as_ref().unwrap();
+    let plan = p.memory().unwrap();
     assert!(
-        plan.peak_bytes * 2 <= plan.unplanned_bytes,
+        plan.peak_bytes() * 2 <= plan.unplanned_bytes(),
         "{} vs {}",
-        plan.peak_bytes,
-        plan.unplanned_bytes
+        plan.peak_bytes(),
+        plan.unplanned_bytes()
     );
 }
 

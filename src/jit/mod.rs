@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::graph::op::{Op, RandomDist, Ty};
 use crate::graph::{GraphData, NodeId};
 use crate::kernel::{Core, Kernel, MatOperand};
-use crate::passes::Program;
+use crate::passes::{memplan, Program};
 use codegen::{kernel_signature, Gen, Helpers, Split};
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::types::{F32, F64, I32, I64};
@@ -169,12 +169,24 @@ struct Workspace {
 ///
 /// Executables are `Send + Sync`: several threads may call [`Executable::run`] at once (each
 /// run takes its own workspace from a pool).
+///
+/// Native code trusts what the executable records about its buffers (the types of its
+/// placeholders and variables, its buffer slots), so none of it can be changed from outside:
+/// [`Executable::placeholders`] and [`Executable::variables`] only read.
+///
+/// ```compile_fail,E0616
+/// fn shrink(exe: &mut kiln::jit::Executable) {
+///     exe.placeholders.clear(); // private: feeding a smaller array must stay impossible
+/// }
+/// ```
 pub struct Executable {
     steps: Vec<Step>,
     /// Placeholders, in the order `run` expects their arrays, with concrete types.
-    pub placeholders: Vec<(NodeId, Ty)>,
+    placeholders: Vec<(NodeId, Ty)>,
     /// Variables, in the order `run` expects their arrays, with types.
-    pub variables: Vec<(NodeId, Ty)>,
+    variables: Vec<(NodeId, Ty)>,
+    /// How errors name each placeholder, then each variable (`"x"`, `(placeholder)`).
+    labels: (Vec<String>, Vec<String>),
     outputs: Vec<(Loc, Ty)>,
     /// The type of each distinct output, by its `Loc::Out` index.
     out_tys: Vec<Ty>,
@@ -216,6 +228,20 @@ impl Executable {
         let tile_math = tile_math && vmath::available();
         p.graph.check()?;
         let order = p.live_order();
+        for &id in &order {
+            concrete(&p.graph.node(id).ty)?;
+        }
+        // The buffer assignment: the pipeline's, or (a pipeline without `memplan`) planned
+        // here; validated either way, since kernels write into these slots unchecked.
+        let own_plan;
+        let plan = match p.memory() {
+            Some(plan) => plan,
+            None => {
+                own_plan = memplan::plan(p);
+                &own_plan
+            }
+        };
+        memplan::validate(p, plan)?;
         let mut flag_builder = settings::builder();
         let set = |fb: &mut settings::Builder, k: &str, v: &str| {
             fb.set(k, v)
@@ -244,11 +270,7 @@ impl Executable {
         let mut placeholders = vec![];
         let mut variables = vec![];
         let mut consts = vec![];
-        let plan = p
-            .memory
-            .clone()
-            .unwrap_or_else(|| crate::passes::memplan::plan(p));
-        let mut slot_sizes = plan.slots.clone();
+        let slot_sizes = plan.slots().to_vec();
         let mut outputs = vec![];
         let mut out_index: HashMap<NodeId, usize> = HashMap::new();
         for &o in &p.outputs {
@@ -258,7 +280,6 @@ impl Executable {
         }
         for &id in &order {
             let n = p.graph.node(id);
-            concrete(&n.ty)?;
             let l = match &n.op {
                 Op::Placeholder => {
                     placeholders.push((id, n.ty.clone()));
@@ -272,12 +293,14 @@ impl Executable {
                     consts.push(c.0.clone());
                     Loc::Const(consts.len() - 1)
                 }
-                _ => match (out_index.get(&id), plan.slot_of.get(&id)) {
+                _ => match (out_index.get(&id), plan.slot_of().get(&id)) {
                     (Some(&i), _) => Loc::Out(i),
                     (None, Some(&s)) => Loc::Slot(s),
                     (None, None) => {
-                        slot_sizes.push(bytes_of(&n.ty));
-                        Loc::Slot(slot_sizes.len() - 1)
+                        return Err(Error::Internal(format!(
+                            "jit: {} has no buffer (the validated plan covers every value)",
+                            n.label()
+                        )))
                     }
                 },
             };
@@ -300,7 +323,7 @@ impl Executable {
                 Op::Fusion(k) => {
                     k.validate()
                         .map_err(|e| Error::invalid(format!("jit: invalid kernel: {e}")))?;
-                    check_param_types(k, &p.graph, &n.inputs)?;
+                    check_param_types(k, &p.graph, &n.inputs, &n.ty)?;
                     let args: Vec<Loc> = n.inputs.iter().map(|i| loc[i]).collect();
                     let gemm = match &k.core {
                         Core::MatMul {
@@ -428,8 +451,11 @@ impl Executable {
             .iter()
             .map(|(id, _)| p.outputs.iter().rposition(|o| o == id).unwrap_or(0))
             .collect();
+        let label =
+            |v: &[(NodeId, Ty)]| v.iter().map(|(id, _)| p.graph.node(*id).label()).collect();
         Ok(Executable {
             steps,
+            labels: (label(&placeholders), label(&variables)),
             placeholders,
             variables,
             outputs,
@@ -445,6 +471,18 @@ impl Executable {
         })
     }
 
+    /// The placeholders, in the order [`Executable::run`] expects their arrays, with the
+    /// concrete types those arrays must have.
+    pub fn placeholders(&self) -> &[(NodeId, Ty)] {
+        &self.placeholders
+    }
+
+    /// The variables, in the order [`Executable::run`] expects their arrays, with the types
+    /// those arrays must have.
+    pub fn variables(&self) -> &[(NodeId, Ty)] {
+        &self.variables
+    }
+
     /// The number of native kernels.
     pub fn kernel_count(&self) -> usize {
         self.kernels
@@ -456,8 +494,9 @@ impl Executable {
     }
 
     /// Runs the program. `feeds` and `vars` are in the order of [`Executable::placeholders`]
-    /// and [`Executable::variables`], and must have exactly those types; `run_index` makes
-    /// random ops draw fresh numbers. Returns one array per program output.
+    /// and [`Executable::variables`], and must have exactly those types (anything else is an
+    /// [`Error::Feed`] naming the placeholder or variable, before any native code runs);
+    /// `run_index` makes random ops draw fresh numbers. Returns one array per program output.
     pub fn run(&self, feeds: &[&Array], vars: &[&Array], run_index: u64) -> Result<Vec<Array>> {
         let mut outs = vec![];
         self.run_into(feeds, vars, run_index, &mut outs)?;
@@ -466,8 +505,9 @@ impl Executable {
 
     /// [`Executable::run`], reusing the arrays in `outs` (say, the previous run's results):
     /// an array at an output's position with that output's dtype and shape is overwritten
-    /// instead of allocating a new one. On success `outs` holds one array per program output;
-    /// on error it is unspecified (but valid).
+    /// instead of allocating a new one (any other array there is dropped, never written
+    /// into). On success `outs` holds one array per program output; on error it is
+    /// unspecified (but valid).
     pub fn run_into(
         &self,
         feeds: &[&Array],
@@ -475,11 +515,13 @@ impl Executable {
         run_index: u64,
         outs: &mut Vec<Array>,
     ) -> Result<()> {
-        let want = |what: &str, got: &Array, ty: &Ty| -> Result<()> {
+        // Kernels index these buffers as the compiled types say, unchecked: every array
+        // must have exactly its type.
+        let want = |what: &str, label: &str, got: &Array, ty: &Ty| -> Result<()> {
             let shape = concrete(ty)?;
             if got.dtype() != ty.dtype || got.shape() != shape.as_slice() {
                 return Err(Error::Feed(format!(
-                    "{what} expects {ty}, got {}{:?}",
+                    "{what} {label} expects {ty}, got {}{:?}",
                     got.dtype(),
                     got.shape()
                 )));
@@ -487,13 +529,19 @@ impl Executable {
             Ok(())
         };
         if feeds.len() != self.placeholders.len() || vars.len() != self.variables.len() {
-            return Err(Error::Feed("wrong number of feeds or variables".into()));
+            return Err(Error::Feed(format!(
+                "expected {} feed(s) and {} variable(s), got {} and {}",
+                self.placeholders.len(),
+                self.variables.len(),
+                feeds.len(),
+                vars.len()
+            )));
         }
-        for (a, (_, t)) in feeds.iter().zip(&self.placeholders) {
-            want("a placeholder", a, t)?;
+        for ((a, (_, t)), l) in feeds.iter().zip(&self.placeholders).zip(&self.labels.0) {
+            want("placeholder", l, a, t)?;
         }
-        for (a, (_, t)) in vars.iter().zip(&self.variables) {
-            want("a variable", a, t)?;
+        for ((a, (_, t)), l) in vars.iter().zip(&self.variables).zip(&self.labels.1) {
+            want("variable", l, a, t)?;
         }
         let mut ws = self
             .pool
@@ -719,6 +767,14 @@ impl Executable {
                         crate::interp::Precision::F32,
                         run_index,
                     )?;
+                    let t = &graph.node(*out_node).ty;
+                    if v[0].dtype() != t.dtype || v[0].shape() != concrete(t)?.as_slice() {
+                        return Err(Error::Internal(format!(
+                            "jit: a host step computed {}{:?} for {t}",
+                            v[0].dtype(),
+                            v[0].shape()
+                        )));
+                    }
                     let dst = ptr_of(*out, feeds, vars, &self.consts, ws, outs);
                     write_array(&v[0], dst);
                 }
@@ -894,18 +950,31 @@ fn write_array(a: &Array, dst: *mut u8) {
     let src = array_ptr(a);
     let bytes = a.len() * a.dtype().size_bytes();
     if bytes > 0 {
-        // SAFETY: `dst` is the host step's output buffer, of the op's type, which `a` has.
+        // SAFETY: `dst` is the host step's output buffer, of the op's type, which `a` has
+        // (checked by the caller).
         unsafe { std::ptr::copy_nonoverlapping(src, dst, bytes) };
     }
 }
 
-fn check_param_types(k: &Kernel, g: &GraphData, inputs: &[NodeId]) -> Result<()> {
+/// Kernels read and write buffers sized from the graph's types: a kernel's parameter and
+/// output types must be exactly those.
+fn check_param_types(k: &Kernel, g: &GraphData, inputs: &[NodeId], out: &Ty) -> Result<()> {
+    if k.params.len() != inputs.len() {
+        return Err(Error::invalid(
+            "jit: a kernel's parameter count differs from its operands'",
+        ));
+    }
     for (t, &i) in k.params.iter().zip(inputs) {
         if &g.node(i).ty != t {
             return Err(Error::invalid(
                 "jit: a kernel parameter's type differs from its operand",
             ));
         }
+    }
+    if &k.out != out {
+        return Err(Error::invalid(
+            "jit: a kernel's output type differs from its node's",
+        ));
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ fn same_both_ways(g: &Graph, fetch: Tensor<'_>, feeds: &[(&str, Array)], what: &
         let tiled = exe.compile_times().tiled;
         assert_eq!(tiled > 0, tile, "{what}: {tiled} tiled kernel(s)");
         let args: Vec<&Array> = exe
-            .placeholders
+            .placeholders()
             .iter()
             .map(|(id, _)| {
                 let name = p.graph.node(*id).name.clone().expect("named");

@@ -54,8 +54,9 @@ pub struct Program {
     /// Remarks attached to nodes by passes (why fusion refused a producer); the dump prints
     /// them as comments on the node's line.
     pub notes: BTreeMap<NodeId, Vec<Note>>,
-    /// The memory plan, once [`memplan`] has run.
-    pub memory: Option<memplan::MemoryPlan>,
+    /// The buffer assignment, once [`memplan`] has run: read it with [`Program::memory`]
+    /// (native code trusts it, so only the crate writes it).
+    pub(crate) memory: Option<memplan::MemoryPlan>,
 }
 
 /// A pass's remark about a node.
@@ -86,6 +87,18 @@ impl Program {
                 *o = new;
             }
         }
+    }
+
+    /// The buffer assignment, once [`memplan`] has run. Native code writes into its slots
+    /// unchecked, so only the crate sets it:
+    ///
+    /// ```compile_fail,E0616
+    /// fn forge(p: &mut kiln::passes::Program) {
+    ///     p.memory = None;
+    /// }
+    /// ```
+    pub fn memory(&self) -> Option<&memplan::MemoryPlan> {
+        self.memory.as_ref()
     }
 
     /// The nodes the outputs depend on, in deterministic topological order.
@@ -449,7 +462,8 @@ fn write_dump(dir: &std::path::Path, i: usize, name: &str, p: &Program) -> Resul
 
 /// The canonical dump of the live part of a program: its nodes, a `return` line with its
 /// outputs, and the passes' notes as comments above the nodes they concern (with source
-/// locations, so a kernel can be traced back to the user's line).
+/// locations, so a kernel can be traced back to the user's line); after [`memplan`], the
+/// buffer assignment as comments too (see [`memplan`]'s docs).
 pub fn program_dump(p: &Program) -> String {
     program_dumper(p).locations(true).to_string()
 }
@@ -471,6 +485,9 @@ pub fn program_dumper(p: &Program) -> crate::text::Dumper<'_> {
             };
             d = d.comment(id, text);
         }
+    }
+    for (id, text) in p.memory.iter().flat_map(|m| m.annotations(p, &num)) {
+        d = d.comment(id, text);
     }
     d
 }
