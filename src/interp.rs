@@ -23,6 +23,7 @@
 use crate::array::Array;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::graph::op::props::ieee_max;
 use crate::graph::op::{BinaryOp, Op, RandomDist, ReduceOp, UnaryOp};
 use crate::graph::{Graph, GraphData, Node, NodeId, Tensor};
 use crate::kernel::{Body, Core, Expr, Kernel};
@@ -57,51 +58,14 @@ pub(crate) fn round(dtype: DType, prec: Precision, x: f64) -> f64 {
     }
 }
 
-/// One unary op on an `f64`.
+/// One unary op on an `f64`: its reference semantics, [`UnaryOp::props`]' `f64`.
 pub(crate) fn unary(op: UnaryOp, x: f64) -> f64 {
-    match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Recip => 1.0 / x,
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-    }
-}
-
-fn ieee_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
-        f64::NAN
-    } else if a > b {
-        a
-    } else if b > a || a.is_sign_negative() {
-        // b is larger, or they are equal and a is -0 (max(-0, +0) = +0).
-        b
-    } else {
-        a
-    }
-}
-
-fn ieee_min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
-        f64::NAN
-    } else if a < b {
-        a
-    } else if b < a {
-        b
-    } else if a.is_sign_negative() {
-        a
-    } else {
-        b
-    }
+    (op.props().f64)(x)
 }
 
 /// One binary op on operands of dtype `dt`; `Err` only for integer division by zero.
 pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Result<f64, String> {
-    let bool01 = |c: bool| if c { 1.0 } else { 0.0 };
-    if dt == DType::I32 && !op.is_comparison() {
+    if dt == DType::I32 {
         let (x, y) = (a as i64, b as i64);
         let r = match op {
             BinaryOp::Add => x + y,
@@ -111,25 +75,18 @@ pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Re
             BinaryOp::Div => x / y,
             BinaryOp::Max => x.max(y),
             BinaryOp::Min => x.min(y),
-            _ => (a.powf(b)) as i64,
+            BinaryOp::Pow => (a.powf(b)) as i64,
+            // i32 values are exact in f64, so the float comparison is the integer one.
+            BinaryOp::Eq
+            | BinaryOp::Ne
+            | BinaryOp::Lt
+            | BinaryOp::Le
+            | BinaryOp::Gt
+            | BinaryOp::Ge => return Ok((op.props().f64)(a, b)),
         };
         return Ok(r as i32 as f64);
     }
-    Ok(match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-        BinaryOp::Pow => a.powf(b),
-        BinaryOp::Max => ieee_max(a, b),
-        BinaryOp::Min => ieee_min(a, b),
-        BinaryOp::Eq => bool01(a == b),
-        BinaryOp::Ne => bool01(a != b),
-        BinaryOp::Lt => bool01(a < b),
-        BinaryOp::Le => bool01(a <= b),
-        BinaryOp::Gt => bool01(a > b),
-        BinaryOp::Ge => bool01(a >= b),
-    })
+    Ok((op.props().f64)(a, b))
 }
 
 /// Converts a value to `to` (floats to integers truncate toward zero and saturate, NaN → 0).

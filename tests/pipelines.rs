@@ -197,9 +197,9 @@ fn a_change_after_memory_planning_drops_the_plan() {
         let mut p = Program::new(g.snapshot(), outs.clone());
         pl.run(&mut p).unwrap();
         match name {
-            "cse after memplan" | "default" => assert!(p.memory.is_some(), "{name}"),
+            "cse after memplan" | "default" => assert!(p.memory().is_some(), "{name}"),
             "a change after memplan" | "without memplan" | "empty" => {
-                assert!(p.memory.is_none(), "{name}")
+                assert!(p.memory().is_none(), "{name}")
             }
             _ => {}
         }

@@ -34,55 +34,8 @@ pub(super) fn vjp<'g>(
     let one = |t: Lazy<'g>| Ok(vec![t]);
     match op {
         Op::Placeholder | Op::Variable { .. } | Op::Constant(_) | Op::Random { .. } => Ok(vec![]),
-        Op::Unary(u) => {
-            let a = x[0];
-            if !a.dtype().is_float() {
-                return Ok(vec![None]);
-            }
-            match u {
-                UnaryOp::Neg => one(d(move || -g)),
-                UnaryOp::Exp => one(d(move || g * y)),
-                UnaryOp::Log => one(d(move || g / a)),
-                UnaryOp::Sqrt => one(d(move || g * 0.5 / y)),
-                UnaryOp::Recip => one(d(move || -(g * y * y))),
-                UnaryOp::Tanh => one(d(move || g * (1.0 - y * y))),
-                // sign(x) * g, with 0 at 0 (the subgradient TF and JAX choose).
-                UnaryOp::Abs => one(d(move || {
-                    a.greater(0.0).select(g, a.less(0.0).select(-g, 0.0))
-                })),
-                UnaryOp::Sigmoid => one(d(move || g * y * (1.0 - y))),
-            }
-        }
-        Op::Binary(b) => {
-            let (a, c) = (x[0], x[1]);
-            if b.is_comparison() || !a.dtype().is_float() {
-                return Ok(vec![None, None]);
-            }
-            Ok(match b {
-                BinaryOp::Add => vec![d(move || g), d(move || g)],
-                BinaryOp::Sub => vec![d(move || g), d(move || -g)],
-                BinaryOp::Mul => vec![d(move || g * c), d(move || g * a)],
-                BinaryOp::Div => vec![d(move || g / c), d(move || -(g * y) / c)],
-                // d/da = b a^(b-1); d/db = a^b log a, taken as 0 where a <= 0 (as TF does).
-                BinaryOp::Pow => vec![
-                    d(move || g * c * a.pow(c - 1.0)),
-                    d(move || g * y * a.greater(0.0).select(a.log(), 0.0)),
-                ],
-                // Ties go to the first operand. The mask `y == a` is `a >= c` (for `max`;
-                // `a <= c` for `min`), NaNs included, but reads the output: with a constant
-                // first operand (`relu` is `max(0, x)`) the backward pass needs only `y`.
-                BinaryOp::Max | BinaryOp::Min => vec![
-                    d(move || y.equal(a).select(g, 0.0)),
-                    d(move || y.equal(a).select(0.0, g)),
-                ],
-                BinaryOp::Eq
-                | BinaryOp::Ne
-                | BinaryOp::Lt
-                | BinaryOp::Le
-                | BinaryOp::Gt
-                | BinaryOp::Ge => unreachable!("comparisons return above"),
-            })
-        }
+        Op::Unary(u) => Ok(vec![unary(*u, x[0], y, g)]),
+        Op::Binary(b) => Ok(binary(*b, x[0], x[1], y, g)),
         Op::Where => {
             let c = x[0];
             if !x[1].dtype().is_float() {
@@ -139,38 +92,12 @@ pub(super) fn vjp<'g>(
             let a = x[0];
             one(d(move || sum_to(g, &a.shape())))
         }
-        Op::Slice { begin } => {
-            let xs = x[0].shape();
-            let ys = y.shape();
-            let hi: Vec<usize> = xs
-                .dims()
-                .iter()
-                .zip(ys.dims())
-                .zip(begin)
-                .map(|((dx, dy), &b)| match (dx, dy) {
-                    (Dim::Fixed(n), Dim::Fixed(s)) => n - s - b,
-                    _ => 0,
-                })
-                .collect();
-            let begin = begin.clone();
-            one(d(move || g.pad(&begin, &hi)))
-        }
+        Op::Slice { begin } => one(slice(begin, x[0], y, g)),
         Op::Pad { lo, .. } => {
             let (a, lo) = (x[0], lo.clone());
             one(d(move || g.slice(&lo, a.shape())))
         }
-        Op::Concat { axis } => {
-            let mut at = 0;
-            let mut out = vec![];
-            for part in x {
-                let s = part.shape();
-                let mut begin = vec![0; s.rank()];
-                begin[*axis] = at;
-                at += s.dims()[*axis].fixed().unwrap_or(0);
-                out.push(d(move || g.slice(&begin, s)));
-            }
-            Ok(out)
-        }
+        Op::Concat { axis } => Ok(concat(*axis, x, g)),
         Op::MatMul => {
             let (a, b) = (x[0], x[1]);
             Ok(vec![
@@ -182,6 +109,91 @@ pub(super) fn vjp<'g>(
             Err("fused kernels have no gradient: differentiate before the fusion pass".into())
         }
     }
+}
+
+/// The rule of a unary op (`None` for integer operands).
+fn unary<'g>(u: UnaryOp, a: Tensor<'g>, y: Tensor<'g>, g: Tensor<'g>) -> Lazy<'g> {
+    if !a.dtype().is_float() {
+        return None;
+    }
+    match u {
+        UnaryOp::Neg => d(move || -g),
+        UnaryOp::Exp => d(move || g * y),
+        UnaryOp::Log => d(move || g / a),
+        UnaryOp::Sqrt => d(move || g * 0.5 / y),
+        UnaryOp::Recip => d(move || -(g * y * y)),
+        UnaryOp::Tanh => d(move || g * (1.0 - y * y)),
+        // sign(x) * g, with 0 at 0 (the subgradient TF and JAX choose).
+        UnaryOp::Abs => d(move || a.greater(0.0).select(g, a.less(0.0).select(-g, 0.0))),
+        UnaryOp::Sigmoid => d(move || g * y * (1.0 - y)),
+    }
+}
+
+/// The rule of a binary op (`None` for comparisons and integer operands).
+fn binary<'g>(
+    b: BinaryOp,
+    a: Tensor<'g>,
+    c: Tensor<'g>,
+    y: Tensor<'g>,
+    g: Tensor<'g>,
+) -> Vec<Lazy<'g>> {
+    if !a.dtype().is_float() {
+        return vec![None, None];
+    }
+    match b {
+        BinaryOp::Add => vec![d(move || g), d(move || g)],
+        BinaryOp::Sub => vec![d(move || g), d(move || -g)],
+        BinaryOp::Mul => vec![d(move || g * c), d(move || g * a)],
+        BinaryOp::Div => vec![d(move || g / c), d(move || -(g * y) / c)],
+        // d/da = b a^(b-1); d/db = a^b log a, taken as 0 where a <= 0 (as TF does).
+        BinaryOp::Pow => vec![
+            d(move || g * c * a.pow(c - 1.0)),
+            d(move || g * y * a.greater(0.0).select(a.log(), 0.0)),
+        ],
+        // Ties go to the first operand. The mask `y == a` is `a >= c` (for `max`;
+        // `a <= c` for `min`), NaNs included, but reads the output: with a constant
+        // first operand (`relu` is `max(0, x)`) the backward pass needs only `y`.
+        BinaryOp::Max | BinaryOp::Min => vec![
+            d(move || y.equal(a).select(g, 0.0)),
+            d(move || y.equal(a).select(0.0, g)),
+        ],
+        // A comparison's output is piecewise constant: no gradient.
+        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
+            vec![None, None]
+        }
+    }
+}
+
+/// `slice`'s rule: pad the gradient back to the operand's shape.
+fn slice<'g>(begin: &[usize], x: Tensor<'g>, y: Tensor<'g>, g: Tensor<'g>) -> Lazy<'g> {
+    let xs = x.shape();
+    let ys = y.shape();
+    let hi: Vec<usize> = xs
+        .dims()
+        .iter()
+        .zip(ys.dims())
+        .zip(begin)
+        .map(|((dx, dy), &b)| match (dx, dy) {
+            (Dim::Fixed(n), Dim::Fixed(s)) => n - s - b,
+            _ => 0,
+        })
+        .collect();
+    let begin = begin.to_vec();
+    d(move || g.pad(&begin, &hi))
+}
+
+/// `concat`'s rule: each part's slice of the gradient.
+fn concat<'g>(axis: usize, x: &[Tensor<'g>], g: Tensor<'g>) -> Vec<Lazy<'g>> {
+    let mut at = 0;
+    let mut out = vec![];
+    for part in x {
+        let s = part.shape();
+        let mut begin = vec![0; s.rank()];
+        begin[axis] = at;
+        at += s.dims()[axis].fixed().unwrap_or(0);
+        out.push(d(move || g.slice(&begin, s)));
+    }
+    out
 }
 
 /// `g` with the reduced `axes` reinserted as size-1 axes (a no-op if they were kept).

@@ -793,15 +793,24 @@ impl<'a, 'b> Gen<'a, 'b> {
                     self.b.ins().fdiv(one, x)
                 }
                 UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid => {
-                    let code = self.b.ins().iconst(I32, u as i64);
+                    let code = self
+                        .b
+                        .ins()
+                        .iconst(I32, super::runtime::unary_code(u) as i64);
                     let f = self.helpers.unary_f64;
                     self.call_helper(f, &[code, x])
                 }
             },
-            // Shape rules allow only neg and abs on integers.
-            _ => match u {
+            // Shape rules allow only the ops whose props say `on_i32` (neg, abs) on integers.
+            DType::I32 | DType::Bool => match u {
                 UnaryOp::Abs => self.b.ins().iabs(x),
-                _ => self.b.ins().ineg(x),
+                UnaryOp::Neg => self.b.ins().ineg(x),
+                UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Sqrt
+                | UnaryOp::Recip
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid => unreachable!("{} is not defined on {dt}", u.name()),
             },
         }
     }
@@ -937,9 +946,9 @@ fn vectorizable(k: &Kernel, body: &Body, core: Option<CoreSrc>) -> bool {
         }
         Expr::Core => *dt == DType::F32 && core.is_some_and(|c| c.dtype == DType::F32),
         Expr::Const(_) => *dt == DType::F32,
-        Expr::Unary(_, _) => *dt == DType::F32,
+        Expr::Unary(u, _) => *dt == DType::F32 && u.props().vectorizable,
         Expr::Binary(op, a, _) => {
-            body.exprs[*a as usize].1 == DType::F32 && !matches!(op, BinaryOp::Pow)
+            body.exprs[*a as usize].1 == DType::F32 && op.props().vectorizable
         }
         Expr::Where(_, a, _) => body.exprs[*a as usize].1 == DType::F32,
         Expr::Cast(a) => *dt == DType::F32 && body.exprs[*a as usize].1 == DType::Bool,

@@ -96,14 +96,46 @@ pub(super) extern "C" fn kiln_pow_i32(a: i32, b: i32) -> i32 {
     (a as f64).powf(b as f64) as i64 as i32
 }
 
-/// An f64 transcendental (`code` is the `UnaryOp` discriminant): f64 kernels exist for
-/// gradient checks, where libm's accuracy matters more than speed.
+/// The code that names `u` to [`kiln_unary_f64`]: an explicit mapping, never the enum's
+/// declaration order, so reordering or adding variants cannot make a compiled call compute
+/// another op. Codes are never reused.
+pub(super) fn unary_code(u: UnaryOp) -> i32 {
+    match u {
+        UnaryOp::Neg => 0,
+        UnaryOp::Exp => 1,
+        UnaryOp::Log => 2,
+        UnaryOp::Sqrt => 3,
+        UnaryOp::Recip => 4,
+        UnaryOp::Tanh => 5,
+        UnaryOp::Abs => 6,
+        UnaryOp::Sigmoid => 7,
+    }
+}
+
+/// The op [`unary_code`] gave `code`, or `None` for a code it never gives.
+pub(super) fn unary_from_code(code: i32) -> Option<UnaryOp> {
+    Some(match code {
+        0 => UnaryOp::Neg,
+        1 => UnaryOp::Exp,
+        2 => UnaryOp::Log,
+        3 => UnaryOp::Sqrt,
+        4 => UnaryOp::Recip,
+        5 => UnaryOp::Tanh,
+        6 => UnaryOp::Abs,
+        7 => UnaryOp::Sigmoid,
+        _ => return None,
+    })
+}
+
+/// A unary op on `f64` by its reference semantics ([`UnaryOp::props`]' `f64`, which the
+/// interpreter also calls), named by [`unary_code`]: f64 kernels exist for gradient checks,
+/// where libm's accuracy matters more than speed. An unknown code gives NaN, never another
+/// op's result (codegen only emits codes from `unary_code`, so it cannot happen).
 pub(super) extern "C" fn kiln_unary_f64(code: i32, x: f64) -> f64 {
-    let op = UnaryOp::ALL
-        .get(code as usize)
-        .copied()
-        .unwrap_or(UnaryOp::Neg);
-    crate::interp::unary(op, x)
+    match unary_from_code(code) {
+        Some(op) => (op.props().f64)(x),
+        None => f64::NAN,
+    }
 }
 
 /// A zeroed, 64-byte-aligned heap buffer.
@@ -154,6 +186,33 @@ impl Drop for AlignedBuf {
             let layout = Layout::from_size_align(self.len, ALIGN).expect("valid at allocation");
             // SAFETY: allocated in `new` with this layout.
             unsafe { dealloc(self.ptr, layout) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unary_op_round_trips_its_code() {
+        let mut seen = std::collections::HashSet::new();
+        for &u in UnaryOp::ALL {
+            let c = unary_code(u);
+            assert!(seen.insert(c), "{u:?} shares code {c}");
+            assert_eq!(unary_from_code(c), Some(u));
+            for x in [-2.5, -0.5, 0.0, 0.75, 3.0] {
+                let (want, got) = ((u.props().f64)(x), kiln_unary_f64(c, x));
+                assert!(want.to_bits() == got.to_bits(), "{u:?}({x})");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_code_is_nan() {
+        for c in [-1, UnaryOp::ALL.len() as i32 + 100, i32::MAX] {
+            assert_eq!(unary_from_code(c), None);
+            assert!(kiln_unary_f64(c, 1.0).is_nan());
         }
     }
 }

@@ -83,7 +83,7 @@ tile_fns! {
     sigmoid => sigmoid_avx2, kiln_tile_sigmoid;
 }
 
-/// The symbol name and entry point of each function, in `UnaryOp` order of [`index`].
+/// The symbol name and entry point of each function; an op's props name its symbol.
 #[cfg(target_arch = "x86_64")]
 pub(super) const ENTRIES: [(&str, TileFn); 4] = [
     ("kiln_tile_exp", kiln_tile_exp),
@@ -94,14 +94,8 @@ pub(super) const ENTRIES: [(&str, TileFn); 4] = [
 #[cfg(not(target_arch = "x86_64"))]
 pub(super) const ENTRIES: [(&str, TileFn); 0] = [];
 
-/// Which of [`ENTRIES`] computes `u`, if any.
+/// Which of [`ENTRIES`] computes `u`: the one named by its props' `tile`, if any.
 pub(super) fn index(u: crate::graph::op::UnaryOp) -> Option<usize> {
-    use crate::graph::op::UnaryOp as U;
-    match u {
-        U::Exp => Some(0),
-        U::Log => Some(1),
-        U::Tanh => Some(2),
-        U::Sigmoid => Some(3),
-        U::Neg | U::Sqrt | U::Recip | U::Abs => None,
-    }
+    let name = u.props().tile?;
+    ENTRIES.iter().position(|(n, _)| *n == name)
 }

@@ -371,12 +371,29 @@ fn membership(
 
 /// Elementwise ops cheap enough to compute twice rather than store and load.
 fn is_cheap(op: &Op) -> bool {
-    use crate::graph::op::{BinaryOp as B, UnaryOp as U};
+    use crate::graph::op::Cost;
     match op {
-        Op::Unary(u) => matches!(u, U::Neg | U::Abs),
-        Op::Binary(b) => !matches!(b, B::Div | B::Pow),
+        Op::Unary(u) => u.props().cost == Cost::Cheap,
+        Op::Binary(b) => b.props().cost == Cost::Cheap,
         Op::Where | Op::Cast(_) => true,
-        _ => false,
+        // Not elementwise (fusion never asks), or elementwise but not worth recomputing.
+        Op::StopGradient
+        | Op::Placeholder
+        | Op::Variable { .. }
+        | Op::Constant(_)
+        | Op::Random { .. }
+        | Op::Reduce { .. }
+        | Op::Reshape
+        | Op::Permute(_)
+        | Op::BroadcastTo
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Concat { .. }
+        | Op::MatMul
+        | Op::Size { .. }
+        | Op::Assign
+        | Op::Group
+        | Op::Fusion(_) => false,
     }
 }
 

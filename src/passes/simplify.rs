@@ -76,8 +76,9 @@ enum Rewrite {
 fn nonneg(g: &GraphData, id: NodeId) -> bool {
     let n = g.node(id);
     match &n.op {
-        Op::Unary(UnaryOp::Exp | UnaryOp::Sigmoid | UnaryOp::Sqrt | UnaryOp::Abs) => true,
+        Op::Unary(u) => u.props().nonneg,
         Op::Binary(BinaryOp::Mul) => n.inputs[0] == n.inputs[1],
+        // Not known to be non-negative: the rewrite that asks is then not made.
         _ => false,
     }
 }

@@ -17,8 +17,9 @@
 //!   brings one back once every shape was concrete;
 //! - **effects**: no `assign` or `group` is live after [`super::lower_effects`];
 //! - **kernels**: every fused kernel passes [`Kernel::validate`];
-//! - **buffers**: [`check_memory_plan`] (one call site, below, so the backend's own check can
-//!   replace it).
+//! - **buffers**: the memory plan, if one was made, passes the backend's own check
+//!   (`memplan::validate`: every value's slot is large enough, no two live values share one
+//!   except a checked in-place update or reshape alias).
 //!
 //! # When it runs
 //! Always, unless turned off with [`super::Pipeline::verify`] or `KILN_VERIFY=0`. It is
@@ -33,13 +34,12 @@
 
 use super::Program;
 use crate::error::{Error, Result};
-use crate::graph::op::{self, Arg, Op, OpGroup};
+use crate::graph::op::{self, Arg, Op};
 use crate::graph::{GraphData, NodeId};
 use crate::kernel::Kernel;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use smallvec::SmallVec;
-use std::collections::HashMap;
 
 /// What the verifier knows about the pipeline so far (see the module docs).
 #[derive(Clone, Debug, Default)]
@@ -129,12 +129,13 @@ impl Verifier {
             });
         }
         self.concrete = concrete;
-        // buffer assignment: the one call site; the backend's own validation replaces
-        // `check_memory_plan` when buffers move to the backend (issue 15, wired in at merge).
-        check_memory_plan(p).map_err(|(id, e)| match id {
-            Some(id) => at(id, e),
-            None => fail(e),
-        })?;
+        // Buffer assignment: the backend's own validation, the one check of a plan.
+        if let Some(plan) = p.memory() {
+            super::memplan::validate(p, plan).map_err(|e| match e {
+                Error::Internal(m) => fail(m),
+                e => e,
+            })?;
+        }
         Ok(())
     }
 }
@@ -195,109 +196,6 @@ fn check_kernel(g: &GraphData, k: &Kernel, inputs: &[NodeId]) -> Result<(), Stri
                 "kernel parameter {i} is {t}, its operand is {}",
                 g.node(input).ty
             ));
-        }
-    }
-    Ok(())
-}
-
-fn bytes(g: &GraphData, id: NodeId) -> usize {
-    let t = &g.node(id).ty;
-    t.shape.numel().unwrap_or(0) * t.dtype.size_bytes()
-}
-
-/// The memory plan, if there is one, fits the program: every computed value that is not an
-/// output has a slot, large enough, and no two values alive at the same time share a slot,
-/// except a kernel writing over a parameter that dies there (an in-place update) and a
-/// reshape aliasing its input. On failure, the node concerned (if one) and what is wrong.
-///
-/// A value is alive from the step that computes it to the last step that reads it (outputs
-/// to the end); a reshape that shares its input's slot makes the two one value.
-pub fn check_memory_plan(p: &Program) -> Result<(), (Option<NodeId>, String)> {
-    let Some(plan) = &p.memory else {
-        return Ok(());
-    };
-    let g = &p.graph;
-    let order = p.live_order();
-    let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    let mut last: HashMap<NodeId, usize> = HashMap::new();
-    for (i, &id) in order.iter().enumerate() {
-        for &input in &g.node(id).inputs {
-            last.insert(input, i);
-        }
-    }
-    for &o in &p.outputs {
-        last.insert(o, usize::MAX);
-    }
-    for (&id, &slot) in &plan.slot_of {
-        if !pos.contains_key(&id) {
-            return Err((
-                None,
-                format!(
-                    "a slot is planned for #{}, which no output needs",
-                    id.index()
-                ),
-            ));
-        }
-        let size = *plan.slots.get(slot).ok_or((
-            Some(id),
-            format!("planned in slot {slot}, which does not exist"),
-        ))?;
-        if size < bytes(g, id) {
-            return Err((
-                Some(id),
-                format!("needs {} bytes, its slot {slot} has {size}", bytes(g, id)),
-            ));
-        }
-        if p.outputs.contains(&id) {
-            return Err((Some(id), "an output is planned in a slot".into()));
-        }
-    }
-    // Alias classes: a reshape sharing its input's slot joins the input's class.
-    let mut root: HashMap<NodeId, NodeId> = HashMap::new();
-    let mut span: HashMap<NodeId, (usize, usize)> = HashMap::new();
-    for (i, &id) in order.iter().enumerate() {
-        let n = g.node(id);
-        if n.op.group() == OpGroup::Source || p.outputs.contains(&id) {
-            continue;
-        }
-        let Some(&slot) = plan.slot_of.get(&id) else {
-            return Err((Some(id), "a computed value has no slot".into()));
-        };
-        let r = match n.op {
-            Op::Reshape if plan.slot_of.get(&n.inputs[0]) == Some(&slot) => root[&n.inputs[0]],
-            _ => id,
-        };
-        root.insert(id, r);
-        let end = last.get(&id).copied().unwrap_or(i);
-        let s = span.entry(r).or_insert((i, end));
-        s.1 = s.1.max(end);
-    }
-    let mut by_slot: HashMap<usize, Vec<(usize, usize, NodeId)>> = HashMap::new();
-    for (&r, &(start, end)) in &span {
-        by_slot
-            .entry(plan.slot_of[&r])
-            .or_default()
-            .push((start, end, r));
-    }
-    for (slot, mut vals) in by_slot {
-        vals.sort();
-        let mut active: Vec<(usize, usize, NodeId)> = vec![];
-        for v in vals {
-            active.retain(|a| a.1 >= v.0);
-            for a in &active {
-                let in_place = a.1 == v.0
-                    && plan
-                        .in_place
-                        .iter()
-                        .any(|&(k, q)| k == v.2 && root.get(&q) == Some(&a.2));
-                if !in_place {
-                    return Err((
-                        Some(v.2),
-                        format!("shares slot {slot} with #{} while it is alive", a.2.index()),
-                    ));
-                }
-            }
-            active.push(v);
         }
     }
     Ok(())
@@ -414,7 +312,10 @@ mod tests {
         pl.verify(true).add(Box::new(Broken("shrink", shrink)));
         match pl.run(&mut p) {
             Err(Error::Internal(m)) => {
-                assert!(m.contains("`shrink`") && m.contains("bytes"), "{m}")
+                assert!(
+                    m.contains("`shrink`") && m.contains("buffer assignment"),
+                    "{m}"
+                )
             }
             other => panic!("not caught: {other:?}"),
         }
@@ -427,6 +328,7 @@ mod tests {
         pl.options.batch = Some(2);
         pl.verify(true).add(Box::new(MemPlan));
         pl.run(&mut p).unwrap();
-        assert!(super::check_memory_plan(&p).is_ok());
+        let plan = p.memory().expect("memplan ran");
+        assert!(super::super::memplan::validate(&p, plan).is_ok());
     }
 }

@@ -27,6 +27,7 @@
 //!
 //! [`Op::attrs`]: crate::graph::op::Op::attrs
 
+mod cursor;
 mod dot;
 mod parse;
 

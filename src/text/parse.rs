@@ -6,13 +6,13 @@
 //! types. The parser scans characters with a cursor and never indexes into the middle of a
 //! UTF-8 sequence.
 
+use super::cursor::Cursor;
 use crate::array::{Array, ConstValue, FloatAttr};
 use crate::dtype::DType;
 use crate::error::{Error, Result, SrcLoc};
-use crate::graph::op::{Axes, BinaryOp, Op, RandomDist, ReduceOp, Ty, UnaryOp};
+use crate::graph::op::{Axes, Op, OpKind, RandomDist, Ty};
 use crate::graph::{Graph, GraphData, NodeId};
 use crate::init::Init;
-use crate::shape::{Dim, Shape};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -209,9 +209,23 @@ fn instruction(
     Ok((n, id))
 }
 
-/// Builds the op from its name and attributes, checking that exactly the expected attributes
-/// are present.
+const FUSION_REFUSED: &str = "fusion nodes are compiler output and do not parse back; \
+     dump the graph before the fusion pass";
+
+/// Builds the op from its name and attributes: the name is looked up in the op table
+/// ([`OpKind::from_name`]), exactly the kind's [`OpKind::attr_keys`] must be present, and one
+/// exhaustive `match` over [`OpKind`] reads their values. An unknown name is an error.
 fn build_op(name: &str, attrs: &[(String, String)], ty: &Ty) -> Result<Op, String> {
+    let kind = OpKind::from_name(name).ok_or_else(|| format!("unknown op `{name}`"))?;
+    if kind == OpKind::Fusion {
+        return Err(FUSION_REFUSED.into());
+    }
+    let keys = kind.attr_keys();
+    for (k, _) in attrs {
+        if !keys.contains(&k.as_str()) {
+            return Err(format!("{name}: unknown attribute `{k}`"));
+        }
+    }
     let get = |key: &str| -> Result<&str, String> {
         attrs
             .iter()
@@ -219,129 +233,73 @@ fn build_op(name: &str, attrs: &[(String, String)], ty: &Ty) -> Result<Op, Strin
             .map(|(_, v)| v.as_str())
             .ok_or_else(|| format!("{name}: missing attribute `{key}`"))
     };
-    let expect = |keys: &[&str]| -> Result<(), String> {
-        for (k, _) in attrs {
-            if !keys.contains(&k.as_str()) {
-                return Err(format!("{name}: unknown attribute `{k}`"));
-            }
-        }
-        Ok(())
-    };
+    for k in keys {
+        get(k)?;
+    }
     let a = |e: String| format!("{name}: {e}");
-    if let Some(u) = UnaryOp::ALL.iter().find(|u| u.name() == name) {
-        expect(&[])?;
-        return Ok(Op::Unary(*u));
-    }
-    if let Some(b) = BinaryOp::ALL.iter().find(|b| b.name() == name) {
-        expect(&[])?;
-        return Ok(Op::Binary(*b));
-    }
-    let op = match name {
-        "placeholder" | "where" | "reshape" | "broadcast_to" | "matmul" | "stop_gradient"
-        | "assign" | "group" => {
-            expect(&[])?;
-            match name {
-                "placeholder" => Op::Placeholder,
-                "where" => Op::Where,
-                "reshape" => Op::Reshape,
-                "broadcast_to" => Op::BroadcastTo,
-                "matmul" => Op::MatMul,
-                "assign" => Op::Assign,
-                "group" => Op::Group,
-                _ => Op::StopGradient,
-            }
-        }
-        "variable" => {
-            expect(&["init"])?;
-            Op::Variable {
-                init: init(get("init")?).map_err(a)?,
-            }
-        }
-        "constant" => {
-            expect(&["value"])?;
-            Op::Constant(ConstValue(Arc::new(
-                constant(get("value")?, ty).map_err(a)?,
-            )))
-        }
-        "random_uniform" => {
-            expect(&["low", "high", "seed"])?;
-            Op::Random {
-                dist: RandomDist::Uniform {
-                    low: FloatAttr(float(get("low")?).map_err(a)?),
-                    high: FloatAttr(float(get("high")?).map_err(a)?),
-                },
-                seed: int(get("seed")?).map_err(a)?,
-            }
-        }
-        "random_normal" => {
-            expect(&["mean", "std", "seed"])?;
-            Op::Random {
-                dist: RandomDist::Normal {
-                    mean: FloatAttr(float(get("mean")?).map_err(a)?),
-                    std: FloatAttr(float(get("std")?).map_err(a)?),
-                },
-                seed: int(get("seed")?).map_err(a)?,
-            }
-        }
-        "cast" => {
-            expect(&["to"])?;
+    let float_attr =
+        |key: &str| -> Result<FloatAttr, String> { Ok(FloatAttr(float(get(key)?).map_err(a)?)) };
+    let list_attr = |key: &str| -> Result<Axes, String> { list(get(key)?).map_err(a) };
+    Ok(match kind {
+        OpKind::Placeholder => Op::Placeholder,
+        OpKind::Variable => Op::Variable {
+            init: init(get("init")?).map_err(a)?,
+        },
+        OpKind::Constant => Op::Constant(ConstValue(Arc::new(
+            constant(get("value")?, ty).map_err(a)?,
+        ))),
+        OpKind::RandomUniform => Op::Random {
+            dist: RandomDist::Uniform {
+                low: float_attr("low")?,
+                high: float_attr("high")?,
+            },
+            seed: int(get("seed")?).map_err(a)?,
+        },
+        OpKind::RandomNormal => Op::Random {
+            dist: RandomDist::Normal {
+                mean: float_attr("mean")?,
+                std: float_attr("std")?,
+            },
+            seed: int(get("seed")?).map_err(a)?,
+        },
+        OpKind::Unary(u) => Op::Unary(u),
+        OpKind::Binary(b) => Op::Binary(b),
+        OpKind::Where => Op::Where,
+        OpKind::Cast => {
             let to = get("to")?;
             Op::Cast(DType::from_name(to).ok_or_else(|| a(format!("unknown dtype `{to}`")))?)
         }
-        "reduce_sum" | "reduce_max" => {
-            expect(&["axes", "keepdims"])?;
-            let keepdims = match get("keepdims")? {
+        OpKind::Reduce(op) => Op::Reduce {
+            op,
+            axes: list_attr("axes")?,
+            keepdims: match get("keepdims")? {
                 "true" => true,
                 "false" => false,
                 v => return Err(a(format!("keepdims must be true or false, got `{v}`"))),
-            };
-            Op::Reduce {
-                op: if name == "reduce_sum" {
-                    ReduceOp::Sum
-                } else {
-                    ReduceOp::Max
-                },
-                axes: list(get("axes")?).map_err(a)?,
-                keepdims,
-            }
-        }
-        "permute" => {
-            expect(&["perm"])?;
-            Op::Permute(list(get("perm")?).map_err(a)?)
-        }
-        "slice" => {
-            expect(&["begin"])?;
-            Op::Slice {
-                begin: list(get("begin")?).map_err(a)?,
-            }
-        }
-        "pad" => {
-            expect(&["lo", "hi"])?;
-            Op::Pad {
-                lo: list(get("lo")?).map_err(a)?,
-                hi: list(get("hi")?).map_err(a)?,
-            }
-        }
-        "concat" => {
-            expect(&["axis"])?;
-            Op::Concat {
-                axis: int(get("axis")?).map_err(a)?,
-            }
-        }
-        "size" => {
-            expect(&["axes"])?;
-            Op::Size {
-                axes: list(get("axes")?).map_err(a)?,
-            }
-        }
-        "fusion" => {
-            return Err("fusion nodes are compiler output and do not parse back; \
-                 dump the graph before the fusion pass"
-                .into())
-        }
-        _ => return Err(format!("unknown op `{name}`")),
-    };
-    Ok(op)
+            },
+        },
+        OpKind::Reshape => Op::Reshape,
+        OpKind::Permute => Op::Permute(list_attr("perm")?),
+        OpKind::BroadcastTo => Op::BroadcastTo,
+        OpKind::Slice => Op::Slice {
+            begin: list_attr("begin")?,
+        },
+        OpKind::Pad => Op::Pad {
+            lo: list_attr("lo")?,
+            hi: list_attr("hi")?,
+        },
+        OpKind::Concat => Op::Concat {
+            axis: int(get("axis")?).map_err(a)?,
+        },
+        OpKind::MatMul => Op::MatMul,
+        OpKind::StopGradient => Op::StopGradient,
+        OpKind::Size => Op::Size {
+            axes: list_attr("axes")?,
+        },
+        OpKind::Assign => Op::Assign,
+        OpKind::Group => Op::Group,
+        OpKind::Fusion => return Err(FUSION_REFUSED.into()),
+    })
 }
 
 fn float(s: &str) -> Result<f64, String> {
@@ -525,157 +483,5 @@ fn location(s: &str) -> Result<SrcLoc, String> {
             col,
         }),
         _ => Err(format!("expected a location `file:line:col`, got `{s}`")),
-    }
-}
-
-/// A scanner over one line. Positions are byte offsets that always sit on char boundaries.
-struct Cursor<'a> {
-    s: &'a str,
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn new(s: &'a str) -> Cursor<'a> {
-        Cursor { s, pos: 0 }
-    }
-    fn rest(&self) -> &'a str {
-        &self.s[self.pos..]
-    }
-    fn peek(&self) -> Option<char> {
-        self.rest().chars().next()
-    }
-    fn at_end(&self) -> bool {
-        self.pos >= self.s.len()
-    }
-    fn bump(&mut self) -> Option<char> {
-        let c = self.peek()?;
-        self.pos += c.len_utf8();
-        Some(c)
-    }
-    fn eat(&mut self, c: char) -> bool {
-        if self.peek() == Some(c) {
-            self.pos += c.len_utf8();
-            true
-        } else {
-            false
-        }
-    }
-    fn expect(&mut self, c: char) -> Result<(), String> {
-        if self.eat(c) {
-            Ok(())
-        } else {
-            Err(match self.peek() {
-                Some(got) => format!("expected `{c}`, found `{got}`"),
-                None => format!("expected `{c}`, found the end of the line"),
-            })
-        }
-    }
-    fn ws(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.bump();
-        }
-    }
-    fn take_while(&mut self, f: impl Fn(char) -> bool) -> &'a str {
-        let start = self.pos;
-        while self.peek().is_some_and(&f) {
-            self.bump();
-        }
-        &self.s[start..self.pos]
-    }
-    fn ident(&mut self) -> &'a str {
-        self.take_while(|c| c.is_ascii_alphanumeric() || c == '_')
-    }
-    fn number(&mut self) -> Result<usize, String> {
-        let d = self.take_while(|c| c.is_ascii_digit());
-        d.parse::<usize>()
-            .map_err(|_| format!("expected a number, found `{}`", self.rest()))
-    }
-    fn percent_number(&mut self) -> Result<usize, String> {
-        self.expect('%')?;
-        self.number()
-    }
-    /// An attribute value: everything up to the next top-level `,` or `)`.
-    fn balanced(&mut self) -> Result<&'a str, String> {
-        let start = self.pos;
-        let mut depth = 0usize;
-        while let Some(c) = self.peek() {
-            match c {
-                '(' | '[' => depth += 1,
-                ')' | ']' if depth > 0 => depth -= 1,
-                ')' | ',' if depth == 0 => break,
-                ']' => return Err("unbalanced `]`".into()),
-                _ => {}
-            }
-            self.bump();
-        }
-        if depth != 0 || self.at_end() {
-            return Err("an attribute value is not closed".into());
-        }
-        Ok(&self.s[start..self.pos])
-    }
-    /// `f32[?,784]`
-    fn ty(&mut self) -> Result<Ty, String> {
-        let d = self.ident();
-        let dtype = DType::from_name(d).ok_or_else(|| format!("unknown dtype `{d}`"))?;
-        self.expect('[')?;
-        let mut dims: Vec<Dim> = vec![];
-        self.ws();
-        if !self.eat(']') {
-            loop {
-                self.ws();
-                if self.eat('?') {
-                    dims.push(Dim::Batch);
-                } else {
-                    dims.push(Dim::Fixed(self.number()?));
-                }
-                self.ws();
-                if self.eat(',') {
-                    continue;
-                }
-                self.expect(']')?;
-                break;
-            }
-        }
-        Ok(Ty {
-            dtype,
-            shape: Shape(dims.into_iter().collect()),
-        })
-    }
-    /// A string literal as Rust's `{:?}` writes it.
-    fn string(&mut self) -> Result<String, String> {
-        self.expect('"')?;
-        let mut out = String::new();
-        loop {
-            match self.bump() {
-                None => return Err("unterminated string".into()),
-                Some('"') => return Ok(out),
-                Some('\\') => match self.bump() {
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    Some('r') => out.push('\r'),
-                    Some('0') => out.push('\0'),
-                    Some('\\') => out.push('\\'),
-                    Some('"') => out.push('"'),
-                    Some('\'') => out.push('\''),
-                    Some('u') => {
-                        self.expect('{')?;
-                        let hex = self.take_while(|c| c.is_ascii_hexdigit());
-                        self.expect('}')?;
-                        let ch = u32::from_str_radix(hex, 16)
-                            .ok()
-                            .and_then(char::from_u32)
-                            .ok_or_else(|| format!("bad escape `\\u{{{hex}}}`"))?;
-                        out.push(ch);
-                    }
-                    Some(c) => return Err(format!("unknown escape `\\{c}`")),
-                    None => return Err("unterminated string".into()),
-                },
-                Some(c) => out.push(c),
-            }
-        }
-    }
-    /// The rest of the line up to a `#` comment, consumed.
-    fn rest_before_comment(&mut self) -> &'a str {
-        self.take_while(|c| c != '#')
     }
 }
