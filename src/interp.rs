@@ -23,12 +23,13 @@
 use crate::array::Array;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::feeds::check_feeds;
 use crate::graph::op::props::ieee_max;
 use crate::graph::op::{BinaryOp, Op, RandomDist, ReduceOp, UnaryOp};
 use crate::graph::{Graph, GraphData, Node, NodeId, Tensor};
 use crate::kernel::{Body, Core, Expr, Kernel};
 use crate::rng;
-use crate::shape::Dim;
+use crate::vars::VarStore;
 use std::collections::{HashMap, HashSet};
 
 /// The arithmetic the interpreter uses for `f32` nodes.
@@ -230,71 +231,6 @@ pub(crate) fn order_with_feeds(
         }
     }
     out
-}
-
-pub(crate) fn check_feeds(
-    d: &GraphData,
-    order: &[NodeId],
-    fed: &HashMap<NodeId, &Array>,
-    precision: Precision,
-) -> Result<Option<usize>> {
-    let missing: Vec<String> = order
-        .iter()
-        .filter(|&&id| matches!(d.node(id).op, Op::Placeholder) && !fed.contains_key(&id))
-        .map(|&id| format!("{} ({})", d.node(id).label(), d.node(id).ty))
-        .collect();
-    if !missing.is_empty() {
-        let s = if missing.len() == 1 { " was" } else { "s were" };
-        return Err(Error::Feed(format!(
-            "{} placeholder{s} not fed: {}",
-            missing.len(),
-            missing.join(", ")
-        )));
-    }
-    let mut batch: Option<(usize, String)> = None;
-    for (&id, a) in fed {
-        let Some(n) = d.get(id) else {
-            return Err(Error::Feed("a fed tensor is not in this graph".into()));
-        };
-        let dtype_ok = a.dtype() == n.ty.dtype
-            || (precision == Precision::F64 && n.ty.dtype == DType::F32 && a.dtype() == DType::F64);
-        if !dtype_ok {
-            return Err(Error::Feed(format!(
-                "{} expects {}, but the fed array holds {}",
-                n.label(),
-                n.ty,
-                a.dtype()
-            )));
-        }
-        let dims = n.ty.shape.dims();
-        let ok = dims.len() == a.shape().len()
-            && dims.iter().zip(a.shape()).all(|(d, &s)| match d {
-                Dim::Fixed(k) => *k == s,
-                Dim::Batch => true,
-            });
-        if !ok {
-            return Err(Error::Feed(format!(
-                "{} expects {}, but the fed array has shape {:?}",
-                n.label(),
-                n.ty,
-                a.shape()
-            )));
-        }
-        if dims.first() == Some(&Dim::Batch) {
-            let b = a.shape()[0];
-            match &batch {
-                Some((b0, who)) if *b0 != b => {
-                    return Err(Error::Feed(format!(
-                        "feeds disagree on the batch size: {who} has {b0} rows, {} has {b}",
-                        n.label()
-                    )))
-                }
-                Some(_) => {}
-                None => batch = Some((b, n.label())),
-            }
-        }
-    }
-    Ok(batch.map(|(b, _)| b))
 }
 
 fn rt(n: &Node, msg: String) -> Error {
@@ -669,9 +605,8 @@ fn eval_kernel(
 /// ```
 pub struct Interpreter {
     graph: Graph,
-    vars: HashMap<NodeId, Array>,
+    vars: VarStore,
     precision: Precision,
-    runs: u64,
 }
 
 impl Interpreter {
@@ -684,31 +619,17 @@ impl Interpreter {
     /// An interpreter with the given precision.
     pub fn with_precision(g: &Graph, precision: Precision) -> Result<Interpreter> {
         g.check()?;
-        let mut it = Interpreter {
+        Ok(Interpreter {
             graph: g.clone(),
-            vars: HashMap::new(),
+            // `evaluate` returns new arrays: a spare buffer would only be kept, never used.
+            vars: VarStore::new(g, false),
             precision,
-            runs: 0,
-        };
-        it.init_missing();
-        Ok(it)
+        })
     }
 
     /// The precision.
     pub fn precision(&self) -> Precision {
         self.precision
-    }
-
-    fn init_missing(&mut self) {
-        let d = self.graph.data();
-        for id in d.variables() {
-            let n = d.node(id);
-            if let (Op::Variable { init }, Some(shape)) = (&n.op, n.ty.shape.to_fixed()) {
-                self.vars
-                    .entry(id)
-                    .or_insert_with(|| init.fill(n.ty.dtype, &shape));
-            }
-        }
     }
 
     /// Evaluates `fetches` with `feeds`; each call draws fresh random numbers.
@@ -730,56 +651,37 @@ impl Interpreter {
     /// [`Interpreter::run`] by node ids.
     pub fn run_ids(&mut self, fetches: &[NodeId], feeds: &[(NodeId, Array)]) -> Result<Vec<Array>> {
         self.graph.check()?;
-        self.init_missing();
+        self.vars.init_missing();
+        // Run `i` (from 0) draws random stream `i`; a failed run draws none.
+        let run_index = self.vars.runs();
         let (updates, mut out) = {
             let d = self.graph.data();
             let updates = crate::graph::effects::collect(&d, fetches)?;
             let all = crate::graph::effects::with_updates(fetches, &updates);
-            let out = evaluate(&d, &all, feeds, &self.vars, self.precision, self.runs)?;
+            let out = evaluate(
+                &d,
+                &all,
+                feeds,
+                self.vars.values(),
+                self.precision,
+                run_index,
+            )?;
             (updates, out)
         };
-        self.runs += 1;
-        let d = self.graph.data();
-        for (u, value) in updates.iter().zip(out.drain(fetches.len()..)) {
-            // F64 precision hands out f64 arrays; a variable keeps its own dtype.
-            let value = value.cast(d.node(u.variable).ty.dtype);
-            self.vars.insert(u.variable, value);
-        }
+        self.vars.count_run();
+        // F64 precision hands out f64 arrays; `apply` casts them to the variables' dtypes.
+        self.vars.apply(&updates, out.drain(fetches.len()..));
         Ok(out)
     }
 
     /// The current value of a variable.
     pub fn variable(&self, id: NodeId) -> Option<&Array> {
-        self.vars.get(&id)
+        self.vars.get(id)
     }
 
-    /// Sets a variable, checking its dtype and shape.
+    /// Sets a variable, checking its dtype and shape (in [`Precision::F64`], an `f64` value
+    /// may set an `f32` variable).
     pub fn set_variable(&mut self, id: NodeId, value: Array) -> Result<()> {
-        let d = self.graph.data();
-        let n = d
-            .get(id)
-            .ok_or_else(|| Error::invalid("set_variable: no such node"))?;
-        if !matches!(n.op, Op::Variable { .. }) {
-            return Err(Error::invalid(format!(
-                "set_variable: {} is not a variable",
-                n.label()
-            )));
-        }
-        let dtype_ok = value.dtype() == n.ty.dtype
-            || (self.precision == Precision::F64
-                && n.ty.dtype == DType::F32
-                && value.dtype() == DType::F64);
-        if !dtype_ok || n.ty.shape.to_fixed().as_deref() != Some(value.shape()) {
-            return Err(Error::invalid(format!(
-                "set_variable: {} is {}, the value is {}{:?}",
-                n.label(),
-                n.ty,
-                value.dtype(),
-                value.shape()
-            )));
-        }
-        drop(d);
-        self.vars.insert(id, value);
-        Ok(())
+        self.vars.set(id, value, self.precision == Precision::F64)
     }
 }

@@ -28,6 +28,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod dtype;
 pub mod error;
+mod feeds;
 pub mod graph;
 pub mod init;
 pub mod interp;
@@ -47,6 +48,7 @@ pub mod shape;
 pub mod text;
 pub mod threads;
 pub mod train;
+mod vars;
 
 /// The README's examples, compiled and run as doctests so the front door stays correct. The
 /// README describes the default build, whose `ui` feature its `history.plot` needs.

@@ -18,9 +18,13 @@
 //! them such as an optimizer's train op, updates variables when the run has finished: every
 //! read in the run sees the old values (see [`crate::graph::effects`]).
 //!
-//! A run checks the feeds first (every missing placeholder is listed; wrong dtypes and shapes
-//! and disagreeing batch sizes are reported by name), then finds or compiles the executable
-//! for this set of fetches and this batch size, then runs it. The cache key is the graph, the
+//! A run checks the feeds first, with the one checker both backends use (`src/feeds.rs`:
+//! every missing placeholder is listed; wrong dtypes and shapes and disagreeing batch sizes
+//! are reported by name). The JIT then finds or compiles the executable for this set of
+//! fetches and this batch size, and runs it; the interpreter evaluates the graph as written,
+//! without the passes, since it is the oracle they are checked against. Variables live in
+//! the same store as the [`Interpreter`](crate::Interpreter)'s (`src/vars.rs`), which applies
+//! a run's updates when it has finished. The cache key is the graph, the
 //! fetched nodes and the batch size: nodes are never changed or reused once added (see
 //! ARCHITECTURE.md), so a key can never come to mean another program. `KILN_LOG_COMPILES=1`
 //! prints each compile and why the cache missed.
@@ -29,9 +33,10 @@ use crate::array::Array;
 use crate::error::{Error, Result};
 use crate::graph::op::Op;
 use crate::graph::{effects, Graph, NodeId, Tensor};
-use crate::interp::{check_feeds, evaluate, order_with_feeds, Precision};
+use crate::interp::{evaluate, Precision};
 use crate::jit::Executable;
 use crate::passes::{Pipeline, Program};
+use crate::vars::VarStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +46,10 @@ use std::time::Instant;
 pub enum Backend {
     /// Optimize with the pass pipeline and compile to native code with Cranelift.
     Jit,
-    /// The reference interpreter (the oracle): no compilation, slow, obviously right.
+    /// The reference interpreter (the oracle): no compilation, slow, obviously right. It
+    /// runs the graph as written, without the pass pipeline: an oracle that the passes are
+    /// checked against must not go through them (ARCHITECTURE.md, "The JIT and the
+    /// session").
     Interpreter,
 }
 
@@ -55,16 +63,14 @@ struct Key {
 pub struct Session {
     graph: Graph,
     backend: Backend,
-    vars: HashMap<NodeId, Array>,
+    /// Variable values, double-buffered (an update is written into the variable's previous
+    /// buffer, so a training step allocates nothing for its variables), and the run counter.
+    vars: VarStore,
     cache: HashMap<Key, Arc<Executable>>,
     /// The assigns behind each set of fetches (sound to cache for the same reason as
     /// `cache`: nodes never change once added), so a training loop does not walk the graph
     /// on every step.
     updates: HashMap<Vec<NodeId>, Arc<[effects::Update]>>,
-    /// Each updated variable's previous value: the buffer its next update is written into
-    /// (double buffering: a training step allocates nothing for its variables).
-    spare: HashMap<NodeId, Array>,
-    runs: u64,
     compiles: usize,
     last_compile: Option<crate::jit::CompileTimes>,
     log: bool,
@@ -80,20 +86,16 @@ impl Session {
     /// A session with the chosen backend.
     pub fn with_backend(graph: &Graph, backend: Backend) -> Result<Session> {
         graph.check()?;
-        let mut s = Session {
+        Ok(Session {
             graph: graph.clone(),
             backend,
-            vars: HashMap::new(),
+            vars: VarStore::new(graph, true),
             cache: HashMap::new(),
             updates: HashMap::new(),
-            spare: HashMap::new(),
-            runs: 0,
             compiles: 0,
             last_compile: None,
             log: std::env::var("KILN_LOG_COMPILES").is_ok_and(|v| v == "1"),
-        };
-        s.init_missing();
-        Ok(s)
+        })
     }
 
     /// The backend.
@@ -112,57 +114,31 @@ impl Session {
         self.last_compile
     }
 
-    fn init_missing(&mut self) {
-        let d = self.graph.data();
-        for id in d.variables() {
-            let n = d.node(id);
-            if let (Op::Variable { init }, Some(shape)) = (&n.op, n.ty.shape.to_fixed()) {
-                self.vars
-                    .entry(id)
-                    .or_insert_with(|| init.fill(n.ty.dtype, &shape));
-            }
-        }
-    }
-
     /// Every variable's name and current value, in the graph's order.
     pub fn named_variables(&self) -> Vec<(String, &Array)> {
-        let d = self.graph.data();
-        d.variables()
-            .into_iter()
-            .filter_map(|id| {
-                let name = d.node(id).name.as_deref()?.to_string();
-                Some((name, self.vars.get(&id)?))
-            })
-            .collect()
+        self.vars.named()
     }
 
     /// `(name, id, type)` of every variable.
     pub(crate) fn variable_specs(&self) -> Vec<(String, NodeId, crate::Ty)> {
-        let d = self.graph.data();
-        d.variables()
-            .into_iter()
-            .filter_map(|id| {
-                let n = d.node(id);
-                Some((n.name.as_deref()?.to_string(), id, n.ty.clone()))
-            })
-            .collect()
+        self.vars.specs()
     }
 
     /// Sets variables whose dtypes and shapes the caller has checked.
     pub(crate) fn put_variables(&mut self, values: Vec<(NodeId, Array)>) {
-        self.vars.extend(values);
+        self.vars.put_checked(values);
     }
 
     /// How many runs this session has made: the index of the random stream of the last run
     /// (each run draws from stream `run_count() + 1`).
     pub fn run_count(&self) -> u64 {
-        self.runs
+        self.vars.runs()
     }
 
     /// Sets the run counter, so that the next run draws random stream `runs + 1` (a restore
     /// does this to resume random streams exactly).
     pub fn set_run_count(&mut self, runs: u64) {
-        self.runs = runs;
+        self.vars.set_runs(runs);
     }
 
     /// The graph this session runs.
@@ -172,29 +148,17 @@ impl Session {
 
     /// The current value of a variable.
     pub fn variable(&self, v: Tensor<'_>) -> Option<&Array> {
-        self.vars.get(&v.id())
+        self.vars.get(v.id())
     }
 
     /// Replaces a variable's value (same dtype and shape).
     pub fn set_variable(&mut self, v: Tensor<'_>, value: Array) -> Result<()> {
-        let d = self.graph.data();
-        let n = d
-            .get(v.id())
-            .filter(|n| matches!(n.op, Op::Variable { .. }))
-            .ok_or_else(|| Error::invalid("set_variable: not a variable of this graph"))?;
-        let want = n.ty.shape.to_fixed().unwrap_or_default();
-        if value.dtype() != n.ty.dtype || value.shape() != want.as_slice() {
-            return Err(Error::invalid(format!(
-                "set_variable: {} is {}, the value is {}{:?}",
-                n.label(),
-                n.ty,
-                value.dtype(),
-                value.shape()
-            )));
+        if !v.graph().same_as(&self.graph) {
+            return Err(Error::invalid(
+                "set_variable: the variable belongs to another graph",
+            ));
         }
-        drop(d);
-        self.vars.insert(v.id(), value);
-        Ok(())
+        self.vars.set(v.id(), value, false)
     }
 
     /// Evaluates `fetches` with `feeds` (placeholder, value). Feeds are checked before any
@@ -242,7 +206,7 @@ impl Session {
                 ));
             }
         }
-        self.init_missing();
+        self.vars.init_missing();
         let user: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
         // Assigns behind the fetches become extra outputs, stored when the run has finished
         // (snapshot semantics; see graph::effects).
@@ -255,16 +219,17 @@ impl Session {
             }
         };
         let fetch_ids = effects::with_updates(&user, &updates);
-        self.runs += 1;
-        let run_index = self.runs;
+        // Counted before the checks, as it always was: a refused run still uses up its
+        // random stream.
+        let run_index = self.vars.count_run();
+        // The feeds are checked by one checker for both backends, before anything is
+        // compiled or run, so both report the same errors.
+        let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(t, a)| (t.id(), a)).collect();
+        let batch = crate::feeds::check(&self.graph.data(), &fetch_ids, &fed, Precision::F32)?;
         out.resize_with(user.len(), || Array::zeros(crate::DType::F32, [0]));
         // Each update's position gets its variable's spare buffer (none on the first run:
         // an empty array, which the executable replaces with a new one).
-        out.extend(updates.iter().map(|u| {
-            self.spare
-                .remove(&u.variable)
-                .unwrap_or_else(|| Array::zeros(crate::DType::F32, [0]))
-        }));
+        out.extend(updates.iter().map(|u| self.vars.take_spare(u.variable)));
         out = match self.backend {
             Backend::Interpreter => {
                 let feed_ids: Vec<(NodeId, Array)> =
@@ -273,54 +238,69 @@ impl Session {
                     &self.graph.data(),
                     &fetch_ids,
                     &feed_ids,
-                    &self.vars,
+                    self.vars.values(),
                     Precision::F32,
                     run_index,
                 )?
             }
             Backend::Jit => {
-                self.run_jit(&fetch_ids, feeds, run_index, &mut out)?;
+                self.run_jit(&fetch_ids, &fed, batch, run_index, &mut out)?;
                 out
             }
         };
-        for (u, value) in updates.iter().zip(out.drain(user.len()..)) {
-            if let Some(old) = self.vars.insert(u.variable, value) {
-                self.spare.insert(u.variable, old);
-            }
-        }
+        self.vars.apply(&updates, out.drain(user.len()..));
         *outputs = out;
         Ok(())
     }
 
+    /// Runs `fetches` on the executable for them and this batch size, compiling it first if
+    /// the cache does not have it. The feeds have been checked.
     fn run_jit(
         &mut self,
         fetches: &[NodeId],
-        feeds: &[(Tensor<'_>, Array)],
+        fed: &HashMap<NodeId, &Array>,
+        batch: Option<usize>,
         run_index: u64,
         out: &mut Vec<Array>,
     ) -> Result<()> {
-        // Check feeds exactly as the interpreter does, before anything is compiled or run.
-        let batch = {
+        {
             let d = self.graph.data();
-            d.check()?;
-            for &f in fetches {
-                if d.get(f).is_none() {
-                    return Err(Error::Feed("a fetched tensor is not in this graph".into()));
-                }
+            if fed
+                .keys()
+                .any(|id| !matches!(d.get(*id).map(|n| &n.op), Some(Op::Placeholder)))
+            {
+                return Err(Error::Feed(
+                    "the JIT backend feeds placeholders only (use Backend::Interpreter to \
+                     feed other tensors)"
+                        .into(),
+                ));
             }
-            let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(t, a)| (t.id(), a)).collect();
-            for id in fed.keys() {
-                if !matches!(d.get(*id).map(|n| &n.op), Some(Op::Placeholder)) {
-                    return Err(Error::Feed(
-                        "the JIT backend feeds placeholders only (use Backend::Interpreter to \
-                         feed other tensors)"
-                            .into(),
-                    ));
-                }
-            }
-            let order = order_with_feeds(&d, fetches, &fed);
-            check_feeds(&d, &order, &fed, Precision::F32)?
-        };
+        }
+        let exe = self.executable(fetches, batch)?;
+        let feed_refs: Vec<&Array> = exe
+            .placeholders()
+            .iter()
+            .map(|(id, _)| {
+                fed.get(id)
+                    .copied()
+                    .ok_or_else(|| Error::Feed("a placeholder was not fed".into()))
+            })
+            .collect::<Result<_>>()?;
+        let var_refs: Vec<&Array> = exe
+            .variables()
+            .iter()
+            .map(|(id, _)| {
+                self.vars
+                    .get(*id)
+                    .ok_or_else(|| Error::invalid("a variable has no value"))
+            })
+            .collect::<Result<_>>()?;
+        exe.run_into(&feed_refs, &var_refs, run_index, out)
+    }
+
+    /// The executable for `fetches` at this batch size: from the cache, or compiled (the
+    /// default pipeline with the batch size made concrete, then Cranelift) and cached.
+    fn executable(&mut self, fetches: &[NodeId], batch: Option<usize>) -> Result<Arc<Executable>> {
         let key = Key {
             fetches: fetches.to_vec(),
             batch,
@@ -366,25 +346,6 @@ impl Session {
                 exe
             }
         };
-        let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(t, a)| (t.id(), a)).collect();
-        let feed_refs: Vec<&Array> = exe
-            .placeholders()
-            .iter()
-            .map(|(id, _)| {
-                fed.get(id)
-                    .copied()
-                    .ok_or_else(|| Error::Feed("a placeholder was not fed".into()))
-            })
-            .collect::<Result<_>>()?;
-        let var_refs: Vec<&Array> = exe
-            .variables()
-            .iter()
-            .map(|(id, _)| {
-                self.vars
-                    .get(id)
-                    .ok_or_else(|| Error::invalid("a variable has no value"))
-            })
-            .collect::<Result<_>>()?;
-        exe.run_into(&feed_refs, &var_refs, run_index, out)
+        Ok(exe)
     }
 }

@@ -155,3 +155,93 @@ fn train_ops_survive_a_text_round_trip() {
     let w2 = g2.by_name("w").unwrap();
     assert_eq!(f32s(s.variable(w2).unwrap()), vec![3.0, 3.0]);
 }
+
+/// One feed checker (src/feeds.rs) serves both backends: the same mistake gives the same
+/// message, and when several feeds are wrong the first created is the one reported.
+#[test]
+fn both_backends_report_the_same_feed_errors() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(2)]);
+    let y = g.placeholder("y", DType::F32, [None, Some(2)]);
+    let out = (x + y).sum_all();
+    let z = |rows: usize, cols: usize| Array::zeros(DType::F32, [rows, cols]);
+    let cases = [
+        (
+            vec![],
+            r#"run: 2 placeholders were not fed: "x" (f32[?,2]), "y" (f32[?,2])"#,
+        ),
+        (
+            vec![(y, z(4, 2)), (x, z(3, 2))],
+            r#"run: feeds disagree on the batch size: "x" has 3 rows, "y" has 4"#,
+        ),
+        (
+            vec![(y, z(3, 3)), (x, z(3, 3))],
+            r#"run: "x" expects f32[?,2], but the fed array has shape [3, 3]"#,
+        ),
+        (
+            vec![(x, Array::zeros(DType::I32, [3, 2])), (y, z(3, 2))],
+            r#"run: "x" expects f32[?,2], but the fed array holds i32"#,
+        ),
+    ];
+    for (feeds, want) in cases {
+        for b in BACKENDS {
+            let mut s = Session::with_backend(&g, b).unwrap();
+            let e = s.run(&[out], &feeds).unwrap_err().to_string();
+            assert_eq!(e, want, "{b:?}");
+        }
+        let mut it = Interpreter::new(&g).unwrap();
+        assert_eq!(it.run(&[out], &feeds).unwrap_err().to_string(), want);
+    }
+    // Feeding a computed tensor is the interpreter's privilege.
+    let sum = x + y;
+    let fed = [(sum, z(3, 2))];
+    let mut s = Session::with_backend(&g, Backend::Interpreter).unwrap();
+    assert_eq!(s.run(&[sum * 2.0f32], &fed).unwrap()[0].shape(), &[3, 2]);
+    let mut s = Session::new(&g).unwrap();
+    let e = s.run(&[sum * 2.0f32], &fed).unwrap_err().to_string();
+    assert!(e.contains("feeds placeholders only"), "{e}");
+}
+
+/// Both backends keep their variables in one store (src/vars.rs): a variable added after the
+/// session was made is initialized before the next run, a value of the wrong type is
+/// refused, and an update computed in f64 (the interpreter's f64 precision) keeps the
+/// variable's dtype.
+#[test]
+fn one_variable_store_for_both_backends() {
+    for b in BACKENDS {
+        let g = Graph::new();
+        let w = g.variable("w", [2], init::constant(1.0));
+        let mut s = Session::with_backend(&g, b).unwrap();
+        let v = g.variable("v", [2], init::constant(5.0)); // added after the session
+        let up = v.assign(v + w);
+        s.run(&[up], &[]).unwrap();
+        assert_eq!(f32s(s.variable(v).unwrap()), vec![6.0, 6.0], "{b:?}");
+        let e = s
+            .set_variable(v, Array::zeros(DType::F32, [3]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, r#"set_variable: "v" is f32[2], the value is f32[3]"#);
+        let e = s
+            .set_variable(up, Array::zeros(DType::F32, [2]))
+            .unwrap_err();
+        assert!(e.to_string().ends_with("is not a variable"), "{e}");
+        let other = Graph::new();
+        let o = other.variable("o", [2], init::zeros());
+        assert!(s.set_variable(o, Array::zeros(DType::F32, [2])).is_err());
+    }
+    let g = Graph::new();
+    let w = g.variable("w", [2], init::constant(1.5));
+    let up = w.assign(w * 2.0f32);
+    let mut it = Interpreter::with_precision(&g, Precision::F64).unwrap();
+    let out = it.run(&[up], &[]).unwrap();
+    assert_eq!(out[0].dtype(), DType::F64);
+    let after = it.variable(w.id()).unwrap();
+    assert_eq!(after.dtype(), DType::F32);
+    assert_eq!(f32s(after), vec![3.0, 3.0]);
+    // f64 precision also accepts an f64 value for an f32 variable.
+    it.set_variable(w.id(), Array::new([2], vec![0.5f64, 0.25]).unwrap())
+        .unwrap();
+    assert!(it
+        .set_variable(w.id(), Array::zeros(DType::I32, [2]))
+        .is_err());
+}

@@ -466,3 +466,30 @@ fn a_functional_model_with_two_outputs_predicts_both() {
         .to_string();
     assert!(e.contains("one output"), "{e}");
 }
+
+/// The Keras layer's modules depend one way (ARCHITECTURE.md, "The Keras layer"):
+/// `batch` <- `model` <- `callbacks` <- `fit`. A `use` pointing back up is a cycle again.
+#[test]
+fn nn_modules_depend_one_way() {
+    let src = |name: &str| {
+        std::fs::read_to_string(format!("{}/src/nn/{name}.rs", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    // What each module may not name, because it sits above it.
+    let rules = [
+        (
+            "batch",
+            &["super::model", "super::callbacks", "super::fit", "nn::"][..],
+        ),
+        ("model", &["super::callbacks", "super::fit"][..]),
+        ("callbacks", &["super::fit"][..]),
+    ];
+    for (module, above) in rules {
+        let text = src(module);
+        for a in above {
+            assert!(!text.contains(a), "src/nn/{module}.rs names {a}");
+        }
+    }
+    // And the modules above do use the ones below (the rule is not vacuous).
+    assert!(src("fit").contains("super::callbacks"));
+    assert!(src("callbacks").contains("super::model::Model"));
+}

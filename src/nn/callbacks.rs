@@ -1,6 +1,6 @@
 //! Callbacks: code that runs between epochs of `fit` (early stopping, checkpoints, yours).
 
-use super::fit::Logs;
+use super::batch::Logs;
 use super::model::Model;
 use crate::array::Array;
 use crate::error::{Error, Result};

@@ -1,5 +1,7 @@
-//! `fit` and `evaluate`: the epoch loop, validation, callbacks and the `History`.
+//! Running a model: `fit` (the epoch loop, validation, callbacks, the `History`), `evaluate`
+//! and `predict`.
 
+use super::batch::{concat_rows, rows_of, Inputs, Logs};
 use super::callbacks::{Callback, Control};
 use super::model::Model;
 use crate::array::Array;
@@ -7,35 +9,9 @@ use crate::data::{take_rows, take_rows_into};
 use crate::error::{Error, Result};
 use crate::graph::{NodeId, Tensor};
 use crate::progress::{Progress, Verbosity};
+use crate::session::Session;
 use std::collections::BTreeMap;
 use std::time::Instant;
-
-/// Per-epoch values by name (`loss`, `accuracy`, `val_loss`, ...).
-pub type Logs = BTreeMap<String, f64>;
-
-/// The inputs of a model: one array, or one per input.
-pub trait Inputs {
-    /// The arrays, in the model's input order.
-    fn arrays(&self) -> Vec<&Array>;
-}
-
-impl Inputs for &Array {
-    fn arrays(&self) -> Vec<&Array> {
-        vec![self]
-    }
-}
-
-impl Inputs for &[&Array] {
-    fn arrays(&self) -> Vec<&Array> {
-        self.to_vec()
-    }
-}
-
-impl<const N: usize> Inputs for [&Array; N] {
-    fn arrays(&self) -> Vec<&Array> {
-        self.to_vec()
-    }
-}
 
 /// The settings of one `fit` call (Keras' keyword arguments).
 pub struct FitConfig {
@@ -153,27 +129,6 @@ struct StepIds {
     loss: NodeId,
     metrics: Vec<(String, NodeId)>,
     train: NodeId,
-}
-
-/// Rows shared by every array (and `y`), or an error naming the mismatch.
-pub(crate) fn rows_of(xs: &[&Array], y: Option<&Array>) -> Result<usize> {
-    let mut n = None;
-    for a in xs.iter().copied().chain(y) {
-        let r = *a
-            .shape()
-            .first()
-            .ok_or_else(|| Error::invalid("inputs and targets need a batch axis"))?;
-        match n {
-            None => n = Some(r),
-            Some(m) if m != r => {
-                return Err(Error::invalid(format!(
-                    "inputs and targets have different numbers of rows: {m} vs {r}"
-                )))
-            }
-            _ => {}
-        }
-    }
-    n.ok_or_else(|| Error::invalid("no inputs"))
 }
 
 impl Model {
@@ -374,5 +329,54 @@ impl Model {
             cb.on_train_end(self)?;
         }
         Ok(history)
+    }
+
+    /// The (first) output on `x`, in batches of `batch_size`, with dropout off.
+    pub fn predict(&mut self, x: impl Inputs, batch_size: usize) -> Result<Array> {
+        Ok(self.predict_outputs(x, batch_size)?.remove(0))
+    }
+
+    /// Every output on `x` (for models with several), in batches, with dropout off.
+    pub fn predict_outputs(&mut self, x: impl Inputs, batch_size: usize) -> Result<Vec<Array>> {
+        let xs = x.arrays();
+        let built = self.built()?.clone();
+        if xs.len() != built.inputs.len() {
+            return Err(Error::invalid(format!(
+                "predict: the model has {} input(s), got {} array(s)",
+                built.inputs.len(),
+                xs.len()
+            )));
+        }
+        let n = rows_of(&xs, None)?;
+        let bs = batch_size.max(1);
+        let g = self.graph().clone();
+        if self.session.is_none() {
+            // An uncompiled model (a multi-output one, say) still predicts.
+            self.session = Some(Session::new(&g)?);
+        }
+        let fetch: Vec<Tensor<'_>> = built.outputs.iter().map(|&o| g.tensor(o)).collect();
+        let mut parts: Vec<Vec<Array>> = vec![vec![]; fetch.len()];
+        let mut start = 0;
+        loop {
+            let end = (start + bs).min(n);
+            let idx: Vec<usize> = (start..end).collect();
+            let mut feeds = vec![];
+            for (&id, a) in built.inputs.iter().zip(&xs) {
+                feeds.push((g.tensor(id), take_rows(a, &idx)?));
+            }
+            feeds.push((g.tensor(built.training), Array::scalar(false)));
+            let sess = self
+                .session
+                .as_mut()
+                .ok_or_else(|| Error::invalid("predict: no session"))?;
+            for (p, a) in parts.iter_mut().zip(sess.run(&fetch, &feeds)?) {
+                p.push(a);
+            }
+            start = end;
+            if start >= n {
+                break;
+            }
+        }
+        parts.iter().map(|p| concat_rows(p)).collect()
     }
 }

@@ -38,6 +38,7 @@
 //! - **Layers name their variables as Keras does** (`dense/kernel`, `dense_1/bias`), so
 //!   checkpoints read naturally.
 
+mod batch;
 mod callbacks;
 mod fit;
 mod layers;
@@ -45,8 +46,9 @@ mod losses;
 mod model;
 
 pub use crate::progress::Verbosity;
+pub use batch::{Inputs, Logs};
 pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint};
-pub use fit::{FitConfig, History, Inputs, Logs};
+pub use fit::{FitConfig, History};
 pub use layers::{
     Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,
 };

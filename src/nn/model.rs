@@ -9,7 +9,6 @@ use super::layers::{Ctx, Layer};
 use super::losses::{batch_shape, Loss, Metric};
 use crate::array::Array;
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::take_rows;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Tensor};
@@ -506,83 +505,6 @@ impl Model {
         self.set_weights(&ws)
             .map_err(|e| Error::invalid_file(path, format!("load_weights: {e}")))
     }
-
-    /// The (first) output on `x`, in batches of `batch_size`, with dropout off.
-    pub fn predict(&mut self, x: impl super::Inputs, batch_size: usize) -> Result<Array> {
-        Ok(self.predict_outputs(x, batch_size)?.remove(0))
-    }
-
-    /// Every output on `x` (for models with several), in batches, with dropout off.
-    pub fn predict_outputs(
-        &mut self,
-        x: impl super::Inputs,
-        batch_size: usize,
-    ) -> Result<Vec<Array>> {
-        let xs = x.arrays();
-        let built = self.built()?.clone();
-        if xs.len() != built.inputs.len() {
-            return Err(Error::invalid(format!(
-                "predict: the model has {} input(s), got {} array(s)",
-                built.inputs.len(),
-                xs.len()
-            )));
-        }
-        let n = super::fit::rows_of(&xs, None)?;
-        let bs = batch_size.max(1);
-        if self.session.is_none() {
-            // An uncompiled model (a multi-output one, say) still predicts.
-            self.session = Some(Session::new(&self.graph)?);
-        }
-        let fetch: Vec<Tensor<'_>> = built
-            .outputs
-            .iter()
-            .map(|&o| self.graph.tensor(o))
-            .collect();
-        let mut parts: Vec<Vec<Array>> = vec![vec![]; fetch.len()];
-        let mut start = 0;
-        loop {
-            let end = (start + bs).min(n);
-            let idx: Vec<usize> = (start..end).collect();
-            let mut feeds = vec![];
-            for (&id, a) in built.inputs.iter().zip(&xs) {
-                feeds.push((self.graph.tensor(id), take_rows(a, &idx)?));
-            }
-            feeds.push((self.graph.tensor(built.training), Array::scalar(false)));
-            let sess = self
-                .session
-                .as_mut()
-                .ok_or_else(|| Error::invalid("predict: no session"))?;
-            for (p, a) in parts.iter_mut().zip(sess.run(&fetch, &feeds)?) {
-                p.push(a);
-            }
-            start = end;
-            if start >= n {
-                break;
-            }
-        }
-        parts.iter().map(|p| concat_rows(p)).collect()
-    }
-}
-
-/// Stacks arrays along their first axis.
-pub(crate) fn concat_rows(parts: &[Array]) -> Result<Array> {
-    let Some(first) = parts.first() else {
-        return Err(Error::invalid("concat_rows: nothing to stack"));
-    };
-    let mut shape = first.shape().to_vec();
-    shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
-    if parts.iter().all(|p| p.dtype() == crate::dtype::DType::F32) {
-        let mut data: Vec<f32> = Vec::with_capacity(shape.iter().product());
-        for p in parts {
-            data.extend_from_slice(p.as_slice::<f32>()?);
-        }
-        return Array::new(shape, data);
-    }
-    let mut data: Vec<f64> = Vec::new();
-    for p in parts {
-        data.extend(p.to_f64_vec());
-    }
-    Ok(Array::from_f64(first.dtype(), shape, data))
 }
 
 fn thousands(n: usize) -> String {
