@@ -4,9 +4,11 @@
 //!
 //! Locations follow the buffer assignment, which `Executable::compile_with` has validated:
 //! a computed value is an output's array or its slot, and a `reshape` that shares its input's
-//! slot is no step at all. Kernels are checked here too (valid index maps, parameter and
-//! output types equal to their operands' and node's), since native code indexes buffers
-//! sized from those types.
+//! slot is no step at all. What native code assumes about types is checked here too (a
+//! kernel's index maps are valid and its parameter and output types are its operands' and
+//! node's; a constant's array has its node's type; a reshape keeps its input's dtype and
+//! element count), since buffers are sized from the graph's types, which a pass (or a user
+//! holding the `Program`) could have changed.
 
 use super::buffers::Loc;
 use super::codegen::{self, Helpers, Split};
@@ -100,6 +102,18 @@ pub(super) fn layout(p: &Program, order: &[NodeId], plan: &MemoryPlan) -> Result
                 Loc::Var(lay.variables.len() - 1)
             }
             Op::Constant(c) => {
+                // Kernels read the array as the node's type says.
+                if c.0.dtype() != n.ty.dtype
+                    || Some(c.0.shape()) != n.ty.shape.to_fixed().as_deref()
+                {
+                    return Err(Error::invalid(format!(
+                        "jit: constant {} holds {}{:?}, not its type {}",
+                        n.label(),
+                        c.0.dtype(),
+                        c.0.shape(),
+                        n.ty
+                    )));
+                }
                 lay.consts.push(c.0.clone());
                 Loc::Const(lay.consts.len() - 1)
             }
@@ -176,6 +190,14 @@ pub(super) fn schedule(
                     len: n.ty.shape.numel().unwrap_or(0),
                 })
             }
+            Op::Reshape if !same_bytes(&p.graph.node(n.inputs[0]).ty, &n.ty) => {
+                return Err(Error::invalid(format!(
+                    "jit: reshape {} to {} of {}",
+                    n.label(),
+                    n.ty,
+                    p.graph.node(n.inputs[0]).ty
+                )))
+            }
             Op::Reshape if loc[&n.inputs[0]] == out => {}
             Op::Reshape => s.steps.push(Step::Copy {
                 from: loc[&n.inputs[0]],
@@ -186,6 +208,12 @@ pub(super) fn schedule(
         }
     }
     Ok(s)
+}
+
+/// Whether a value of type `b` can be the bytes of one of type `a` (a reshape reads or
+/// aliases its input's buffer with its own type).
+fn same_bytes(a: &Ty, b: &Ty) -> bool {
+    a.dtype == b.dtype && a.shape.numel().is_some() && a.shape.numel() == b.shape.numel()
 }
 
 /// The step of kernel `k` (node `id`); `lower` lowers its function when it needs one (all
@@ -202,6 +230,7 @@ fn kernel_step(
     k.validate()
         .map_err(|e| Error::invalid(format!("jit: invalid kernel: {e}")))?;
     check_param_types(k, &p.graph, &n.inputs, &n.ty)?;
+    check_matmul(k)?;
     let args: Vec<Loc> = n.inputs.iter().map(|i| lay.loc[i]).collect();
     let gemm = match &k.core {
         Core::MatMul {
@@ -300,6 +329,33 @@ pub(super) fn outputs(p: &Program, lay: &Layout) -> Outputs {
         out_tys,
         owner,
     }
+}
+
+/// What the `gemm` step assumes beyond `Kernel::validate`: both operands have the dtype it
+/// runs in (the first parameter's, f32 or f64), and the product has exactly as many elements
+/// as the output (it is written into the output, or into scratch of the output's size).
+fn check_matmul(k: &Kernel) -> Result<()> {
+    let Core::MatMul {
+        a, b, batch, m, n, ..
+    } = &k.core
+    else {
+        return Ok(());
+    };
+    let dtype = |i: u32| k.params.get(i as usize).map(|t| t.dtype);
+    let d = dtype(0);
+    let float = matches!(d, Some(DType::F32 | DType::F64));
+    let product: usize = batch.iter().product::<usize>() * m * n;
+    if !float || dtype(a.param) != d || dtype(b.param) != d {
+        return Err(Error::invalid(
+            "jit: a matmul kernel's operands are not both f32 or f64",
+        ));
+    }
+    if product != k.epilogue.domain.iter().product::<usize>() {
+        return Err(Error::invalid(
+            "jit: a matmul kernel's product is not its output's size",
+        ));
+    }
+    Ok(())
 }
 
 /// Kernels read and write buffers sized from the graph's types: a kernel's parameter and
