@@ -134,7 +134,11 @@ fn bytes_of(ty: &Ty) -> usize {
 
 impl Executable {
     /// Compiles `p`, which must have concrete shapes (run the pass pipeline with a batch
-    /// size first); `p.memory` is used if present.
+    /// size first). Its buffer assignment ([`Program::memory`]) is used if the pipeline made
+    /// one, else planned here; either way it is validated first, and a plan that does not
+    /// fit the program (say, the graph was changed after `memplan`) is an
+    /// [`Error::Internal`]. Types native code relies on are checked too (kernels', constants',
+    /// reshapes'), as [`Error::Invalid`].
     pub fn compile(p: &Program) -> Result<Executable> {
         Executable::compile_with(p, module::tile_math_default())
     }
