@@ -5,6 +5,10 @@
 //! placeholder or variable before any native code runs; output arrays handed in for reuse
 //! are written into only when their type matches. (That the fields describing those types
 //! cannot be changed from outside is a `compile_fail` doctest on `Executable`.)
+//!
+//! A `Program`'s graph and outputs are public, so they can change between the pipeline and
+//! the compile: a constant, reshape or kernel given a larger type, an output dropped, a
+//! matmul kernel whose product outgrows its output. Each is refused at compile.
 
 use kiln::init;
 use kiln::jit::Executable;
@@ -133,4 +137,121 @@ fn outputs_handed_in_are_reused_only_when_their_type_matches() {
     exe.run_into(&[&x], &[&w], 0, &mut outs).unwrap();
     assert_eq!(outs.len(), 1);
     assert_eq!(outs[0].to_vec::<f32>().unwrap(), vec![1.0; 8]);
+}
+
+/// A program the pipeline produced and then changed by hand (its graph and outputs are
+/// public): whatever was changed, compiling refuses it instead of running native code on
+/// buffers sized for the old types.
+fn refused_after(fusion: bool, change: impl FnOnce(&mut Program)) -> kiln::Error {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [4, 3]);
+    let c = g.constant(Array::new([3], vec![1f32, 2.0, 3.0]).unwrap());
+    let h = (x * c).exp();
+    let y = h.reshape([Some(3), Some(4)]).tanh();
+    let z = y.sum_all();
+    let mut p = Program::new(g.snapshot(), vec![z.id(), y.id()]);
+    let mut pl = Pipeline::default();
+    pl.options.batch = Some(1);
+    if !fusion {
+        pl.remove("fusion");
+    }
+    pl.run(&mut p).unwrap();
+    Executable::compile(&p).expect("the unchanged program compiles");
+    change(&mut p);
+    match Executable::compile(&p) {
+        Ok(_) => panic!("a changed program compiled"),
+        Err(e) => e,
+    }
+}
+
+/// Grows the type of the first live node matching `pick` to 100 elements.
+fn grow(p: &mut Program, pick: impl Fn(&kiln::Op) -> bool) {
+    let id = p
+        .live_order()
+        .into_iter()
+        .find(|&id| pick(&p.graph.node(id).op))
+        .expect("such a node");
+    let (_, ty) = p.graph.node_mut_parts(id);
+    ty.shape = Shape::from([100]);
+}
+
+#[test]
+fn a_constant_retyped_after_the_pipeline_is_refused() {
+    let e = refused_after(false, |p| grow(p, |op| matches!(op, kiln::Op::Constant(_))));
+    assert!(e.to_string().contains("constant"), "{e}");
+}
+
+#[test]
+fn a_reshape_retyped_after_the_pipeline_is_refused() {
+    // In a slot, the buffer assignment no longer fits it.
+    let e = refused_after(false, |p| grow(p, |op| matches!(op, kiln::Op::Reshape)));
+    assert!(matches!(e, kiln::Error::Internal(_)), "{e:?}");
+    // A fetched reshape of a feed is a copy out of the feed's array: it would read past it.
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [4, 3]);
+    let r = x.reshape([Some(3), Some(4)]);
+    let mut p = Program::new(g.snapshot(), vec![r.id()]);
+    let mut pl = Pipeline::default();
+    pl.options.batch = Some(1);
+    pl.remove("fusion");
+    pl.run(&mut p).unwrap();
+    Executable::compile(&p).expect("the unchanged program compiles");
+    grow(&mut p, |op| matches!(op, kiln::Op::Reshape));
+    let e = Executable::compile(&p)
+        .err()
+        .expect("a grown reshape compiled");
+    assert!(e.to_string().contains("jit: reshape"), "{e}");
+}
+
+#[test]
+fn a_kernel_retyped_after_the_pipeline_is_refused() {
+    let e = refused_after(true, |p| grow(p, |op| matches!(op, kiln::Op::Fusion(_))));
+    assert!(
+        matches!(e, kiln::Error::Internal(_) | kiln::Error::Invalid(_)),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn dropping_an_output_after_memplan_is_refused() {
+    // The dropped output becomes an intermediate that the plan gave no slot.
+    let e = refused_after(true, |p| {
+        p.outputs.pop();
+    });
+    assert!(e.to_string().contains("changed after memplan"), "{e}");
+}
+
+#[test]
+fn a_matmul_kernel_whose_product_outgrows_its_output_is_refused() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [4, 3]);
+    let w = g.placeholder("w", DType::F32, [3, 2]);
+    let y = x.matmul(w);
+    let mut p = Program::new(g.snapshot(), vec![y.id()]);
+    let mut pl = Pipeline::default();
+    pl.options.batch = Some(1);
+    pl.run(&mut p).unwrap();
+    let id = p
+        .live_order()
+        .into_iter()
+        .find(|&id| matches!(p.graph.node(id).op, kiln::Op::Fusion(_)))
+        .expect("a matmul kernel");
+    let (op, _) = p.graph.node_mut_parts(id);
+    let kiln::Op::Fusion(k) = op else {
+        unreachable!()
+    };
+    let mut k = (**k).clone();
+    // 100 rows, all reading row 0 of `x`: every read stays inside the operands, so the
+    // kernel is valid, but `gemm` would write 100 rows into a 4-row output.
+    let kiln::kernel::Core::MatMul { a, m, .. } = &mut k.core else {
+        panic!("not a matmul: {:?}", k.core)
+    };
+    *m = 100;
+    a.strides[0] = 0;
+    assert!(k.validate().is_ok());
+    *op = kiln::Op::Fusion(std::sync::Arc::new(k));
+    let e = Executable::compile(&p)
+        .err()
+        .expect("an oversized product compiled");
+    assert!(e.to_string().contains("product"), "{e}");
 }

@@ -146,7 +146,8 @@ pub(crate) struct AlignedBuf {
 
 // SAFETY: the buffer is plain bytes owned uniquely by this value.
 unsafe impl Send for AlignedBuf {}
-// SAFETY: shared references only read through `as_ptr`; writes need `&mut self`.
+// SAFETY: a shared reference cannot reach the bytes (the one accessor, `as_mut_ptr`, takes
+// `&mut self`).
 unsafe impl Sync for AlignedBuf {}
 
 const ALIGN: usize = 64;

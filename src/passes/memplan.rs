@@ -269,10 +269,12 @@ pub(crate) fn validate(p: &Program, plan: &MemoryPlan) -> Result<()> {
         if !computed(&p.graph.node(id).op) || outputs.contains(&id) {
             continue;
         }
-        let slot = *plan
-            .slot_of
-            .get(&id)
-            .ok_or_else(|| internal(format!("{} has no slot", label(id))))?;
+        let slot = *plan.slot_of.get(&id).ok_or_else(|| {
+            let l = label(id);
+            internal(format!(
+                "{l} has no slot (was the program changed after memplan?)"
+            ))
+        })?;
         let size = *plan.slots.get(slot).ok_or_else(|| {
             let n = plan.slots.len();
             internal(format!("{} is in slot {slot} of {n}", label(id)))

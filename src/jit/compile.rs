@@ -1,0 +1,382 @@
+//! Building the schedule from the program: where every value lives (its [`Loc`]), and one
+//! [`Step`] per computed value in the program's deterministic order, with each fused kernel
+//! lowered to Cranelift IR for `module.rs` to compile.
+//!
+//! Locations follow the buffer assignment, which `Executable::compile_with` has validated:
+//! a computed value is an output's array or its slot, and a `reshape` that shares its input's
+//! slot is no step at all. What native code assumes about types is checked here too (a
+//! kernel's index maps are valid and its parameter and output types are its operands' and
+//! node's; a constant's array has its node's type; a reshape keeps its input's dtype and
+//! element count), since buffers are sized from the graph's types, which a pass (or a user
+//! holding the `Program`) could have changed.
+
+use super::buffers::Loc;
+use super::codegen::{self, Helpers, Split};
+use super::gemm::Gemm;
+use super::module::{lower_kernel, noop_kernel, KernelFn};
+use super::{bytes_of, CompileTimes};
+use crate::array::Array;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::graph::op::{Op, RandomDist, Ty};
+use crate::graph::{GraphData, Node, NodeId};
+use crate::kernel::{Core, Kernel};
+use crate::passes::memplan::MemoryPlan;
+use crate::passes::Program;
+use cranelift_codegen::ir::Function;
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_jit::JITModule;
+use cranelift_module::FuncId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One step of a run.
+#[allow(clippy::large_enum_variant)] // few steps per executable; boxing buys nothing
+pub(super) enum Step {
+    /// A fused kernel: its `gemm` (matmul kernels), then its function.
+    Kernel {
+        /// None for a matmul whose epilogue is just the product (`gemm` writes the output).
+        f: Option<KernelFn>,
+        args: Vec<Loc>,
+        out: Loc,
+        node: NodeId,
+        split: Option<Split>,
+        gemm: Option<Gemm>,
+    },
+    /// A `reshape` that could not alias its input: a byte copy.
+    Copy { from: Loc, to: Loc, bytes: usize },
+    /// Random numbers written straight into the output, by the same function the
+    /// interpreter uses (`rng`), split over the pool: element `i` depends only on
+    /// (seed, run, i), so the bits never depend on the thread count.
+    Random {
+        dist: RandomDist,
+        seed: u64,
+        out: Loc,
+        dtype: DType,
+        len: usize,
+    },
+    /// An op with no native lowering, run by the interpreter on copies of its operands.
+    Host {
+        graph: GraphData,
+        placeholders: Vec<NodeId>,
+        out_node: NodeId,
+        args: Vec<(Loc, Ty)>,
+        out: Loc,
+    },
+}
+
+/// Where each live value lives, and the arrays `run` takes, in order.
+pub(super) struct Layout {
+    pub(super) loc: HashMap<NodeId, Loc>,
+    pub(super) placeholders: Vec<(NodeId, Ty)>,
+    pub(super) variables: Vec<(NodeId, Ty)>,
+    pub(super) consts: Vec<Arc<Array>>,
+    /// Each distinct output's index (`Loc::Out`), in order of first fetch.
+    pub(super) out_index: HashMap<NodeId, usize>,
+}
+
+/// Gives every live value its location: sources where they are, outputs their arrays, other
+/// values their slot in the (validated) `plan`.
+pub(super) fn layout(p: &Program, order: &[NodeId], plan: &MemoryPlan) -> Result<Layout> {
+    let mut lay = Layout {
+        loc: HashMap::new(),
+        placeholders: vec![],
+        variables: vec![],
+        consts: vec![],
+        out_index: HashMap::new(),
+    };
+    for &o in &p.outputs {
+        if !lay.out_index.contains_key(&o) {
+            lay.out_index.insert(o, lay.out_index.len());
+        }
+    }
+    for &id in order {
+        let n = p.graph.node(id);
+        let l = match &n.op {
+            Op::Placeholder => {
+                lay.placeholders.push((id, n.ty.clone()));
+                Loc::Feed(lay.placeholders.len() - 1)
+            }
+            Op::Variable { .. } => {
+                lay.variables.push((id, n.ty.clone()));
+                Loc::Var(lay.variables.len() - 1)
+            }
+            Op::Constant(c) => {
+                // Kernels read the array as the node's type says.
+                if c.0.dtype() != n.ty.dtype
+                    || Some(c.0.shape()) != n.ty.shape.to_fixed().as_deref()
+                {
+                    return Err(Error::invalid(format!(
+                        "jit: constant {} holds {}{:?}, not its type {}",
+                        n.label(),
+                        c.0.dtype(),
+                        c.0.shape(),
+                        n.ty
+                    )));
+                }
+                lay.consts.push(c.0.clone());
+                Loc::Const(lay.consts.len() - 1)
+            }
+            // Computed (`memplan::computed`): an output's array, else its slot.
+            _ => match (lay.out_index.get(&id), plan.slot_of().get(&id)) {
+                (Some(&i), _) => Loc::Out(i),
+                (None, Some(&s)) => Loc::Slot(s),
+                (None, None) => {
+                    return Err(Error::Internal(format!(
+                        "jit: {} has no buffer (the validated plan covers every value)",
+                        n.label()
+                    )))
+                }
+            },
+        };
+        lay.loc.insert(id, l);
+    }
+    Ok(lay)
+}
+
+/// The steps, and the kernels whose functions they still need.
+pub(super) struct Schedule {
+    pub(super) steps: Vec<Step>,
+    /// Lowered kernels, in order, for `module::define_all`.
+    pub(super) lowered: Vec<(FuncId, Function)>,
+    /// `(step, function)` for each step whose function pointer is known after finalizing.
+    pub(super) pending: Vec<(usize, FuncId)>,
+    /// The scratch the largest kernel needs.
+    pub(super) scratch_bytes: usize,
+    /// The number of kernel functions.
+    pub(super) kernels: usize,
+}
+
+/// One step per computed value of `order`, lowering each kernel into `module`.
+pub(super) fn schedule(
+    p: &Program,
+    order: &[NodeId],
+    lay: &Layout,
+    module: &mut JITModule,
+    helpers: &Helpers,
+    times: &mut CompileTimes,
+) -> Result<Schedule> {
+    let mut s = Schedule {
+        steps: vec![],
+        lowered: vec![],
+        pending: vec![],
+        scratch_bytes: 0,
+        kernels: 0,
+    };
+    let mut fctx = FunctionBuilderContext::new();
+    let loc = &lay.loc;
+    for &id in order {
+        let n = p.graph.node(id);
+        let out = loc[&id];
+        match &n.op {
+            Op::Placeholder | Op::Variable { .. } | Op::Constant(_) => {}
+            Op::Fusion(k) => {
+                let step = kernel_step(p, id, k, lay, &mut s, |s, k| {
+                    let index = s.kernels;
+                    let fid =
+                        lower_kernel(module, &mut fctx, helpers, k, index, times, &mut s.lowered)?;
+                    s.kernels += 1;
+                    s.pending.push((s.steps.len(), fid));
+                    Ok(noop_kernel as KernelFn)
+                })?;
+                s.steps.push(step);
+            }
+            Op::Random { dist, seed } if matches!(n.ty.dtype, DType::F32 | DType::F64) => {
+                s.steps.push(Step::Random {
+                    dist: *dist,
+                    seed: *seed,
+                    out,
+                    dtype: n.ty.dtype,
+                    len: n.ty.shape.numel().unwrap_or(0),
+                })
+            }
+            Op::Reshape if !same_bytes(&p.graph.node(n.inputs[0]).ty, &n.ty) => {
+                return Err(Error::invalid(format!(
+                    "jit: reshape {} to {} of {}",
+                    n.label(),
+                    n.ty,
+                    p.graph.node(n.inputs[0]).ty
+                )))
+            }
+            Op::Reshape if loc[&n.inputs[0]] == out => {}
+            Op::Reshape => s.steps.push(Step::Copy {
+                from: loc[&n.inputs[0]],
+                to: out,
+                bytes: bytes_of(&n.ty),
+            }),
+            _ => s.steps.push(host_step(p, n, loc, out)?),
+        }
+    }
+    Ok(s)
+}
+
+/// Whether a value of type `b` can be the bytes of one of type `a` (a reshape reads or
+/// aliases its input's buffer with its own type).
+fn same_bytes(a: &Ty, b: &Ty) -> bool {
+    a.dtype == b.dtype && a.shape.numel().is_some() && a.shape.numel() == b.shape.numel()
+}
+
+/// The step of kernel `k` (node `id`); `lower` lowers its function when it needs one (all
+/// but a matmul whose epilogue is the bare product) and returns a stand-in pointer.
+fn kernel_step(
+    p: &Program,
+    id: NodeId,
+    k: &Kernel,
+    lay: &Layout,
+    s: &mut Schedule,
+    lower: impl FnOnce(&mut Schedule, &Kernel) -> Result<KernelFn>,
+) -> Result<Step> {
+    let n = p.graph.node(id);
+    k.validate()
+        .map_err(|e| Error::invalid(format!("jit: invalid kernel: {e}")))?;
+    check_param_types(k, &p.graph, &n.inputs, &n.ty)?;
+    check_matmul(k)?;
+    let args: Vec<Loc> = n.inputs.iter().map(|i| lay.loc[i]).collect();
+    let gemm = match &k.core {
+        Core::MatMul {
+            a,
+            b,
+            batch,
+            m,
+            k: kk,
+            n,
+        } => Some(Gemm {
+            dtype: k.params[0].dtype,
+            a: (args[a.param as usize], a.clone()),
+            b: (args[b.param as usize], b.clone()),
+            batch: batch.to_vec(),
+            mkn: (*m, *kk, *n),
+            into_output: codegen::matmul_in_output(k),
+        }),
+        _ => None,
+    };
+    let f = if gemm.is_some() && codegen::direct_matmul(k) {
+        None
+    } else {
+        Some(lower(s, k)?)
+    };
+    s.scratch_bytes = s.scratch_bytes.max(codegen::scratch_bytes(k));
+    Ok(Step::Kernel {
+        f,
+        args,
+        out: lay.loc[&id],
+        node: id,
+        split: codegen::split_of(k),
+        gemm,
+    })
+}
+
+/// A host step: the op alone in a small graph, run by the interpreter.
+fn host_step(p: &Program, n: &Node, loc: &HashMap<NodeId, Loc>, out: Loc) -> Result<Step> {
+    let mut g = GraphData::new();
+    let mut phs = vec![];
+    let mut args = vec![];
+    for (k, &i) in n.inputs.iter().enumerate() {
+        let t = p.graph.node(i).ty.clone();
+        let ph = g.add_node(
+            Op::Placeholder,
+            &[],
+            Some(t.clone()),
+            Some(format!("in{k}")),
+            None,
+        );
+        phs.push(ph);
+        args.push((loc[&i], t));
+    }
+    let out_node = g.add_node(n.op.clone(), &phs, Some(n.ty.clone()), None, n.loc.clone());
+    g.check()?;
+    Ok(Step::Host {
+        graph: g,
+        placeholders: phs,
+        out_node,
+        args,
+        out,
+    })
+}
+
+/// What `run_into` hands back: each fetch's location and type (duplicates included), each
+/// distinct output's type, and the fetch position owning each distinct output's buffer.
+pub(super) struct Outputs {
+    pub(super) outputs: Vec<(Loc, Ty)>,
+    pub(super) out_tys: Vec<Ty>,
+    pub(super) owner: Vec<usize>,
+}
+
+/// The program's fetches, for `Executable`.
+pub(super) fn outputs(p: &Program, lay: &Layout) -> Outputs {
+    let out_index = &lay.out_index;
+    let mut outs_sorted: Vec<(NodeId, usize)> = out_index.iter().map(|(&k, &v)| (k, v)).collect();
+    outs_sorted.sort_by_key(|x| x.1);
+    // An output that is a source is copied out of its location at the end.
+    let distinct: Vec<(Loc, Ty)> = outs_sorted
+        .iter()
+        .map(|(id, _)| (lay.loc[id], p.graph.node(*id).ty.clone()))
+        .collect();
+    let out_tys: Vec<Ty> = distinct.iter().map(|(_, t)| t.clone()).collect();
+    // Fetches are listed per request, duplicates included.
+    let outputs: Vec<(Loc, Ty)> = p
+        .outputs
+        .iter()
+        .map(|o| distinct[out_index[o]].clone())
+        .collect();
+    // Every distinct output is fetched somewhere (it came from `p.outputs`).
+    let owner: Vec<usize> = outs_sorted
+        .iter()
+        .map(|(id, _)| p.outputs.iter().rposition(|o| o == id).unwrap_or(0))
+        .collect();
+    Outputs {
+        outputs,
+        out_tys,
+        owner,
+    }
+}
+
+/// What the `gemm` step assumes beyond `Kernel::validate`: both operands have the dtype it
+/// runs in (the first parameter's, f32 or f64), and the product has exactly as many elements
+/// as the output (it is written into the output, or into scratch of the output's size).
+fn check_matmul(k: &Kernel) -> Result<()> {
+    let Core::MatMul {
+        a, b, batch, m, n, ..
+    } = &k.core
+    else {
+        return Ok(());
+    };
+    let dtype = |i: u32| k.params.get(i as usize).map(|t| t.dtype);
+    let d = dtype(0);
+    let float = matches!(d, Some(DType::F32 | DType::F64));
+    let product: usize = batch.iter().product::<usize>() * m * n;
+    if !float || dtype(a.param) != d || dtype(b.param) != d {
+        return Err(Error::invalid(
+            "jit: a matmul kernel's operands are not both f32 or f64",
+        ));
+    }
+    if product != k.epilogue.domain.iter().product::<usize>() {
+        return Err(Error::invalid(
+            "jit: a matmul kernel's product is not its output's size",
+        ));
+    }
+    Ok(())
+}
+
+/// Kernels read and write buffers sized from the graph's types: a kernel's parameter and
+/// output types must be exactly those.
+fn check_param_types(k: &Kernel, g: &GraphData, inputs: &[NodeId], out: &Ty) -> Result<()> {
+    if k.params.len() != inputs.len() {
+        return Err(Error::invalid(
+            "jit: a kernel's parameter count differs from its operands'",
+        ));
+    }
+    for (t, &i) in k.params.iter().zip(inputs) {
+        if &g.node(i).ty != t {
+            return Err(Error::invalid(
+                "jit: a kernel parameter's type differs from its operand",
+            ));
+        }
+    }
+    if &k.out != out {
+        return Err(Error::invalid(
+            "jit: a kernel's output type differs from its node's",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,417 @@
+//! Running a compiled schedule: checking the caller's arrays, taking a workspace from the
+//! pool, walking the steps (a kernel call, split over the thread pool when large; a random
+//! fill; a copy; a host step) and handing the outputs back.
+//!
+//! Native code indexes every buffer without checks, so `run_into` refuses any array whose
+//! type differs from the compiled one before the first step runs; each `unsafe` block below
+//! says which other fact it relies on.
+
+use super::buffers::{read_array, write_array, Buffers, Loc, Workspace};
+use super::codegen::Split;
+use super::compile::Step;
+use super::gemm::{run_gemm, Gemm};
+use super::module::KernelFn;
+use super::runtime::AlignedBuf;
+use super::{concrete, Executable};
+use crate::array::Array;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::graph::op::{RandomDist, Ty};
+use crate::graph::{GraphData, NodeId};
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Below this many elementary operations a kernel runs on one thread: waking a worker costs
+/// a few microseconds, about what 64K operations take.
+const MIN_PARALLEL_WORK: usize = 1 << 16;
+
+impl Executable {
+    /// Runs the program. `feeds` and `vars` are in the order of [`Executable::placeholders`]
+    /// and [`Executable::variables`], and must have exactly those types (anything else is an
+    /// [`Error::Feed`] naming the placeholder or variable, before any native code runs);
+    /// `run_index` makes random ops draw fresh numbers. Returns one array per program output.
+    pub fn run(&self, feeds: &[&Array], vars: &[&Array], run_index: u64) -> Result<Vec<Array>> {
+        let mut outs = vec![];
+        self.run_into(feeds, vars, run_index, &mut outs)?;
+        Ok(outs)
+    }
+
+    /// [`Executable::run`], reusing the arrays in `outs` (say, the previous run's results):
+    /// an array at an output's position with that output's dtype and shape is overwritten
+    /// instead of allocating a new one (any other array there is dropped, never written
+    /// into). On success `outs` holds one array per program output; on error it is
+    /// unspecified (but valid).
+    pub fn run_into(
+        &self,
+        feeds: &[&Array],
+        vars: &[&Array],
+        run_index: u64,
+        outs: &mut Vec<Array>,
+    ) -> Result<()> {
+        // Kernels index these buffers as the compiled types say, unchecked: every array
+        // must have exactly its type.
+        let want = |what: &str, label: &str, got: &Array, ty: &Ty| -> Result<()> {
+            let shape = concrete(ty)?;
+            if got.dtype() != ty.dtype || got.shape() != shape.as_slice() {
+                return Err(Error::Feed(format!(
+                    "{what} {label} expects {ty}, got {}{:?}",
+                    got.dtype(),
+                    got.shape()
+                )));
+            }
+            Ok(())
+        };
+        if feeds.len() != self.placeholders.len() || vars.len() != self.variables.len() {
+            return Err(Error::Feed(format!(
+                "expected {} feed(s) and {} variable(s), got {} and {}",
+                self.placeholders.len(),
+                self.variables.len(),
+                feeds.len(),
+                vars.len()
+            )));
+        }
+        for ((a, (_, t)), l) in feeds.iter().zip(&self.placeholders).zip(&self.labels.0) {
+            want("placeholder", l, a, t)?;
+        }
+        for ((a, (_, t)), l) in vars.iter().zip(&self.variables).zip(&self.labels.1) {
+            want("variable", l, a, t)?;
+        }
+        let mut ws = self
+            .pool
+            .lock()
+            .map_or(None, |mut p| p.pop())
+            .unwrap_or_else(|| Workspace {
+                slots: self
+                    .slot_sizes
+                    .iter()
+                    .map(|&b| AlignedBuf::new(b))
+                    .collect(),
+                scratch: AlignedBuf::new(self.scratch_bytes),
+            });
+        // Each computed output's buffer: recycled from its owning position, else
+        // new (kernels write every element, but new arrays are zeroed anyway: `calloc`).
+        let mut bufs: Vec<Array> = Vec::with_capacity(self.out_tys.len());
+        for (d, t) in self.out_tys.iter().enumerate() {
+            let shape = concrete(t)?;
+            let reuse = outs
+                .get_mut(self.owner[d])
+                .filter(|a| a.dtype() == t.dtype && a.shape() == shape.as_slice());
+            bufs.push(match reuse {
+                Some(a) => std::mem::replace(a, Array::zeros(t.dtype, [0])),
+                None => Array::zeros(t.dtype, shape),
+            });
+        }
+        let threads = crate::threads::threads();
+        let pool = if threads > 1 {
+            crate::threads::pool(threads)
+        } else {
+            None
+        };
+        let result = match &pool {
+            // Inside the pool, `gemm` and split kernels use its workers.
+            Some(p) => {
+                p.install(|| self.run_steps(feeds, vars, &mut ws, &mut bufs, run_index, threads))
+            }
+            None => self.run_steps(feeds, vars, &mut ws, &mut bufs, run_index, 1),
+        };
+        if let Ok(mut p) = self.pool.lock() {
+            p.push(ws);
+        }
+        result?;
+        // Computed outputs move to their owning positions; other fetches of them are copies,
+        // made once the owners are filled; outputs that are not computed (a fetched source)
+        // are copied from where they live.
+        outs.truncate(self.outputs.len());
+        outs.resize_with(self.outputs.len(), || Array::zeros(DType::F32, [0]));
+        for (pos, (l, t)) in self.outputs.iter().enumerate() {
+            outs[pos] = match l {
+                Loc::Out(i) if self.owner[*i] == pos => {
+                    std::mem::replace(&mut bufs[*i], Array::zeros(t.dtype, [0]))
+                }
+                Loc::Out(_) => continue,
+                Loc::Feed(i) => feeds[*i].clone(),
+                Loc::Var(i) => vars[*i].clone(),
+                Loc::Const(i) => (*self.consts[*i]).clone(),
+                Loc::Slot(_) => Array::zeros(t.dtype, concrete(t)?),
+            };
+        }
+        for (pos, (l, _)) in self.outputs.iter().enumerate() {
+            if let Loc::Out(i) = l {
+                if self.owner[*i] != pos {
+                    outs[pos] = outs[self.owner[*i]].clone();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every step in order on `ws` and the output buffers `outs`.
+    fn run_steps(
+        &self,
+        feeds: &[&Array],
+        vars: &[&Array],
+        ws: &mut Workspace,
+        outs: &mut [Array],
+        run_index: u64,
+        threads: usize,
+    ) -> Result<()> {
+        let mut bufs = Buffers {
+            feeds,
+            vars,
+            consts: &self.consts,
+            ws,
+            outs,
+        };
+        for step in &self.steps {
+            match step {
+                Step::Kernel {
+                    f,
+                    args,
+                    out,
+                    node,
+                    split,
+                    gemm,
+                } => run_kernel(
+                    &mut bufs,
+                    *f,
+                    args,
+                    *out,
+                    *node,
+                    split.as_ref(),
+                    gemm.as_ref(),
+                    threads,
+                )?,
+                Step::Random {
+                    dist,
+                    seed,
+                    out,
+                    dtype,
+                    len,
+                } => {
+                    let dst = bufs.ptr(*out);
+                    run_random(dst, *dist, *seed, *dtype, *len, run_index, threads);
+                }
+                Step::Copy { from, to, bytes } => {
+                    let src = bufs.ptr(*from);
+                    let dst = bufs.ptr(*to);
+                    if *bytes > 0 && src != dst {
+                        // SAFETY: both locations hold at least `bytes`, the reshape's
+                        // size (slots are validated, feeds checked, outputs allocated from
+                        // their types), in distinct allocations (`src != dst`).
+                        unsafe { std::ptr::copy_nonoverlapping(src, dst, *bytes) };
+                    }
+                }
+                Step::Host {
+                    graph,
+                    placeholders,
+                    out_node,
+                    args,
+                    out,
+                } => run_host(
+                    &mut bufs,
+                    graph,
+                    placeholders,
+                    *out_node,
+                    args,
+                    *out,
+                    run_index,
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A kernel step: the matmul's `gemm` if any, then the kernel function, split into chunks of
+/// its first axis over the pool when it is large enough. An integer division by zero in the
+/// kernel is an error.
+#[allow(clippy::too_many_arguments)]
+fn run_kernel(
+    bufs: &mut Buffers<'_>,
+    f: Option<KernelFn>,
+    args: &[Loc],
+    out: Loc,
+    node: NodeId,
+    split: Option<&Split>,
+    gemm: Option<&Gemm>,
+    threads: usize,
+) -> Result<()> {
+    let mut ptrs: SmallVec<[*mut u8; 8]> = args.iter().map(|&l| bufs.ptr(l)).collect();
+    ptrs.push(bufs.ptr(out));
+    let scratch = bufs.ws.scratch.as_mut_ptr();
+    if let Some(gm) = gemm {
+        let a = bufs.ptr(gm.a.0);
+        let b = bufs.ptr(gm.b.0);
+        let c = if gm.into_output {
+            ptrs[args.len()]
+        } else {
+            scratch
+        };
+        // SAFETY: `a` and `b` are the kernel's operand buffers, at least their
+        // parameter types' sizes (as for the kernel call below), and the validated
+        // kernel's `MatMul` maps stay inside them; `c` is the output (a slot or an
+        // output array, never an operand's buffer: the validated buffer assignment
+        // lets only elementwise kernels write in place) or scratch, sized for the
+        // product by `codegen::scratch_bytes`.
+        unsafe { run_gemm(gm, a, b, c, threads) };
+    }
+    let Some(f) = f else { return Ok(()) };
+    let chunks = match split {
+        Some(sp) if threads > 1 && sp.extent * sp.cost >= MIN_PARALLEL_WORK => {
+            threads.min(sp.extent.div_ceil(sp.align))
+        }
+        _ => 1,
+    };
+    let status = AtomicI32::new(0);
+    let call = |c: usize| {
+        let (lo, hi) = match split {
+            Some(sp) => chunk(sp, c, chunks),
+            None => (0, 1),
+        };
+        let mut st = 0i32;
+        // SAFETY: `f` was compiled from a validated kernel whose index maps stay
+        // inside buffers of the parameter types' sizes, and those types are the
+        // operands' (`compile::check_param_types`); `ptrs` holds one buffer per
+        // parameter plus the output, each at least that size (feeds and variables
+        // have exactly their types, checked by `run_into`; outputs are allocated
+        // from their types; slots are at least their values' sizes, checked by
+        // `memplan::validate`), and `scratch` has `scratch_bytes` >= what any
+        // kernel needs. The output shares a buffer with an operand only for an
+        // elementwise kernel reading that operand at the element it writes
+        // (validated too). Concurrent calls get disjoint `[lo, hi)` ranges of the
+        // first axis and write only their own rows of the output and of scratch
+        // (`Split`'s contract); they only read the operands.
+        unsafe { f(ptrs.as_ptr(), scratch, &mut st, lo as i64, hi as i64) };
+        status.fetch_or(st, Ordering::Relaxed);
+    };
+    // SAFETY: concurrent calls write disjoint rows (see `call`).
+    unsafe { on_pool(chunks, &call) };
+    if status.into_inner() != 0 {
+        return Err(Error::Runtime {
+            op: "div".into(),
+            loc: None,
+            msg: format!("integer division by zero (in kernel {node:?})"),
+        });
+    }
+    Ok(())
+}
+
+/// A random step: `len` numbers of `dtype` into `dst`, split over the pool above 4K numbers
+/// (element `i` depends only on (seed, run, i), so the bits do not depend on the split).
+fn run_random(
+    dst: *mut u8,
+    dist: RandomDist,
+    seed: u64,
+    dtype: DType,
+    len: usize,
+    run_index: u64,
+    threads: usize,
+) {
+    // Philox costs ~20 ns a block: split above 4K numbers.
+    let chunks = if threads > 1 && len >= 4096 {
+        threads
+    } else {
+        1
+    };
+    let fill = |c: usize| {
+        let (lo, hi) = (len * c / chunks, len * (c + 1) / chunks);
+        let put = |i: u64, v: f32| {
+            let i = i as usize;
+            // SAFETY: the output holds `len` elements of `dtype` (an output array
+            // of the op's type, or a slot at least its size: `memplan::validate`)
+            // and `i < len`; concurrent calls get disjoint ranges.
+            unsafe {
+                match dtype {
+                    DType::F64 => *(dst as *mut f64).add(i) = v as f64,
+                    _ => *(dst as *mut f32).add(i) = v,
+                }
+            }
+        };
+        let range = lo as u64..hi as u64;
+        match dist {
+            RandomDist::Uniform { low, high } => {
+                crate::rng::fill_uniform(seed, run_index, range, low.0 as f32, high.0 as f32, put)
+            }
+            RandomDist::Normal { mean, std } => {
+                for i in range {
+                    let z = crate::rng::standard_normal(seed, run_index, i);
+                    put(i, mean.0 as f32 + std.0 as f32 * z);
+                }
+            }
+        }
+    };
+    // SAFETY: concurrent calls write disjoint ranges of the output.
+    unsafe { on_pool(chunks, &fill) };
+}
+
+/// A host step: the op evaluated by the interpreter on copies of its operands, the result
+/// checked against the output buffer's type and copied in.
+fn run_host(
+    bufs: &mut Buffers<'_>,
+    graph: &GraphData,
+    placeholders: &[NodeId],
+    out_node: NodeId,
+    args: &[(Loc, Ty)],
+    out: Loc,
+    run_index: u64,
+) -> Result<()> {
+    let mut feed_arrays = vec![];
+    for ((l, t), &ph) in args.iter().zip(placeholders) {
+        let shape = concrete(t)?;
+        let src = bufs.ptr(*l);
+        feed_arrays.push((ph, read_array(src, t.dtype, shape)));
+    }
+    let v = crate::interp::evaluate(
+        graph,
+        &[out_node],
+        &feed_arrays,
+        &HashMap::new(),
+        crate::interp::Precision::F32,
+        run_index,
+    )?;
+    let t = &graph.node(out_node).ty;
+    if v[0].dtype() != t.dtype || v[0].shape() != concrete(t)?.as_slice() {
+        return Err(Error::Internal(format!(
+            "jit: a host step computed {}{:?} for {t}",
+            v[0].dtype(),
+            v[0].shape()
+        )));
+    }
+    let dst = bufs.ptr(out);
+    write_array(&v[0], dst);
+    Ok(())
+}
+
+/// The `c`-th of `chunks` ranges of a split's first axis, with boundaries on multiples of
+/// `align`.
+fn chunk(sp: &Split, c: usize, chunks: usize) -> (usize, usize) {
+    let units = sp.extent.div_ceil(sp.align);
+    let lo = units * c / chunks * sp.align;
+    let hi = (units * (c + 1) / chunks * sp.align).min(sp.extent);
+    (lo.min(sp.extent), hi)
+}
+
+/// Runs `call(0..chunks)`: chunk 0 on this thread, the others on the current rayon pool (the
+/// one `run_into` installed), and returns when all are done.
+///
+/// # Safety
+/// `call` captures raw buffer pointers, which are not `Sync`; calls with different chunk
+/// numbers must be safe to run at the same time (each writes only its own part of a buffer).
+unsafe fn on_pool(chunks: usize, call: &dyn Fn(usize)) {
+    struct Shared<'a>(&'a dyn Fn(usize));
+    // SAFETY: the caller's contract: concurrent calls touch disjoint memory.
+    unsafe impl Sync for Shared<'_> {}
+    if chunks <= 1 {
+        call(0);
+        return;
+    }
+    let shared = Shared(call);
+    rayon::scope(|sc| {
+        for c in 1..chunks {
+            let p = &shared;
+            sc.spawn(move |_| (p.0)(c));
+        }
+        (shared.0)(0);
+    });
+}
