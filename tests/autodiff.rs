@@ -110,6 +110,7 @@ fn unary_primitives() {
     check("tanh", &[(&[3, 2], ANY)], |_, x| x[0].tanh());
     check("abs", &[(&[3, 2], ANY)], |_, x| x[0].abs());
     check("sigmoid", &[(&[3, 2], ANY)], |_, x| x[0].sigmoid());
+    check("erf", &[(&[3, 2], ANY)], |_, x| x[0].erf());
 }
 
 #[test]

@@ -91,6 +91,7 @@ fn every_op(g: &Graph) {
         x.tanh(),
         x.abs(),
         x.sigmoid(),
+        x.erf(),
     ] {
         let _ = t;
     }
@@ -155,6 +156,7 @@ fn every_op_round_trips() {
         "tanh(",
         "abs(",
         "sigmoid(",
+        "erf(",
         "add(",
         "sub(",
         "mul(",

@@ -783,6 +783,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                 UnaryOp::Log => math::log(self.b, x),
                 UnaryOp::Tanh => math::tanh(self.b, x),
                 UnaryOp::Sigmoid => math::sigmoid(self.b, x),
+                UnaryOp::Erf => math::erf(self.b, x),
             },
             DType::F64 => match u {
                 UnaryOp::Neg => self.b.ins().fneg(x),
@@ -792,7 +793,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                     let one = self.b.ins().f64const(1.0f64);
                     self.b.ins().fdiv(one, x)
                 }
-                UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid => {
+                UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid | UnaryOp::Erf => {
                     let code = self
                         .b
                         .ins()
@@ -810,7 +811,8 @@ impl<'a, 'b> Gen<'a, 'b> {
                 | UnaryOp::Sqrt
                 | UnaryOp::Recip
                 | UnaryOp::Tanh
-                | UnaryOp::Sigmoid => unreachable!("{} is not defined on {dt}", u.name()),
+                | UnaryOp::Sigmoid
+                | UnaryOp::Erf => unreachable!("{} is not defined on {dt}", u.name()),
             },
         }
     }

@@ -109,6 +109,7 @@ pub(super) fn unary_code(u: UnaryOp) -> i32 {
         UnaryOp::Tanh => 5,
         UnaryOp::Abs => 6,
         UnaryOp::Sigmoid => 7,
+        UnaryOp::Erf => 8,
     }
 }
 
@@ -123,6 +124,7 @@ pub(super) fn unary_from_code(code: i32) -> Option<UnaryOp> {
         5 => UnaryOp::Tanh,
         6 => UnaryOp::Abs,
         7 => UnaryOp::Sigmoid,
+        8 => UnaryOp::Erf,
         _ => return None,
     })
 }

@@ -133,6 +133,12 @@ impl UnaryOp {
                 f64: f64_sigmoid,
                 ..base
             },
+            // No tile function: Cranelift computes its rational polynomial inline.
+            U::Erf => UnaryProps {
+                name: "erf",
+                f64: super::special::erf,
+                ..base
+            },
         }
     }
 }
