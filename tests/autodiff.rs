@@ -111,6 +111,7 @@ fn unary_primitives() {
     check("abs", &[(&[3, 2], ANY)], |_, x| x[0].abs());
     check("sigmoid", &[(&[3, 2], ANY)], |_, x| x[0].sigmoid());
     check("erf", &[(&[3, 2], ANY)], |_, x| x[0].erf());
+    check("softplus", &[(&[3, 2], ANY)], |_, x| x[0].softplus());
 }
 
 #[test]

@@ -189,3 +189,80 @@ fn erf_is_expensive_for_fusion() {
     assert_eq!(kernels_with_two_users(|x| -x), 2, "neg is duplicated");
     assert_eq!(kernels_with_two_users(|x| x.erf()), 3, "erf is not");
 }
+
+#[test]
+fn softplus_interpreter_values() {
+    let xs = [0.0, 1.0, -1.0, 30.0, -30.0, 800.0, -800.0];
+    let ln2 = std::f64::consts::LN_2;
+    let want = [
+        ln2,
+        1.3132616875182228,
+        0.31326168751822286,
+        30.000000000000092,
+        9.357622968839737e-14,
+        800.0,
+        0.0,
+    ];
+    let got = interp_f64(&xs, |x| x.softplus());
+    assert_close(&got, &want, 4.0 * f64::EPSILON, "softplus");
+    assert_eq!(got[0], ln2, "softplus(0) = ln 2");
+}
+
+#[test]
+fn softplus_jit_f32_within_its_bound() {
+    let (u, at) = f32_sweep("softplus", |x| x.softplus());
+    println!("softplus: max {u} ulp at {at:e}");
+    assert!(
+        u <= SOFTPLUS_ULP,
+        "softplus: {u} ulp at x = {at:e} (bound {SOFTPLUS_ULP})"
+    );
+}
+
+/// The bound `src/jit/math.rs` documents for `softplus` on `f32`.
+const SOFTPLUS_ULP: u64 = 4;
+
+#[test]
+fn softplus_does_not_overflow_in_f32() {
+    // Composed as log(1 + exp(x)), x = 100 would be inf in f32; the primitive gives x.
+    let xs = [88.0, 89.0, 100.0, 1e30, f64::from(f32::MAX), -100.0, -1e30];
+    let (jit, want) = both(DType::F32, &xs, |x| x.softplus());
+    let (j, w) = (jit.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    for (i, &x) in xs.iter().enumerate() {
+        assert!(
+            j[i].is_finite() && w[i].is_finite(),
+            "softplus({x}) = {} / {}",
+            j[i],
+            w[i]
+        );
+        if x > 0.0 {
+            assert_eq!(j[i], x as f32, "softplus({x}) is x");
+        } else {
+            assert!(j[i] >= 0.0 && j[i] < 1e-40, "softplus({x}) = {}", j[i]);
+        }
+    }
+    // Its gradient, sigmoid(x), is finite at the extremes too.
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [2]);
+    let y = x.softplus().sum_all();
+    let dx = kiln::autodiff::grad(y, &[x]).unwrap()[0];
+    let mut sess = Session::new(&g).unwrap();
+    let out = sess
+        .run(
+            &[dx],
+            &[(x, Array::new([2], vec![-200.0f32, 200.0]).unwrap())],
+        )
+        .unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![0.0, 1.0]);
+}
+
+#[test]
+fn softplus_jit_f64_is_the_interpreter_bitwise() {
+    let xs: Vec<f64> = (-400..=400).map(|i| f64::from(i) / 4.0).collect();
+    let (jit, want) = both(DType::F64, &xs, |x| x.softplus());
+    assert!(jit.bits_eq(&want));
+}
+
+#[test]
+fn softplus_is_expensive_for_fusion() {
+    assert_eq!(kernels_with_two_users(|x| x.softplus()), 3);
+}

@@ -92,6 +92,7 @@ fn every_op(g: &Graph) {
         x.abs(),
         x.sigmoid(),
         x.erf(),
+        x.softplus(),
     ] {
         let _ = t;
     }
@@ -157,6 +158,7 @@ fn every_op_round_trips() {
         "abs(",
         "sigmoid(",
         "erf(",
+        "softplus(",
         "add(",
         "sub(",
         "mul(",

@@ -128,6 +128,7 @@ fn unary<'g>(u: UnaryOp, a: Tensor<'g>, y: Tensor<'g>, g: Tensor<'g>) -> Lazy<'g
         UnaryOp::Sigmoid => d(move || g * y * (1.0 - y)),
         // 2/√π e^{-x²}
         UnaryOp::Erf => d(move || g * (-(a * a)).exp() * std::f64::consts::FRAC_2_SQRT_PI),
+        UnaryOp::Softplus => d(move || g * a.sigmoid()),
     }
 }
 

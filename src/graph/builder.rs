@@ -354,6 +354,27 @@ impl<'g> Tensor<'g> {
     pub fn erf(self) -> Tensor<'g> {
         self.unary(UnaryOp::Erf)
     }
+    /// `softplus(x) = log(1 + e^x)`, on floats, computed stably as
+    /// `max(x, 0) + log1p(e^{-|x|})`: `softplus(x) = x` for large `x` (no overflow to `inf`
+    /// in `f32` at `x > 88.7`), `≈ e^x` for very negative `x`. Its gradient is `sigmoid(x)`.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F32, [3]);
+    /// let y = x.softplus();
+    /// let mut sess = Session::new(&g)?;
+    /// let out = sess.run(&[y], &[(x, Array::new([3], vec![0.0f32, 100.0, -100.0])?)])?;
+    /// let v = out[0].to_vec::<f32>()?;
+    /// assert!((v[0] - std::f32::consts::LN_2).abs() < 1e-6);
+    /// assert_eq!(v[1], 100.0);
+    /// assert!(v[2] > 0.0 && v[2] < 1e-43);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn softplus(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Softplus)
+    }
 
     /// An elementwise binary op with numpy broadcasting.
     #[track_caller]

@@ -76,6 +76,9 @@ pub enum UnaryOp {
     /// The error function `2/√π ∫₀ˣ e^{-t²} dt` (a primitive: it has no closed form in the
     /// others, and GELU needs it).
     Erf,
+    /// `log(1 + e^x)`, computed as `max(x, 0) + log1p(e^{-|x|})` (a primitive: composed, it
+    /// overflows for large `x` and loses the tail for very negative `x`).
+    Softplus,
 }
 }
 

@@ -784,6 +784,7 @@ impl<'a, 'b> Gen<'a, 'b> {
                 UnaryOp::Tanh => math::tanh(self.b, x),
                 UnaryOp::Sigmoid => math::sigmoid(self.b, x),
                 UnaryOp::Erf => math::erf(self.b, x),
+                UnaryOp::Softplus => math::softplus(self.b, x),
             },
             DType::F64 => match u {
                 UnaryOp::Neg => self.b.ins().fneg(x),
@@ -793,7 +794,12 @@ impl<'a, 'b> Gen<'a, 'b> {
                     let one = self.b.ins().f64const(1.0f64);
                     self.b.ins().fdiv(one, x)
                 }
-                UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid | UnaryOp::Erf => {
+                UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Erf
+                | UnaryOp::Softplus => {
                     let code = self
                         .b
                         .ins()
@@ -812,7 +818,8 @@ impl<'a, 'b> Gen<'a, 'b> {
                 | UnaryOp::Recip
                 | UnaryOp::Tanh
                 | UnaryOp::Sigmoid
-                | UnaryOp::Erf => unreachable!("{} is not defined on {dt}", u.name()),
+                | UnaryOp::Erf
+                | UnaryOp::Softplus => unreachable!("{} is not defined on {dt}", u.name()),
             },
         }
     }
