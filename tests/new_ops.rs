@@ -266,3 +266,90 @@ fn softplus_jit_f64_is_the_interpreter_bitwise() {
 fn softplus_is_expensive_for_fusion() {
     assert_eq!(kernels_with_two_users(|x| x.softplus()), 3);
 }
+
+#[test]
+fn gelu_interpreter_values() {
+    // x·Φ(x) and its tanh approximation, from the formulas in f64 (mpmath agrees).
+    let xs = [0.0, 1.0, -1.0, 2.0, -3.0, 0.5];
+    let exact = [
+        0.0,
+        0.8413447460685429,
+        -0.15865525393145707,
+        1.9544997361036416,
+        -0.00404969409489031,
+        0.34573123063700656,
+    ];
+    let tanh = [
+        0.0,
+        0.8411919906082768,
+        -0.15880800939172324,
+        1.954597694087775,
+        -0.0036373920817729943,
+        0.34571400982514394,
+    ];
+    assert_close(&interp_f64(&xs, |x| x.gelu(false)), &exact, 1e-13, "gelu");
+    assert_close(
+        &interp_f64(&xs, |x| x.gelu(true)),
+        &tanh,
+        1e-13,
+        "gelu_tanh",
+    );
+}
+
+/// GELU is a composite: its f32 kernel and the interpreter differ by the primitives'
+/// errors, which `1 + erf(x/√2)` turns into an absolute error near 1 ulp of 1 for negative
+/// `x` (cancellation), scaled by `|x|`. Asserted: `|jit - interp| <= 2⁻²⁰·max(1, |x|)` on a
+/// grid over [-10, 10], both forms (measured: 2.1e-7 exact, 1.1e-7 tanh form).
+#[test]
+fn gelu_jit_f32_close_to_the_interpreter() {
+    let xs: Vec<f64> = (-2000..=2000).map(|i| f64::from(i) / 200.0).collect();
+    for approximate in [false, true] {
+        let (jit, want) = both(DType::F32, &xs, |x| x.gelu(approximate));
+        let (j, w) = (jit.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+        let mut worst = 0.0f64;
+        for (i, &x) in xs.iter().enumerate() {
+            let err = f64::from((j[i] - w[i]).abs()) / x.abs().max(1.0);
+            worst = worst.max(err);
+            assert!(
+                err <= 2f64.powi(-20),
+                "gelu({x}, approximate={approximate}): jit {} vs {}",
+                j[i],
+                w[i]
+            );
+        }
+        println!("gelu(approximate={approximate}): worst scaled error {worst:e}");
+    }
+}
+
+#[test]
+fn gelu_fuses_into_one_kernel() {
+    for approximate in [false, true] {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [None, Some(8)]);
+        let y = x.gelu(approximate);
+        assert_eq!(kernels(&g, &[y]), 1, "approximate={approximate}");
+    }
+}
+
+#[test]
+fn shape_rules_keep_the_type_and_refuse_integers() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+    for y in [x.erf(), x.softplus(), x.gelu(false), x.gelu(true)] {
+        assert_eq!(y.ty(), x.ty());
+    }
+    g.check().unwrap();
+    for (name, build) in [
+        ("erf", (|t| t.erf()) as fn(Tensor<'_>) -> Tensor<'_>),
+        ("softplus", |t| t.softplus()),
+    ] {
+        let g = Graph::new();
+        let i = g.placeholder("i", DType::I32, [2]);
+        let _ = build(i);
+        let err = g.check().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{name} needs a float operand")),
+            "{err}"
+        );
+    }
+}
