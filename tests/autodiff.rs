@@ -110,6 +110,11 @@ fn unary_primitives() {
     check("tanh", &[(&[3, 2], ANY)], |_, x| x[0].tanh());
     check("abs", &[(&[3, 2], ANY)], |_, x| x[0].abs());
     check("sigmoid", &[(&[3, 2], ANY)], |_, x| x[0].sigmoid());
+    check("erf", &[(&[3, 2], ANY)], |_, x| x[0].erf());
+    check("softplus", &[(&[3, 2], ANY)], |_, x| x[0].softplus());
+    // Composites: their gradients come from the primitives they are made of.
+    check("gelu", &[(&[3, 2], ANY)], |_, x| x[0].gelu(false));
+    check("gelu_tanh", &[(&[3, 2], ANY)], |_, x| x[0].gelu(true));
 }
 
 #[test]

@@ -91,6 +91,8 @@ fn every_op(g: &Graph) {
         x.tanh(),
         x.abs(),
         x.sigmoid(),
+        x.erf(),
+        x.softplus(),
     ] {
         let _ = t;
     }
@@ -123,6 +125,9 @@ fn every_op(g: &Graph) {
     let _ = m.matmul(m.permute(&[0, 2, 1]));
     let _ = x.stop_gradient();
     let _ = x.size(&[0]);
+    // Composites dump as their primitives and round-trip like them.
+    let _ = x.gelu(false);
+    let _ = x.gelu(true);
 }
 
 #[test]
@@ -155,6 +160,8 @@ fn every_op_round_trips() {
         "tanh(",
         "abs(",
         "sigmoid(",
+        "erf(",
+        "softplus(",
         "add(",
         "sub(",
         "mul(",

@@ -126,6 +126,9 @@ fn unary<'g>(u: UnaryOp, a: Tensor<'g>, y: Tensor<'g>, g: Tensor<'g>) -> Lazy<'g
         // sign(x) * g, with 0 at 0 (the subgradient TF and JAX choose).
         UnaryOp::Abs => d(move || a.greater(0.0).select(g, a.less(0.0).select(-g, 0.0))),
         UnaryOp::Sigmoid => d(move || g * y * (1.0 - y)),
+        // 2/√π e^{-x²}
+        UnaryOp::Erf => d(move || g * (-(a * a)).exp() * std::f64::consts::FRAC_2_SQRT_PI),
+        UnaryOp::Softplus => d(move || g * a.sigmoid()),
     }
 }
 

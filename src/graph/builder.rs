@@ -333,6 +333,48 @@ impl<'g> Tensor<'g> {
     pub fn sigmoid(self) -> Tensor<'g> {
         self.unary(UnaryOp::Sigmoid)
     }
+    /// The error function `erf(x) = 2/√π ∫₀ˣ e^{-t²} dt`, on floats. Its gradient is
+    /// `2/√π e^{-x²}`. The interpreter and `f64` kernels compute it to within one ulp
+    /// (fdlibm's algorithm); `f32` kernels use a rational approximation (see `jit/math.rs`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F64, [3]);
+    /// let y = x.erf();
+    /// let mut sess = Session::new(&g)?;
+    /// let out = sess.run(&[y], &[(x, Array::new([3], vec![0.0f64, 0.5, -3.0])?)])?;
+    /// let v = out[0].to_vec::<f64>()?;
+    /// assert_eq!(v[0], 0.0);
+    /// assert!((v[1] - 0.5204998778130465).abs() < 1e-15);
+    /// assert!((v[2] + 0.9999779095030014).abs() < 1e-15);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn erf(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Erf)
+    }
+    /// `softplus(x) = log(1 + e^x)`, on floats, computed stably as
+    /// `max(x, 0) + log1p(e^{-|x|})`: `softplus(x) = x` for large `x` (no overflow to `inf`
+    /// in `f32` at `x > 88.7`), `≈ e^x` for very negative `x`. Its gradient is `sigmoid(x)`.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F32, [3]);
+    /// let y = x.softplus();
+    /// let mut sess = Session::new(&g)?;
+    /// let out = sess.run(&[y], &[(x, Array::new([3], vec![0.0f32, 100.0, -100.0])?)])?;
+    /// let v = out[0].to_vec::<f32>()?;
+    /// assert!((v[0] - std::f32::consts::LN_2).abs() < 1e-6);
+    /// assert_eq!(v[1], 100.0);
+    /// assert!(v[2] > 0.0 && v[2] < 1e-43);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn softplus(self) -> Tensor<'g> {
+        self.unary(UnaryOp::Softplus)
+    }
 
     /// An elementwise binary op with numpy broadcasting.
     #[track_caller]

@@ -24,6 +24,42 @@ impl<'g> Tensor<'g> {
         zero.maximum(self)
     }
 
+    /// GELU, the Gaussian error linear unit `x·Φ(x)` (`keras.activations.gelu`).
+    ///
+    /// With `approximate = false`, the exact form Keras uses by default:
+    /// `0.5·x·(1 + erf(x/√2))`. With `approximate = true`, the tanh form
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`. Both are built from primitives (`erf`,
+    /// `tanh`, arithmetic), so their gradients, interpretation and fused kernel come for free.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F64, [2]);
+    /// let (exact, tanh) = (x.gelu(false), x.gelu(true));
+    /// let mut interp = Interpreter::new(&g)?;
+    /// let out = interp.run(&[exact, tanh], &[(x, Array::new([2], vec![1.0f64, -1.0])?)])?;
+    /// let (e, t) = (out[0].to_vec::<f64>()?, out[1].to_vec::<f64>()?);
+    /// assert!((e[0] - 0.8413447460685429).abs() < 1e-15); // Φ(1)
+    /// assert!((t[0] - 0.8411919906082768).abs() < 1e-15);
+    /// assert!((e[1] + 0.15865525393145707).abs() < 1e-15);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn gelu(self, approximate: bool) -> Tensor<'g> {
+        let inner = if approximate {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            (self + self * self * self * 0.044715) * c
+        } else {
+            self / std::f64::consts::SQRT_2
+        };
+        let s = if approximate {
+            inner.tanh()
+        } else {
+            inner.erf()
+        };
+        self * 0.5 * (s + 1.0)
+    }
+
     /// Dropout (`tf.nn.dropout` with a training switch): while `training` (a `bool` scalar,
     /// usually a placeholder) is true, each element is kept with probability `1 - rate` and
     /// scaled by `1 / (1 - rate)`, so the mean is preserved; otherwise the input passes

@@ -24,6 +24,7 @@
 mod infer;
 pub mod props;
 pub mod schema;
+mod special;
 
 pub use infer::infer;
 pub use props::{BinaryProps, Cost, UnaryProps};
@@ -72,6 +73,12 @@ pub enum UnaryOp {
     Abs,
     /// `1/(1+e^-x)`: a primitive for a stable gradient and one fused kernel (see ARCHITECTURE.md).
     Sigmoid,
+    /// The error function `2/√π ∫₀ˣ e^{-t²} dt` (a primitive: it has no closed form in the
+    /// others, and GELU needs it).
+    Erf,
+    /// `log(1 + e^x)`, computed as `max(x, 0) + log1p(e^{-|x|})` (a primitive: composed, it
+    /// overflows for large `x` and loses the tail for very negative `x`).
+    Softplus,
 }
 }
 

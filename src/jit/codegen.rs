@@ -783,6 +783,8 @@ impl<'a, 'b> Gen<'a, 'b> {
                 UnaryOp::Log => math::log(self.b, x),
                 UnaryOp::Tanh => math::tanh(self.b, x),
                 UnaryOp::Sigmoid => math::sigmoid(self.b, x),
+                UnaryOp::Erf => math::erf(self.b, x),
+                UnaryOp::Softplus => math::softplus(self.b, x),
             },
             DType::F64 => match u {
                 UnaryOp::Neg => self.b.ins().fneg(x),
@@ -792,7 +794,12 @@ impl<'a, 'b> Gen<'a, 'b> {
                     let one = self.b.ins().f64const(1.0f64);
                     self.b.ins().fdiv(one, x)
                 }
-                UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Sigmoid => {
+                UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Erf
+                | UnaryOp::Softplus => {
                     let code = self
                         .b
                         .ins()
@@ -810,7 +817,9 @@ impl<'a, 'b> Gen<'a, 'b> {
                 | UnaryOp::Sqrt
                 | UnaryOp::Recip
                 | UnaryOp::Tanh
-                | UnaryOp::Sigmoid => unreachable!("{} is not defined on {dt}", u.name()),
+                | UnaryOp::Sigmoid
+                | UnaryOp::Erf
+                | UnaryOp::Softplus => unreachable!("{} is not defined on {dt}", u.name()),
             },
         }
     }

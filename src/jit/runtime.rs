@@ -109,6 +109,8 @@ pub(super) fn unary_code(u: UnaryOp) -> i32 {
         UnaryOp::Tanh => 5,
         UnaryOp::Abs => 6,
         UnaryOp::Sigmoid => 7,
+        UnaryOp::Erf => 8,
+        UnaryOp::Softplus => 9,
     }
 }
 
@@ -123,6 +125,8 @@ pub(super) fn unary_from_code(code: i32) -> Option<UnaryOp> {
         5 => UnaryOp::Tanh,
         6 => UnaryOp::Abs,
         7 => UnaryOp::Sigmoid,
+        8 => UnaryOp::Erf,
+        9 => UnaryOp::Softplus,
         _ => return None,
     })
 }

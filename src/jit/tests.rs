@@ -202,3 +202,32 @@ fn plan_keeps_only_what_crosses_a_pass() {
     };
     assert!(Plan::of(&cheap).is_none());
 }
+
+/// Every op whose props name a tile function has it in `vmath::ENTRIES` (on x86_64, where
+/// the entries exist), and every entry is some op's: the props table and the tile table
+/// cannot drift apart.
+#[test]
+fn props_tile_names_match_the_tile_table() {
+    use crate::graph::op::UnaryOp;
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    for &u in UnaryOp::ALL {
+        if let Some(name) = u.props().tile {
+            assert!(
+                vmath::index(u).is_some(),
+                "{name} of {u:?} is not in vmath::ENTRIES"
+            );
+            assert!(
+                u.props().vectorizable,
+                "{u:?} has a tile function but is not vectorizable"
+            );
+        }
+    }
+    for (name, _) in vmath::ENTRIES {
+        assert!(
+            UnaryOp::ALL.iter().any(|u| u.props().tile == Some(name)),
+            "{name} belongs to no op"
+        );
+    }
+}

@@ -133,6 +133,19 @@ impl UnaryOp {
                 f64: f64_sigmoid,
                 ..base
             },
+            // No tile function: Cranelift computes its rational polynomial inline.
+            U::Erf => UnaryProps {
+                name: "erf",
+                f64: super::special::erf,
+                ..base
+            },
+            // No tile function: Cranelift computes it inline from `exp` and `log`.
+            U::Softplus => UnaryProps {
+                name: "softplus",
+                nonneg: true,
+                f64: f64_softplus,
+                ..base
+            },
         }
     }
 }
@@ -248,6 +261,12 @@ fn f64_recip(x: f64) -> f64 {
 
 fn f64_sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// `max(x, 0) + log1p(e^{-|x|})`: never overflows, and keeps the tail `≈ e^x` for very
+/// negative `x` (NaN stays NaN: `f64::max` drops it, the `exp` term keeps it).
+fn f64_softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
 fn f64_add(a: f64, b: f64) -> f64 {
