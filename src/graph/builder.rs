@@ -8,7 +8,7 @@
 //! Binary ops broadcast like numpy by inserting explicit `broadcast_to` nodes, so the
 //! primitives themselves only ever see operands of identical shape.
 
-use super::op::{BinaryOp, Op, RandomDist, ReduceOp, Ty, UnaryOp};
+use super::op::{BinaryOp, Op, RandomDist, Ty, UnaryOp};
 use super::{Graph, NodeId};
 use crate::array::{Array, ConstValue, FloatAttr};
 use crate::dtype::DType;
@@ -507,60 +507,6 @@ impl<'g> Tensor<'g> {
     #[track_caller]
     pub fn stop_gradient(self) -> Tensor<'g> {
         self.graph.push(Op::StopGradient, &[self], None, None)
-    }
-
-    #[track_caller]
-    fn reduce(self, op: ReduceOp, axes: &[isize], keepdims: bool) -> Tensor<'g> {
-        match normalize_axes(axes, self.rank()) {
-            Ok(a) => self.graph.push(
-                Op::Reduce {
-                    op,
-                    axes: a.into_iter().collect(),
-                    keepdims,
-                },
-                &[self],
-                None,
-                None,
-            ),
-            Err(m) => self
-                .graph
-                .fail(op.name(), format!("{m} of {}", self.desc())),
-        }
-    }
-
-    /// Sum over `axes` (negative axes count from the end).
-    #[track_caller]
-    pub fn sum(self, axes: &[isize], keepdims: bool) -> Tensor<'g> {
-        self.reduce(ReduceOp::Sum, axes, keepdims)
-    }
-
-    /// Maximum over `axes`.
-    #[track_caller]
-    pub fn max(self, axes: &[isize], keepdims: bool) -> Tensor<'g> {
-        self.reduce(ReduceOp::Max, axes, keepdims)
-    }
-
-    /// Sum of all elements, as a scalar.
-    #[track_caller]
-    pub fn sum_all(self) -> Tensor<'g> {
-        let axes: Vec<isize> = (0..self.rank() as isize).collect();
-        self.sum(&axes, false)
-    }
-
-    /// The product of the sizes of `axes`, as a float scalar (known when the graph runs).
-    #[track_caller]
-    pub fn size(self, axes: &[isize]) -> Tensor<'g> {
-        match normalize_axes(axes, self.rank()) {
-            Ok(a) => self.graph.push(
-                Op::Size {
-                    axes: a.into_iter().collect(),
-                },
-                &[self],
-                None,
-                None,
-            ),
-            Err(m) => self.graph.fail("size", format!("{m} of {}", self.desc())),
-        }
     }
 }
 

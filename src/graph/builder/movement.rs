@@ -1,12 +1,66 @@
-//! The movement and contraction builder methods: reshape, permute, transpose,
-//! broadcast_to, slice, narrow, pad, matmul (a second `impl Tensor` block, kept apart so
-//! that each file stays readable).
+//! The reduction, movement and contraction builder methods: sum, max, size, reshape,
+//! permute, transpose, broadcast_to, slice, narrow, pad, matmul (a second `impl Tensor`
+//! block, kept apart so that each file stays readable).
 
 use super::Tensor;
-use crate::graph::op::{Axes, Op, Ty};
+use crate::graph::op::{Axes, Op, ReduceOp, Ty};
 use crate::shape::{normalize_axes, Dim, Shape};
 
 impl<'g> Tensor<'g> {
+    #[track_caller]
+    fn reduce(self, op: ReduceOp, axes: &[isize], keepdims: bool) -> Tensor<'g> {
+        match normalize_axes(axes, self.rank()) {
+            Ok(a) => self.graph.push(
+                Op::Reduce {
+                    op,
+                    axes: a.into_iter().collect(),
+                    keepdims,
+                },
+                &[self],
+                None,
+                None,
+            ),
+            Err(m) => self
+                .graph
+                .fail(op.name(), format!("{m} of {}", self.desc())),
+        }
+    }
+
+    /// Sum over `axes` (negative axes count from the end).
+    #[track_caller]
+    pub fn sum(self, axes: &[isize], keepdims: bool) -> Tensor<'g> {
+        self.reduce(ReduceOp::Sum, axes, keepdims)
+    }
+
+    /// Maximum over `axes`.
+    #[track_caller]
+    pub fn max(self, axes: &[isize], keepdims: bool) -> Tensor<'g> {
+        self.reduce(ReduceOp::Max, axes, keepdims)
+    }
+
+    /// Sum of all elements, as a scalar.
+    #[track_caller]
+    pub fn sum_all(self) -> Tensor<'g> {
+        let axes: Vec<isize> = (0..self.rank() as isize).collect();
+        self.sum(&axes, false)
+    }
+
+    /// The product of the sizes of `axes`, as a float scalar (known when the graph runs).
+    #[track_caller]
+    pub fn size(self, axes: &[isize]) -> Tensor<'g> {
+        match normalize_axes(axes, self.rank()) {
+            Ok(a) => self.graph.push(
+                Op::Size {
+                    axes: a.into_iter().collect(),
+                },
+                &[self],
+                None,
+                None,
+            ),
+            Err(m) => self.graph.fail("size", format!("{m} of {}", self.desc())),
+        }
+    }
+
     /// Same elements, new shape. The shape may contain `?` where the input has it.
     #[track_caller]
     pub fn reshape(self, shape: impl Into<Shape>) -> Tensor<'g> {

@@ -150,8 +150,20 @@ fn binary(b: &BinaryOp, ins: &[Arg<'_>]) -> Result<Ty, String> {
     match b {
         BinaryOp::Eq | BinaryOp::Ne => {}
         BinaryOp::Pow => need_float("pow", x.dtype)?,
-        _ if x.dtype == DType::Bool => return Err(format!("{} is not defined on bool", b.name())),
-        _ => {}
+        BinaryOp::Add
+        | BinaryOp::Sub
+        | BinaryOp::Mul
+        | BinaryOp::Div
+        | BinaryOp::Max
+        | BinaryOp::Min
+        | BinaryOp::Lt
+        | BinaryOp::Le
+        | BinaryOp::Gt
+        | BinaryOp::Ge => {
+            if x.dtype == DType::Bool {
+                return Err(format!("{} is not defined on bool", b.name()));
+            }
+        }
     }
     Ok(if b.is_comparison() {
         Ty {

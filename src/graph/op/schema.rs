@@ -218,4 +218,75 @@ mod tests {
         assert_eq!(names.len(), kinds.len(), "two kinds share a name");
         assert_eq!(OpKind::from_name("no_such_op"), None);
     }
+
+    /// An op of each kind (fused kernels aside: they are never parsed).
+    fn sample(kind: OpKind) -> Option<Op> {
+        use crate::array::{Array, ConstValue, FloatAttr};
+        use crate::dtype::DType;
+        use crate::init::Init;
+        let axes = || [0usize, 1].into_iter().collect();
+        let f = FloatAttr;
+        Some(match kind {
+            OpKind::Placeholder => Op::Placeholder,
+            OpKind::Variable => Op::Variable { init: Init::Zeros },
+            OpKind::Constant => {
+                Op::Constant(ConstValue(std::sync::Arc::new(Array::scalar(1.0f32))))
+            }
+            OpKind::RandomUniform => Op::Random {
+                dist: RandomDist::Uniform {
+                    low: f(0.0),
+                    high: f(1.0),
+                },
+                seed: 1,
+            },
+            OpKind::RandomNormal => Op::Random {
+                dist: RandomDist::Normal {
+                    mean: f(0.0),
+                    std: f(1.0),
+                },
+                seed: 1,
+            },
+            OpKind::Unary(u) => Op::Unary(u),
+            OpKind::Binary(b) => Op::Binary(b),
+            OpKind::Where => Op::Where,
+            OpKind::Cast => Op::Cast(DType::F64),
+            OpKind::Reduce(op) => Op::Reduce {
+                op,
+                axes: axes(),
+                keepdims: true,
+            },
+            OpKind::Reshape => Op::Reshape,
+            OpKind::Permute => Op::Permute(axes()),
+            OpKind::BroadcastTo => Op::BroadcastTo,
+            OpKind::Slice => Op::Slice { begin: axes() },
+            OpKind::Pad => Op::Pad {
+                lo: axes(),
+                hi: axes(),
+            },
+            OpKind::Concat => Op::Concat { axis: 1 },
+            OpKind::MatMul => Op::MatMul,
+            OpKind::StopGradient => Op::StopGradient,
+            OpKind::Size => Op::Size { axes: axes() },
+            OpKind::Assign => Op::Assign,
+            OpKind::Group => Op::Group,
+            OpKind::Fusion => return None,
+        })
+    }
+
+    /// The printer writes exactly the keys the parser requires, in the table's order (a
+    /// constant's value is written from its array, not from `attrs`).
+    #[test]
+    fn attrs_follow_the_table() {
+        for kind in OpKind::all() {
+            let Some(op) = sample(kind) else { continue };
+            assert_eq!(op.kind(), kind);
+            assert_eq!(op.name(), kind.name());
+            let keys: Vec<&str> = op.attrs().iter().map(|(k, _)| *k).collect();
+            let want: &[&str] = match kind {
+                OpKind::Constant => &[],
+                _ => kind.attr_keys(),
+            };
+            assert_eq!(keys, want, "{}", kind.name());
+        }
+    }
 }
