@@ -45,6 +45,7 @@ pub mod shape;
 pub mod text;
 pub mod threads;
 pub mod train;
+pub mod view;
 
 /// The README's examples, compiled and run as doctests so the front door stays correct.
 #[doc = include_str!("../README.md")]

@@ -4,9 +4,10 @@
 //! Compilation takes the program that the pass pipeline produced (concrete shapes, fused
 //! kernels, a memory plan) and emits one Cranelift function per fused kernel into a single
 //! JIT module (`codegen.rs` explains the lowering). Running walks the schedule: each step is a
-//! kernel call (a matmul's `gemm` first, then its epilogue), a random fill, a copy (a
-//! `reshape` that could not alias its input), or, for `concat` and `pad`, a host step that
-//! evaluates the op with the reference interpreter's semantics. Large kernels and random
+//! kernel call (a matmul's `gemm` first, then its epilogue), a random fill, or a copy (a
+//! `reshape` that could not alias its input). Nothing else: views, `pad` and `concat` are
+//! kernels too, and an op without a native lowering is a compile error (`native.rs` checks
+//! that every node is covered and counts the steps). Large kernels and random
 //! fills are split over the thread pool (`crate::threads`; `codegen::Split` says why the bits
 //! do not depend on the thread count).
 //!
@@ -26,6 +27,7 @@
 mod codegen;
 #[allow(missing_docs)]
 mod math;
+mod native;
 mod runtime;
 #[cfg(test)]
 mod tests;
@@ -47,6 +49,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module, ModuleReloc};
+pub use native::StepCounts;
 use runtime::AlignedBuf;
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -84,6 +87,7 @@ enum Step {
         from: Loc,
         to: Loc,
         bytes: usize,
+        node: NodeId,
     },
     /// Random numbers written straight into the output, by the same function the
     /// interpreter uses (`rng`), split over the pool: element `i` depends only on
@@ -94,13 +98,7 @@ enum Step {
         out: Loc,
         dtype: DType,
         len: usize,
-    },
-    Host {
-        graph: GraphData,
-        placeholders: Vec<NodeId>,
-        out_node: NodeId,
-        args: Vec<(Loc, Ty)>,
-        out: Loc,
+        node: NodeId,
     },
 }
 
@@ -151,6 +149,8 @@ pub struct CompileTimes {
     /// How many of them run their `exp`/`log`/`tanh`/`sigmoid` in tiles through rustc-built
     /// AVX2 code (see `KILN_TILE_MATH` in the README).
     pub tiled: usize,
+    /// The executable's steps, by kind.
+    pub steps: StepCounts,
 }
 
 impl CompileTimes {
@@ -353,43 +353,34 @@ impl Executable {
                         out,
                         dtype: n.ty.dtype,
                         len: n.ty.shape.numel().unwrap_or(0),
+                        node: id,
                     }),
                 Op::Reshape if loc[&n.inputs[0]] == out => {}
                 Op::Reshape => steps.push(Step::Copy {
                     from: loc[&n.inputs[0]],
                     to: out,
                     bytes: bytes_of(&n.ty),
+                    node: id,
                 }),
-                _ => {
-                    // A host step: the op alone in a small graph, run by the interpreter.
-                    let mut g = GraphData::new();
-                    let mut phs = vec![];
-                    let mut args = vec![];
-                    for (k, &i) in n.inputs.iter().enumerate() {
-                        let t = p.graph.node(i).ty.clone();
-                        let ph = g.add_node(
-                            Op::Placeholder,
-                            &[],
-                            Some(t.clone()),
-                            Some(format!("in{k}")),
-                            None,
-                        );
-                        phs.push(ph);
-                        args.push((loc[&i], t));
-                    }
-                    let out_node =
-                        g.add_node(n.op.clone(), &phs, Some(n.ty.clone()), None, n.loc.clone());
-                    g.check()?;
-                    steps.push(Step::Host {
-                        graph: g,
-                        placeholders: phs,
-                        out_node,
-                        args,
-                        out,
-                    });
-                }
+                op @ (Op::Random { .. }
+                | Op::Unary(_)
+                | Op::Binary(_)
+                | Op::Where
+                | Op::Cast(_)
+                | Op::Reduce { .. }
+                | Op::Permute(_)
+                | Op::BroadcastTo
+                | Op::Slice { .. }
+                | Op::Pad { .. }
+                | Op::Concat { .. }
+                | Op::MatMul
+                | Op::StopGradient
+                | Op::Size { .. }
+                | Op::Assign
+                | Op::Group) => return Err(native::unsupported(op, &n.label())),
             }
         }
+        times.steps = native::covers(p, &order, &steps, &loc)?;
         let mut outs_sorted: Vec<(NodeId, usize)> =
             out_index.iter().map(|(&k, &v)| (k, v)).collect();
         outs_sorted.sort_by_key(|x| x.1);
@@ -646,6 +637,7 @@ impl Executable {
                     out,
                     dtype,
                     len,
+                    ..
                 } => {
                     let dst = ptr_of(*out, feeds, vars, &self.consts, ws, outs);
                     // Philox costs ~20 ns a block: split above 4K numbers.
@@ -689,7 +681,9 @@ impl Executable {
                     // SAFETY: concurrent calls write disjoint ranges of the output.
                     unsafe { on_pool(chunks, &fill) };
                 }
-                Step::Copy { from, to, bytes } => {
+                Step::Copy {
+                    from, to, bytes, ..
+                } => {
                     let src = ptr_of(*from, feeds, vars, &self.consts, ws, outs);
                     let dst = ptr_of(*to, feeds, vars, &self.consts, ws, outs);
                     if *bytes > 0 && src != dst {
@@ -697,30 +691,6 @@ impl Executable {
                         // long, in distinct buffers.
                         unsafe { std::ptr::copy_nonoverlapping(src, dst, *bytes) };
                     }
-                }
-                Step::Host {
-                    graph,
-                    placeholders,
-                    out_node,
-                    args,
-                    out,
-                } => {
-                    let mut feed_arrays = vec![];
-                    for ((l, t), &ph) in args.iter().zip(placeholders) {
-                        let shape = concrete(t)?;
-                        let src = ptr_of(*l, feeds, vars, &self.consts, ws, outs);
-                        feed_arrays.push((ph, read_array(src, t.dtype, shape)));
-                    }
-                    let v = crate::interp::evaluate(
-                        graph,
-                        &[*out_node],
-                        &feed_arrays,
-                        &HashMap::new(),
-                        crate::interp::Precision::F32,
-                        run_index,
-                    )?;
-                    let dst = ptr_of(*out, feeds, vars, &self.consts, ws, outs);
-                    write_array(&v[0], dst);
                 }
             }
         }
@@ -861,41 +831,6 @@ fn ptr_of(
         Loc::Const(i) => array_ptr(&consts[i]),
         Loc::Slot(s) => ws.slots[s].as_mut_ptr(),
         Loc::Out(i) => array_mut_ptr(&mut outs[i]),
-    }
-}
-
-fn read_array(src: *const u8, dtype: DType, shape: Vec<usize>) -> Array {
-    let n: usize = shape.iter().product();
-    let bytes = n * dtype.size_bytes();
-    let mut raw = vec![0u8; bytes];
-    if bytes > 0 {
-        // SAFETY: `src` is a buffer holding a value of this type (`bytes` long).
-        unsafe { std::ptr::copy_nonoverlapping(src, raw.as_mut_ptr(), bytes) };
-    }
-    let data: Vec<f64> = match dtype {
-        DType::F32 => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect(),
-        DType::F64 => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect(),
-        DType::I32 => raw
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
-            .collect(),
-        DType::Bool => raw.iter().map(|&b| (b != 0) as u8 as f64).collect(),
-    };
-    Array::from_f64(dtype, shape, data)
-}
-
-fn write_array(a: &Array, dst: *mut u8) {
-    let src = array_ptr(a);
-    let bytes = a.len() * a.dtype().size_bytes();
-    if bytes > 0 {
-        // SAFETY: `dst` is the host step's output buffer, of the op's type, which `a` has.
-        unsafe { std::ptr::copy_nonoverlapping(src, dst, bytes) };
     }
 }
 
