@@ -80,7 +80,7 @@ fn main() -> Result<()> {
     }
     let mut off_kernel = 0;
     for seed in 0..200u64 {
-        let (g, outs) = if seed % 2 == 0 {
+        let (g, outs) = if seed.is_multiple_of(2) {
             common::random_graph(seed)
         } else {
             common::random_view_graph(seed)
@@ -93,9 +93,18 @@ fn main() -> Result<()> {
         let fetch: Vec<Tensor<'_>> = outs.iter().map(|&o| g.tensor(o)).collect();
         let fd: Vec<(Tensor<'_>, Array)> =
             feeds.into_iter().map(|(id, a)| (g.tensor(id), a)).collect();
-        let native = s.run(&fetch, &fd).is_ok()
-            && s.last_compile_times()
-                .is_some_and(|t| t.steps.covers_every_node());
+        let native = match s.run(&fetch, &fd) {
+            Ok(_) => s
+                .last_compile_times()
+                .is_some_and(|t| t.steps.covers_every_node()),
+            Err(e) => {
+                println!("seed {seed}: {e}");
+                false
+            }
+        };
+        if !native {
+            println!("seed {seed}: {:?}", s.last_compile_times().map(|t| t.steps));
+        }
         off_kernel += usize::from(!native);
     }
     println!("random expression graphs leaving work off native steps: {off_kernel} of 200");

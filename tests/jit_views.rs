@@ -132,3 +132,37 @@ fn pad_and_concat_copy_bits() {
         assert!(p[..cols].iter().all(|v| v.to_bits() == 0), "{p:?}");
     }
 }
+
+/// Two shapes the random graphs found where a value was computed inside one kernel but read
+/// from memory by another (so no step produced its buffer): a matmul operand that the
+/// matmul's epilogue also reads, and a fetched view of a value another kernel computes
+/// through that view.
+#[test]
+fn values_read_from_memory_always_have_a_kernel() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(4)]);
+    let w = g.placeholder("w", DType::F32, [Some(4), Some(4)]);
+    let y = x.exp().minimum(10.0);
+    let epilogue_reads_operand = y * y.matmul(w);
+    let v = x.transpose().exp().transpose();
+    let fetches = [epilogue_reads_operand, v.tanh(), v];
+    let mut rng = Rng(11);
+    let feeds = [
+        (x, random_f32(&mut rng, &[7, 4])),
+        (w, random_f32(&mut rng, &[4, 4])),
+    ];
+    let mut jit = Session::new(&g).unwrap();
+    let got = jit.run(&fetches, &feeds).unwrap();
+    assert_native(&jit, "operands read from memory");
+    let mut interp = Session::with_backend(&g, Backend::Interpreter).unwrap();
+    let want = interp.run(&fetches, &feeds).unwrap();
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        for (p, q) in a.iter().zip(&b) {
+            assert!(
+                (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                "output {k}: {p} vs {q}"
+            );
+        }
+    }
+}

@@ -38,11 +38,13 @@ pub(super) fn membership(
         let us = users.get(&id).map(Vec::as_slice).unwrap_or(&[]);
         // Reached through a member the kernel owns, or only through a duplicated one (then
         // the candidate can only be duplicated too, so no kernel owns what another needs).
-        let via_solid = us.iter().any(|&u| is_view_chain_into(g, u, &solid, users));
+        let via_solid = us
+            .iter()
+            .any(|&u| is_view_chain_into(g, u, &solid, users, needed));
         let via_any = via_solid
             || us
                 .iter()
-                .any(|&u| is_view_chain_into(g, u, &members, users));
+                .any(|&u| is_view_chain_into(g, u, &members, users, needed));
         if !via_any {
             continue;
         }
@@ -50,7 +52,7 @@ pub(super) fn membership(
         // kernels compute them too, and may need this value as a buffer).
         let outside = us
             .iter()
-            .filter(|u| !solid.contains(u) && !is_view_chain_into(g, **u, &solid, users))
+            .filter(|u| !is_view_chain_into(g, **u, &solid, users, needed))
             .count()
             + usize::from(outputs.contains(&id) || needed.contains(&id));
         match &n.op {
@@ -139,12 +141,15 @@ pub(super) fn all_users_can_fuse(g: &GraphData, us: &[NodeId]) -> bool {
 /// whose users are (transitively) such members. A matmul member does not: `gemm` reads its
 /// operands from memory, so they are parameters (their own kernels' outputs), never members.
 /// Nor do a pad or a concat (a kernel root): they read their operands through guarded loads,
-/// and a value computed at a point outside the guard would not be zero.
+/// and a value computed at a point outside the guard would not be zero. A view whose own
+/// value is needed (an output, an operand read from memory) is not a chain either: it roots
+/// a kernel that reads what it views.
 pub(super) fn is_view_chain_into(
     g: &GraphData,
     id: NodeId,
     members: &HashSet<NodeId>,
     users: &HashMap<NodeId, Vec<NodeId>>,
+    needed: &HashSet<NodeId>,
 ) -> bool {
     if members.contains(&id) {
         return !matches!(
@@ -152,9 +157,12 @@ pub(super) fn is_view_chain_into(
             Op::MatMul | Op::Pad { .. } | Op::Concat { .. }
         );
     }
-    if !is_affine_view(g, id) {
+    if !is_affine_view(g, id) || needed.contains(&id) {
         return false;
     }
     let us = users.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-    !us.is_empty() && us.iter().all(|&u| is_view_chain_into(g, u, members, users))
+    !us.is_empty()
+        && us
+            .iter()
+            .all(|&u| is_view_chain_into(g, u, members, users, needed))
 }

@@ -142,7 +142,9 @@ impl Pass for Fusion {
             if role(&n.op) == Role::Alias && needed.contains(&root) {
                 needed.insert(n.inputs[0]);
             }
-            if assigned.contains(&root) || role(&n.op) != Role::Root {
+            // A member of a kernel built earlier is computed there, but if some kernel reads
+            // it from memory after all (it became needed later) it gets a kernel of its own.
+            if role(&n.op) != Role::Root {
                 continue;
             }
             // Consumers come first, so every reader of `root` is decided: if no kernel reads it
