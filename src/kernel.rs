@@ -9,15 +9,18 @@
 //! - **contraction**: a matrix product of two parameters (read through strides, so transposes
 //!   cost nothing), then the `epilogue` (bias, activation, ...) on each output element.
 //!
-//! Parameters are read through an [`IndexMap`]: an offset plus one stride per loop axis, in
-//! elements. A stride of 0 is a broadcast, permuted strides are a transpose, an offset is a
-//! slice. Bodies are SSA lists: each [`Expr`] refers to earlier ones by index. Nothing here is
+//! Parameters are read through an [`IndexMap`] (from [`crate::view`]): an offset plus one
+//! stride per loop axis, in elements, and optional bounds. A stride of 0 is a broadcast,
+//! permuted strides are a transpose, an offset is a slice, and bounds are a pad: outside
+//! them a load yields zero without touching memory. A concat is an [`Expr::Select`] among
+//! such loads by the index along one axis. Bodies are SSA lists: each [`Expr`] refers to earlier ones by index. Nothing here is
 //! a string: the dump prints kernels, the interpreter and the JIT walk them.
 //!
 //! # Invariants
 //! - Loop extents are concrete. Every [`IndexMap`] keeps its loads in bounds for every point of
-//!   its body's domain: `offset + sum((extent_i - 1) * stride_i) < param length` (strides are
-//!   non-negative). [`Kernel::validate`] checks this; the JIT relies on it for memory safety.
+//!   its body's domain inside its bounds: the smallest and largest element read over that
+//!   region lie in `[0, param length)` (strides are non-negative, so they are at its
+//!   corners). [`Kernel::validate`] checks this; the JIT relies on it for memory safety.
 //! - Expressions refer only to earlier expressions of the same body; a body's last expression
 //!   is its result.
 
@@ -26,72 +29,7 @@ use crate::graph::op::{BinaryOp, ReduceOp, Ty, UnaryOp};
 use smallvec::SmallVec;
 use std::fmt::{self, Write as _};
 
-/// Reads a parameter at `offset + sum(index_i * strides_i)`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct IndexMap {
-    /// Element offset into the parameter.
-    pub offset: usize,
-    /// One stride per axis of the body's domain, in elements (0 = broadcast).
-    pub strides: SmallVec<[usize; 4]>,
-}
-
-impl IndexMap {
-    /// The row-major map of a parameter whose shape is the domain itself.
-    pub fn contiguous(shape: &[usize]) -> IndexMap {
-        IndexMap {
-            offset: 0,
-            strides: row_major_strides(shape).into_iter().collect(),
-        }
-    }
-
-    /// True if this map reads element `i` at domain point `i` (row-major) for `domain`.
-    pub fn is_identity(&self, domain: &[usize]) -> bool {
-        self.offset == 0 && *self == IndexMap::contiguous(domain).with_broadcast_zeros(domain)
-    }
-
-    fn with_broadcast_zeros(mut self, domain: &[usize]) -> IndexMap {
-        for (s, &d) in self.strides.iter_mut().zip(domain) {
-            if d == 1 {
-                *s = 0;
-            }
-        }
-        self
-    }
-
-    /// The element read at `index` (a point of the domain).
-    pub fn at(&self, index: &[usize]) -> usize {
-        self.offset
-            + index
-                .iter()
-                .zip(&self.strides)
-                .map(|(i, s)| i * s)
-                .sum::<usize>()
-    }
-
-    /// The largest element offset read over `domain` (None for an empty domain).
-    pub fn max_offset(&self, domain: &[usize]) -> Option<usize> {
-        if domain.contains(&0) {
-            return None;
-        }
-        Some(
-            self.offset
-                + domain
-                    .iter()
-                    .zip(&self.strides)
-                    .map(|(d, s)| (d - 1) * s)
-                    .sum::<usize>(),
-        )
-    }
-}
-
-/// Row-major strides of `shape`, in elements.
-pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1usize; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
+pub use crate::view::{row_major_strides, Bound, IndexMap};
 
 /// Index of an expression within its body.
 pub type ExprId = u32;
@@ -116,6 +54,17 @@ pub enum Expr {
     Binary(BinaryOp, ExprId, ExprId),
     /// `c ? a : b`
     Where(ExprId, ExprId, ExprId),
+    /// `parts[k]` where `bounds[k] <= point[axis] < bounds[k + 1]`, zero outside
+    /// `[bounds[0], bounds[last])`: a concat, each part reading one operand through a
+    /// guarded map. The value is copied bit for bit (no arithmetic).
+    Select {
+        /// The domain axis that chooses the part.
+        axis: usize,
+        /// `parts.len() + 1` increasing positions along `axis`.
+        bounds: SmallVec<[usize; 4]>,
+        /// The candidates, earlier expressions of the select's dtype.
+        parts: SmallVec<[ExprId; 4]>,
+    },
     /// conversion of `a` to the expression's dtype
     Cast(ExprId),
 }
@@ -128,6 +77,7 @@ impl Expr {
             Expr::Unary(_, a) | Expr::Cast(a) => [*a].into_iter().collect(),
             Expr::Binary(_, a, b) => [*a, *b].into_iter().collect(),
             Expr::Where(c, a, b) => [*c, *a, *b].into_iter().collect(),
+            Expr::Select { parts, .. } => parts.iter().copied().collect(),
         }
     }
 }
@@ -241,15 +191,23 @@ impl Kernel {
         ] {
             for (i, (e, _)) in body.exprs.iter().enumerate() {
                 match e {
-                    Expr::Load { param, map } => {
-                        let len = param_len(*param)?;
-                        if map.strides.len() != body.domain.len() {
-                            return Err(format!("load of p{param}: map rank != domain rank"));
-                        }
-                        if let Some(m) = map.max_offset(&body.domain) {
-                            if m >= len {
-                                return Err(format!("load of p{param} reads {m} >= {len}"));
-                            }
+                    Expr::Load { param, map } => check_load(*param, map, &body.domain, &param_len)?,
+                    Expr::Select {
+                        axis,
+                        bounds,
+                        parts,
+                    } => {
+                        let ok = *axis < body.domain.len()
+                            && bounds.len() == parts.len() + 1
+                            && bounds.windows(2).all(|w| w[0] <= w[1])
+                            && bounds.last().is_some_and(|&b| b <= body.domain[*axis])
+                            && parts.iter().all(|&p| {
+                                body.exprs
+                                    .get(p as usize)
+                                    .is_some_and(|e| e.1 == body.exprs[i].1)
+                            });
+                        if !ok {
+                            return Err(format!("select {i}: bad axis, bounds or part types"));
                         }
                     }
                     Expr::Core if !core_ok => return Err("core read outside an epilogue".into()),
@@ -281,18 +239,9 @@ impl Kernel {
                 for (op, rows, cols) in [(a, *m, *k), (b, *k, *n)] {
                     let mut dom: Vec<usize> = batch.to_vec();
                     dom.extend([rows, cols]);
-                    let map = IndexMap {
-                        offset: op.offset,
-                        strides: op.strides.clone(),
-                    };
-                    if map.strides.len() != dom.len() {
-                        return Err("matmul operand rank".into());
-                    }
-                    if let Some(mx) = map.max_offset(&dom) {
-                        if mx >= param_len(op.param)? {
-                            return Err(format!("matmul operand p{} out of bounds", op.param));
-                        }
-                    }
+                    let map = IndexMap::strided(op.offset, &op.strides);
+                    check_load(op.param, &map, &dom, &param_len)
+                        .map_err(|e| format!("matmul operand: {e}"))?;
                 }
             }
         }
@@ -350,14 +299,56 @@ impl Kernel {
     }
 }
 
+/// A load of `param` through `map` over `domain` stays inside the parameter wherever its
+/// bounds let it read.
+fn check_load(
+    param: u32,
+    map: &IndexMap,
+    domain: &[usize],
+    param_len: &dyn Fn(u32) -> Result<usize, String>,
+) -> Result<(), String> {
+    let len = param_len(param)?;
+    if map.strides.len() != domain.len() {
+        return Err(format!("load of p{param}: map rank != domain rank"));
+    }
+    if map.bounds.iter().any(|b| b.axis >= domain.len()) {
+        return Err(format!("load of p{param}: a bound's axis is out of range"));
+    }
+    if let Some((lo, hi)) = map.extent(domain) {
+        if lo < 0 || hi >= len as isize {
+            return Err(format!(
+                "load of p{param} reads elements {lo}..={hi}, outside 0..{len}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn write_body(b: &Body, prefix: &str, out: &mut String) {
     for (i, (e, t)) in b.exprs.iter().enumerate() {
         let rhs = match e {
             Expr::Load { param, map } => {
+                let bounds: String = map
+                    .bounds
+                    .iter()
+                    .map(|b| format!(" axis{}={}..{}", b.axis, b.lo, b.hi))
+                    .collect();
                 format!(
-                    "load p{param}[off={} strides={:?}]",
+                    "load p{param}[off={} strides={:?}{bounds}]",
                     map.offset,
                     map.strides.as_slice()
+                )
+            }
+            Expr::Select {
+                axis,
+                bounds,
+                parts,
+            } => {
+                let ps: Vec<String> = parts.iter().map(|p| format!("{prefix}{p}")).collect();
+                format!(
+                    "select(axis={axis}, at={:?}, {})",
+                    bounds.as_slice(),
+                    ps.join(", ")
                 )
             }
             Expr::Core => "core".to_string(),
@@ -376,5 +367,110 @@ impl fmt::Display for Kernel {
         let mut s = String::new();
         self.write_block("kernel", &mut s);
         f.write_str(&s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Shape;
+
+    fn f32s(shape: &[usize]) -> Ty {
+        Ty {
+            dtype: DType::F32,
+            shape: Shape::fixed(shape),
+        }
+    }
+
+    /// A copy kernel over `[4]` reading a `[3]` parameter through `map`.
+    fn copy(map: IndexMap) -> Kernel {
+        Kernel {
+            params: vec![f32s(&[3])],
+            prologue: Body::default(),
+            core: Core::None,
+            epilogue: Body {
+                domain: vec![4],
+                exprs: vec![(Expr::Load { param: 0, map }, DType::F32)],
+            },
+            out: f32s(&[4]),
+        }
+    }
+
+    fn bound(lo: usize, hi: usize) -> Bound {
+        Bound { axis: 0, lo, hi }
+    }
+
+    #[test]
+    fn pad_loads_are_checked_inside_their_bounds() {
+        // pad(x, lo=1): element i - 1 where 1 <= i < 4.
+        let mut ok = IndexMap::strided(0, &[1]);
+        ok.offset = -1;
+        ok.bounds.push(bound(1, 4));
+        assert_eq!(copy(ok.clone()).validate(), Ok(()));
+        // The same map with a bound that lets point 0 read element -1.
+        let mut below = ok.clone();
+        below.bounds[0] = bound(0, 4);
+        assert!(copy(below).validate().is_err());
+        // ... or without its bound at all.
+        let mut unbounded = ok.clone();
+        unbounded.bounds.clear();
+        assert!(copy(unbounded).validate().is_err());
+        // A bound past the end reads element 3 of 3.
+        let mut above = IndexMap::strided(0, &[1]);
+        above.bounds.push(bound(0, 4));
+        assert!(copy(above).validate().is_err());
+        // A bound on an axis the domain does not have.
+        let mut axis = ok;
+        axis.bounds[0].axis = 1;
+        assert!(copy(axis).validate().is_err());
+    }
+
+    #[test]
+    fn concat_selects_are_checked() {
+        // concat(p0[0..3], p1[0..1]) over [4].
+        let mut k = copy(IndexMap::strided(0, &[1]));
+        k.params.push(f32s(&[1]));
+        let mut first = IndexMap::strided(0, &[1]);
+        first.bounds.push(bound(0, 3));
+        let mut second = IndexMap::strided(0, &[1]);
+        second.offset = -3;
+        second.bounds.push(bound(3, 4));
+        let sel = |bounds: &[usize]| Expr::Select {
+            axis: 0,
+            bounds: bounds.iter().copied().collect(),
+            parts: [0, 1].into_iter().collect(),
+        };
+        k.epilogue.exprs = vec![
+            (
+                Expr::Load {
+                    param: 0,
+                    map: first,
+                },
+                DType::F32,
+            ),
+            (
+                Expr::Load {
+                    param: 1,
+                    map: second.clone(),
+                },
+                DType::F32,
+            ),
+            (sel(&[0, 3, 4]), DType::F32),
+        ];
+        assert_eq!(k.validate(), Ok(()));
+        // Reading the second operand over the first's range goes out of bounds.
+        let mut wide = k.clone();
+        second.bounds[0] = bound(2, 4);
+        wide.epilogue.exprs[1].0 = Expr::Load {
+            param: 1,
+            map: second,
+        };
+        assert!(wide.validate().is_err());
+        // Bounds past the domain, out of order, or of the wrong count.
+        for bad in [&[0, 3, 5][..], &[0, 4, 3], &[0, 4]] {
+            let mut k2 = k.clone();
+            k2.epilogue.exprs[2].0 = sel(bad);
+            assert!(k2.validate().is_err(), "{bad:?}");
+        }
     }
 }

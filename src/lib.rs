@@ -49,6 +49,7 @@ pub mod text;
 pub mod threads;
 pub mod train;
 mod vars;
+pub mod view;
 
 /// The README's examples, compiled and run as doctests so the front door stays correct. The
 /// README describes the default build, whose `ui` feature its `history.plot` needs.

@@ -302,7 +302,10 @@ fn every_op_matches_the_interpreter() {
                 let mut interp = Session::with_backend(&g, Backend::Interpreter).unwrap();
                 let feeds = [(a, av), (b, bv)];
                 let (j, i) = match (jit.run(&[y], &feeds), interp.run(&[y], &feeds)) {
-                    (Ok(j), Ok(i)) => (j, i),
+                    (Ok(j), Ok(i)) => {
+                        assert_native(&jit, name);
+                        (j, i)
+                    }
                     (Err(e), Err(f)) => {
                         assert_eq!(e.to_string(), f.to_string());
                         continue;
@@ -320,8 +323,13 @@ fn every_op_matches_the_interpreter() {
 /// on values of order 1: 15 ops × 4 ulp × 2⁻²⁴ × (condition ≤ 16) ≈ 6e-5.
 #[test]
 fn random_graphs_match_the_interpreter() {
-    for seed in 0..40 {
-        let (g, outs) = random_graph(seed);
+    for seed in 0..80 {
+        // Half of them with pads, concats and views at random places.
+        let (g, outs) = if seed < 40 {
+            random_graph(seed)
+        } else {
+            random_view_graph(seed)
+        };
         for batch in [0usize, 1, 3, 4, 5, 17] {
             let (feeds, vars) = inputs(&g, batch, seed);
             let fetch: Vec<Tensor<'_>> = outs.iter().map(|&o| g.tensor(o)).collect();
@@ -336,6 +344,7 @@ fn random_graphs_match_the_interpreter() {
                 .map(|(id, a)| (g.tensor(*id), a.clone()))
                 .collect();
             let j = jit.run(&fetch, &fd).unwrap();
+            assert_native(&jit, &format!("seed {seed}"));
             let i = interp.run(&fetch, &fd).unwrap();
             for (k, (a, b)) in j.iter().zip(&i).enumerate() {
                 let (x, y) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{inputs, random_array, random_graph, Rng};
+use common::{assert_native, inputs, random_array, random_graph, random_view_graph, Rng};
 use kiln::graph::NodeId;
 use kiln::prelude::*;
 use kiln::train::Optimizer;
@@ -27,7 +27,11 @@ fn same_bits_at_every_thread_count(
         for (id, v) in vars {
             s.set_variable(g.tensor(*id), v.clone()).unwrap();
         }
-        s.run(fetch, feeds).unwrap()
+        let out = s.run(fetch, feeds).unwrap();
+        if backend == Backend::Jit {
+            assert_native(&s, what);
+        }
+        out
     };
     kiln::threads::set_threads(1);
     let one = run(Backend::Jit);
@@ -56,8 +60,12 @@ fn same_bits_at_every_thread_count(
 
 #[test]
 fn random_graphs_at_a_large_batch() {
-    for seed in 0..12 {
-        let (g, outs) = random_graph(seed);
+    for seed in 0..24 {
+        let (g, outs) = if seed < 12 {
+            random_graph(seed)
+        } else {
+            random_view_graph(seed)
+        };
         let (feeds, vars) = inputs(&g, 5003, seed);
         let fetch: Vec<Tensor<'_>> = outs.iter().map(|&o| g.tensor(o)).collect();
         let fd: Vec<(Tensor<'_>, Array)> = feeds

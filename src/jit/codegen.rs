@@ -9,6 +9,11 @@
 //! computes, when the kernel has a [`Split`] (the executable runs several ranges on several
 //! threads); kernels without one ignore it.
 //!
+//! The code is split by concern: this file has the kernel entry point, the loop nests and
+//! the unary ops; `body.rs` evaluates an expression body (loads, guarded loads, selects,
+//! binary ops, casts) and decides what vectorizes; `reduce.rs` the accumulation of
+//! reductions; `tiled.rs` the tile passes around the AVX2 calls.
+//!
 //! # Loops
 //! A body's domain becomes a loop nest with constant extents, outer axes first. The innermost
 //! axis runs 4 lanes at a time (`f32x4`) with a scalar tail when the body is *vectorizable*:
@@ -43,14 +48,18 @@
 //! the last multiple of 4, the tail does the rest). Loads and stores are not marked aligned
 //! (feeds are plain `Vec`s), so misalignment cannot fault.
 
+mod body;
+mod reduce;
 pub(super) mod tiled;
+
+use body::vectorizable;
 
 use super::math;
 use crate::dtype::DType;
-use crate::graph::op::{BinaryOp, ReduceOp, UnaryOp};
+use crate::graph::op::UnaryOp;
 use crate::kernel::{Body, Core, Expr, Kernel};
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, F64, I32, I32X4, I64, I8};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{F32, F32X4, F64, I32, I64, I8};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, Signature, Type, Value,
 };
@@ -95,8 +104,12 @@ pub(super) struct Split {
 
 /// The [`Split`] of a kernel, if it has one.
 pub(super) fn split_of(k: &Kernel) -> Option<Split> {
+    // The loop nest's first axis is the one split (the loop order may differ from the
+    // domain's, see `body::loop_order`).
+    let reordered = body::loop_order(k).map(|(b, _)| b);
     let body = match &k.core {
-        Core::None | Core::MatMul { .. } => &k.epilogue,
+        Core::None => reordered.as_ref().unwrap_or(&k.epilogue),
+        Core::MatMul { .. } => &k.epilogue,
         Core::Reduce { axes, .. } => {
             if !reduce_splittable(k, axes) {
                 return None;
@@ -179,6 +192,19 @@ fn flags() -> MemFlagsData {
 
 fn le() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+/// What an expression of a body needs that is the same along a whole row (see
+/// `Gen::prepare_loads`).
+#[derive(Clone, Copy)]
+pub(super) struct RowPrep {
+    /// A load's element offset at the row's start.
+    base: Value,
+    /// A broadcast load's value, splatted (vector mode).
+    splat: Option<Value>,
+    /// A guarded load: whether its bounds on the outer axes hold in this row (None: it has
+    /// none there). A select on an outer axis: the row's index on that axis.
+    row: Option<Value>,
 }
 
 /// Where the body reads `Expr::Core` from: a contiguous array (accumulators or the matmul
@@ -362,7 +388,7 @@ impl<'a, 'b> Gen<'a, 'b> {
     }
 
     /// `offset + sum(idx_k * strides_k)` over the outer axes, as an i64 value.
-    fn base_offset(&mut self, offset: usize, strides: &[usize], idx: &[Value]) -> Value {
+    fn base_offset(&mut self, offset: isize, strides: &[usize], idx: &[Value]) -> Value {
         let mut acc = self.b.ins().iconst(I64, offset as i64);
         for (k, &i) in idx.iter().enumerate() {
             let s = strides[k] as i64;
@@ -389,7 +415,12 @@ impl<'a, 'b> Gen<'a, 'b> {
         match &k.core {
             Core::None => {
                 let out = self.out;
-                self.elementwise(k, &k.epilogue, out, None, split);
+                match body::loop_order(k) {
+                    Some((body, out_strides)) => {
+                        self.elementwise_in(k, &body, out, None, split, &out_strides)
+                    }
+                    None => self.elementwise(k, &k.epilogue, out, None, split),
+                }
             }
             Core::Reduce { op, axes } => self.reduce(k, *op, axes, split),
             Core::MatMul { .. } => {
@@ -416,32 +447,61 @@ impl<'a, 'b> Gen<'a, 'b> {
         core: Option<CoreSrc>,
         split: bool,
     ) {
+        let out_strides = crate::kernel::row_major_strides(&body.domain);
+        self.elementwise_in(k, body, out, core, split, &out_strides);
+    }
+
+    /// [`Gen::elementwise`] writing the point `p` of the domain at `sum(p_i * out_strides_i)`
+    /// (a body whose loop order `body::loop_order` changed writes its rows with a stride).
+    fn elementwise_in(
+        &mut self,
+        k: &Kernel,
+        body: &Body,
+        out: Value,
+        core: Option<CoreSrc>,
+        split: bool,
+        out_strides: &[usize],
+    ) {
         let domain = body.domain.clone();
         let out_dt = body.exprs.last().map_or(DType::F32, |e| e.1);
         let size = out_dt.size_bytes();
         let vec_ok = vectorizable(k, body, core);
-        let out_strides = crate::kernel::row_major_strides(&domain);
         let rank = domain.len();
+        // The output's stride along the inner loop (1 unless the loop order changed).
+        let os = out_strides.last().copied().unwrap_or(1);
         // Short rows (softmax over 10 classes) would pay a call per few elements; both
         // paths give the same bits, so this is only a matter of speed.
         let long_rows = domain.last().is_some_and(|&n| n >= tiled::MIN_ROW);
         let plan = match self.helpers.tile_fns {
-            Some(_) if vec_ok && long_rows => tiled::Plan::of(body),
+            Some(_) if vec_ok && long_rows && os == 1 => tiled::Plan::of(body),
             _ => None,
         };
         let tiles = plan.as_ref().map(|p| self.tile_slot(p));
         self.tiled |= plan.is_some();
         self.rows(&domain, split, &mut |g, idx, lo, hi| {
-            let obase = g.base_offset(0, &out_strides, idx);
+            let obase = g.base_offset(0, out_strides, idx);
             let loads = g.prepare_loads(k, body, idx, vec_ok);
             let emit = |g: &mut Self, i: Option<Value>, lanes: u8| {
                 let v = g.eval_body(k, body, &loads, i, lanes, core, obase);
                 let o = match i {
-                    Some(i) => g.b.ins().iadd(obase, i),
+                    Some(i) if os == 1 => g.b.ins().iadd(obase, i),
+                    Some(i) => {
+                        let t = g.b.ins().imul_imm_s(i, os as i64);
+                        g.b.ins().iadd(obase, t)
+                    }
                     None => obase,
                 };
                 let a = g.addr(out, o, size);
-                g.b.ins().store(flags(), v, a, 0);
+                if lanes == 4 && os != 1 {
+                    // Lanes go to a column: one store each.
+                    for l in 0..4u8 {
+                        let x = g.b.ins().extractlane(v, l);
+                        g.b.ins()
+                            .store(flags(), x, a, (l as usize * os * size) as i32);
+                    }
+                } else {
+                    g.b.ins().store(flags(), v, a, 0);
+                }
             };
             if rank == 0 {
                 emit(g, None, 1);
@@ -461,301 +521,6 @@ impl<'a, 'b> Gen<'a, 'b> {
             };
             g.for_each_v(tail, hi, 1, &mut |g, i| emit(g, Some(i), 1));
         });
-    }
-
-    fn reduce(&mut self, k: &Kernel, op: ReduceOp, axes: &[usize], split: bool) {
-        let pro = &k.prologue;
-        let dom = pro.domain.clone();
-        let acc_dt = pro.exprs.last().map_or(DType::F32, |e| e.1);
-        let size = acc_dt.size_bytes();
-        let n_out: usize = k.epilogue.domain.iter().product();
-        let acc_ptr = self.scratch;
-        // Slot strides: row-major over the kept axes, 0 on the reduced ones.
-        let kept: Vec<usize> = (0..dom.len()).filter(|a| !axes.contains(a)).collect();
-        let kept_ext: Vec<usize> = kept.iter().map(|&a| dom[a]).collect();
-        let kept_rm = crate::kernel::row_major_strides(&kept_ext);
-        let mut slot_strides = vec![0usize; dom.len()];
-        for (j, &a) in kept.iter().enumerate() {
-            slot_strides[a] = kept_rm[j];
-        }
-        // 1. identity into every slot this call owns (all of them, unless split: then the
-        //    slots of its rows, since the first axis is kept).
-        let ident = self.identity(op, acc_dt, 1);
-        let (s_lo, s_hi) = if split {
-            let s0 = slot_strides[0] as i64;
-            (
-                self.b.ins().imul_imm_s(self.lo, s0),
-                self.b.ins().imul_imm_s(self.hi, s0),
-            )
-        } else {
-            (
-                self.b.ins().iconst(I64, 0),
-                self.b.ins().iconst(I64, n_out as i64),
-            )
-        };
-        self.for_each_v(s_lo, s_hi, 1, &mut |g, i| {
-            let a = g.addr(acc_ptr, i, size);
-            g.b.ins().store(flags(), ident, a, 0);
-        });
-        // 2. the prologue's domain, row-major, into the slots.
-        let rank = dom.len();
-        let inner_reduced = rank > 0 && axes.contains(&(rank - 1));
-        let vec_ok = vectorizable(k, pro, None);
-        self.rows(&dom, split, &mut |g, idx, lo, hi| {
-            let sbase = g.base_offset(0, &slot_strides, idx);
-            let loads = g.prepare_loads(k, pro, idx, vec_ok);
-            if rank == 0 {
-                let v = g.eval_body(k, pro, &loads, None, 1, None, sbase);
-                g.accumulate(op, acc_dt, acc_ptr, sbase, v, 1);
-                return;
-            }
-            let vec_end = if vec_ok { g.vec_end(lo, hi) } else { lo };
-            if inner_reduced {
-                // Carry partial results through the row, then add them into the one slot.
-                let mut total = g.identity(op, acc_dt, 1);
-                if vec_ok {
-                    let init = g.identity(op, acc_dt, 4);
-                    let part = g.for_carry(lo, vec_end, 4, &[init], &mut |g, i, cur| {
-                        let v = g.eval_body(k, pro, &loads, Some(i), 4, None, sbase);
-                        vec![g.combine(op, acc_dt, cur[0], v)]
-                    })[0];
-                    let lanes: Vec<Value> =
-                        (0..4u8).map(|l| g.b.ins().extractlane(part, l)).collect();
-                    let x = g.combine(op, acc_dt, lanes[0], lanes[1]);
-                    let y = g.combine(op, acc_dt, lanes[2], lanes[3]);
-                    total = g.combine(op, acc_dt, x, y);
-                }
-                let tail = g.for_carry(vec_end, hi, 1, &[total], &mut |g, i, cur| {
-                    let v = g.eval_body(k, pro, &loads, Some(i), 1, None, sbase);
-                    vec![g.combine(op, acc_dt, cur[0], v)]
-                })[0];
-                g.accumulate(op, acc_dt, acc_ptr, sbase, tail, 1);
-            } else {
-                let step = |g: &mut Self, i: Value, lanes: u8| {
-                    let v = g.eval_body(k, pro, &loads, Some(i), lanes, None, sbase);
-                    let s = g.b.ins().iadd(sbase, i);
-                    g.accumulate(op, acc_dt, acc_ptr, s, v, lanes);
-                };
-                if vec_ok {
-                    g.for_each_v(lo, vec_end, 4, &mut |g, i| step(g, i, 4));
-                }
-                g.for_each_v(vec_end, hi, 1, &mut |g, i| step(g, i, 1));
-            }
-        });
-        // 3. the epilogue over the slots.
-        let src = CoreSrc {
-            ptr: acc_ptr,
-            dtype: acc_dt,
-        };
-        let out = self.out;
-        self.elementwise(k, &k.epilogue, out, Some(src), split);
-    }
-
-    fn identity(&mut self, op: ReduceOp, dt: DType, lanes: u8) -> Value {
-        let v = match (op, dt) {
-            (ReduceOp::Sum, DType::F32) => self.b.ins().f32const(0.0f32),
-            (ReduceOp::Max, DType::F32) => self.b.ins().f32const(f32::NEG_INFINITY),
-            (ReduceOp::Sum, DType::F64) => self.b.ins().f64const(0.0f64),
-            (ReduceOp::Max, DType::F64) => self.b.ins().f64const(f64::NEG_INFINITY),
-            (ReduceOp::Sum, _) => self.b.ins().iconst(cl_type(dt), 0),
-            (ReduceOp::Max, _) => self.b.ins().iconst(cl_type(dt), i32::MIN as i64),
-        };
-        if lanes == 4 {
-            self.b.ins().splat(F32X4, v)
-        } else {
-            v
-        }
-    }
-
-    fn combine(&mut self, op: ReduceOp, dt: DType, a: Value, v: Value) -> Value {
-        match (op, dt.is_float()) {
-            (ReduceOp::Sum, true) => self.b.ins().fadd(a, v),
-            (ReduceOp::Max, true) => self.b.ins().fmax(a, v),
-            (ReduceOp::Sum, false) => self.b.ins().iadd(a, v),
-            (ReduceOp::Max, false) => self.b.ins().smax(a, v),
-        }
-    }
-
-    fn accumulate(
-        &mut self,
-        op: ReduceOp,
-        dt: DType,
-        acc: Value,
-        slot: Value,
-        v: Value,
-        lanes: u8,
-    ) {
-        let a = self.addr(acc, slot, dt.size_bytes());
-        let ty = if lanes == 4 { F32X4 } else { cl_type(dt) };
-        let cur = self.b.ins().load(ty, flags(), a, 0);
-        let new = self.combine(op, dt, cur, v);
-        self.b.ins().store(flags(), new, a, 0);
-    }
-
-    // ---------------------------------------------------------------- bodies
-
-    /// Per row: the element offset of each load at the row's start (and, for broadcast loads
-    /// in vector mode, the loaded and splatted value).
-    fn prepare_loads(
-        &mut self,
-        k: &Kernel,
-        body: &Body,
-        idx: &[Value],
-        vec_ok: bool,
-    ) -> Vec<Option<(Value, Option<Value>)>> {
-        let rank = body.domain.len();
-        body.exprs
-            .iter()
-            .map(|(e, dt)| match e {
-                Expr::Load { param, map } => {
-                    let base = self.base_offset(map.offset, &map.strides, idx);
-                    let inner_stride = if rank > 0 { map.strides[rank - 1] } else { 0 };
-                    let splat = if vec_ok && inner_stride == 0 && rank > 0 {
-                        let p = self.params[*param as usize];
-                        let a = self.addr(p, base, dt.size_bytes());
-                        let s = self.b.ins().load(cl_type(*dt), flags(), a, 0);
-                        Some(if *dt == DType::Bool {
-                            // A lane mask, as `fcmp` makes: all ones where true.
-                            let t = self.b.ins().icmp_imm_s(IntCC::NotEqual, s, 0);
-                            let t = self.b.ins().uextend(I32, t);
-                            let m = self.b.ins().ineg(t);
-                            self.b.ins().splat(I32X4, m)
-                        } else {
-                            self.b.ins().splat(F32X4, s)
-                        })
-                    } else {
-                        None
-                    };
-                    let _ = k;
-                    Some((base, splat))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Evaluates `body` at inner index `i` (None for a rank-0 domain) with `lanes` lanes.
-    #[allow(clippy::too_many_arguments)]
-    fn eval_body(
-        &mut self,
-        _k: &Kernel,
-        body: &Body,
-        loads: &[Option<(Value, Option<Value>)>],
-        i: Option<Value>,
-        lanes: u8,
-        core: Option<CoreSrc>,
-        obase: Value,
-    ) -> Value {
-        let mut vals: Vec<Value> = Vec::with_capacity(body.exprs.len());
-        for j in 0..body.exprs.len() {
-            let v = self.eval_expr(body, j, loads, i, lanes, core, obase, &vals);
-            vals.push(v);
-        }
-        *vals.last().expect("non-empty body")
-    }
-
-    /// Expression `j` of `body` at inner index `i` with `lanes` lanes, its operands' values
-    /// taken from `vals` (indexed by expression).
-    #[allow(clippy::too_many_arguments)]
-    fn eval_expr(
-        &mut self,
-        body: &Body,
-        j: usize,
-        loads: &[Option<(Value, Option<Value>)>],
-        i: Option<Value>,
-        lanes: u8,
-        core: Option<CoreSrc>,
-        obase: Value,
-        vals: &[Value],
-    ) -> Value {
-        let rank = body.domain.len();
-        let (e, dt) = &body.exprs[j];
-        match e {
-            Expr::Load { param, map } => {
-                let (base, splat) = loads[j].expect("prepared");
-                if let Some(s) = splat {
-                    if lanes == 4 {
-                        return s;
-                    }
-                }
-                let inner_stride = if rank > 0 { map.strides[rank - 1] } else { 0 };
-                let off = match i {
-                    Some(i) if inner_stride != 0 => {
-                        let t = self.b.ins().imul_imm_s(i, inner_stride as i64);
-                        self.b.ins().iadd(base, t)
-                    }
-                    _ => base,
-                };
-                let p = self.params[*param as usize];
-                self.load(p, off, *dt, lanes, inner_stride == 0)
-            }
-            Expr::Core => {
-                let src = core.expect("core source");
-                let off = match i {
-                    Some(i) => self.b.ins().iadd(obase, i),
-                    None => obase,
-                };
-                let v = self.load(src.ptr, off, src.dtype, lanes, false);
-                if src.dtype != *dt {
-                    self.cast(v, src.dtype, *dt)
-                } else {
-                    v
-                }
-            }
-            Expr::Const(bits) => {
-                let x = f64::from_bits(*bits);
-                let s = match dt {
-                    DType::F32 => self.b.ins().f32const(x as f32),
-                    DType::F64 => self.b.ins().f64const(x),
-                    DType::I32 => self.b.ins().iconst(I32, x as i32 as i64),
-                    DType::Bool => self.b.ins().iconst(I8, (x != 0.0) as i64),
-                };
-                if lanes == 4 {
-                    self.b.ins().splat(F32X4, s)
-                } else {
-                    s
-                }
-            }
-            Expr::Unary(u, a) => self.unary(*u, *dt, vals[*a as usize]),
-            Expr::Binary(op, a, c) => {
-                let in_dt = body.exprs[*a as usize].1;
-                self.binary(*op, in_dt, vals[*a as usize], vals[*c as usize], lanes)
-            }
-            Expr::Where(c, a, d) => {
-                let (c, a, d) = (vals[*c as usize], vals[*a as usize], vals[*d as usize]);
-                if lanes == 4 {
-                    let m = self.b.ins().bitcast(F32X4, le(), c);
-                    self.b.ins().bitselect(m, a, d)
-                } else {
-                    self.b.ins().select(c, a, d)
-                }
-            }
-            Expr::Cast(a) => {
-                let from = body.exprs[*a as usize].1;
-                let x = vals[*a as usize];
-                if lanes == 4 {
-                    // Only bool masks to f32 reach here (see `vectorizable`).
-                    let m = self.b.ins().bitcast(F32X4, le(), x);
-                    let one = self.b.ins().f32const(1.0f32);
-                    let one = self.b.ins().splat(F32X4, one);
-                    self.b.ins().band(m, one)
-                } else {
-                    self.cast(x, from, *dt)
-                }
-            }
-        }
-    }
-
-    fn load(&mut self, base: Value, off: Value, dt: DType, lanes: u8, splat: bool) -> Value {
-        let a = self.addr(base, off, dt.size_bytes());
-        if lanes == 4 {
-            if splat {
-                let s = self.b.ins().load(cl_type(dt), flags(), a, 0);
-                return self.b.ins().splat(F32X4, s);
-            }
-            return self.b.ins().load(F32X4, flags(), a, 0);
-        }
-        self.b.ins().load(cl_type(dt), flags(), a, 0)
     }
 
     fn call_helper(&mut self, f: FuncId, args: &[Value]) -> Value {
@@ -823,143 +588,4 @@ impl<'a, 'b> Gen<'a, 'b> {
             },
         }
     }
-
-    fn binary(&mut self, op: BinaryOp, dt: DType, a: Value, c: Value, lanes: u8) -> Value {
-        use BinaryOp as B;
-        if dt.is_float() {
-            let fcc = |op: B| match op {
-                B::Eq => FloatCC::Equal,
-                B::Ne => FloatCC::NotEqual,
-                B::Lt => FloatCC::LessThan,
-                B::Le => FloatCC::LessThanOrEqual,
-                B::Gt => FloatCC::GreaterThan,
-                _ => FloatCC::GreaterThanOrEqual,
-            };
-            return match op {
-                B::Add => self.b.ins().fadd(a, c),
-                B::Sub => self.b.ins().fsub(a, c),
-                B::Mul => self.b.ins().fmul(a, c),
-                B::Div => self.b.ins().fdiv(a, c),
-                B::Max => self.b.ins().fmax(a, c),
-                B::Min => self.b.ins().fmin(a, c),
-                B::Pow => {
-                    let f = if dt == DType::F64 {
-                        self.helpers.pow_f64
-                    } else {
-                        self.helpers.pow_f32
-                    };
-                    self.call_helper(f, &[a, c])
-                }
-                B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => {
-                    // A bool scalar, or an i32x4 lane mask when lanes == 4.
-                    let _ = lanes;
-                    self.b.ins().fcmp(fcc(op), a, c)
-                }
-            };
-        }
-        let icc = |op: B| match op {
-            B::Eq => IntCC::Equal,
-            B::Ne => IntCC::NotEqual,
-            B::Lt => IntCC::SignedLessThan,
-            B::Le => IntCC::SignedLessThanOrEqual,
-            B::Gt => IntCC::SignedGreaterThan,
-            _ => IntCC::SignedGreaterThanOrEqual,
-        };
-        match op {
-            B::Add => self.b.ins().iadd(a, c),
-            B::Sub => self.b.ins().isub(a, c),
-            B::Mul => self.b.ins().imul(a, c),
-            B::Max => self.b.ins().smax(a, c),
-            B::Min => self.b.ins().smin(a, c),
-            B::Pow => {
-                let f = self.helpers.pow_i32;
-                self.call_helper(f, &[a, c])
-            }
-            B::Div => self.int_div(a, c),
-            B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => self.b.ins().icmp(icc(op), a, c),
-        }
-    }
-
-    /// Truncating i32 division that wraps `MIN / -1` and flags division by zero in `status`
-    /// instead of trapping (the interpreter reports it as an error, so must we).
-    fn int_div(&mut self, a: Value, c: Value) -> Value {
-        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, c, 0);
-        let minus1 = self.b.ins().icmp_imm_s(IntCC::Equal, c, -1);
-        let bad = self.b.ins().bor(zero, minus1);
-        let one = self.b.ins().iconst(I32, 1);
-        let safe = self.b.ins().select(bad, one, c);
-        let q = self.b.ins().sdiv(a, safe);
-        let neg = self.b.ins().ineg(a);
-        let q = self.b.ins().select(minus1, neg, q);
-        // status |= (c == 0)
-        let z32 = self.b.ins().uextend(I32, zero);
-        let old = self
-            .b
-            .ins()
-            .load(I32, MemFlagsData::trusted(), self.status, 0);
-        let new = self.b.ins().bor(old, z32);
-        self.b
-            .ins()
-            .store(MemFlagsData::trusted(), new, self.status, 0);
-        q
-    }
-
-    fn cast(&mut self, x: Value, from: DType, to: DType) -> Value {
-        use DType as D;
-        if from == to {
-            return x;
-        }
-        match (from, to) {
-            (D::F32, D::F64) => self.b.ins().fpromote(F64, x),
-            (D::F64, D::F32) => self.b.ins().fdemote(F32, x),
-            (D::F32 | D::F64, D::I32) => self.b.ins().fcvt_to_sint_sat(I32, x),
-            (D::I32, D::F32) => self.b.ins().fcvt_from_sint(F32, x),
-            (D::I32, D::F64) => self.b.ins().fcvt_from_sint(F64, x),
-            (D::Bool, D::F32) => self.b.ins().fcvt_from_uint(F32, x),
-            (D::Bool, D::F64) => self.b.ins().fcvt_from_uint(F64, x),
-            (D::Bool, D::I32) => self.b.ins().uextend(I32, x),
-            (D::F32, D::Bool) => {
-                let z = self.b.ins().f32const(0.0f32);
-                self.b.ins().fcmp(FloatCC::NotEqual, x, z)
-            }
-            (D::F64, D::Bool) => {
-                let z = self.b.ins().f64const(0.0f64);
-                self.b.ins().fcmp(FloatCC::NotEqual, x, z)
-            }
-            (D::I32, D::Bool) => self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0),
-            _ => x,
-        }
-    }
-}
-
-/// True if `body` can run 4 lanes at a time (see the module docs).
-fn vectorizable(k: &Kernel, body: &Body, core: Option<CoreSrc>) -> bool {
-    let rank = body.domain.len();
-    if rank == 0 || body.exprs.is_empty() {
-        return false;
-    }
-    if body.exprs.last().map(|e| e.1) != Some(DType::F32) {
-        return false;
-    }
-    body.exprs.iter().all(|(e, dt)| match e {
-        Expr::Load { param, map } => {
-            let stride = map.strides[rank - 1];
-            match (*dt, k.params[*param as usize].dtype) {
-                (DType::F32, DType::F32) => matches!(stride, 0 | 1),
-                // A row-invariant flag (dropout's `training`): one mask per row. Bools only
-                // reach `where` and casts, which take masks (a comparison of bools is not
-                // vectorized: its operands are not f32).
-                (DType::Bool, DType::Bool) => stride == 0,
-                _ => false,
-            }
-        }
-        Expr::Core => *dt == DType::F32 && core.is_some_and(|c| c.dtype == DType::F32),
-        Expr::Const(_) => *dt == DType::F32,
-        Expr::Unary(u, _) => *dt == DType::F32 && u.props().vectorizable,
-        Expr::Binary(op, a, _) => {
-            body.exprs[*a as usize].1 == DType::F32 && op.props().vectorizable
-        }
-        Expr::Where(_, a, _) => body.exprs[*a as usize].1 == DType::F32,
-        Expr::Cast(a) => *dt == DType::F32 && body.exprs[*a as usize].1 == DType::Bool,
-    })
 }

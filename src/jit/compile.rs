@@ -19,7 +19,7 @@ use crate::array::Array;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::op::{Op, RandomDist, Ty};
-use crate::graph::{GraphData, Node, NodeId};
+use crate::graph::{GraphData, NodeId};
 use crate::kernel::{Core, Kernel};
 use crate::passes::memplan::MemoryPlan;
 use crate::passes::Program;
@@ -44,7 +44,12 @@ pub(super) enum Step {
         gemm: Option<Gemm>,
     },
     /// A `reshape` that could not alias its input: a byte copy.
-    Copy { from: Loc, to: Loc, bytes: usize },
+    Copy {
+        from: Loc,
+        to: Loc,
+        bytes: usize,
+        node: NodeId,
+    },
     /// Random numbers written straight into the output, by the same function the
     /// interpreter uses (`rng`), split over the pool: element `i` depends only on
     /// (seed, run, i), so the bits never depend on the thread count.
@@ -54,14 +59,7 @@ pub(super) enum Step {
         out: Loc,
         dtype: DType,
         len: usize,
-    },
-    /// An op with no native lowering, run by the interpreter on copies of its operands.
-    Host {
-        graph: GraphData,
-        placeholders: Vec<NodeId>,
-        out_node: NodeId,
-        args: Vec<(Loc, Ty)>,
-        out: Loc,
+        node: NodeId,
     },
 }
 
@@ -188,6 +186,7 @@ pub(super) fn schedule(
                     out,
                     dtype: n.ty.dtype,
                     len: n.ty.shape.numel().unwrap_or(0),
+                    node: id,
                 })
             }
             Op::Reshape if !same_bytes(&p.graph.node(n.inputs[0]).ty, &n.ty) => {
@@ -203,10 +202,27 @@ pub(super) fn schedule(
                 from: loc[&n.inputs[0]],
                 to: out,
                 bytes: bytes_of(&n.ty),
+                node: id,
             }),
-            _ => s.steps.push(host_step(p, n, loc, out)?),
+            op @ (Op::Random { .. }
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Where
+            | Op::Cast(_)
+            | Op::Reduce { .. }
+            | Op::Permute(_)
+            | Op::BroadcastTo
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Concat { .. }
+            | Op::MatMul
+            | Op::StopGradient
+            | Op::Size { .. }
+            | Op::Assign
+            | Op::Group) => return Err(super::native::unsupported(op, &n.label())),
         }
     }
+    times.steps = super::native::covers(p, order, &s.steps, loc)?;
     Ok(s)
 }
 
@@ -263,34 +279,6 @@ fn kernel_step(
         node: id,
         split: codegen::split_of(k),
         gemm,
-    })
-}
-
-/// A host step: the op alone in a small graph, run by the interpreter.
-fn host_step(p: &Program, n: &Node, loc: &HashMap<NodeId, Loc>, out: Loc) -> Result<Step> {
-    let mut g = GraphData::new();
-    let mut phs = vec![];
-    let mut args = vec![];
-    for (k, &i) in n.inputs.iter().enumerate() {
-        let t = p.graph.node(i).ty.clone();
-        let ph = g.add_node(
-            Op::Placeholder,
-            &[],
-            Some(t.clone()),
-            Some(format!("in{k}")),
-            None,
-        );
-        phs.push(ph);
-        args.push((loc[&i], t));
-    }
-    let out_node = g.add_node(n.op.clone(), &phs, Some(n.ty.clone()), None, n.loc.clone());
-    g.check()?;
-    Ok(Step::Host {
-        graph: g,
-        placeholders: phs,
-        out_node,
-        args,
-        out,
     })
 }
 

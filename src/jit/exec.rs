@@ -1,12 +1,12 @@
 //! Running a compiled schedule: checking the caller's arrays, taking a workspace from the
 //! pool, walking the steps (a kernel call, split over the thread pool when large; a random
-//! fill; a copy; a host step) and handing the outputs back.
+//! fill; a copy) and handing the outputs back.
 //!
 //! Native code indexes every buffer without checks, so `run_into` refuses any array whose
 //! type differs from the compiled one before the first step runs; each `unsafe` block below
 //! says which other fact it relies on.
 
-use super::buffers::{read_array, write_array, Buffers, Loc, Workspace};
+use super::buffers::{Buffers, Loc, Workspace};
 use super::codegen::Split;
 use super::compile::Step;
 use super::gemm::{run_gemm, Gemm};
@@ -17,9 +17,8 @@ use crate::array::Array;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::op::{RandomDist, Ty};
-use crate::graph::{GraphData, NodeId};
+use crate::graph::NodeId;
 use smallvec::SmallVec;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Below this many elementary operations a kernel runs on one thread: waking a worker costs
@@ -188,11 +187,14 @@ impl Executable {
                     out,
                     dtype,
                     len,
+                    ..
                 } => {
                     let dst = bufs.ptr(*out);
                     run_random(dst, *dist, *seed, *dtype, *len, run_index, threads);
                 }
-                Step::Copy { from, to, bytes } => {
+                Step::Copy {
+                    from, to, bytes, ..
+                } => {
                     let src = bufs.ptr(*from);
                     let dst = bufs.ptr(*to);
                     if *bytes > 0 && src != dst {
@@ -202,21 +204,6 @@ impl Executable {
                         unsafe { std::ptr::copy_nonoverlapping(src, dst, *bytes) };
                     }
                 }
-                Step::Host {
-                    graph,
-                    placeholders,
-                    out_node,
-                    args,
-                    out,
-                } => run_host(
-                    &mut bufs,
-                    graph,
-                    placeholders,
-                    *out_node,
-                    args,
-                    *out,
-                    run_index,
-                )?,
             }
         }
         Ok(())
@@ -343,44 +330,6 @@ fn run_random(
     };
     // SAFETY: concurrent calls write disjoint ranges of the output.
     unsafe { on_pool(chunks, &fill) };
-}
-
-/// A host step: the op evaluated by the interpreter on copies of its operands, the result
-/// checked against the output buffer's type and copied in.
-fn run_host(
-    bufs: &mut Buffers<'_>,
-    graph: &GraphData,
-    placeholders: &[NodeId],
-    out_node: NodeId,
-    args: &[(Loc, Ty)],
-    out: Loc,
-    run_index: u64,
-) -> Result<()> {
-    let mut feed_arrays = vec![];
-    for ((l, t), &ph) in args.iter().zip(placeholders) {
-        let shape = concrete(t)?;
-        let src = bufs.ptr(*l);
-        feed_arrays.push((ph, read_array(src, t.dtype, shape)));
-    }
-    let v = crate::interp::evaluate(
-        graph,
-        &[out_node],
-        &feed_arrays,
-        &HashMap::new(),
-        crate::interp::Precision::F32,
-        run_index,
-    )?;
-    let t = &graph.node(out_node).ty;
-    if v[0].dtype() != t.dtype || v[0].shape() != concrete(t)?.as_slice() {
-        return Err(Error::Internal(format!(
-            "jit: a host step computed {}{:?} for {t}",
-            v[0].dtype(),
-            v[0].shape()
-        )));
-    }
-    let dst = bufs.ptr(out);
-    write_array(&v[0], dst);
-    Ok(())
 }
 
 /// The `c`-th of `chunks` ranges of a split's first axis, with boundaries on multiples of

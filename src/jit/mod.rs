@@ -4,9 +4,10 @@
 //! Compilation takes the program that the pass pipeline produced (concrete shapes, fused
 //! kernels, a buffer assignment) and emits one Cranelift function per fused kernel into a
 //! single JIT module (`codegen.rs` explains the lowering). Running walks the schedule: each
-//! step is a kernel call (a matmul's `gemm` first, then its epilogue), a random fill, a copy
-//! (a `reshape` that could not alias its input), or, for `concat` and `pad`, a host step that
-//! evaluates the op with the reference interpreter's semantics. Large kernels and random
+//! step is a kernel call (a matmul's `gemm` first, then its epilogue), a random fill, or a
+//! copy (a `reshape` that could not alias its input). Nothing else: views, `pad` and `concat`
+//! are kernels too, and an op without a native lowering is a compile error (`native.rs` checks
+//! that every node is covered and counts the steps). Large kernels and random
 //! fills are split over the thread pool (`crate::threads`; `codegen::Split` says why the bits
 //! do not depend on the thread count).
 //!
@@ -21,7 +22,8 @@
 //!
 //! One file per job: `module.rs` (the Cranelift module, helper symbols, compiling kernels in
 //! parallel), `compile.rs` (locations and steps from the program), `exec.rs` (running the
-//! steps), `buffers.rs` (locations to pointers), `gemm.rs` (the matmul step), `runtime.rs`
+//! steps), `native.rs` (the proof that every node runs natively, and the step counts),
+//! `buffers.rs` (locations to pointers), `gemm.rs` (the matmul step), `runtime.rs`
 //! (what native code calls), `codegen.rs` and `math.rs`/`vmath.rs` (the kernels' code).
 //!
 //! # Safety
@@ -43,6 +45,7 @@ mod gemm;
 #[allow(missing_docs)]
 mod math;
 mod module;
+mod native;
 mod runtime;
 #[cfg(test)]
 mod tests;
@@ -50,12 +53,16 @@ mod vmath;
 
 use crate::array::Array;
 use crate::error::{Error, Result};
+use crate::graph::op::Op;
 use crate::graph::op::Ty;
 use crate::graph::NodeId;
-use crate::passes::{memplan, Program};
+use crate::passes::fusion::Fusion;
+use crate::passes::verify::Verifier;
+use crate::passes::{memplan, Pass, PassOptions, Program};
 use buffers::{Loc, Workspace};
 use compile::Step;
 use module::Code;
+pub use native::StepCounts;
 use std::sync::{Arc, Mutex};
 
 /// Where the time of one compile went (see [`crate::session::Session::last_compile_times`]).
@@ -74,6 +81,8 @@ pub struct CompileTimes {
     /// How many of them run their `exp`/`log`/`tanh`/`sigmoid` in tiles through rustc-built
     /// AVX2 code (see `KILN_TILE_MATH` in the README).
     pub tiled: usize,
+    /// The executable's steps, by kind.
+    pub steps: StepCounts,
 }
 
 impl CompileTimes {
@@ -149,6 +158,22 @@ impl Executable {
     pub(crate) fn compile_with(p: &Program, tile_math: bool) -> Result<Executable> {
         let tile_math = tile_math && vmath::available();
         p.graph.check()?;
+        // Fusion is the backend's lowering: every compute op runs as a kernel. A program from
+        // a pipeline without the fusion pass is lowered here (and then planned here), so a
+        // custom pipeline changes speed, never what runs natively.
+        let fused;
+        let p = if needs_fusion(p) {
+            // Fusion trusts the graph's types: check them first (a `Program`'s graph is
+            // public, so it may have been changed after its pipeline ran).
+            Verifier::new().check(p, "(input to the JIT's fusion)", None)?;
+            let mut q = p.clone();
+            q.memory = None;
+            Fusion.run(&mut q, &PassOptions::default())?;
+            fused = q;
+            &fused
+        } else {
+            p
+        };
         let order = p.live_order();
         for &id in &order {
             concrete(&p.graph.node(id).ty)?;
@@ -219,4 +244,34 @@ impl Executable {
     pub fn compile_times(&self) -> CompileTimes {
         self.times
     }
+}
+
+/// True if a live node of `p` is a compute op that only a kernel runs: the program has not
+/// been through the fusion pass (or a pass after it added one).
+fn needs_fusion(p: &Program) -> bool {
+    p.live_order()
+        .into_iter()
+        .any(|id| match &p.graph.node(id).op {
+            Op::Placeholder
+            | Op::Variable { .. }
+            | Op::Constant(_)
+            | Op::Random { .. }
+            | Op::Reshape
+            | Op::Fusion(_) => false,
+            Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Where
+            | Op::Cast(_)
+            | Op::Reduce { .. }
+            | Op::Permute(_)
+            | Op::BroadcastTo
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Concat { .. }
+            | Op::MatMul
+            | Op::StopGradient
+            | Op::Size { .. }
+            | Op::Assign
+            | Op::Group => true,
+        })
 }

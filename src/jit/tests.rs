@@ -170,10 +170,7 @@ fn plan_keeps_only_what_crosses_a_pass() {
     // sigmoid(a*b+c) * tanh(a): loads a, b, c; then a*b, +c, sigmoid, tanh, product.
     let load = |param| Expr::Load {
         param,
-        map: IndexMap {
-            offset: 0,
-            strides: [1].into_iter().collect(),
-        },
+        map: IndexMap::strided(0, &[1]),
     };
     use crate::graph::op::{BinaryOp as B, UnaryOp as U};
     let body = Body {

@@ -64,6 +64,18 @@ pub fn inputs(
 
 /// A random forward graph over `x: f32[?,n]`.
 pub fn random_graph(seed: u64) -> (Graph, Vec<NodeId>) {
+    random_graph_of(seed, 20)
+}
+
+/// [`random_graph`] with movement ops at random positions too: pads, concats, slices and
+/// transposes around computed values (each keeps its operand's shape, so the graph stays
+/// well typed), and fetched views.
+pub fn random_view_graph(seed: u64) -> (Graph, Vec<NodeId>) {
+    random_graph_of(seed, 26)
+}
+
+/// A random graph whose ops are drawn from the first `kinds` cases below.
+fn random_graph_of(seed: u64, kinds: usize) -> (Graph, Vec<NodeId>) {
     let g = Graph::new();
     let mut rng = Rng(seed * 2654435761 + 1);
     let n = [1, 3, 4, 5][rng.below(4)];
@@ -75,7 +87,13 @@ pub fn random_graph(seed: u64) -> (Graph, Vec<NodeId>) {
     for k in 0..ops {
         let a = pool[rng.below(pool.len())];
         let other = pool[rng.below(pool.len())];
-        let t = match rng.below(20) {
+        let last = a.rank().saturating_sub(1);
+        let width = match a.shape().dims().last() {
+            Some(Dim::Fixed(w)) => *w,
+            _ => 1,
+        };
+        let (cut, shift) = (rng.below(width + 1), rng.below(3));
+        let t = match rng.below(kinds) {
             0 => a.exp().minimum(10.0),
             1 => a.tanh(),
             2 => a.sigmoid(),
@@ -98,12 +116,35 @@ pub fn random_graph(seed: u64) -> (Graph, Vec<NodeId>) {
             16 if a.rank() == 2 && a.shape().dims()[1] == Dim::Fixed(n) => a.softmax(-1),
             17 => a.transpose_if_2d().transpose_if_2d(),
             18 => a + (-0.0),
+            // Movement ops (only with kinds > 20): each result has `a`'s shape.
+            20 if a.rank() >= 1 => {
+                // Shifted by a pad and a slice: zeros enter on one side.
+                let (mut lo, mut hi) = (vec![0; a.rank()], vec![0; a.rank()]);
+                (lo[last], hi[last]) = (2, 2);
+                a.pad(&lo, &hi).narrow(-1, shift * 2, width)
+            }
+            21 if a.rank() >= 1 => g.concat(
+                &[a.narrow(-1, 0, cut), (-a).narrow(-1, cut, width - cut)],
+                -1,
+            ),
+            22 => (a.transpose_if_2d() * 3.0).transpose_if_2d(),
+            23 if a.rank() >= 1 => {
+                g.concat(
+                    &[
+                        (a * -0.0).narrow(-1, 0, cut),
+                        a.narrow(-1, cut, width - cut),
+                    ],
+                    -1,
+                ) + other
+            }
+            24 => a.transpose_if_2d().exp().transpose_if_2d(),
+            25 if a.rank() == 2 => a.sum(&[1], true).broadcast_to(a.shape()),
             _ => a.square() + 1.0,
         };
         if g.check().is_ok() {
             pool.push(t);
         } else {
-            return random_graph(seed + 1000);
+            return random_graph_of(seed + 1000, kinds);
         }
     }
     let k = 1 + rng.below(3);
@@ -122,4 +163,14 @@ impl T2 for Tensor<'_> {
             self
         }
     }
+}
+
+/// Asserts that the session's last JIT compile runs every compute node natively (a kernel,
+/// a `gemm`, a copy or alias, a random fill): the JIT has no other way to run an op, and
+/// this keeps it so.
+pub fn assert_native(s: &Session, what: &str) {
+    let t = s
+        .last_compile_times()
+        .unwrap_or_else(|| panic!("{what}: no JIT compile"));
+    assert!(t.steps.covers_every_node(), "{what}: {:?}", t.steps);
 }

@@ -25,7 +25,7 @@
 //! Invariant relied on: expressions refer only to earlier ones
 //! ([`crate::kernel::Kernel::validate`]), so a single forward walk computes levels, and pass `p` never needs a value of a later pass.
 
-use super::{flags, CoreSrc, Gen};
+use super::{flags, CoreSrc, Gen, RowPrep};
 use crate::dtype::DType;
 use crate::jit::vmath;
 use crate::kernel::{Body, Expr};
@@ -165,7 +165,7 @@ impl Gen<'_, '_> {
         body: &Body,
         plan: &Plan,
         tiles: Value,
-        loads: &[Option<(Value, Option<Value>)>],
+        loads: &[Option<RowPrep>],
         (lo, end): (Value, Value),
         core: Option<CoreSrc>,
         (out, obase): (Value, Value),

@@ -1,0 +1,235 @@
+//! The interpreter's arithmetic: one op on `f64` elements, with the rounding the module docs
+//! of [`crate::interp`] describe. Constant folding and the JIT's `f64` helpers call the same
+//! functions, so every backend agrees with the oracle by construction.
+
+use super::kernel::eval_kernel;
+use super::{Precision, Value};
+use crate::array::Array;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::graph::op::props::ieee_max;
+use crate::graph::op::{BinaryOp, Op, RandomDist, ReduceOp, UnaryOp};
+use crate::graph::{Node, NodeId};
+use crate::rng;
+use crate::view::{self, for_each_index, row_major_strides as strides, Movement, Source};
+use std::collections::HashMap;
+
+/// Rounds `x` to what a value of `dtype` holds under `prec`.
+#[inline]
+pub(crate) fn round(dtype: DType, prec: Precision, x: f64) -> f64 {
+    match (dtype, prec) {
+        (DType::F32, Precision::F32) => x as f32 as f64,
+        _ => x,
+    }
+}
+
+/// One unary op on an `f64`: its reference semantics, [`UnaryOp::props`]' `f64`.
+pub(crate) fn unary(op: UnaryOp, x: f64) -> f64 {
+    (op.props().f64)(x)
+}
+
+/// One binary op on operands of dtype `dt`; `Err` only for integer division by zero.
+pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Result<f64, String> {
+    if dt == DType::I32 {
+        let (x, y) = (a as i64, b as i64);
+        let r = match op {
+            BinaryOp::Add => x + y,
+            BinaryOp::Sub => x - y,
+            BinaryOp::Mul => x * y,
+            BinaryOp::Div if y == 0 => return Err("integer division by zero".into()),
+            BinaryOp::Div => x / y,
+            BinaryOp::Max => x.max(y),
+            BinaryOp::Min => x.min(y),
+            BinaryOp::Pow => (a.powf(b)) as i64,
+            // i32 values are exact in f64, so the float comparison is the integer one.
+            BinaryOp::Eq
+            | BinaryOp::Ne
+            | BinaryOp::Lt
+            | BinaryOp::Le
+            | BinaryOp::Gt
+            | BinaryOp::Ge => return Ok((op.props().f64)(a, b)),
+        };
+        return Ok(r as i32 as f64);
+    }
+    Ok((op.props().f64)(a, b))
+}
+
+/// Converts a value to `to` (floats to integers truncate toward zero and saturate, NaN → 0).
+pub(crate) fn cast(to: DType, prec: Precision, x: f64) -> f64 {
+    match to {
+        DType::F32 | DType::F64 => round(to, prec, x),
+        DType::I32 => {
+            if x.is_nan() {
+                0.0
+            } else {
+                // `+ 0.0` turns a truncated -0.0 into the integer 0.
+                x.trunc().clamp(i32::MIN as f64, i32::MAX as f64) + 0.0
+            }
+        }
+        DType::Bool => {
+            if x != 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+pub(super) fn rt(n: &Node, msg: String) -> Error {
+    Error::Runtime {
+        op: n.op.name().to_string(),
+        loc: n.loc.clone(),
+        msg,
+    }
+}
+
+pub(super) fn eval_node(
+    n: &Node,
+    id: NodeId,
+    ins: &[&Value],
+    shape: Vec<usize>,
+    vars: &HashMap<NodeId, Array>,
+    prec: Precision,
+    run_index: u64,
+) -> Result<Value> {
+    let dt = n.ty.dtype;
+    let numel: usize = shape.iter().product();
+    let r = |x: f64| round(dt, prec, x);
+    let data: Vec<f64> = match &n.op {
+        Op::Placeholder => return Err(Error::Feed(format!("{} was not fed", n.label()))),
+        Op::Variable { .. } => match vars.get(&id) {
+            Some(a) => a.to_f64_vec(),
+            None => return Err(Error::Feed(format!("variable {} has no value", n.label()))),
+        },
+        Op::Constant(c) => c.0.to_f64_vec(),
+        Op::Random { dist, seed } => (0..numel as u64)
+            .map(|i| match dist {
+                RandomDist::Uniform { low, high } => {
+                    rng::uniform(*seed, run_index, i, low.0 as f32, high.0 as f32) as f64
+                }
+                RandomDist::Normal { mean, std } => {
+                    let z = rng::standard_normal(*seed, run_index, i);
+                    (mean.0 as f32 + std.0 as f32 * z) as f64
+                }
+            })
+            .collect(),
+        Op::Unary(u) => ins[0].data.iter().map(|&x| r(unary(*u, x))).collect(),
+        Op::Binary(b) => {
+            let in_dt = ins[0].dtype;
+            let mut out = Vec::with_capacity(numel);
+            for (&x, &y) in ins[0].data.iter().zip(&ins[1].data) {
+                out.push(r(binary(*b, in_dt, x, y).map_err(|m| rt(n, m))?));
+            }
+            out
+        }
+        Op::Where => {
+            let (c, a, b) = (&ins[0].data, &ins[1].data, &ins[2].data);
+            (0..numel)
+                .map(|i| if c[i] != 0.0 { a[i] } else { b[i] })
+                .collect()
+        }
+        Op::Cast(to) => ins[0].data.iter().map(|&x| cast(*to, prec, x)).collect(),
+        Op::StopGradient => ins[0].data.clone(),
+        Op::Reshape => movement(n, ins, &shape)?,
+        // The effect itself is applied by the caller after the run (see graph::effects).
+        Op::Assign => ins[1].data.clone(),
+        Op::Group => vec![1.0],
+        Op::Size { axes } => vec![r(
+            axes.iter().map(|&a| ins[0].shape[a]).product::<usize>() as f64
+        )],
+        Op::Reduce { op, axes, .. } => reduce(ins[0], *op, axes, dt, prec),
+        Op::Permute(_)
+        | Op::BroadcastTo
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Concat { .. } => movement(n, ins, &shape)?,
+        Op::MatMul => matmul(ins[0], ins[1], &shape, dt, prec),
+        Op::Fusion(k) => eval_kernel(k, ins, dt, prec).map_err(|m| rt(n, m))?,
+    };
+    debug_assert_eq!(
+        data.len(),
+        numel,
+        "{} produced the wrong element count",
+        n.op.name()
+    );
+    Ok(Value {
+        dtype: dt,
+        shape,
+        data,
+    })
+}
+
+/// Sum or max over `axes`, each output element folding its inputs in row-major order.
+fn reduce(x: &Value, op: ReduceOp, axes: &[usize], dt: DType, prec: Precision) -> Vec<f64> {
+    let kept: Vec<usize> = (0..x.shape.len()).filter(|a| !axes.contains(a)).collect();
+    let kept_shape: Vec<usize> = kept.iter().map(|&a| x.shape[a]).collect();
+    let red_shape: Vec<usize> = axes.iter().map(|&a| x.shape[a]).collect();
+    let st = strides(&x.shape);
+    let mut out = vec![];
+    for_each_index(&kept_shape, |k| {
+        let base: usize = k.iter().zip(&kept).map(|(i, &a)| i * st[a]).sum();
+        let mut acc = match op {
+            ReduceOp::Sum => 0.0,
+            ReduceOp::Max => f64::NEG_INFINITY,
+        };
+        let mut fold = |v: f64| {
+            acc = match op {
+                ReduceOp::Sum => acc + v,
+                ReduceOp::Max => ieee_max(acc, v),
+            }
+        };
+        if red_shape.is_empty() {
+            fold(x.data[base]);
+        } else {
+            for_each_index(&red_shape, |r| {
+                let o: usize = base + r.iter().zip(axes).map(|(i, &a)| i * st[a]).sum::<usize>();
+                fold(x.data[o]);
+            });
+        }
+        out.push(round(dt, prec, acc));
+    });
+    out
+}
+
+fn matmul(a: &Value, b: &Value, out_shape: &[usize], dt: DType, prec: Precision) -> Vec<f64> {
+    let r = out_shape.len();
+    let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
+    let k = a.shape[r - 1];
+    let batch: usize = out_shape[..r - 2].iter().product();
+    let mut out = vec![0.0; batch * m * n];
+    let mut acc = vec![0.0f64; n];
+    for bi in 0..batch {
+        let (ao, bo, co) = (bi * m * k, bi * k * n, bi * m * n);
+        for i in 0..m {
+            acc.iter_mut().for_each(|x| *x = 0.0);
+            for kk in 0..k {
+                let av = a.data[ao + i * k + kk];
+                let row = &b.data[bo + kk * n..bo + (kk + 1) * n];
+                for (c, &bv) in acc.iter_mut().zip(row) {
+                    *c += av * bv;
+                }
+            }
+            for j in 0..n {
+                out[co + i * n + j] = round(dt, prec, acc[j]);
+            }
+        }
+    }
+    out
+}
+
+/// A movement op: every output element is a copy of an operand's element, or zero, as
+/// [`crate::view`] says.
+fn movement(n: &Node, ins: &[&Value], out: &[usize]) -> Result<Vec<f64>> {
+    let mv = Movement::of(&n.op)
+        .ok_or_else(|| Error::Internal(format!("{} is not a movement op", n.op.name())))?;
+    let shapes: Vec<&[usize]> = ins.iter().map(|v| v.shape.as_slice()).collect();
+    let mut data = Vec::with_capacity(out.iter().product());
+    view::for_each_source(mv, &shapes, out, |s| {
+        data.push(match s {
+            Source::Input(k, e) => ins[k].data[e],
+            Source::Zero => 0.0,
+        })
+    });
+    Ok(data)
+}
