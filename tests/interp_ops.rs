@@ -231,6 +231,25 @@ fn movement_ops() {
         f32s(&g, g.concat(&[x, x], 1), &f),
         vec![1., 2., 3., 1., 2., 3., 4., 5., 6., 4., 5., 6.]
     );
+    // Movement ops composed (the interpreter walks them one at a time, the JIT folds them
+    // into one index map: both from crate::view). A pad of a slice is zero where the slice
+    // ends, even where its operand has elements.
+    assert_eq!(
+        f32s(&g, x.narrow(1, 1, 1).pad(&[0, 1], &[0, 1]), &f),
+        vec![0., 2., 0., 0., 5., 0.]
+    );
+    assert_eq!(
+        f32s(
+            &g,
+            g.concat(&[x.narrow(1, 0, 0), x, x.narrow(1, 2, 1)], 1),
+            &f
+        ),
+        vec![1., 2., 3., 3., 4., 5., 6., 6.]
+    );
+    assert_eq!(
+        f32s(&g, g.concat(&[x, x], 1).narrow(1, 2, 2).transpose(), &f),
+        vec![3., 6., 1., 4.]
+    );
     let y = g.placeholder("y", DType::F32, [2, 3, 2]);
     let fy = [(
         y,

@@ -90,6 +90,10 @@ fn pad_and_concat_copy_bits() {
             g.concat(&[x, y], 1).transpose(),
             x.pad(&[2, 1], &[0, 1]).narrow(1, 1, cols).transpose(),
             g.concat(&[x, y], 1).narrow(1, cols, 2),
+            x.narrow(1, cols / 2, cols - cols / 2)
+                .pad(&[1, 1], &[0, cols / 2]),
+            g.concat(&[x.narrow(1, 0, 0), y, x.narrow(1, 0, cols)], 1)
+                .transpose(),
         ];
         let fill = |shape: &[usize], k: usize| {
             let n: usize = shape.iter().product();

@@ -78,6 +78,11 @@ pub(super) struct Helpers {
     pub unary_f64: FuncId,
 }
 
+/// Columns per block of a reordered loop (`body::loop_order`): 64 output rows of 64 bytes
+/// stay in L1 while a block is written (a multiple of 4, so only the last block has a
+/// scalar tail, as without blocks).
+const COLUMN_BLOCK: i64 = 64;
+
 /// The signature every kernel has.
 pub(super) fn kernel_signature(call_conv: CallConv) -> Signature {
     let mut s = Signature::new(call_conv);
@@ -473,12 +478,12 @@ impl<'a, 'b> Gen<'a, 'b> {
         // paths give the same bits, so this is only a matter of speed.
         let long_rows = domain.last().is_some_and(|&n| n >= tiled::MIN_ROW);
         let plan = match self.helpers.tile_fns {
-            Some(_) if vec_ok && long_rows && os == 1 => tiled::Plan::of(body),
+            Some(_) if vec_ok && long_rows => tiled::Plan::of(body),
             _ => None,
         };
         let tiles = plan.as_ref().map(|p| self.tile_slot(p));
         self.tiled |= plan.is_some();
-        self.rows(&domain, split, &mut |g, idx, lo, hi| {
+        let row = |g: &mut Self, idx: &[Value], lo: Value, hi: Value| {
             let obase = g.base_offset(0, out_strides, idx);
             let loads = g.prepare_loads(k, body, idx, vec_ok);
             let emit = |g: &mut Self, i: Option<Value>, lanes: u8| {
@@ -511,7 +516,8 @@ impl<'a, 'b> Gen<'a, 'b> {
                 let end = g.vec_end(lo, hi);
                 match (&plan, tiles) {
                     (Some(plan), Some(tiles)) => {
-                        g.tiled_row(body, plan, tiles, &loads, (lo, end), core, (out, obase))
+                        let o = (out, obase, os);
+                        g.tiled_row(body, plan, tiles, &loads, (lo, end), core, o)
                     }
                     _ => g.for_each_v(lo, end, 4, &mut |g, i| emit(g, Some(i), 4)),
                 }
@@ -520,6 +526,21 @@ impl<'a, 'b> Gen<'a, 'b> {
                 lo
             };
             g.for_each_v(tail, hi, 1, &mut |g, i| emit(g, Some(i), 1));
+        };
+        if os == 1 || rank < 2 {
+            self.rows(&domain, split, &mut |g, idx, lo, hi| row(g, idx, lo, hi));
+            return;
+        }
+        // A reordered loop writes a column per row: walk the inner axis in blocks so that the
+        // output lines a block writes stay in L1 from one row to the next (a cache-blocked
+        // transpose). The points, and the code computing each, are the same.
+        let ext = self.b.ins().iconst(I64, domain[rank - 1] as i64);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.for_each_v(zero, ext, COLUMN_BLOCK, &mut |g, jb| {
+            let e = g.b.ins().iadd_imm_s(jb, COLUMN_BLOCK);
+            let c = g.b.ins().icmp(IntCC::SignedLessThan, e, ext);
+            let hi = g.b.ins().select(c, e, ext);
+            g.rows(&domain, split, &mut |g, idx, _, _| row(g, idx, jb, hi));
         });
     }
 

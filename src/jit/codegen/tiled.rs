@@ -158,7 +158,8 @@ impl Plan {
 
 impl Gen<'_, '_> {
     /// The vector part `[lo, end)` of one row of `body` (`end - lo` a multiple of 4), tile
-    /// by tile as `plan` says; `tiles` is the stack slot's address, `out` the output base.
+    /// by tile as `plan` says; `tiles` is the stack slot's address, `out` the output base,
+    /// `obase` the row's offset in it and `os` the output's stride along the row.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn tiled_row(
         &mut self,
@@ -168,7 +169,7 @@ impl Gen<'_, '_> {
         loads: &[Option<RowPrep>],
         (lo, end): (Value, Value),
         core: Option<CoreSrc>,
-        (out, obase): (Value, Value),
+        (out, obase, os): (Value, Value, usize),
     ) {
         let helpers = self.helpers;
         let fns = helpers
@@ -228,10 +229,19 @@ impl Gen<'_, '_> {
                             g.b.ins().store(flags(), vals[j], a, 0);
                         }
                     }
-                    if p == passes - 1 {
+                    if p == passes - 1 && os == 1 {
                         let o = g.b.ins().iadd(obase, gi);
                         let a = g.addr(out, o, 4);
                         g.b.ins().store(flags(), vals[last], a, 0);
+                    } else if p == passes - 1 {
+                        // A reordered loop (`body::loop_order`): the lanes go to a column.
+                        let t = g.b.ins().imul_imm_s(gi, os as i64);
+                        let o = g.b.ins().iadd(obase, t);
+                        let a = g.addr(out, o, 4);
+                        for l in 0..4u8 {
+                            let x = g.b.ins().extractlane(vals[last], l);
+                            g.b.ins().store(flags(), x, a, (l as usize * os * 4) as i32);
+                        }
                     }
                 });
             }
