@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::graph::op::props::ieee_max;
 use crate::graph::op::{BinaryOp, Op, RandomDist, ReduceOp, UnaryOp};
 use crate::graph::{Graph, GraphData, Node, NodeId, Tensor};
-use crate::kernel::{Body, Core, Expr, Kernel};
+use crate::kernel::{Body, Core, Expr, Kernel, Kernels};
 use crate::rng;
 use crate::shape::Dim;
 use std::collections::{HashMap, HashSet};
@@ -139,9 +139,25 @@ fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
 }
 
 /// Evaluates `fetches` of `d`. `vars` holds variable values (missing ones are an error);
-/// `run_index` selects the random stream.
+/// `run_index` selects the random stream. A fused node is an error here: its kernel is in its
+/// program's table, see [`evaluate_lowered`].
 pub fn evaluate(
     d: &GraphData,
+    fetches: &[NodeId],
+    feeds: &[(NodeId, Array)],
+    vars: &HashMap<NodeId, Array>,
+    precision: Precision,
+    run_index: u64,
+) -> Result<Vec<Array>> {
+    let none = Kernels::new();
+    evaluate_lowered(d, &none, fetches, feeds, vars, precision, run_index)
+}
+
+/// [`evaluate`] of a lowered program: `kernels` is its kernel table (`Program::kernels`),
+/// which its fused nodes name.
+pub fn evaluate_lowered(
+    d: &GraphData,
+    kernels: &Kernels,
     fetches: &[NodeId],
     feeds: &[(NodeId, Array)],
     vars: &HashMap<NodeId, Array>,
@@ -182,7 +198,7 @@ pub fn evaluate(
             }
         } else {
             let ins: Vec<&Value> = n.inputs.iter().map(|i| &vals[i]).collect();
-            eval_node(n, id, &ins, shape, vars, precision, run_index)?
+            eval_node(n, id, &ins, shape, vars, kernels, precision, run_index)?
         };
         vals.insert(id, v);
     }
@@ -305,12 +321,14 @@ fn rt(n: &Node, msg: String) -> Error {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the run's context, passed down one level
 fn eval_node(
     n: &Node,
     id: NodeId,
     ins: &[&Value],
     shape: Vec<usize>,
     vars: &HashMap<NodeId, Array>,
+    kernels: &Kernels,
     prec: Precision,
     run_index: u64,
 ) -> Result<Value> {
@@ -433,7 +451,10 @@ fn eval_node(
             out
         }
         Op::MatMul => matmul(ins[0], ins[1], &shape, dt, prec),
-        Op::Fusion(k) => eval_kernel(k, ins, dt, prec).map_err(|m| rt(n, m))?,
+        Op::Fusion(k) => kernels
+            .lookup(*k)
+            .and_then(|k| eval_kernel(k, ins, dt, prec))
+            .map_err(|m| rt(n, m))?,
     };
     debug_assert_eq!(
         data.len(),

@@ -26,6 +26,9 @@ use crate::graph::op::{BinaryOp, ReduceOp, Ty, UnaryOp};
 use smallvec::SmallVec;
 use std::fmt::{self, Write as _};
 
+mod table;
+pub use table::Kernels;
+
 /// Reads a parameter at `offset + sum(index_i * strides_i)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IndexMap {

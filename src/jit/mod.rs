@@ -321,6 +321,10 @@ impl Executable {
             match &n.op {
                 Op::Placeholder | Op::Variable { .. } | Op::Constant(_) => {}
                 Op::Fusion(k) => {
+                    let k = p
+                        .kernels
+                        .lookup(*k)
+                        .map_err(|e| Error::invalid(format!("jit: {e}")))?;
                     k.validate()
                         .map_err(|e| Error::invalid(format!("jit: invalid kernel: {e}")))?;
                     check_param_types(k, &p.graph, &n.inputs, &n.ty)?;

@@ -28,7 +28,6 @@ use crate::graph::{GraphData, NodeId};
 use crate::kernel::{row_major_strides, Body, Core, Expr, ExprId, IndexMap, Kernel, MatOperand};
 use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 /// See the module docs.
 pub struct Fusion;
@@ -619,13 +618,10 @@ impl Pass for Fusion {
             let n = p.graph.node(root);
             let (loc, ty) = (n.loc.clone(), n.ty.clone());
             let name = n.name.as_deref().map(str::to_string);
-            let f = p.graph.add_node(
-                Op::Fusion(Arc::new(b.kernel)),
-                &b.params,
-                Some(ty),
-                None,
-                loc,
-            );
+            let kernel = p.kernels.add(b.kernel);
+            let f = p
+                .graph
+                .add_node(Op::Fusion(kernel), &b.params, Some(ty), None, loc);
             p.replace(root, f);
             if let Some(name) = name {
                 let _ = p.graph.rename(root, &format!("{name}.unfused"));
