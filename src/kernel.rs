@@ -29,6 +29,9 @@ use crate::graph::op::{BinaryOp, ReduceOp, Ty, UnaryOp};
 use smallvec::SmallVec;
 use std::fmt::{self, Write as _};
 
+mod table;
+pub use table::Kernels;
+
 pub use crate::view::{row_major_strides, Bound, IndexMap};
 
 /// Index of an expression within its body.

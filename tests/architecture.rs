@@ -48,7 +48,7 @@ const RULES: &[Rule] = &[
         module: "graph",
         forbidden: &["kernel"],
         why: "the graph IR knows nothing of kernels",
-        pending: Some("fused kernels move out of `graph::op` into the backend's IR (issue 15)"),
+        pending: None,
     },
     Rule {
         module: "autodiff",

@@ -2,7 +2,7 @@
 //! same random inputs, and the outputs must be bitwise equal.
 
 use kiln::graph::NodeId;
-use kiln::interp::evaluate;
+use kiln::interp::{evaluate, evaluate_lowered};
 use kiln::passes::{
     self, cse::Cse, dce::Dce, fold::Fold, fusion::Fusion, memplan::MemPlan, simplify::Simplify,
     Pass, PassOptions, Pipeline, Program,
@@ -19,7 +19,16 @@ fn run(p: &Program, feeds: &[(NodeId, Array)], vars: &HashMap<NodeId, Array>) ->
         .filter(|(id, _)| p.graph.get(*id).is_some())
         .cloned()
         .collect();
-    evaluate(&p.graph, &p.outputs, &feeds, vars, Precision::F32, 0).unwrap()
+    evaluate_lowered(
+        &p.graph,
+        p.kernels(),
+        &p.outputs,
+        &feeds,
+        vars,
+        Precision::F32,
+        0,
+    )
+    .unwrap()
 }
 
 fn assert_bitwise(a: &[Array], b: &[Array], what: &str) {
@@ -91,7 +100,7 @@ fn the_default_pipeline_then_fusion_preserves_random_graphs() {
         assert_bitwise(&before, &after, "pipeline");
         for id in p.live_order() {
             if let kiln::Op::Fusion(k) = &p.graph.node(id).op {
-                k.validate().unwrap();
+                p.kernels().get(*k).unwrap().validate().unwrap();
             }
         }
     }
@@ -411,6 +420,38 @@ fn matmul_operands_get_kernels_of_their_own() {
         })
         .map(|op| op.name().to_string())
         .collect();
-    assert_eq!(kernels, 3, "{}", p.graph.dump());
+    assert_eq!(kernels, 3, "{}", passes::program_dump(&p));
     assert!(unfused.is_empty(), "ops outside kernels: {unfused:?}");
+}
+
+/// A fused node holds only its kernel's id; the kernel is in the program's table. With the
+/// table, the dump prints the kernel and the interpreter evaluates it; a graph read without
+/// its table dumps the id and is a clear evaluation error, not a panic.
+#[test]
+fn fused_nodes_need_their_programs_kernel_table() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [2, 3]);
+    let y = (x.exp() * 2.0).sum(&[1], false);
+    let mut p = Program::new(g.snapshot(), vec![y.id()]);
+    Pipeline::default().run(&mut p).unwrap();
+    assert_eq!(p.kernels().len(), 1);
+    let with = passes::program_dumper(&p).to_string();
+    assert!(
+        with.contains("kind=reduce_sum") && with.contains("kernel.reduce_sum("),
+        "{with}"
+    );
+    let without = p.graph.dump();
+    assert!(without.contains("fusion(%0, kernel=0)"), "{without}");
+    assert!(!without.contains("kernel.reduce_sum"), "{without}");
+    let feeds = vec![(x.id(), random_array(&mut Rng(7), &[2, 3], DType::F32))];
+    let vars = HashMap::new();
+    let lowered = run(&p, &feeds, &vars);
+    let user = evaluate(&g.data(), &[y.id()], &feeds, &vars, Precision::F32, 0).unwrap();
+    assert_bitwise(&user, &lowered, "fusion");
+    let e = evaluate(&p.graph, &p.outputs, &feeds, &vars, Precision::F32, 0).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("kernel #0 is not in the kernel table"),
+        "{e}"
+    );
 }

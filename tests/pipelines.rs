@@ -3,7 +3,7 @@
 //! training graph with assigns: effect lowering and the verifier run whatever the passes.
 
 use kiln::graph::{effects, NodeId};
-use kiln::interp::evaluate;
+use kiln::interp::{evaluate, evaluate_lowered};
 use kiln::jit::Executable;
 use kiln::passes::{cse::Cse, Pass, PassOptions, Pipeline, Program};
 use kiln::prelude::*;
@@ -145,7 +145,16 @@ fn custom_pipelines_compute_what_the_graph_means() {
             .filter(|(id, _)| p.graph.get(*id).is_some())
             .cloned()
             .collect();
-        let interp = evaluate(&p.graph, &p.outputs, &kept, &vars, Precision::F32, 0).unwrap();
+        let interp = evaluate_lowered(
+            &p.graph,
+            p.kernels(),
+            &p.outputs,
+            &kept,
+            &vars,
+            Precision::F32,
+            0,
+        )
+        .unwrap();
         for (k, (a, b)) in interp.iter().zip(&want).enumerate() {
             assert!(
                 a.bits_eq(b),

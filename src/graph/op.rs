@@ -237,8 +237,29 @@ pub enum Op {
     Group,
     // ---- produced by the optimizer ----
     /// A fused kernel made by the fusion pass; its operands are the kernel's parameters.
-    /// Never built by users, never differentiated.
-    Fusion(std::sync::Arc<crate::kernel::Kernel>),
+    /// Never built by users, never differentiated. The graph holds only the kernel's id: the
+    /// kernel itself is backend IR, in the lowered program's table (`Program::kernels`).
+    Fusion(KernelId),
+}
+
+/// The opaque id of a fused kernel in the kernel table of the program that holds the fused
+/// node (the graph IR knows nothing of kernels: see ARCHITECTURE.md, "Dependency rules").
+///
+/// An id means something only with its table; a fused node's output type is its declared
+/// type, checked against the kernel by the pass verifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelId(u32);
+
+impl KernelId {
+    /// The id of the `index`-th kernel of a table.
+    pub fn from_index(index: usize) -> KernelId {
+        KernelId(u32::try_from(index).expect("fewer than 2^32 kernels"))
+    }
+
+    /// The position in its table.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
 }
 
 /// The groups of [`Op`], as in tinygrad's `GroupOp`.

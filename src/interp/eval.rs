@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::graph::op::props::ieee_max;
 use crate::graph::op::{BinaryOp, Op, RandomDist, ReduceOp, UnaryOp};
 use crate::graph::{Node, NodeId};
+use crate::kernel::Kernels;
 use crate::rng;
 use crate::view::{self, for_each_index, row_major_strides as strides, Movement, Source};
 use std::collections::HashMap;
@@ -84,12 +85,14 @@ pub(super) fn rt(n: &Node, msg: String) -> Error {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the run's context, passed down one level
 pub(super) fn eval_node(
     n: &Node,
     id: NodeId,
     ins: &[&Value],
     shape: Vec<usize>,
     vars: &HashMap<NodeId, Array>,
+    kernels: &Kernels,
     prec: Precision,
     run_index: u64,
 ) -> Result<Value> {
@@ -145,7 +148,10 @@ pub(super) fn eval_node(
         | Op::Pad { .. }
         | Op::Concat { .. } => movement(n, ins, &shape)?,
         Op::MatMul => matmul(ins[0], ins[1], &shape, dt, prec),
-        Op::Fusion(k) => eval_kernel(k, ins, dt, prec).map_err(|m| rt(n, m))?,
+        Op::Fusion(k) => kernels
+            .lookup(*k)
+            .and_then(|k| eval_kernel(k, ins, dt, prec))
+            .map_err(|m| rt(n, m))?,
     };
     debug_assert_eq!(
         data.len(),

@@ -31,6 +31,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::feeds::check_feeds;
 use crate::graph::{Graph, GraphData, NodeId, Tensor};
+use crate::kernel::Kernels;
 use crate::vars::VarStore;
 use std::collections::{HashMap, HashSet};
 
@@ -58,9 +59,25 @@ struct Value {
 }
 
 /// Evaluates `fetches` of `d`. `vars` holds variable values (missing ones are an error);
-/// `run_index` selects the random stream.
+/// `run_index` selects the random stream. A fused node is an error here: its kernel is in its
+/// program's table, see [`evaluate_lowered`].
 pub fn evaluate(
     d: &GraphData,
+    fetches: &[NodeId],
+    feeds: &[(NodeId, Array)],
+    vars: &HashMap<NodeId, Array>,
+    precision: Precision,
+    run_index: u64,
+) -> Result<Vec<Array>> {
+    let none = Kernels::new();
+    evaluate_lowered(d, &none, fetches, feeds, vars, precision, run_index)
+}
+
+/// [`evaluate`] of a lowered program: `kernels` is its kernel table (`Program::kernels`),
+/// which its fused nodes name.
+pub fn evaluate_lowered(
+    d: &GraphData,
+    kernels: &Kernels,
     fetches: &[NodeId],
     feeds: &[(NodeId, Array)],
     vars: &HashMap<NodeId, Array>,
@@ -101,7 +118,7 @@ pub fn evaluate(
             }
         } else {
             let ins: Vec<&Value> = n.inputs.iter().map(|i| &vals[i]).collect();
-            eval_node(n, id, &ins, shape, vars, precision, run_index)?
+            eval_node(n, id, &ins, shape, vars, kernels, precision, run_index)?
         };
         vals.insert(id, v);
     }

@@ -169,6 +169,10 @@ pub(super) fn schedule(
         match &n.op {
             Op::Placeholder | Op::Variable { .. } | Op::Constant(_) => {}
             Op::Fusion(k) => {
+                let k = p
+                    .kernels()
+                    .lookup(*k)
+                    .map_err(|e| Error::Internal(format!("jit: {e}")))?;
                 let step = kernel_step(p, id, k, lay, &mut s, |s, k| {
                     let index = s.kernels;
                     let fid =

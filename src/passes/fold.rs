@@ -17,7 +17,7 @@ use crate::array::ConstValue;
 use crate::error::Result;
 use crate::graph::op::{Op, OpGroup};
 use crate::graph::{GraphData, NodeId};
-use crate::interp::{evaluate, Precision};
+use crate::interp::{evaluate, evaluate_lowered, Precision};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -54,7 +54,17 @@ impl Pass for Fold {
             }
             let loc = n.loc.clone();
             // An evaluation error (integer division by zero) is left for run time to report.
-            let Ok(mut v) = evaluate(&p.graph, &[id], &[], &no_vars, Precision::F32, 0) else {
+            // (A fused node, in a pipeline folding after fusion, needs the program's kernels.)
+            let folded = evaluate_lowered(
+                &p.graph,
+                &p.kernels,
+                &[id],
+                &[],
+                &no_vars,
+                Precision::F32,
+                0,
+            );
+            let Ok(mut v) = folded else {
                 continue;
             };
             let value = v.remove(0);

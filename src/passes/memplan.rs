@@ -106,13 +106,22 @@ fn bytes(p: &Program, id: NodeId) -> usize {
     t.shape.numel().unwrap_or(0) * t.dtype.size_bytes()
 }
 
+/// The kernel of a fused node (`None` for any other op, or an id not in the table, which the
+/// verifier reports).
+fn fused_kernel<'p>(p: &'p Program, op: &Op) -> Option<&'p crate::kernel::Kernel> {
+    match op {
+        Op::Fusion(k) => p.kernels.get(*k),
+        _ => None,
+    }
+}
+
 /// Whether kernel `id` may write its output over the buffer holding the values for which
 /// `in_buf` is true (all dead after this kernel): it must be elementwise, and read each of
 /// its parameters living in that buffer only at the element it is writing, with the output's
 /// element size and count, so no element is overwritten before it is read.
 fn overwrites_safely(p: &Program, id: NodeId, in_buf: impl Fn(NodeId) -> bool) -> bool {
     let n = p.graph.node(id);
-    let Op::Fusion(k) = &n.op else {
+    let Some(k) = fused_kernel(p, &n.op) else {
         return false;
     };
     if !matches!(k.core, Core::None) {
@@ -189,7 +198,7 @@ pub fn plan(p: &Program) -> MemoryPlan {
             }
         }
         if chosen.is_none() {
-            if let Op::Fusion(k) = &n.op {
+            if let Some(k) = fused_kernel(p, &n.op) {
                 if matches!(k.core, Core::None) {
                     for &param in &n.inputs {
                         let Some(&slot) = plan.slot_of.get(&param) else {

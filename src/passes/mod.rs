@@ -57,6 +57,10 @@ pub struct Program {
     /// The buffer assignment, once [`memplan`] has run: read it with [`Program::memory`]
     /// (native code trusts it, so only the crate writes it).
     pub(crate) memory: Option<memplan::MemoryPlan>,
+    /// The kernels the graph's fused nodes name (`Op::Fusion(id)`), appended by [`fusion`]:
+    /// the lowered program's backend IR, kept out of the graph. Read it with
+    /// [`Program::kernels`] (native code is compiled from it, so only the crate writes it).
+    pub(crate) kernels: crate::kernel::Kernels,
 }
 
 /// A pass's remark about a node.
@@ -76,7 +80,13 @@ impl Program {
             outputs,
             notes: BTreeMap::new(),
             memory: None,
+            kernels: crate::kernel::Kernels::new(),
         }
+    }
+
+    /// The kernels of the program's fused nodes (empty before [`fusion`]).
+    pub fn kernels(&self) -> &crate::kernel::Kernels {
+        &self.kernels
     }
 
     /// Redirects every use of `old`, including outputs, to `new`.
@@ -471,6 +481,7 @@ pub fn program_dump(p: &Program) -> String {
 /// The dumper [`program_dump`] uses, without locations (stable text for snapshots).
 pub fn program_dumper(p: &Program) -> crate::text::Dumper<'_> {
     let mut d = crate::text::Dumper::new(&p.graph)
+        .kernels(&p.kernels)
         .outputs(&p.outputs)
         .only_live(true);
     let (_, num) = d.numbering();

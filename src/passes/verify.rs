@@ -8,15 +8,18 @@
 //!
 //! It checks:
 //! - **types**: each live node's type, re-inferred with [`op::infer`] from its operands'
-//!   stored types, equals its stored type (ARCHITECTURE invariant 1); for a fused node this
-//!   includes its operands matching the kernel's parameter types;
+//!   stored types, equals its stored type (ARCHITECTURE invariant 1); a fused node's shape
+//!   rule takes its declared type as given (the graph does not see kernels), so its type is
+//!   checked here against the kernel's;
 //! - **edges**: petgraph's edges mirror `Node::inputs`, one edge per operand weighted by its
 //!   position, and no operand is a removed node (invariant 4); and the graph has no cycle;
 //! - **outputs** exist and have not been removed;
 //! - **concreteness**: no `?` is left after `concretize` ran with a batch size, and no pass
 //!   brings one back once every shape was concrete;
 //! - **effects**: no `assign` or `group` is live after [`super::lower_effects`];
-//! - **kernels**: every fused kernel passes [`Kernel::validate`];
+//! - **kernels**: every fused node's id is in the program's kernel table, the kernel passes
+//!   [`Kernel::validate`], and its parameter and output types are the node's operand and
+//!   output types;
 //! - **buffers**: the memory plan, if one was made, passes the backend's own check
 //!   (`memplan::validate`: every value's slot is large enough, no two live values share one
 //!   except a checked in-place update or reshape alias).
@@ -34,7 +37,7 @@
 
 use super::Program;
 use crate::error::{Error, Result};
-use crate::graph::op::{self, Arg, Op};
+use crate::graph::op::{self, Arg, Op, Ty};
 use crate::graph::{GraphData, NodeId};
 use crate::kernel::Kernel;
 use petgraph::visit::EdgeRef;
@@ -111,7 +114,11 @@ impl Verifier {
                 Op::Assign | Op::Group => {
                     return Err(at(id, "an effect is left after effect lowering".into()))
                 }
-                Op::Fusion(k) => check_kernel(g, k, &n.inputs).map_err(|e| at(id, e))?,
+                Op::Fusion(k) => p
+                    .kernels
+                    .lookup(*k)
+                    .and_then(|k| check_kernel(g, k, &n.inputs, &n.ty))
+                    .map_err(|e| at(id, e))?,
                 _ => {}
             }
         }
@@ -187,9 +194,21 @@ fn check_edges(g: &GraphData) -> Result<(), String> {
     Ok(())
 }
 
-/// A fused kernel is valid and its parameters are its operands' types.
-fn check_kernel(g: &GraphData, k: &Kernel, inputs: &[NodeId]) -> Result<(), String> {
+/// A fused kernel is valid, its parameters are its operands' types and its output is the
+/// node's type (the graph's shape rule takes a fused node's declared type as given: the
+/// graph does not see kernels).
+fn check_kernel(g: &GraphData, k: &Kernel, inputs: &[NodeId], ty: &Ty) -> Result<(), String> {
     k.validate().map_err(|e| format!("invalid kernel: {e}"))?;
+    if k.params.len() != inputs.len() {
+        return Err(format!(
+            "the kernel has {} parameter(s) for {} operand(s)",
+            k.params.len(),
+            inputs.len()
+        ));
+    }
+    if k.out != *ty {
+        return Err(format!("the kernel computes {}, the node is {ty}", k.out));
+    }
     for (i, (&input, t)) in inputs.iter().zip(&k.params).enumerate() {
         if g.node(input).ty != *t {
             return Err(format!(
@@ -207,7 +226,7 @@ mod tests {
     use super::super::{memplan::MemPlan, Fixpoint, Pass, PassOptions, Pipeline, Program};
     use super::{Direction, EdgeRef};
     use crate::error::{Error, Result};
-    use crate::graph::op::{Op, UnaryOp};
+    use crate::graph::op::{KernelId, Op, UnaryOp};
     use crate::graph::Graph;
     use crate::{init, DType};
 
@@ -319,6 +338,33 @@ mod tests {
             }
             other => panic!("not caught: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_fused_node_whose_kernel_disagrees_or_is_missing_is_caught() {
+        // The graph takes a fused node's declared type as given; the verifier checks it
+        // against the kernel in the program's table.
+        let fused = |op: &Op| matches!(op, Op::Fusion(_));
+        let retype = move |p: &mut Program| {
+            let id = first(p, fused);
+            p.graph.node_mut_parts(id).1.dtype = DType::F64;
+        };
+        let m = caught("fusion", Box::new(Broken("retype", retype)));
+        assert!(m.contains("`retype`") && m.contains("= fusion"), "{m}");
+        assert!(
+            m.contains("the kernel computes f32[2,3], the node is f64[2,3]"),
+            "{m}"
+        );
+        // An id from no table (a fused node copied from another program).
+        let foreign = move |p: &mut Program| {
+            let id = first(p, fused);
+            *p.graph.node_mut_parts(id).0 = Op::Fusion(KernelId::from_index(7));
+        };
+        let m = caught("fusion", Box::new(Broken("foreign", foreign)));
+        assert!(
+            m.contains("`foreign`") && m.contains("kernel #7 is not in"),
+            "{m}"
+        );
     }
 
     #[test]

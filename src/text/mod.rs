@@ -19,7 +19,11 @@
 //! name and location are optional, operands always come before attributes, and attributes
 //! appear in the order [`Op::attrs`] gives. Lines starting with `#` are comments: passes
 //! attach remarks to nodes (why fusion did not absorb a producer) and the dump prints them
-//! just above the node. A fused node is followed by its kernel, indented one level deeper.
+//! just above the node. A fused node is followed by its kernel, indented one level deeper,
+//! when the dumper has the program's kernel table ([`Dumper::kernels`]): the graph holds only
+//! the kernel's id, and the dump prints the kernel's kind and content rather than the id, so
+//! two programs with the same kernels dump alike. Without the table a fused node prints its
+//! id (`kernel=3`).
 //!
 //! [`parse`] reads the format back (everything but fused kernels, which are a compiler
 //! artifact rebuilt by the fusion pass), re-running every shape rule and checking it against
@@ -37,6 +41,7 @@ pub use parse::{parse, Parsed};
 use crate::array::{Array, ArrayData};
 use crate::graph::op::Op;
 use crate::graph::{Graph, GraphData, NodeId};
+use crate::kernel::{Kernel, Kernels};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
@@ -57,6 +62,7 @@ pub struct Dumper<'a> {
     only_live: bool,
     locations: bool,
     comments: BTreeMap<NodeId, Vec<String>>,
+    kernels: Option<&'a Kernels>,
 }
 
 impl<'a> Dumper<'a> {
@@ -68,7 +74,14 @@ impl<'a> Dumper<'a> {
             only_live: false,
             locations: false,
             comments: BTreeMap::new(),
+            kernels: None,
         }
+    }
+
+    /// Print each fused node's kernel from `kernels` (its program's table) below it.
+    pub fn kernels(mut self, kernels: &'a Kernels) -> Dumper<'a> {
+        self.kernels = Some(kernels);
+        self
     }
 
     /// Print a `return` line naming these nodes.
@@ -121,9 +134,13 @@ impl std::fmt::Display for Dumper<'_> {
             }
             let node = self.graph.node(id);
             out.push_str("  ");
-            write_node(&mut out, self.graph, id, &num, self.locations);
+            let kernel = match &node.op {
+                Op::Fusion(k) => self.kernels.and_then(|t| t.get(*k)),
+                _ => None,
+            };
+            write_node(&mut out, self.graph, id, &num, self.locations, kernel);
             out.push('\n');
-            if let Op::Fusion(k) = &node.op {
+            if let Some(k) = kernel {
                 let mut block = String::new();
                 k.write_block("kernel", &mut block);
                 for line in block.lines() {
@@ -154,6 +171,7 @@ fn write_node(
     id: NodeId,
     num: &HashMap<NodeId, usize>,
     locations: bool,
+    kernel: Option<&Kernel>,
 ) {
     let node = g.node(id);
     let _ = write!(out, "%{} = {}(", num[&id], node.op.name());
@@ -178,7 +196,11 @@ fn write_node(
         out.push_str("value=");
         write_value(out, &c.0);
     }
-    for (k, v) in node.op.attrs() {
+    let attrs = match kernel {
+        Some(k) => vec![("kind", k.kind().to_string())],
+        None => node.op.attrs(),
+    };
+    for (k, v) in attrs {
         sep(out);
         let _ = write!(out, "{k}={v}");
     }

@@ -93,7 +93,7 @@ op_kinds! {
         /// [`Op::Group`]
         Group => "group" [],
         /// [`Op::Fusion`] (printed, never parsed: kernels are compiler output)
-        Fusion => "fusion" ["kind"],
+        Fusion => "fusion" ["kernel"],
     }
     nested {
         /// [`Op::Unary`]
@@ -191,7 +191,7 @@ impl Op {
             Op::Pad { lo, hi } => vec![list(lo), list(hi)],
             Op::Concat { axis } => vec![axis.to_string()],
             Op::Size { axes } => vec![list(axes)],
-            Op::Fusion(k) => vec![k.kind().to_string()],
+            Op::Fusion(k) => vec![k.index().to_string()],
         };
         self.kind()
             .attr_keys()

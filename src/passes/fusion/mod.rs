@@ -42,7 +42,6 @@ use crate::graph::op::{Op, OpGroup, Ty};
 use crate::graph::{GraphData, NodeId};
 use build::build;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 /// See the module docs.
 pub struct Fusion;
@@ -181,13 +180,10 @@ impl Pass for Fusion {
             let n = p.graph.node(root);
             let (loc, ty) = (n.loc.clone(), n.ty.clone());
             let name = n.name.as_deref().map(str::to_string);
-            let f = p.graph.add_node(
-                Op::Fusion(Arc::new(b.kernel)),
-                &b.params,
-                Some(ty),
-                None,
-                loc,
-            );
+            let kernel = p.kernels.add(b.kernel);
+            let f = p
+                .graph
+                .add_node(Op::Fusion(kernel), &b.params, Some(ty), None, loc);
             p.replace(root, f);
             if let Some(name) = name {
                 let _ = p.graph.rename(root, &format!("{name}.unfused"));
