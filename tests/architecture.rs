@@ -80,10 +80,7 @@ const RULES: &[Rule] = &[
         module: "jit",
         forbidden: &["interp"],
         why: "jit knows nothing of interp",
-        pending: Some(
-            "the JIT runs concat, pad and its unary helpers natively, never through the \
-             interpreter (issue 15)",
-        ),
+        pending: None,
     },
     Rule {
         module: "kernel",
