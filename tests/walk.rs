@@ -15,7 +15,7 @@ fn reference_order(g: &GraphData, roots: &[NodeId]) -> Vec<NodeId> {
     reference_order_until(g, roots, &HashSet::new())
 }
 
-/// The same, not looking past `fed` nodes (the interpreter's `order_with_feeds`).
+/// The same, not looking past `fed` nodes (the old walk of the interpreter, which now uses `topo_order_until`).
 fn reference_order_until(g: &GraphData, roots: &[NodeId], fed: &HashSet<NodeId>) -> Vec<NodeId> {
     let mut seen = HashSet::new();
     let mut out = vec![];

@@ -33,7 +33,7 @@ use crate::feeds::check_feeds;
 use crate::graph::{Graph, GraphData, NodeId, Tensor};
 use crate::kernel::Kernels;
 use crate::vars::VarStore;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 mod eval;
 mod kernel;
@@ -92,7 +92,8 @@ pub fn evaluate_lowered(
     }
     let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(i, a)| (*i, a)).collect();
     // Roots of evaluation stop at fed nodes: they are not computed.
-    let order = order_with_feeds(d, fetches, &fed);
+    // Fed nodes are listed but not looked through (a fed value need not be computable).
+    let order = d.topo_order_until(fetches, |id| fed.contains_key(&id));
     let batch = check_feeds(d, &order, &fed, precision)?;
     let mut vals: HashMap<NodeId, Value> = HashMap::with_capacity(order.len());
     for &id in &order {
@@ -133,39 +134,6 @@ pub fn evaluate_lowered(
             Array::from_f64(dt, v.shape.clone(), v.data.clone())
         })
         .collect())
-}
-
-pub(crate) fn order_with_feeds(
-    d: &GraphData,
-    fetches: &[NodeId],
-    fed: &HashMap<NodeId, &Array>,
-) -> Vec<NodeId> {
-    let mut seen = HashSet::new();
-    let mut out = vec![];
-    let mut stack: Vec<(NodeId, usize)> = vec![];
-    for &r in fetches {
-        if !seen.insert(r) {
-            continue;
-        }
-        stack.push((r, 0));
-        while let Some((id, i)) = stack.pop() {
-            let inputs = if fed.contains_key(&id) {
-                &[][..]
-            } else {
-                &d.node(id).inputs[..]
-            };
-            if i < inputs.len() {
-                stack.push((id, i + 1));
-                let c = inputs[i];
-                if seen.insert(c) {
-                    stack.push((c, 0));
-                }
-            } else {
-                out.push(id);
-            }
-        }
-    }
-    out
 }
 
 /// Evaluates graphs: the reference backend. Holds the values of the graph's variables.

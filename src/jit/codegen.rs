@@ -9,8 +9,8 @@
 //! computes, when the kernel has a [`Split`] (the executable runs several ranges on several
 //! threads); kernels without one ignore it.
 //!
-//! The code is split by concern: this file has the kernel entry point, the loop nests and
-//! the unary ops; `body.rs` evaluates an expression body (loads, guarded loads, selects,
+//! The code is split by concern: this file has the kernel entry point and the loop nests;
+//! `unary.rs` the unary ops; `body.rs` evaluates an expression body (loads, guarded loads, selects,
 //! binary ops, casts) and decides what vectorizes; `reduce.rs` the accumulation of
 //! reductions; `tiled.rs` the tile passes around the AVX2 calls.
 //!
@@ -51,15 +51,16 @@
 mod body;
 mod reduce;
 pub(super) mod tiled;
+mod unary;
 
 use body::vectorizable;
 
 use super::math;
 use crate::dtype::DType;
-use crate::graph::op::UnaryOp;
+
 use crate::kernel::{Body, Core, Expr, Kernel};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, F32X4, F64, I32, I64, I8};
+use cranelift_codegen::ir::types::{F32, F64, I32, I64, I8};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, Signature, Type, Value,
 };
@@ -548,65 +549,5 @@ impl<'a, 'b> Gen<'a, 'b> {
         let fref = self.module.declare_func_in_func(f, self.b.func);
         let call = self.b.ins().call(fref, args);
         self.b.inst_results(call)[0]
-    }
-
-    fn unary(&mut self, u: UnaryOp, dt: DType, x: Value) -> Value {
-        match dt {
-            DType::F32 => match u {
-                UnaryOp::Neg => self.b.ins().fneg(x),
-                UnaryOp::Abs => self.b.ins().fabs(x),
-                UnaryOp::Sqrt => self.b.ins().sqrt(x),
-                UnaryOp::Recip => {
-                    let one = self.b.ins().f32const(1.0f32);
-                    let one = if self.b.func.dfg.value_type(x) == F32X4 {
-                        self.b.ins().splat(F32X4, one)
-                    } else {
-                        one
-                    };
-                    self.b.ins().fdiv(one, x)
-                }
-                UnaryOp::Exp => math::exp(self.b, x),
-                UnaryOp::Log => math::log(self.b, x),
-                UnaryOp::Tanh => math::tanh(self.b, x),
-                UnaryOp::Sigmoid => math::sigmoid(self.b, x),
-                UnaryOp::Erf => math::erf(self.b, x),
-                UnaryOp::Softplus => math::softplus(self.b, x),
-            },
-            DType::F64 => match u {
-                UnaryOp::Neg => self.b.ins().fneg(x),
-                UnaryOp::Abs => self.b.ins().fabs(x),
-                UnaryOp::Sqrt => self.b.ins().sqrt(x),
-                UnaryOp::Recip => {
-                    let one = self.b.ins().f64const(1.0f64);
-                    self.b.ins().fdiv(one, x)
-                }
-                UnaryOp::Exp
-                | UnaryOp::Log
-                | UnaryOp::Tanh
-                | UnaryOp::Sigmoid
-                | UnaryOp::Erf
-                | UnaryOp::Softplus => {
-                    let code = self
-                        .b
-                        .ins()
-                        .iconst(I32, super::runtime::unary_code(u) as i64);
-                    let f = self.helpers.unary_f64;
-                    self.call_helper(f, &[code, x])
-                }
-            },
-            // Shape rules allow only the ops whose props say `on_i32` (neg, abs) on integers.
-            DType::I32 | DType::Bool => match u {
-                UnaryOp::Abs => self.b.ins().iabs(x),
-                UnaryOp::Neg => self.b.ins().ineg(x),
-                UnaryOp::Exp
-                | UnaryOp::Log
-                | UnaryOp::Sqrt
-                | UnaryOp::Recip
-                | UnaryOp::Tanh
-                | UnaryOp::Sigmoid
-                | UnaryOp::Erf
-                | UnaryOp::Softplus => unreachable!("{} is not defined on {dt}", u.name()),
-            },
-        }
     }
 }

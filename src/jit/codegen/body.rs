@@ -301,7 +301,11 @@ impl Gen<'_, '_> {
                 B::Lt => FloatCC::LessThan,
                 B::Le => FloatCC::LessThanOrEqual,
                 B::Gt => FloatCC::GreaterThan,
-                _ => FloatCC::GreaterThanOrEqual,
+                B::Ge => FloatCC::GreaterThanOrEqual,
+                // Only called for the comparisons (the arm below).
+                B::Add | B::Sub | B::Mul | B::Div | B::Pow | B::Max | B::Min => {
+                    unreachable!("{} is not a comparison", op.name())
+                }
             };
             return match op {
                 B::Add => self.b.ins().fadd(a, c),
@@ -331,7 +335,11 @@ impl Gen<'_, '_> {
             B::Lt => IntCC::SignedLessThan,
             B::Le => IntCC::SignedLessThanOrEqual,
             B::Gt => IntCC::SignedGreaterThan,
-            _ => IntCC::SignedGreaterThanOrEqual,
+            B::Ge => IntCC::SignedGreaterThanOrEqual,
+            // Only called for the comparisons (the last arm below).
+            B::Add | B::Sub | B::Mul | B::Div | B::Pow | B::Max | B::Min => {
+                unreachable!("{} is not a comparison", op.name())
+            }
         };
         match op {
             B::Add => self.b.ins().iadd(a, c),

@@ -95,7 +95,24 @@ impl Group<'_> {
                     Op::Unary(u) => Expr::Unary(*u, args[0]),
                     Op::Binary(b) => Expr::Binary(*b, args[0], args[1]),
                     Op::Where => Expr::Where(args[0], args[1], args[2]),
-                    _ => Expr::Cast(args[0]),
+                    Op::Cast(_) => Expr::Cast(args[0]),
+                    // `is_elementwise` (this arm's guard) admits none of these.
+                    Op::Placeholder
+                    | Op::Variable { .. }
+                    | Op::Constant(_)
+                    | Op::Random { .. }
+                    | Op::Reduce { .. }
+                    | Op::Reshape
+                    | Op::Permute(_)
+                    | Op::BroadcastTo
+                    | Op::Slice { .. }
+                    | Op::Pad { .. }
+                    | Op::Concat { .. }
+                    | Op::MatMul
+                    | Op::Size { .. }
+                    | Op::Assign
+                    | Op::Group
+                    | Op::Fusion(_) => unreachable!("{} is not elementwise", op.name()),
                 };
                 self.push(e, dt)
             }
