@@ -32,7 +32,7 @@ use std::fmt::{self, Write as _};
 mod table;
 pub use table::Kernels;
 
-pub use crate::view::{row_major_strides, Bound, IndexMap};
+pub use crate::view::{row_major_strides, IndexMap};
 
 /// Index of an expression within its body.
 pub type ExprId = u32;
@@ -377,6 +377,7 @@ impl fmt::Display for Kernel {
 mod tests {
     use super::*;
     use crate::shape::Shape;
+    use crate::view::Bound;
 
     fn f32s(shape: &[usize]) -> Ty {
         Ty {

@@ -33,15 +33,15 @@ pub mod graph;
 pub mod init;
 pub mod interp;
 #[allow(unsafe_code)]
-pub mod jit;
-pub mod kernel;
+mod jit;
+mod kernel;
 pub mod nn;
 pub mod passes;
 /// Training curves as SVG (plotters): only with the default-on `ui` feature.
 #[cfg(feature = "ui")]
 pub mod plot;
-pub mod progress;
-pub mod rng;
+mod progress;
+mod rng;
 pub mod saved;
 pub mod session;
 pub mod shape;
@@ -49,7 +49,7 @@ pub mod text;
 pub mod threads;
 pub mod train;
 mod vars;
-pub mod view;
+mod view;
 
 /// The README's examples, compiled and run as doctests so the front door stays correct. The
 /// README describes the default build, whose `ui` feature its `history.plot` needs.
@@ -64,6 +64,18 @@ pub use graph::op::{BinaryOp, Op, OpGroup, ReduceOp, Ty, UnaryOp};
 pub use graph::{Graph, GraphData, Node, NodeId, Tensor};
 pub use interp::{Interpreter, Precision};
 pub use shape::{Dim, Shape};
+
+/// Hooks for kiln's own tests, benches and examples: the JIT's [`Executable`](internals::Executable)
+/// without a session, the counter-based random numbers, and the few graph mutators that can
+/// break the graph's invariants on purpose (to test that the verifier catches it).
+///
+/// Not part of the public API and not covered by semver: anything here may change or vanish in
+/// any release. A user's program goes through [`session::Session`] and [`prelude`].
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::jit::Executable;
+    pub use crate::rng::{standard_normal, uniform};
+}
 
 /// The names most programs need: `use kiln::prelude::*;`.
 pub mod prelude {

@@ -21,9 +21,8 @@
 #[cfg(feature = "ui")]
 use std::io::IsTerminal;
 use std::io::Write;
-use std::time::Duration;
 #[cfg(feature = "ui")]
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "ui")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -35,7 +34,8 @@ type Bar = ProgressBar;
 type Bar = std::convert::Infallible;
 
 /// The least time between two rebuilds of the bar's metrics message.
-pub const MESSAGE_INTERVAL: Duration = Duration::from_millis(100);
+#[cfg(feature = "ui")]
+const MESSAGE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Bar layout while an epoch runs.
 #[cfg(feature = "ui")]
@@ -68,19 +68,8 @@ impl Verbosity {
     }
 }
 
-/// Reports a training run's progress, epoch by epoch, in the chosen [`Verbosity`].
-///
-/// ```
-/// use kiln::progress::{Progress, Verbosity};
-/// let mut p = Progress::new(Verbosity::Silent, 2, 3);
-/// for epoch in 0..2 {
-///     p.begin_epoch(epoch);
-///     for step in 0..3 {
-///         p.step(step, &[("loss", 0.5)]);
-///     }
-///     p.end_epoch(epoch, &[("loss", 0.5), ("val_loss", 0.6)], 0.01);
-/// }
-/// ```
+/// Reports a training run's progress, epoch by epoch, in the chosen [`Verbosity`]: `fit`
+/// calls `begin_epoch`, then `step` after every batch, then `end_epoch` with the epoch's logs.
 #[derive(Debug)]
 pub struct Progress {
     verbosity: Verbosity,
@@ -249,15 +238,8 @@ fn format_seconds(seconds: f64) -> String {
     format!("{seconds:.2}s")
 }
 
-/// One epoch's summary line, as Keras prints it with `verbose=2`; `epoch` is 0-based:
-///
-/// ```
-/// use kiln::progress::format_epoch_line;
-/// assert_eq!(
-///     format_epoch_line(2, 20, &[("loss", 0.23451), ("val_loss", 0.25)], 1.234),
-///     "Epoch 3/20 - 1.23s - loss: 0.2345 - val_loss: 0.2500",
-/// );
-/// ```
+/// One epoch's summary line, as Keras prints it with `verbose=2`; `epoch` is 0-based, so
+/// epoch 2 of 20 prints as `Epoch 3/20 - 1.23s - loss: 0.2345 - val_loss: 0.2500`.
 pub fn format_epoch_line(
     epoch: usize,
     epochs: usize,

@@ -11,7 +11,7 @@
 //! matmul kernel whose product outgrows its output. Each is refused at compile.
 
 use kiln::init;
-use kiln::jit::Executable;
+use kiln::internals::Executable;
 use kiln::passes::{Pipeline, Program};
 use kiln::prelude::*;
 

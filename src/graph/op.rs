@@ -165,7 +165,7 @@ pub enum Op {
     },
     /// A literal.
     Constant(ConstValue),
-    /// Seeded random numbers, fresh for every run (counter-based; see [`crate::rng`]).
+    /// Seeded random numbers, fresh for every run (counter-based; see `src/rng.rs`).
     Random {
         /// The distribution.
         dist: RandomDist,

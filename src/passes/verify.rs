@@ -18,7 +18,7 @@
 //!   brings one back once every shape was concrete;
 //! - **effects**: no `assign` or `group` is live after [`super::lower_effects`];
 //! - **kernels**: every fused node's id is in the program's kernel table, the kernel passes
-//!   [`Kernel::validate`], and its parameter and output types are the node's operand and
+//!   `Kernel::validate`, and its parameter and output types are the node's operand and
 //!   output types;
 //! - **buffers**: the memory plan, if one was made, passes the backend's own check
 //!   (`memplan::validate`: every value's slot is large enough, no two live values share one
