@@ -75,6 +75,21 @@ pub use shape::{Dim, Shape};
 pub mod internals {
     pub use crate::jit::Executable;
     pub use crate::rng::{standard_normal, uniform};
+
+    use crate::graph::op::{Op, Ty};
+    use crate::graph::{GraphData, NodeId};
+
+    /// [`GraphData`]'s in-place access to a node's op and type, which passes use to rewrite a
+    /// node; a test uses it to break a program on purpose and see the verifier catch it.
+    pub fn node_mut_parts(g: &mut GraphData, id: NodeId) -> (&mut Op, &mut Ty) {
+        g.node_mut_parts(id)
+    }
+
+    /// Replaces operand `pos` of `user` with `new`, unchecked (it can make a cycle, which the
+    /// walk tests need).
+    pub fn set_input(g: &mut GraphData, user: NodeId, pos: usize, new: NodeId) {
+        g.set_input(user, pos, new)
+    }
 }
 
 /// The names most programs need: `use kiln::prelude::*;`.

@@ -320,7 +320,7 @@ impl GraphData {
 
     /// Records an error that is not a shape rule's (for example a cross-graph operand) and
     /// returns an invalid node standing for the failed op.
-    pub fn add_error(&mut self, op: &str, msg: String, loc: Option<SrcLoc>) -> NodeId {
+    pub(crate) fn add_error(&mut self, op: &str, msg: String, loc: Option<SrcLoc>) -> NodeId {
         self.errors.push(Error::Graph {
             op: op.to_string(),
             loc: loc.clone(),
@@ -364,7 +364,7 @@ impl GraphData {
     }
 
     /// Replaces operand `pos` of `user` with `new`, keeping edges in step.
-    pub fn set_input(&mut self, user: NodeId, pos: usize, new: NodeId) {
+    pub(crate) fn set_input(&mut self, user: NodeId, pos: usize, new: NodeId) {
         let old = self.g[user.0].inputs[pos];
         if let Some(e) = self
             .g
@@ -400,13 +400,13 @@ impl GraphData {
 
     /// Mutable access to a node's op and type, for passes that rewrite in place (such as
     /// making shapes concrete). Operands must be changed through [`GraphData::set_input`].
-    pub fn node_mut_parts(&mut self, id: NodeId) -> (&mut Op, &mut Ty) {
+    pub(crate) fn node_mut_parts(&mut self, id: NodeId) -> (&mut Op, &mut Ty) {
         let n = &mut self.g[id.0];
         (&mut n.op, &mut n.ty)
     }
 
     /// Drops all operands of `id` (used when a node becomes a constant).
-    pub fn clear_inputs(&mut self, id: NodeId) {
+    pub(crate) fn clear_inputs(&mut self, id: NodeId) {
         let edges: Vec<_> = self
             .g
             .edges_directed(id.0, Direction::Incoming)
@@ -419,7 +419,7 @@ impl GraphData {
     }
 
     /// Removes a node that nothing uses any more (its id is never reused).
-    pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+    pub(crate) fn remove_node(&mut self, id: NodeId) -> Option<Node> {
         if self.dead.contains(&id) || self.g.node_weight(id.0).is_none() {
             return None;
         }
