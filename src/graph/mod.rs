@@ -2,7 +2,7 @@
 //! hierarchical name and the user's source location.
 //!
 //! # Invariants
-//! - **Every node's type is inferred when it is added** ([`op::infer`]); a node whose rule
+//! - **Every node's type is inferred when it is added** (`op::infer`); a node whose rule
 //!   fails is kept but marked *invalid*, its error is stored, and nodes built on it are invalid
 //!   without a second error. [`Graph::check`] (and every compile or run) reports the first one.
 //! - `Node::inputs` is the operand list; petgraph edges mirror it (one edge per operand, from
@@ -12,8 +12,8 @@
 //! - A [`Graph`] is a shared handle: clones refer to the same graph. [`Tensor`]s borrow it, so
 //!   a tensor cannot outlive its graph; using a tensor of one graph in another is an error.
 
-pub mod builder;
-pub mod composite;
+mod builder;
+mod composite;
 pub mod effects;
 pub mod op;
 mod walk;
@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use builder::Tensor;
+pub use builder::{IntoOperand, Tensor};
 
 /// The identity of a node within its graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

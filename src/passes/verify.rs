@@ -7,7 +7,7 @@
 //! wrong. A pass bug then fails at the pass, not as a wrong number or a crash in the backend.
 //!
 //! It checks:
-//! - **types**: each live node's type, re-inferred with [`op::infer`] from its operands'
+//! - **types**: each live node's type, re-inferred with `op::infer` from its operands'
 //!   stored types, equals its stored type (ARCHITECTURE invariant 1); a fused node's shape
 //!   rule takes its declared type as given (the graph does not see kernels), so its type is
 //!   checked here against the kernel's;
