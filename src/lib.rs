@@ -85,6 +85,15 @@ pub mod internals {
         g.node_mut_parts(id)
     }
 
+    /// Checks the loop kernel `id` of `p`'s kernel table against the invariants the JIT's
+    /// memory safety rests on (every load in bounds); the kernel IR itself is crate-private.
+    pub fn validate_kernel(
+        p: &crate::passes::Program,
+        id: crate::graph::op::KernelId,
+    ) -> Result<(), String> {
+        p.kernels().lookup(id)?.validate()
+    }
+
     /// Replaces operand `pos` of `user` with `new`, unchecked (it can make a cycle, which the
     /// walk tests need).
     pub fn set_input(g: &mut GraphData, user: NodeId, pos: usize, new: NodeId) {

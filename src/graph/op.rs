@@ -347,7 +347,7 @@ impl Op {
 
 /// An operand as shape rules see it: its type, and a label for error messages.
 #[derive(Clone, Copy, Debug)]
-pub struct Arg<'a> {
+pub(crate) struct Arg<'a> {
     /// the operand's type
     pub ty: &'a Ty,
     /// `"x"` for a named node, `(exp)` for an unnamed one
