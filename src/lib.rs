@@ -17,6 +17,10 @@
 //! let out = interp.run(&[y], &[(x, xv)]).unwrap();
 //! assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![12.0, 0.0]);
 //! ```
+//!
+//! The public modules are the user's API (graphs, sessions, `nn`, `train`, `data`, passes and
+//! dumps); the backend IR, the JIT and the other internals are crate-private (ARCHITECTURE.md,
+//! "Public API").
 #![warn(missing_docs)]
 // `unsafe` is allowed in the `jit` module only (see ARCHITECTURE.md, invariant 9).
 #![deny(unsafe_code)]
