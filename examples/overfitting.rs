@@ -23,12 +23,14 @@ const NOISE: f32 = 0.1;
 /// `y = 2x + 0.9 + noise`, at `n` points of stream `stream`.
 fn line_points(n: u64, stream: u64) -> (Vec<f32>, Vec<f32>) {
     let xs: Vec<f32> = (0..n)
-        .map(|i| kiln::rng::uniform(3, stream, i, -1.0, 1.0))
+        .map(|i| kiln::internals::uniform(3, stream, i, -1.0, 1.0))
         .collect();
     let ys = xs
         .iter()
         .enumerate()
-        .map(|(i, &x)| 2.0 * x + 0.9 + NOISE * kiln::rng::standard_normal(4, stream, i as u64))
+        .map(|(i, &x)| {
+            2.0 * x + 0.9 + NOISE * kiln::internals::standard_normal(4, stream, i as u64)
+        })
         .collect();
     (xs, ys)
 }

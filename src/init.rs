@@ -1,7 +1,7 @@
 //! Variable initializers, with the semantics Keras documents.
 //!
 //! Each random initializer is seeded and draws from the counter-based generator in
-//! [`crate::rng`], so the same seed gives the same weights on every backend and machine.
+//! `src/rng.rs`, so the same seed gives the same weights on every backend and machine.
 //! Fans follow Keras: for a kernel of shape `[.., in, out]`, `fan_in = in * receptive`,
 //! `fan_out = out * receptive`, where `receptive` is the product of the leading dimensions.
 

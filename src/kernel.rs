@@ -30,16 +30,16 @@ use smallvec::SmallVec;
 use std::fmt::{self, Write as _};
 
 mod table;
-pub use table::Kernels;
+pub(crate) use table::Kernels;
 
-pub use crate::view::{row_major_strides, Bound, IndexMap};
+pub(crate) use crate::view::{row_major_strides, IndexMap};
 
 /// Index of an expression within its body.
-pub type ExprId = u32;
+pub(crate) type ExprId = u32;
 
 /// One typed operation of a kernel body.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Expr {
+pub(crate) enum Expr {
     /// Parameter `param` read through `map`.
     Load {
         /// parameter index
@@ -74,7 +74,7 @@ pub enum Expr {
 
 impl Expr {
     /// The expressions this one reads, in order (always earlier ones: [`Kernel::validate`]).
-    pub fn operands(&self) -> SmallVec<[ExprId; 3]> {
+    pub(crate) fn operands(&self) -> SmallVec<[ExprId; 3]> {
         match self {
             Expr::Load { .. } | Expr::Core | Expr::Const(_) => SmallVec::new(),
             Expr::Unary(_, a) | Expr::Cast(a) => [*a].into_iter().collect(),
@@ -87,7 +87,7 @@ impl Expr {
 
 /// A straight-line body evaluated at every point of `domain`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Body {
+pub(crate) struct Body {
     /// Loop extents.
     pub domain: Vec<usize>,
     /// Expressions with their result dtypes; the last one is the body's result.
@@ -96,14 +96,14 @@ pub struct Body {
 
 impl Body {
     /// The result expression.
-    pub fn root(&self) -> ExprId {
+    pub(crate) fn root(&self) -> ExprId {
         self.exprs.len() as u32 - 1
     }
 }
 
 /// One operand of a contraction: `[batch.., rows, cols]` read through strides.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct MatOperand {
+pub(crate) struct MatOperand {
     /// parameter index
     pub param: u32,
     /// element offset
@@ -114,7 +114,7 @@ pub struct MatOperand {
 
 /// What happens between the prologue and the epilogue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Core {
+pub(crate) enum Core {
     /// Elementwise: no core; the epilogue is the whole kernel.
     None,
     /// Fold the prologue's value over `axes` of its domain.
@@ -143,7 +143,7 @@ pub enum Core {
 
 /// A fused kernel. See the module docs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Kernel {
+pub(crate) struct Kernel {
     /// Parameter types, in the order of the fusion node's operands.
     pub params: Vec<Ty>,
     /// The reduction's per-element body (empty unless `core` is `Reduce`).
@@ -158,7 +158,7 @@ pub struct Kernel {
 
 impl Kernel {
     /// A short description of the kernel's shape: `elementwise`, `reduce_sum`, `matmul`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match &self.core {
             Core::None => "elementwise",
             Core::Reduce { op, .. } => op.name(),
@@ -167,7 +167,7 @@ impl Kernel {
     }
 
     /// Checks the invariants in the module docs; an `Err` describes the first violation.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let out_shape = self
             .out
             .shape
@@ -255,7 +255,7 @@ impl Kernel {
     }
 
     /// Writes the kernel as an indented block, one expression per line.
-    pub fn write_block(&self, name: &str, out: &mut String) {
+    pub(crate) fn write_block(&self, name: &str, out: &mut String) {
         let _ = writeln!(
             out,
             "{name} = kernel.{}({}) : {} {{",
@@ -377,6 +377,7 @@ impl fmt::Display for Kernel {
 mod tests {
     use super::*;
     use crate::shape::Shape;
+    use crate::view::Bound;
 
     fn f32s(shape: &[usize]) -> Ty {
         Ty {

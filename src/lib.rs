@@ -17,6 +17,10 @@
 //! let out = interp.run(&[y], &[(x, xv)]).unwrap();
 //! assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![12.0, 0.0]);
 //! ```
+//!
+//! The public modules are the user's API (graphs, sessions, `nn`, `train`, `data`, passes and
+//! dumps); the backend IR, the JIT and the other internals are crate-private (ARCHITECTURE.md,
+//! "Public API").
 #![warn(missing_docs)]
 // `unsafe` is allowed in the `jit` module only (see ARCHITECTURE.md, invariant 9).
 #![deny(unsafe_code)]
@@ -33,15 +37,15 @@ pub mod graph;
 pub mod init;
 pub mod interp;
 #[allow(unsafe_code)]
-pub mod jit;
-pub mod kernel;
+mod jit;
+mod kernel;
 pub mod nn;
 pub mod passes;
 /// Training curves as SVG (plotters): only with the default-on `ui` feature.
 #[cfg(feature = "ui")]
 pub mod plot;
-pub mod progress;
-pub mod rng;
+mod progress;
+mod rng;
 pub mod saved;
 pub mod session;
 pub mod shape;
@@ -49,7 +53,7 @@ pub mod text;
 pub mod threads;
 pub mod train;
 mod vars;
-pub mod view;
+mod view;
 
 /// The README's examples, compiled and run as doctests so the front door stays correct. The
 /// README describes the default build, whose `ui` feature its `history.plot` needs.
@@ -64,6 +68,42 @@ pub use graph::op::{BinaryOp, Op, OpGroup, ReduceOp, Ty, UnaryOp};
 pub use graph::{Graph, GraphData, Node, NodeId, Tensor};
 pub use interp::{Interpreter, Precision};
 pub use shape::{Dim, Shape};
+
+/// Hooks for kiln's own tests, benches and examples: the JIT's [`Executable`](internals::Executable)
+/// without a session, the counter-based random numbers, and the few graph mutators that can
+/// break the graph's invariants on purpose (to test that the verifier catches it).
+///
+/// Not part of the public API and not covered by semver: anything here may change or vanish in
+/// any release. A user's program goes through [`session::Session`] and [`prelude`].
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::jit::Executable;
+    pub use crate::rng::{standard_normal, uniform};
+
+    use crate::graph::op::{Op, Ty};
+    use crate::graph::{GraphData, NodeId};
+
+    /// [`GraphData`]'s in-place access to a node's op and type, which passes use to rewrite a
+    /// node; a test uses it to break a program on purpose and see the verifier catch it.
+    pub fn node_mut_parts(g: &mut GraphData, id: NodeId) -> (&mut Op, &mut Ty) {
+        g.node_mut_parts(id)
+    }
+
+    /// Checks the loop kernel `id` of `p`'s kernel table against the invariants the JIT's
+    /// memory safety rests on (every load in bounds); the kernel IR itself is crate-private.
+    pub fn validate_kernel(
+        p: &crate::passes::Program,
+        id: crate::graph::op::KernelId,
+    ) -> Result<(), String> {
+        p.kernels().lookup(id)?.validate()
+    }
+
+    /// Replaces operand `pos` of `user` with `new`, unchecked (it can make a cycle, which the
+    /// walk tests need).
+    pub fn set_input(g: &mut GraphData, user: NodeId, pos: usize, new: NodeId) {
+        g.set_input(user, pos, new)
+    }
+}
 
 /// The names most programs need: `use kiln::prelude::*;`.
 pub mod prelude {

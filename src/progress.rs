@@ -21,9 +21,8 @@
 #[cfg(feature = "ui")]
 use std::io::IsTerminal;
 use std::io::Write;
-use std::time::Duration;
 #[cfg(feature = "ui")]
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "ui")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -35,7 +34,8 @@ type Bar = ProgressBar;
 type Bar = std::convert::Infallible;
 
 /// The least time between two rebuilds of the bar's metrics message.
-pub const MESSAGE_INTERVAL: Duration = Duration::from_millis(100);
+#[cfg(feature = "ui")]
+const MESSAGE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Bar layout while an epoch runs.
 #[cfg(feature = "ui")]
@@ -59,7 +59,7 @@ pub enum Verbosity {
 impl Verbosity {
     /// [`Verbosity::Bar`] when stderr is a terminal, [`Verbosity::Lines`] otherwise (a pipe,
     /// a log file, CI, or a build without the `ui` feature).
-    pub fn auto() -> Verbosity {
+    pub(crate) fn auto() -> Verbosity {
         #[cfg(feature = "ui")]
         if std::io::stderr().is_terminal() {
             return Verbosity::Bar;
@@ -68,21 +68,10 @@ impl Verbosity {
     }
 }
 
-/// Reports a training run's progress, epoch by epoch, in the chosen [`Verbosity`].
-///
-/// ```
-/// use kiln::progress::{Progress, Verbosity};
-/// let mut p = Progress::new(Verbosity::Silent, 2, 3);
-/// for epoch in 0..2 {
-///     p.begin_epoch(epoch);
-///     for step in 0..3 {
-///         p.step(step, &[("loss", 0.5)]);
-///     }
-///     p.end_epoch(epoch, &[("loss", 0.5), ("val_loss", 0.6)], 0.01);
-/// }
-/// ```
+/// Reports a training run's progress, epoch by epoch, in the chosen [`Verbosity`]: `fit`
+/// calls `begin_epoch`, then `step` after every batch, then `end_epoch` with the epoch's logs.
 #[derive(Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     verbosity: Verbosity,
     epochs: usize,
     #[cfg(feature = "ui")]
@@ -98,7 +87,7 @@ pub struct Progress {
 impl Progress {
     /// A reporter for `epochs` epochs of `steps_per_epoch` batches each (0 if unknown: the bar
     /// then counts batches without a length or ETA).
-    pub fn new(verbosity: Verbosity, epochs: usize, steps_per_epoch: usize) -> Progress {
+    pub(crate) fn new(verbosity: Verbosity, epochs: usize, steps_per_epoch: usize) -> Progress {
         #[cfg(not(feature = "ui"))]
         let _ = steps_per_epoch; // only a bar shows steps
         let verbosity = match verbosity {
@@ -120,7 +109,7 @@ impl Progress {
 
     /// Whether [`Progress::step`] shows anything (bar mode, within an epoch), so a caller can
     /// skip computing running metrics otherwise.
-    pub fn shows_steps(&self) -> bool {
+    pub(crate) fn shows_steps(&self) -> bool {
         self.bar.is_some()
     }
 
@@ -139,7 +128,7 @@ impl Progress {
     }
 
     /// Starts epoch `epoch` (0-based): in bar mode, a new bar prefixed `Epoch {epoch+1}/{epochs}`.
-    pub fn begin_epoch(&mut self, epoch: usize) {
+    pub(crate) fn begin_epoch(&mut self, epoch: usize) {
         if self.verbosity == Verbosity::Bar {
             self.start_bar(epoch);
         }
@@ -147,7 +136,7 @@ impl Progress {
 
     /// Reports that batch `step` (0-based) of the current epoch is done; `running` holds the
     /// running means of the metrics so far. Does nothing outside bar mode.
-    pub fn step(&mut self, step: usize, running: &[(&str, f64)]) {
+    pub(crate) fn step(&mut self, step: usize, running: &[(&str, f64)]) {
         if self.bar.is_some() {
             self.advance_bar(step, running);
         }
@@ -156,7 +145,7 @@ impl Progress {
     /// Ends epoch `epoch` (0-based) with its final `logs` (training and validation metrics)
     /// and the `seconds` it took: bar mode finishes the bar with them, line mode prints
     /// [`format_epoch_line`] to stdout.
-    pub fn end_epoch(&mut self, epoch: usize, logs: &[(&str, f64)], seconds: f64) {
+    pub(crate) fn end_epoch(&mut self, epoch: usize, logs: &[(&str, f64)], seconds: f64) {
         match self.verbosity {
             Verbosity::Silent => {}
             Verbosity::Bar => self.finish_bar(logs, seconds),
@@ -249,16 +238,9 @@ fn format_seconds(seconds: f64) -> String {
     format!("{seconds:.2}s")
 }
 
-/// One epoch's summary line, as Keras prints it with `verbose=2`; `epoch` is 0-based:
-///
-/// ```
-/// use kiln::progress::format_epoch_line;
-/// assert_eq!(
-///     format_epoch_line(2, 20, &[("loss", 0.23451), ("val_loss", 0.25)], 1.234),
-///     "Epoch 3/20 - 1.23s - loss: 0.2345 - val_loss: 0.2500",
-/// );
-/// ```
-pub fn format_epoch_line(
+/// One epoch's summary line, as Keras prints it with `verbose=2`; `epoch` is 0-based, so
+/// epoch 2 of 20 prints as `Epoch 3/20 - 1.23s - loss: 0.2345 - val_loss: 0.2500`.
+pub(crate) fn format_epoch_line(
     epoch: usize,
     epochs: usize,
     logs: &[(&str, f64)],

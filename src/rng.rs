@@ -22,7 +22,7 @@ fn mulhilo(a: u32, b: u32) -> (u32, u32) {
 
 /// One Philox4x32-10 block: 4 random words for `counter` under `key`.
 #[inline]
-pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+pub(crate) fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     let mut c = counter;
     let mut k = key;
     for _ in 0..10 {
@@ -37,7 +37,7 @@ pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 
 /// The random block for element `index` of stream `stream` under `seed`.
 #[inline]
-pub fn block(seed: u64, stream: u64, index: u64) -> [u32; 4] {
+pub(crate) fn block(seed: u64, stream: u64, index: u64) -> [u32; 4] {
     philox4x32(
         [
             index as u32,
@@ -51,7 +51,7 @@ pub fn block(seed: u64, stream: u64, index: u64) -> [u32; 4] {
 
 /// A uniform `f32` in `[0, 1)` with 24 random bits, from one random word.
 #[inline]
-pub fn unit_f32(word: u32) -> f32 {
+pub(crate) fn unit_f32(word: u32) -> f32 {
     (word >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
@@ -65,7 +65,7 @@ pub fn uniform(seed: u64, stream: u64, index: u64, low: f32, high: f32) -> f32 {
 /// Elements `range` of a uniform stream, as [`uniform`] computes them, passed to `f` with
 /// their indices in order; each Philox block is computed once for its four elements.
 #[inline]
-pub fn fill_uniform(
+pub(crate) fn fill_uniform(
     seed: u64,
     stream: u64,
     range: std::ops::Range<u64>,

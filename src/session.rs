@@ -41,6 +41,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use crate::jit::{CompileTimes, StepCounts};
+
 /// Which engine runs a session's graphs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -27,7 +27,7 @@ use crate::graph::op::Op;
 use smallvec::SmallVec;
 
 /// Row-major strides of `shape`, in elements.
-pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+pub(crate) fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         s[i] = s[i + 1] * shape[i + 1];
@@ -37,7 +37,7 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
 
 /// A movement op, with its attributes.
 #[derive(Clone, Copy, Debug)]
-pub enum Movement<'a> {
+pub(crate) enum Movement<'a> {
     /// Same elements, new shape.
     Reshape,
     /// Output axis `i` is input axis `perm[i]`.
@@ -55,7 +55,7 @@ pub enum Movement<'a> {
 impl Movement<'_> {
     /// The movement op `op` is, if it is one whose elements are copies of its operands'
     /// (or zeros). `size` is a movement op by group but computes a number, so it is not one.
-    pub fn of(op: &Op) -> Option<Movement<'_>> {
+    pub(crate) fn of(op: &Op) -> Option<Movement<'_>> {
         match op {
             Op::Reshape => Some(Movement::Reshape),
             Op::Permute(p) => Some(Movement::Permute(p)),
@@ -83,14 +83,14 @@ impl Movement<'_> {
 
     /// True for the ops that may read zeros or select among operands (pad, concat): a
     /// consumer reads their operands from memory, never computes them at the view's points.
-    pub fn is_guarded(&self) -> bool {
+    pub(crate) fn is_guarded(&self) -> bool {
         matches!(self, Movement::Pad(_) | Movement::Concat(_))
     }
 }
 
 /// A range `[lo, hi)` of one domain axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Bound {
+pub(crate) struct Bound {
     /// The domain axis.
     pub axis: usize,
     /// First index inside.
@@ -102,7 +102,7 @@ pub struct Bound {
 /// Reads a buffer at element `offset + sum(point_i * strides_i)` where every bound holds, and
 /// yields zero (without reading) elsewhere.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct IndexMap {
+pub(crate) struct IndexMap {
     /// Element offset (negative when a pad shifts the first element read past the start).
     pub offset: isize,
     /// One stride per axis of the domain, in elements (0 = broadcast).
@@ -113,7 +113,7 @@ pub struct IndexMap {
 
 impl IndexMap {
     /// An unguarded map.
-    pub fn strided(offset: usize, strides: &[usize]) -> IndexMap {
+    pub(crate) fn strided(offset: usize, strides: &[usize]) -> IndexMap {
         IndexMap {
             offset: offset as isize,
             strides: strides.iter().copied().collect(),
@@ -122,12 +122,12 @@ impl IndexMap {
     }
 
     /// The row-major map of a buffer whose shape is the domain itself.
-    pub fn contiguous(shape: &[usize]) -> IndexMap {
+    pub(crate) fn contiguous(shape: &[usize]) -> IndexMap {
         IndexMap::strided(0, &row_major_strides(shape))
     }
 
     /// True if this map reads element `i` at domain point `i` (row-major) for `domain`.
-    pub fn is_identity(&self, domain: &[usize]) -> bool {
+    pub(crate) fn is_identity(&self, domain: &[usize]) -> bool {
         let mut want = IndexMap::contiguous(domain);
         for (s, &d) in want.strides.iter_mut().zip(domain) {
             if d == 1 {
@@ -138,14 +138,14 @@ impl IndexMap {
     }
 
     /// True if `point` is inside every bound.
-    pub fn reads(&self, point: &[usize]) -> bool {
+    pub(crate) fn reads(&self, point: &[usize]) -> bool {
         self.bounds
             .iter()
             .all(|b| (b.lo..b.hi).contains(&point[b.axis]))
     }
 
     /// The element read at `point`, or None where the map yields zero.
-    pub fn at(&self, point: &[usize]) -> Option<usize> {
+    pub(crate) fn at(&self, point: &[usize]) -> Option<usize> {
         if !self.reads(point) {
             return None;
         }
@@ -160,7 +160,7 @@ impl IndexMap {
 
     /// The points of `domain` the map reads: per axis, the range its bounds leave (None if
     /// there is no such point).
-    pub fn region(&self, domain: &[usize]) -> Option<Vec<(usize, usize)>> {
+    pub(crate) fn region(&self, domain: &[usize]) -> Option<Vec<(usize, usize)>> {
         let mut r: Vec<(usize, usize)> = domain.iter().map(|&d| (0, d)).collect();
         for b in &self.bounds {
             let x = r.get_mut(b.axis)?;
@@ -173,7 +173,7 @@ impl IndexMap {
     }
 
     /// The smallest and largest element offsets read over `domain` (None if nothing is read).
-    pub fn extent(&self, domain: &[usize]) -> Option<(isize, isize)> {
+    pub(crate) fn extent(&self, domain: &[usize]) -> Option<(isize, isize)> {
         let r = self.region(domain)?;
         let (mut lo, mut hi) = (self.offset, self.offset);
         for ((a, b), &s) in r.iter().zip(&self.strides) {
@@ -186,7 +186,7 @@ impl IndexMap {
 
 /// Where a tensor is read at each point of a domain (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct View {
+pub(crate) struct View {
     /// Per tensor axis: the domain axis its index follows (None: constant), and an offset.
     pub axes: SmallVec<[(Option<usize>, isize); 4]>,
     /// Ranges of domain axes outside which the view reads zero (at most one per axis).
@@ -197,7 +197,7 @@ pub struct View {
 
 /// What a view of a movement op's output is, seen on its operands.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Through {
+pub(crate) enum Through {
     /// Operand `k` through a view.
     Input(usize, View),
     /// A concat along domain axis `axis`: each part reads operand `input` through `view` on
@@ -215,7 +215,7 @@ pub enum Through {
 
 impl View {
     /// Every tensor axis follows the domain axis of the same number.
-    pub fn identity(rank: usize) -> View {
+    pub(crate) fn identity(rank: usize) -> View {
         View {
             axes: (0..rank).map(|i| (Some(i), 0)).collect(),
             guards: SmallVec::new(),
@@ -257,7 +257,7 @@ impl View {
     }
 
     /// True if the view reads `shape` at every point of `domain`, in bounds, without a guard.
-    pub fn is_plain(&self, shape: &[usize], domain: &[usize]) -> bool {
+    pub(crate) fn is_plain(&self, shape: &[usize], domain: &[usize]) -> bool {
         let mut v = self.clone();
         v.constrain(shape, domain);
         !v.zero && v.guards.is_empty()
@@ -265,7 +265,7 @@ impl View {
 
     /// The map that reads a row-major buffer of `shape` at this view over `domain`; None if
     /// it reads zero everywhere.
-    pub fn index_map(&self, shape: &[usize], domain: &[usize]) -> Option<IndexMap> {
+    pub(crate) fn index_map(&self, shape: &[usize], domain: &[usize]) -> Option<IndexMap> {
         let mut v = self.clone();
         v.constrain(shape, domain);
         if v.zero {
@@ -293,7 +293,7 @@ impl View {
 
     /// The view of a movement op's operands, given this view of its output (`out` its
     /// shape, `ins` its operands' shapes), over `domain`.
-    pub fn through(
+    pub(crate) fn through(
         &self,
         mv: Movement<'_>,
         ins: &[&[usize]],
@@ -438,7 +438,7 @@ impl View {
 
 /// Where each element of a movement op's output comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// Element `elem` (row-major) of operand `input`.
     Input(usize, usize),
     /// The element is zero (padding).
@@ -447,7 +447,7 @@ pub enum Source {
 
 /// Calls `f` with the source of every element of a movement op's output, in row-major
 /// order: the interpreter's definition of the op.
-pub fn for_each_source(
+pub(crate) fn for_each_source(
     mv: Movement<'_>,
     ins: &[&[usize]],
     out: &[usize],
@@ -485,7 +485,7 @@ pub fn for_each_source(
 }
 
 /// Calls `f` with every multi-index of `shape` in row-major order.
-pub fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
+pub(crate) fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
     if shape.contains(&0) {
         return;
     }

@@ -33,7 +33,7 @@ fn data() -> Vec<(Array, Array)> {
     (0..3u64)
         .map(|b| {
             let xs: Vec<f32> = (0..24)
-                .map(|i| kiln::rng::uniform(9, b, i, -1.0, 1.0))
+                .map(|i| kiln::internals::uniform(9, b, i, -1.0, 1.0))
                 .collect();
             let ys: Vec<i32> = (0..6).map(|i| ((b as i32) + i) % 3).collect();
             (

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use kiln::jit::Executable;
+use kiln::internals::Executable;
 use kiln::passes::{Pipeline, Program};
 use kiln::prelude::*;
 

@@ -1,7 +1,7 @@
 //! Compiling and dropping executables does not leak. In a test binary of its own, because
 //! resident memory is per process and other tests running in parallel would move it.
 
-use kiln::jit::Executable;
+use kiln::internals::Executable;
 use kiln::passes::{Pipeline, Program};
 use kiln::prelude::*;
 

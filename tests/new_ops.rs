@@ -5,7 +5,7 @@
 //! (Gradients are checked by finite differences in `tests/autodiff.rs`, the text round trip in
 //! `tests/text.rs`.)
 
-use kiln::jit::Executable;
+use kiln::internals::Executable;
 use kiln::passes::{Pipeline, Program};
 use kiln::prelude::*;
 

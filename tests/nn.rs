@@ -11,8 +11,8 @@ fn blobs(n: usize, seed: u64) -> (Array, Array) {
     let mut ys = vec![];
     for (c, &(cx, cy)) in centers.iter().enumerate() {
         for i in 0..n as u64 {
-            xs.push(cx + 0.5 * kiln::rng::standard_normal(seed, 2 * c as u64, i));
-            xs.push(cy + 0.5 * kiln::rng::standard_normal(seed, 2 * c as u64 + 1, i));
+            xs.push(cx + 0.5 * kiln::internals::standard_normal(seed, 2 * c as u64, i));
+            xs.push(cy + 0.5 * kiln::internals::standard_normal(seed, 2 * c as u64 + 1, i));
             ys.push(c as i32);
         }
     }

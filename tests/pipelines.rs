@@ -3,8 +3,8 @@
 //! training graph with assigns: effect lowering and the verifier run whatever the passes.
 
 use kiln::graph::{effects, NodeId};
+use kiln::internals::Executable;
 use kiln::interp::{evaluate, evaluate_lowered};
-use kiln::jit::Executable;
 use kiln::passes::{cse::Cse, Pass, PassOptions, Pipeline, Program};
 use kiln::prelude::*;
 use kiln::{Op, UnaryOp};

@@ -11,7 +11,7 @@
 //! matmul kernel whose product outgrows its output. Each is refused at compile.
 
 use kiln::init;
-use kiln::jit::Executable;
+use kiln::internals::Executable;
 use kiln::passes::{Pipeline, Program};
 use kiln::prelude::*;
 
@@ -171,7 +171,7 @@ fn grow(p: &mut Program, pick: impl Fn(&kiln::Op) -> bool) {
         .into_iter()
         .find(|&id| pick(&p.graph.node(id).op))
         .expect("such a node");
-    let (_, ty) = p.graph.node_mut_parts(id);
+    let (_, ty) = kiln::internals::node_mut_parts(&mut p.graph, id);
     ty.shape = Shape::from([100]);
 }
 
@@ -249,7 +249,7 @@ fn a_fused_node_pointed_at_another_kernel_is_refused() {
             _ => unreachable!(),
         })
         .collect();
-    let (op, _) = p.graph.node_mut_parts(fused[0]);
+    let (op, _) = kiln::internals::node_mut_parts(&mut p.graph, fused[0]);
     *op = kiln::Op::Fusion(ids[1]);
     let e = Executable::compile(&p)
         .err()

@@ -232,12 +232,12 @@ fn linear_regression_recovers_slope_and_intercept() {
     // y = 2x + 0.9 + noise, x in [-1, 1].
     let n = 200;
     let xs: Vec<f32> = (0..n)
-        .map(|i| kiln::rng::uniform(1, 0, i, -1.0, 1.0))
+        .map(|i| kiln::internals::uniform(1, 0, i, -1.0, 1.0))
         .collect();
     let ys: Vec<f32> = xs
         .iter()
         .enumerate()
-        .map(|(i, &x)| 2.0 * x + 0.9 + 0.05 * kiln::rng::standard_normal(2, 0, i as u64))
+        .map(|(i, &x)| 2.0 * x + 0.9 + 0.05 * kiln::internals::standard_normal(2, 0, i as u64))
         .collect();
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, [None, Some(1)]);

@@ -2,7 +2,7 @@
 //! hierarchical name and the user's source location.
 //!
 //! # Invariants
-//! - **Every node's type is inferred when it is added** ([`op::infer`]); a node whose rule
+//! - **Every node's type is inferred when it is added** (`op::infer`); a node whose rule
 //!   fails is kept but marked *invalid*, its error is stored, and nodes built on it are invalid
 //!   without a second error. [`Graph::check`] (and every compile or run) reports the first one.
 //! - `Node::inputs` is the operand list; petgraph edges mirror it (one edge per operand, from
@@ -12,8 +12,8 @@
 //! - A [`Graph`] is a shared handle: clones refer to the same graph. [`Tensor`]s borrow it, so
 //!   a tensor cannot outlive its graph; using a tensor of one graph in another is an error.
 
-pub mod builder;
-pub mod composite;
+mod builder;
+mod composite;
 pub mod effects;
 pub mod op;
 mod walk;
@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use builder::Tensor;
+pub use builder::{IntoOperand, Tensor};
 
 /// The identity of a node within its graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -320,7 +320,7 @@ impl GraphData {
 
     /// Records an error that is not a shape rule's (for example a cross-graph operand) and
     /// returns an invalid node standing for the failed op.
-    pub fn add_error(&mut self, op: &str, msg: String, loc: Option<SrcLoc>) -> NodeId {
+    pub(crate) fn add_error(&mut self, op: &str, msg: String, loc: Option<SrcLoc>) -> NodeId {
         self.errors.push(Error::Graph {
             op: op.to_string(),
             loc: loc.clone(),
@@ -364,7 +364,7 @@ impl GraphData {
     }
 
     /// Replaces operand `pos` of `user` with `new`, keeping edges in step.
-    pub fn set_input(&mut self, user: NodeId, pos: usize, new: NodeId) {
+    pub(crate) fn set_input(&mut self, user: NodeId, pos: usize, new: NodeId) {
         let old = self.g[user.0].inputs[pos];
         if let Some(e) = self
             .g
@@ -400,13 +400,13 @@ impl GraphData {
 
     /// Mutable access to a node's op and type, for passes that rewrite in place (such as
     /// making shapes concrete). Operands must be changed through [`GraphData::set_input`].
-    pub fn node_mut_parts(&mut self, id: NodeId) -> (&mut Op, &mut Ty) {
+    pub(crate) fn node_mut_parts(&mut self, id: NodeId) -> (&mut Op, &mut Ty) {
         let n = &mut self.g[id.0];
         (&mut n.op, &mut n.ty)
     }
 
     /// Drops all operands of `id` (used when a node becomes a constant).
-    pub fn clear_inputs(&mut self, id: NodeId) {
+    pub(crate) fn clear_inputs(&mut self, id: NodeId) {
         let edges: Vec<_> = self
             .g
             .edges_directed(id.0, Direction::Incoming)
@@ -419,7 +419,7 @@ impl GraphData {
     }
 
     /// Removes a node that nothing uses any more (its id is never reused).
-    pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+    pub(crate) fn remove_node(&mut self, id: NodeId) -> Option<Node> {
         if self.dead.contains(&id) || self.g.node_weight(id.0).is_none() {
             return None;
         }

@@ -3,17 +3,17 @@
 //! Every op is one of a handful of groups: sources, unary, binary, ternary (`where`), reduce,
 //! movement, contraction, and two bookkeeping ops (`cast`, `stop_gradient`, `size`). Everything
 //! else (softmax, cross-entropies, `mean`, ...) is *composed* from these in
-//! [`crate::graph::composite`], so each rule that the rest of kiln needs (shape, gradient,
+//! `src/graph/composite.rs` (methods on [`Tensor`](crate::Tensor)), so each rule that the rest of kiln needs (shape, gradient,
 //! interpretation, lowering) exists once per primitive.
 //!
 //! An op's facts live beside it, as data, each written once in one exhaustive `match`:
 //! - this file: the enums, their groups and names;
-//! - [`props`]: what passes and backends need to know of each unary and binary op (cost,
+//! - `props.rs`: what passes and backends need to know of each unary and binary op (cost,
 //!   vectorizable, tile function, non-negativity, commutativity, linearity, and its `f64`
 //!   reference semantics, which the interpreter and the JIT's `f64` helper both call);
-//! - [`schema`]: each op kind's name and attribute keys, from which the text printer and the
+//! - `schema.rs`: each op kind's name and attribute keys, from which the text printer and the
 //!   parser both work;
-//! - [`infer`](fn@infer): each primitive's *shape rule*. Binary and ternary ops require
+//! - `infer.rs`: each primitive's *shape rule*. Binary and ternary ops require
 //!   operands of identical shape: the builder inserts explicit `broadcast_to` nodes, so that
 //!   broadcasting has exactly one gradient rule (sum back to the operand's shape) and one
 //!   lowering (an index map).
@@ -22,11 +22,11 @@
 //! row in `props.rs`, then whatever the compiler reports as a non-exhaustive match.
 
 mod infer;
-pub mod props;
-pub mod schema;
+pub(crate) mod props;
+pub(crate) mod schema;
 mod special;
 
-pub use infer::infer;
+pub(crate) use infer::infer;
 pub use props::{BinaryProps, Cost, UnaryProps};
 pub use schema::OpKind;
 
@@ -165,7 +165,7 @@ pub enum Op {
     },
     /// A literal.
     Constant(ConstValue),
-    /// Seeded random numbers, fresh for every run (counter-based; see [`crate::rng`]).
+    /// Seeded random numbers, fresh for every run (counter-based; see `src/rng.rs`).
     Random {
         /// The distribution.
         dist: RandomDist,
@@ -347,7 +347,7 @@ impl Op {
 
 /// An operand as shape rules see it: its type, and a label for error messages.
 #[derive(Clone, Copy, Debug)]
-pub struct Arg<'a> {
+pub(crate) struct Arg<'a> {
     /// the operand's type
     pub ty: &'a Ty,
     /// `"x"` for a named node, `(exp)` for an unnamed one

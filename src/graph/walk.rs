@@ -94,8 +94,8 @@ impl GraphData {
     }
 
     /// A node on a cycle, if the graph has one. Graphs built by `add_node` cannot, since a
-    /// node's operands exist before it; a pass that rewires operands with
-    /// [`GraphData::set_input`] could, and the pass verifier calls this to catch it.
+    /// node's operands exist before it; a pass that rewires operands (with
+    /// [`GraphData::replace_all_uses`]) could, and the pass verifier calls this to catch it.
     pub fn find_cycle(&self) -> Option<NodeId> {
         petgraph::algo::toposort(&self.g, None)
             .err()

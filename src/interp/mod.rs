@@ -14,12 +14,12 @@
 //!   this is what finite-difference gradient checks use.
 //! - Integers compute exactly in `i64` and wrap to `i32`; integer division truncates toward
 //!   zero, and division by zero is an error naming the op and its source line.
-//! - Random ops draw element `i` of stream `run_index` from [`crate::rng`], so results do not
+//! - Random ops draw element `i` of stream `run_index` from `src/rng.rs`, so results do not
 //!   depend on evaluation order.
 //!
 //! Fused kernels (made by the optimizer) are evaluated expression by expression with the same
 //! per-op rounding, so a graph evaluates to bitwise the same values before and after fusion.
-//! Movement ops take their meaning from [`crate::view`], the same index maps that fusion
+//! Movement ops take their meaning from `src/view.rs`, the same index maps that fusion
 //! folds into kernel loads, so the two cannot disagree on what a pad or a concat is.
 //!
 //! The code is split by concern: this file holds the entry points (graph order, feed checks,

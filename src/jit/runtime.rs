@@ -66,7 +66,7 @@ pub(super) unsafe fn gemm<T: Copy + Default + 'static + num_one::One>(
 }
 
 mod num_one {
-    pub trait One {
+    pub(crate) trait One {
         fn one() -> Self;
     }
     impl One for f32 {

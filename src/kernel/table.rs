@@ -28,19 +28,19 @@ impl Kernels {
     }
 
     /// Adds `kernel` and returns its id.
-    pub fn add(&mut self, kernel: Kernel) -> KernelId {
+    pub(crate) fn add(&mut self, kernel: Kernel) -> KernelId {
         self.list.push(Arc::new(kernel));
         KernelId::from_index(self.list.len() - 1)
     }
 
     /// The kernel `id`, if this table has it.
-    pub fn get(&self, id: KernelId) -> Option<&Kernel> {
+    pub(crate) fn get(&self, id: KernelId) -> Option<&Kernel> {
         self.list.get(id.index()).map(|k| &**k)
     }
 
     /// The kernel `id`, or an error naming the missing id (a fused node read without its
     /// program's table, or with another program's).
-    pub fn lookup(&self, id: KernelId) -> Result<&Kernel, String> {
+    pub(crate) fn lookup(&self, id: KernelId) -> Result<&Kernel, String> {
         self.get(id).ok_or_else(|| {
             format!(
                 "kernel #{} is not in the kernel table ({} kernel(s)): a fused node is only \

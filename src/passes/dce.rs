@@ -12,7 +12,7 @@ use std::collections::HashSet;
 pub struct Dce;
 
 /// Removes from `g` every node that `outputs` do not depend on; returns how many went.
-pub fn remove_dead(g: &mut GraphData, outputs: &[NodeId]) -> usize {
+pub(crate) fn remove_dead(g: &mut GraphData, outputs: &[NodeId]) -> usize {
     let live: HashSet<NodeId> = g.topo_order_from(outputs).into_iter().collect();
     let mut removed = 0;
     // Remove users before operands: reverse topological order of the whole graph.

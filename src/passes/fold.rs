@@ -4,7 +4,7 @@
 //! and replaced by a constant. Results are therefore exactly what the interpreter would
 //! compute at run time. Two kinds of node are left alone: `broadcast_to` (a broadcast scalar
 //! is cheaper to keep symbolic; fusion turns it into an immediate) and results larger than
-//! [`MAX_FOLD_ELEMENTS`] (folding would trade a cheap kernel for a big literal).
+//! `MAX_FOLD_ELEMENTS` (folding would trade a cheap kernel for a big literal).
 //!
 //! An elementwise op whose operands are all *broadcast scalars* (`broadcast_to` of a scalar
 //! constant) is folded on the scalars and broadcast again: `neg(broadcast_to(c))` becomes
@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Largest result, in elements, that folding materializes.
-pub const MAX_FOLD_ELEMENTS: usize = 1 << 16;
+pub(crate) const MAX_FOLD_ELEMENTS: usize = 1 << 16;
 
 /// See the module docs.
 pub struct Fold;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 pub struct LowerEffects;
 
 /// The name the pass reports under (in [`super::PipelineReport`] and dumps).
-pub const NAME: &str = "lower_effects";
+pub(crate) const NAME: &str = "lower_effects";
 
 impl Pass for LowerEffects {
     fn name(&self) -> &str {

@@ -7,7 +7,7 @@
 //! wrong. A pass bug then fails at the pass, not as a wrong number or a crash in the backend.
 //!
 //! It checks:
-//! - **types**: each live node's type, re-inferred with [`op::infer`] from its operands'
+//! - **types**: each live node's type, re-inferred with `op::infer` from its operands'
 //!   stored types, equals its stored type (ARCHITECTURE invariant 1); a fused node's shape
 //!   rule takes its declared type as given (the graph does not see kernels), so its type is
 //!   checked here against the kernel's;
@@ -18,7 +18,7 @@
 //!   brings one back once every shape was concrete;
 //! - **effects**: no `assign` or `group` is live after [`super::lower_effects`];
 //! - **kernels**: every fused node's id is in the program's kernel table, the kernel passes
-//!   [`Kernel::validate`], and its parameter and output types are the node's operand and
+//!   `Kernel::validate`, and its parameter and output types are the node's operand and
 //!   output types;
 //! - **buffers**: the memory plan, if one was made, passes the backend's own check
 //!   (`memplan::validate`: every value's slot is large enough, no two live values share one

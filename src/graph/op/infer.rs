@@ -22,7 +22,7 @@ fn need_float(what: &str, d: DType) -> Result<(), String> {
 /// equal the inferred one (the parser relies on that to check dumps).
 ///
 /// The error string describes the mismatch; the caller adds op, operand names and location.
-pub fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<Ty, String> {
+pub(crate) fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<Ty, String> {
     let arity_ok = match op {
         Op::Placeholder | Op::Variable { .. } | Op::Constant(_) | Op::Random { .. } => {
             ins.is_empty()

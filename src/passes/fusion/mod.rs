@@ -1,4 +1,4 @@
-//! `fusion`: lowers every compute node of the program into [`crate::kernel::Kernel`]s.
+//! `fusion`: lowers every compute node of the program into kernels (`src/kernel.rs`).
 //!
 //! Consumer-driven, in the manner of XLA's instruction fusion. Nodes are visited from the
 //! outputs backwards; each compute node whose value some kernel or output needs and that is
@@ -12,9 +12,9 @@
 //! - movement ops that are affine views (`broadcast_to`, `permute`, `slice`, and `reshape`
 //!   that only adds or drops size-1 axes, or any reshape of a materialized buffer) fold into
 //!   the index maps of loads: a broadcast is a stride of 0, a transpose permuted strides
-//!   (the index math is [`crate::view`]'s);
+//!   (the index math is `src/view.rs`'s);
 //! - `pad` and `concat` fold into their consumers' loads too, as guarded loads (zero outside
-//!   the operand) and an [`crate::kernel::Expr::Select`] among operands, but their operands
+//!   the operand) and an `Expr::Select` among operands, but their operands
 //!   are always read from memory: a producer computed at a padded point would not be zero;
 //! - a reduction joins as the kernel's core when its elementwise consumers are the kernel
 //!   (they become its epilogue) and its elementwise producers join as its prologue, so
