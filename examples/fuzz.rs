@@ -64,6 +64,7 @@ fn main() {
         seed,
         Duration::from_secs(seconds),
         u64::MAX,
+        Some(Duration::from_secs(60)),
         |t, s| {
             if verbose {
                 eprintln!("{t} {s}");

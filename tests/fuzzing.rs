@@ -8,7 +8,14 @@ use std::time::Duration;
 
 /// Runs `cases` cases of target `t` from seed 0, failing with every failure's seed and report.
 fn run_target(t: usize, cases: u64) {
-    let tallies = fuzz::run(&fuzz::TARGETS[t..=t], 0, Duration::MAX, cases, |_, _| {});
+    let tallies = fuzz::run(
+        &fuzz::TARGETS[t..=t],
+        0,
+        Duration::MAX,
+        cases,
+        None,
+        |_, _| {},
+    );
     let tally = &tallies[0];
     assert_eq!(tally.cases, cases);
     let report: Vec<String> = tally
@@ -143,4 +150,20 @@ fn the_generator_covers_every_op() {
     ];
     let missing: Vec<&str> = ops.iter().copied().filter(|o| !seen.contains(o)).collect();
     assert!(missing.is_empty(), "never generated: {missing:?}");
+}
+
+/// The watchdog of a bounded run reports a case that does not finish as a hang, and passes
+/// one that does.
+#[test]
+fn the_watchdog_reports_a_hang() {
+    fn stuck(_: u64) -> Result<(), String> {
+        std::thread::sleep(Duration::from_secs(3));
+        Ok(())
+    }
+    fn quick(_: u64) -> Result<(), String> {
+        Ok(())
+    }
+    let f = fuzz::run_case_watched("stuck", stuck, 7, Duration::from_millis(10)).unwrap();
+    assert!(f.what.starts_with("hang:") && f.seed == 7, "{f:?}");
+    assert!(fuzz::run_case_watched("quick", quick, 7, Duration::from_secs(600)).is_none());
 }

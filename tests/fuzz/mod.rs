@@ -23,7 +23,8 @@
 //! `cargo run --release --example fuzz -- --seconds 600 --seed 1`; it prints, per target,
 //! `N cases, 0 failures`, and for each failure its seed and a minimized reproducer (for graphs,
 //! shrunk by deleting the generator's steps). `--target graphs|text|files` runs one target and
-//! `--case SEED` replays one case. A process abort (stack overflow, failed allocation) cannot
+//! `--case SEED` replays one case. A case that runs over a minute is reported as a hang and ends
+//! the run. A process abort (stack overflow, failed allocation) cannot
 //! be caught: `--verbose` prints every case's seed before it runs, so the last line names it.
 #![allow(dead_code)]
 
@@ -182,6 +183,27 @@ pub fn run_case(name: &'static str, target: Target, seed: u64) -> Option<Failure
     })
 }
 
+/// [`run_case`] on its own thread, reported as a hang if it has not finished within `limit`
+/// (the thread is then left behind: a run stops at its first hang).
+pub fn run_case_watched(
+    name: &'static str,
+    target: Target,
+    seed: u64,
+    limit: Duration,
+) -> Option<Failure> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run_case(name, target, seed));
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        Some(Failure {
+            target: name,
+            seed,
+            what: format!("hang: the case did not finish within {limit:?}"),
+        })
+    })
+}
+
 /// Per-target totals of a run.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -219,12 +241,14 @@ pub fn case_seed(seed: u64, target: usize, k: u64) -> u64 {
 }
 
 /// Runs the `targets` round-robin from `seed` until `budget` is spent or every target has run
-/// `max_cases` cases, calling `before` with each case's target and seed first.
+/// `max_cases` cases, calling `before` with each case's target and seed first. With a
+/// `watchdog`, a case running longer is a hang, and the run stops there.
 pub fn run(
     targets: &[(&'static str, Target)],
     seed: u64,
     budget: Duration,
     max_cases: u64,
+    watchdog: Option<Duration>,
     mut before: impl FnMut(&str, u64),
 ) -> Vec<Tally> {
     let start = Instant::now();
@@ -235,10 +259,18 @@ pub fn run(
             let s = case_seed(seed, t, k);
             before(name, s);
             tallies[t].cases += 1;
-            if let Some(f) = run_case(name, *target, s) {
+            let failure = match watchdog {
+                Some(limit) => run_case_watched(name, *target, s, limit),
+                None => run_case(name, *target, s),
+            };
+            if let Some(f) = failure {
+                let hang = f.what.starts_with("hang:");
                 match known(name, &f.what) {
                     Some(id) => tallies[t].known.push((id, s)),
                     None => tallies[t].failures.push(f),
+                }
+                if hang {
+                    return tallies;
                 }
             }
         }
