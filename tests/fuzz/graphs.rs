@@ -338,8 +338,8 @@ fn add_grads(g: &Graph, pool: &[NodeId], outs: &mut Vec<NodeId>) {
 
 use kiln::Op;
 
-/// Runs `plan` and checks the backends against each other.
-pub fn check(plan: &Plan) -> Result<(), String> {
+/// Runs `plan` and checks the backends against each other; `Ok(true)` if both ran it.
+pub fn check(plan: &Plan) -> Result<bool, String> {
     let b = build(plan);
     let classes = compare::classify(&b.g.snapshot());
     let out_classes: Vec<Class> = b.outs.iter().map(|o| classes[o]).collect();
