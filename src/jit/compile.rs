@@ -208,22 +208,10 @@ pub(super) fn schedule(
                 bytes: bytes_of(&n.ty),
                 node: id,
             }),
-            op @ (Op::Random { .. }
-            | Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Where
-            | Op::Cast(_)
-            | Op::Reduce { .. }
-            | Op::Permute(_)
-            | Op::BroadcastTo
-            | Op::Slice { .. }
-            | Op::Pad { .. }
-            | Op::Concat { .. }
-            | Op::MatMul
-            | Op::StopGradient
-            | Op::Size { .. }
-            | Op::Assign
-            | Op::Group) => return Err(super::native::unsupported(op, &n.label())),
+            // Every other op runs only inside a kernel ([`needs_kernel`] lists them all, and
+            // `compile_with` fuses any program that still has one): a compile error, never
+            // a slow path.
+            op => return Err(super::native::unsupported(op, &n.label())),
         }
     }
     times.steps = super::native::covers(p, order, &s.steps, loc)?;
@@ -371,4 +359,32 @@ fn check_param_types(k: &Kernel, g: &GraphData, inputs: &[NodeId], out: &Ty) -> 
         ));
     }
     Ok(())
+}
+
+/// True for the ops that run only inside a fused kernel; the others are sources (read where
+/// they are), random fills, reshapes (aliases or copies) and fused kernels themselves.
+pub(super) fn needs_kernel(op: &Op) -> bool {
+    match op {
+        Op::Placeholder
+        | Op::Variable { .. }
+        | Op::Constant(_)
+        | Op::Random { .. }
+        | Op::Reshape
+        | Op::Fusion(_) => false,
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast(_)
+        | Op::Reduce { .. }
+        | Op::Permute(_)
+        | Op::BroadcastTo
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Concat { .. }
+        | Op::MatMul
+        | Op::StopGradient
+        | Op::Size { .. }
+        | Op::Assign
+        | Op::Group => true,
+    }
 }

@@ -53,7 +53,6 @@ mod vmath;
 
 use crate::array::Array;
 use crate::error::{Error, Result};
-use crate::graph::op::Op;
 use crate::graph::op::Ty;
 use crate::graph::NodeId;
 use crate::passes::fusion::Fusion;
@@ -251,27 +250,5 @@ impl Executable {
 fn needs_fusion(p: &Program) -> bool {
     p.live_order()
         .into_iter()
-        .any(|id| match &p.graph.node(id).op {
-            Op::Placeholder
-            | Op::Variable { .. }
-            | Op::Constant(_)
-            | Op::Random { .. }
-            | Op::Reshape
-            | Op::Fusion(_) => false,
-            Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Where
-            | Op::Cast(_)
-            | Op::Reduce { .. }
-            | Op::Permute(_)
-            | Op::BroadcastTo
-            | Op::Slice { .. }
-            | Op::Pad { .. }
-            | Op::Concat { .. }
-            | Op::MatMul
-            | Op::StopGradient
-            | Op::Size { .. }
-            | Op::Assign
-            | Op::Group => true,
-        })
+        .any(|id| compile::needs_kernel(&p.graph.node(id).op))
 }
