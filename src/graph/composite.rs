@@ -235,9 +235,42 @@ impl<'g> Tensor<'g> {
         -(labels * self.log_softmax(-1)).sum(&[-1], false)
     }
 
-    /// Softmax cross-entropy with integer class labels (`labels[i]` indexes the last axis).
+    /// Softmax cross-entropy with integer class labels (`labels[i]` indexes the last axis),
+    /// one value per row.
+    ///
+    /// `labels` must be `i32`: float labels are a build error naming this op, both types and
+    /// your line (a fractional label would otherwise match no class and count as zero loss).
+    ///
+    /// **Out-of-range labels are not checked here**: a label outside `0..classes` (7 with
+    /// 3 classes, or -1) matches no class, so its row's loss is 0 and it gets no gradient,
+    /// as its one-hot row is all zeros. The graph cannot check values at build time, and a
+    /// runtime check would cost every step. [`Model::fit`](crate::nn::Model::fit) and
+    /// [`Model::evaluate`](crate::nn::Model::evaluate) check every label before training
+    /// and report the first bad one; a hand-written loop should check its labels once
+    /// the same way.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let logits = g.placeholder("logits", DType::F32, [None, Some(3)]);
+    /// let labels = g.placeholder("labels", DType::F32, [None]);
+    /// let _ = logits.sparse_softmax_cross_entropy_with_logits(labels);
+    /// let err = g.check().unwrap_err().to_string();
+    /// assert!(err.contains("labels must be i32 class indices"), "{err}");
+    /// ```
     #[track_caller]
     pub fn sparse_softmax_cross_entropy_with_logits(self, labels: Tensor<'g>) -> Tensor<'g> {
+        if labels.dtype() != DType::I32 {
+            return self.graph().fail(
+                "sparse_softmax_cross_entropy_with_logits",
+                format!(
+                    "labels must be i32 class indices, got {} (logits {}); for one-hot or \
+                     probability labels use softmax_cross_entropy_with_logits",
+                    labels.desc(),
+                    self.desc()
+                ),
+            );
+        }
         let depth = self
             .shape()
             .dims()

@@ -21,6 +21,18 @@ pub trait Callback {
     fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         Ok(())
     }
+    /// After each training batch: the epoch and step (both 0-based) and that batch's own
+    /// loss and metrics (not running means). `Stop` ends training after this batch: the
+    /// epoch is closed with the batches run so far.
+    fn on_batch_end(
+        &mut self,
+        _epoch: usize,
+        _step: usize,
+        _logs: &Logs,
+        _model: &mut Model,
+    ) -> Result<Control> {
+        Ok(Control::Continue)
+    }
     /// After each epoch (0-based), with that epoch's logs (`loss`, `val_loss`, ...).
     fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, _model: &mut Model) -> Result<Control> {
         Ok(Control::Continue)
@@ -237,5 +249,42 @@ impl Callback for ModelCheckpoint {
             self.saved.push(p);
         }
         Ok(Control::Continue)
+    }
+}
+
+/// Stops training at the first batch whose loss is NaN or infinite, as Keras'
+/// `TerminateOnNaN`, and makes `fit` return an error naming the epoch and step (counted from
+/// 1, as the progress bar counts) rather than a `History` that looks like a finished run.
+///
+/// `fit` runs one first by default; [`FitConfig::terminate_on_nan(false)`](super::FitConfig::terminate_on_nan)
+/// turns that off (adding one yourself then turns it back on).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TerminateOnNaN;
+
+impl TerminateOnNaN {
+    /// The callback (it has no settings).
+    pub fn new() -> TerminateOnNaN {
+        TerminateOnNaN
+    }
+}
+
+impl Callback for TerminateOnNaN {
+    fn on_batch_end(
+        &mut self,
+        epoch: usize,
+        step: usize,
+        logs: &Logs,
+        _model: &mut Model,
+    ) -> Result<Control> {
+        match logs.get("loss") {
+            Some(&v) if !v.is_finite() => Err(Error::invalid(format!(
+                "fit: the loss became {v} at epoch {}, step {}; training stopped \
+                 (TerminateOnNaN). Look for NaN or infinite values in x and y, or lower the \
+                 learning rate; FitConfig::terminate_on_nan(false) trains on regardless",
+                epoch + 1,
+                step + 1
+            ))),
+            _ => Ok(Control::Continue),
+        }
     }
 }

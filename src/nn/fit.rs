@@ -2,7 +2,8 @@
 //! and `predict`.
 
 use super::batch::{concat_rows, rows_of, Inputs, Logs};
-use super::callbacks::{Callback, Control};
+use super::callbacks::{Callback, Control, TerminateOnNaN};
+use super::check;
 use super::model::Model;
 use crate::array::Array;
 use crate::data::{take_rows, take_rows_into};
@@ -23,6 +24,7 @@ pub struct FitConfig {
     seed: u64,
     callbacks: Vec<Box<dyn Callback>>,
     verbosity: Verbosity,
+    terminate_on_nan: bool,
 }
 
 impl Default for FitConfig {
@@ -44,6 +46,7 @@ impl FitConfig {
             seed: 0,
             callbacks: vec![],
             verbosity: Verbosity::auto(),
+            terminate_on_nan: true,
         }
     }
     /// Number of epochs.
@@ -51,7 +54,7 @@ impl FitConfig {
         self.epochs = n;
         self
     }
-    /// Rows per batch (the last batch holds the remainder).
+    /// Rows per batch (the last batch holds the remainder); at least 1 (`fit` rejects 0).
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch_size = n;
         self
@@ -79,6 +82,13 @@ impl FitConfig {
     /// Adds a callback.
     pub fn callback(mut self, c: impl Callback + 'static) -> Self {
         self.callbacks.push(Box::new(c));
+        self
+    }
+    /// Whether a [`TerminateOnNaN`] runs first among the callbacks (default true): `fit`
+    /// then stops with an error at the first batch whose loss is NaN or infinite, naming
+    /// the epoch and step. `false` lets training go on through non-finite losses.
+    pub fn terminate_on_nan(mut self, on: bool) -> Self {
+        self.terminate_on_nan = on;
         self
     }
     /// Progress output: bar, one line per epoch, or silent.
@@ -120,6 +130,13 @@ impl History {
 
 /// Validation inputs and targets.
 type Split = (Vec<Array>, Array);
+
+/// What a training pass reports each step to: the progress display and the callbacks.
+struct Hooks<'a> {
+    epoch: usize,
+    progress: &'a mut Progress,
+    callbacks: &'a mut [Box<dyn Callback>],
+}
 
 /// The graph nodes one step feeds and fetches.
 struct StepIds {
@@ -190,13 +207,20 @@ impl Model {
     }
 
     /// Loss and metrics over `x`, `y` in batches (dropout off), weighted by batch size.
+    ///
+    /// `x` and `y` are checked first as `fit` checks them (dtype, shape, label range).
     pub fn evaluate(&mut self, x: impl Inputs, y: &Array, batch_size: usize) -> Result<Logs> {
         let xs = x.arrays();
+        check::batch_size("evaluate", batch_size)?;
+        check::inputs("evaluate", self, &xs)?;
+        check::targets("evaluate", "y", self, y)?;
         let n = rows_of(&xs, Some(y))?;
         let order: Vec<usize> = (0..n).collect();
-        self.epoch_pass(&xs, y, &order, batch_size, false, None)
+        Ok(self.epoch_pass(&xs, y, &order, batch_size, false, None)?.0)
     }
 
+    /// One pass over `order` in batches; returns the logs and whether a callback asked to
+    /// stop (after a batch).
     fn epoch_pass(
         &mut self,
         xs: &[&Array],
@@ -204,40 +228,68 @@ impl Model {
         order: &[usize],
         batch_size: usize,
         training: bool,
-        mut progress: Option<&mut Progress>,
-    ) -> Result<Logs> {
+        mut hooks: Option<Hooks<'_>>,
+    ) -> Result<(Logs, bool)> {
         let ids = self.ids()?;
         let mut names = vec!["loss".to_string()];
         names.extend(ids.metrics.iter().map(|m| m.0.clone()));
         let mut sums = vec![0.0f64; names.len()];
         let mut seen = 0usize;
         let mut bufs = vec![];
-        for (step, chunk) in order.chunks(batch_size.max(1)).enumerate() {
+        let mut stop = false;
+        for (step, chunk) in order.chunks(batch_size).enumerate() {
             let vals = self.run_batch(&ids, xs, y, chunk, training, &mut bufs)?;
             for (s, v) in sums.iter_mut().zip(&vals) {
                 *s += v * chunk.len() as f64;
             }
             seen += chunk.len();
-            if let Some(p) = progress.as_deref_mut().filter(|p| p.shows_steps()) {
+            let Some(h) = hooks.as_mut() else { continue };
+            if h.progress.shows_steps() {
                 let running: Vec<(&str, f64)> = names
                     .iter()
                     .zip(&sums)
                     .map(|(n, s)| (n.as_str(), s / seen as f64))
                     .collect();
-                p.step(step, &running);
+                h.progress.step(step, &running);
+            }
+            if !h.callbacks.is_empty() {
+                let batch: Logs = names.iter().cloned().zip(vals).collect();
+                for cb in h.callbacks.iter_mut() {
+                    if cb.on_batch_end(h.epoch, step, &batch, self)? == Control::Stop {
+                        stop = true;
+                    }
+                }
+                if stop {
+                    break;
+                }
             }
         }
-        Ok(names
+        let logs = names
             .into_iter()
             .zip(sums)
             .map(|(n, s)| (n, if seen > 0 { s / seen as f64 } else { f64::NAN }))
-            .collect())
+            .collect();
+        Ok((logs, stop))
     }
 
     /// Trains for `config.epochs` epochs and returns the per-epoch history. Calling `fit`
     /// again continues from the current weights and optimizer state.
+    ///
+    /// Before any batch runs, `x` and `y` (and the validation data) are checked against the
+    /// model: dtypes, per-example shapes, and for sparse cross-entropy every label is a
+    /// class index of the output. A mistake is an error naming the argument and the
+    /// model's shape. By default training stops with an error at the first NaN or infinite
+    /// batch loss (see [`FitConfig::terminate_on_nan`]).
     pub fn fit(&mut self, x: impl Inputs, y: &Array, mut config: FitConfig) -> Result<History> {
         let xs_all = x.arrays();
+        check::batch_size("fit", config.batch_size)?;
+        check::inputs("fit", self, &xs_all)?;
+        check::targets("fit", "y", self, y)?;
+        if let Some((vx, vy)) = &config.validation_data {
+            let vrefs: Vec<&Array> = vx.iter().collect();
+            check::inputs("fit (validation_data x)", self, &vrefs)?;
+            check::targets("fit", "validation_data's y", self, vy)?;
+        }
         let n = rows_of(&xs_all, Some(y))?;
         if n == 0 {
             return Err(Error::invalid("fit: no training rows"));
@@ -271,10 +323,13 @@ impl Model {
             )
         };
         let xs: Vec<&Array> = xs_owned.iter().collect();
-        let steps = n_train.div_ceil(config.batch_size.max(1));
+        let steps = n_train.div_ceil(config.batch_size);
         let mut progress = Progress::new(config.verbosity, config.epochs, steps);
         let mut history = History::default();
         let mut callbacks = std::mem::take(&mut config.callbacks);
+        if config.terminate_on_nan {
+            callbacks.insert(0, Box::new(TerminateOnNaN::new()));
+        }
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self)?;
         }
@@ -286,14 +341,13 @@ impl Model {
             } else {
                 (0..n_train).collect()
             };
-            let mut logs = self.epoch_pass(
-                &xs,
-                &y_train,
-                &order,
-                config.batch_size,
-                true,
-                Some(&mut progress),
-            )?;
+            let hooks = Hooks {
+                epoch,
+                progress: &mut progress,
+                callbacks: &mut callbacks,
+            };
+            let (mut logs, mut stop) =
+                self.epoch_pass(&xs, &y_train, &order, config.batch_size, true, Some(hooks))?;
             if let Some((vx, vy)) = &val {
                 let vrefs: Vec<&Array> = vx.iter().collect();
                 let vl = self.evaluate(vrefs.as_slice(), vy, config.batch_size)?;
@@ -314,7 +368,6 @@ impl Model {
             let mut shown: Vec<(&str, f64)> = logs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             shown.sort_by_key(|(k, _)| rank(k));
             progress.end_epoch(epoch, &shown, t0.elapsed().as_secs_f64());
-            let mut stop = false;
             for cb in callbacks.iter_mut() {
                 if cb.on_epoch_end(epoch, &logs, self)? == Control::Stop {
                     stop = true;
@@ -339,16 +392,11 @@ impl Model {
     /// Every output on `x` (for models with several), in batches, with dropout off.
     pub fn predict_outputs(&mut self, x: impl Inputs, batch_size: usize) -> Result<Vec<Array>> {
         let xs = x.arrays();
+        check::batch_size("predict", batch_size)?;
+        check::inputs("predict", self, &xs)?;
         let built = self.built()?.clone();
-        if xs.len() != built.inputs.len() {
-            return Err(Error::invalid(format!(
-                "predict: the model has {} input(s), got {} array(s)",
-                built.inputs.len(),
-                xs.len()
-            )));
-        }
         let n = rows_of(&xs, None)?;
-        let bs = batch_size.max(1);
+        let bs = batch_size;
         let g = self.graph().clone();
         if self.session.is_none() {
             // An uncompiled model (a multi-output one, say) still predicts.

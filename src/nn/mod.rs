@@ -40,6 +40,7 @@
 
 mod batch;
 mod callbacks;
+mod check;
 mod fit;
 mod layers;
 mod losses;
@@ -47,7 +48,7 @@ mod model;
 
 pub use crate::progress::Verbosity;
 pub use batch::{Inputs, Logs};
-pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint};
+pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint, TerminateOnNaN};
 pub use fit::{FitConfig, History};
 pub use layers::{
     Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,

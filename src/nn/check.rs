@@ -1,0 +1,160 @@
+//! Checks of what `fit`, `evaluate` and `predict` are given, made before any batch runs.
+//!
+//! The graph would catch most of these mistakes too, but only as a feed error about an
+//! internal placeholder (`run: "target" expects i32[?], but the fed array holds f32`), and
+//! some not at all: a label of 7 with 3 classes matches no class, so it trains as a zero
+//! loss without a word. Here each mistake is named in the user's terms (the `x` or `y`
+//! argument, the model's input or output shape) with what to do about it.
+
+use super::losses::Loss;
+use super::model::Model;
+use crate::array::Array;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::shape::{Dim, Shape};
+
+/// `batch_size` must be at least 1 (as `data::batches` requires): 0 is a mistake, not 1.
+pub(crate) fn batch_size(what: &str, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid(format!(
+            "{what}: batch_size must be at least 1, got 0"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `a`'s shape fits `want` (a `?` matches any size).
+fn fits(a: &Array, want: &Shape) -> bool {
+    a.shape().len() == want.rank()
+        && a.shape().iter().zip(want.dims()).all(|(&n, d)| match d {
+            Dim::Fixed(m) => n == *m,
+            Dim::Batch => true,
+        })
+}
+
+/// The shape `a` should have: `want` with `?` replaced by `rows`.
+fn expected(want: &Shape, rows: usize) -> Vec<usize> {
+    want.dims()
+        .iter()
+        .map(|d| d.fixed().unwrap_or(rows))
+        .collect()
+}
+
+/// Each input array has the dtype and per-example shape of the model's input.
+pub(crate) fn inputs(what: &str, model: &Model, xs: &[&Array]) -> Result<()> {
+    let built = model.built()?;
+    if xs.len() != built.inputs.len() {
+        return Err(Error::invalid(format!(
+            "{what}: the model has {} input(s), but x holds {} array(s); pass one array per \
+             input, in the order the model was built with",
+            built.inputs.len(),
+            xs.len()
+        )));
+    }
+    let many = xs.len() > 1;
+    for (i, (&id, a)) in built.inputs.iter().zip(xs).enumerate() {
+        let ty = model.graph().tensor(id).ty();
+        let arg = if many { format!("x[{i}]") } else { "x".into() };
+        let rows = a.shape().first().copied().unwrap_or(0);
+        if !fits(a, &ty.shape) {
+            let per: Vec<String> = ty.shape.dims()[1..].iter().map(|d| d.to_string()).collect();
+            return Err(Error::invalid(format!(
+                "{what}: {arg} has shape {:?}, but the model's input is {} (a batch of \
+                 examples shaped [{}]); pass an array of shape {:?}, or build the model \
+                 with Input::new({:?})",
+                a.shape(),
+                ty,
+                per.join(", "),
+                expected(&ty.shape, rows),
+                a.shape().get(1..).unwrap_or(&[]),
+            )));
+        }
+        if a.dtype() != ty.dtype {
+            return Err(Error::invalid(format!(
+                "{what}: {arg} holds {}, but the model's input is {}; convert it (for \
+                 example Array::from_f64({}, shape, values))",
+                a.dtype(),
+                ty,
+                dtype_name(ty.dtype),
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "DType::F32",
+        DType::F64 => "DType::F64",
+        DType::I32 => "DType::I32",
+        DType::Bool => "DType::Bool",
+    }
+}
+
+/// The targets `y` fit the loss and the model's output: dtype, shape and, for sparse
+/// cross-entropy, every label in `0..classes` (the first bad one is named).
+pub(crate) fn targets(what: &str, arg: &str, model: &Model, y: &Array) -> Result<()> {
+    let (Some(loss), Some(c)) = (model.loss, model.compiled.as_ref()) else {
+        return Err(Error::invalid(format!(
+            "{what}: the model is not compiled yet (call compile)"
+        )));
+    };
+    let target = model.graph().tensor(c.target).ty();
+    let out = model.output()?.ty();
+    let rows = y.shape().first().copied().unwrap_or(0);
+    let sparse = matches!(loss, Loss::SparseCategoricalCrossentropy { .. });
+    if sparse && y.dtype() != DType::I32 {
+        let onehot = fits(y, &out.shape);
+        let hint = if onehot {
+            "these look like one-hot labels: for them use Loss::CategoricalCrossentropy, \
+             or pass the class indices"
+        } else {
+            "convert them to i32 class indices, or for one-hot labels use \
+             Loss::CategoricalCrossentropy"
+        };
+        return Err(Error::invalid(format!(
+            "{what}: {arg} holds {}{:?}, but SparseCategoricalCrossentropy needs integer class \
+             indices ({target}, one per row of the model's output {out}); {hint}",
+            y.dtype(),
+            y.shape(),
+        )));
+    }
+    if !fits(y, &target.shape) {
+        let hint = if sparse && fits(y, &out.shape) {
+            " (these look like one-hot labels: for them use Loss::CategoricalCrossentropy, or \
+             pass the class indices)"
+        } else {
+            ""
+        };
+        return Err(Error::invalid(format!(
+            "{what}: {arg} has shape {:?}, but the loss needs {target} for the model's output \
+             {out}; pass targets of shape {:?}{hint}",
+            y.shape(),
+            expected(&target.shape, rows),
+        )));
+    }
+    if y.dtype() != target.dtype {
+        return Err(Error::invalid(format!(
+            "{what}: {arg} holds {}, but the loss needs {target} for the model's output {out}; \
+             convert it (for example Array::from_f64({}, shape, values))",
+            y.dtype(),
+            dtype_name(target.dtype),
+        )));
+    }
+    if sparse {
+        let classes = out.shape.dims().last().and_then(|d| d.fixed()).unwrap_or(0);
+        let labels = y.as_slice::<i32>()?;
+        if let Some((i, &v)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v < 0 || v as usize >= classes)
+        {
+            return Err(Error::invalid(format!(
+                "{what}: {arg}[{i}] = {v} is not a class index: the model's output {out} has \
+                 {classes} classes, so labels must be in 0..{classes}; fix the labels or give \
+                 the last layer more units"
+            )));
+        }
+    }
+    Ok(())
+}
