@@ -88,7 +88,13 @@ impl Array {
     /// Makes an array from a shape and row-major data; the lengths must agree.
     pub fn new<T: Element>(shape: impl AsRef<[usize]>, data: Vec<T>) -> Result<Array> {
         let shape = shape.as_ref().to_vec();
-        let n: usize = shape.iter().product();
+        let Some(n) = crate::shape::checked_bytes(&shape, T::DTYPE)
+            .and_then(|_| crate::shape::checked_numel(&shape))
+        else {
+            return Err(Error::invalid(format!(
+                "Array::new: the element count of shape {shape:?} overflows"
+            )));
+        };
         if n != data.len() {
             return Err(Error::invalid(format!(
                 "Array::new: shape {:?} holds {n} elements but {} were given",
@@ -113,7 +119,7 @@ impl Array {
     /// An array of zeros (or `false`).
     pub fn zeros(dtype: DType, shape: impl AsRef<[usize]>) -> Array {
         let shape = shape.as_ref().to_vec();
-        let n = shape.iter().product();
+        let n = crate::shape::checked_numel(&shape).expect("Array::zeros: element count overflows");
         // Straight to zeroed memory of the right type (large ones come from the OS already
         // zeroed), not through an f64 vector.
         let data = match dtype {
@@ -130,8 +136,8 @@ impl Array {
     /// Panics if `data.len()` differs from the shape's element count (an internal invariant).
     pub fn from_f64(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Array {
         assert_eq!(
-            shape.iter().product::<usize>(),
-            data.len(),
+            crate::shape::checked_numel(&shape),
+            Some(data.len()),
             "Array::from_f64 length"
         );
         let data = match dtype {
@@ -160,6 +166,7 @@ impl Array {
 
     /// Number of elements.
     pub fn len(&self) -> usize {
+        // Fits: the data holds this many elements (every constructor checks it).
         self.shape.iter().product()
     }
 
@@ -230,7 +237,7 @@ impl Array {
     /// The same data under another shape with the same element count.
     pub fn reshape(mut self, shape: impl AsRef<[usize]>) -> Result<Array> {
         let shape = shape.as_ref().to_vec();
-        if shape.iter().product::<usize>() != self.len() {
+        if crate::shape::checked_numel(&shape) != Some(self.len()) {
             return Err(Error::invalid(format!(
                 "cannot reshape an array of shape {:?} to {:?}",
                 self.shape, shape

@@ -8,8 +8,22 @@
 //! One symbol is enough for the graphs kiln targets (feed-forward nets over a batch) and keeps
 //! shape checking decidable at build time: `?` only ever equals `?` or broadcasts against `1`.
 
+use crate::dtype::DType;
 use smallvec::SmallVec;
 use std::fmt;
+
+/// The element count of `dims`, or `None` if it overflows `usize`.
+pub fn checked_numel(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// The byte size of an array of `dtype` with `dims`, or `None` if it overflows, or exceeds
+/// `isize::MAX` (the most any allocation may hold).
+pub fn checked_bytes(dims: &[usize], dtype: DType) -> Option<usize> {
+    checked_numel(dims)?
+        .checked_mul(dtype.size_bytes())
+        .filter(|&b| b <= isize::MAX as usize)
+}
 
 /// One dimension of a shape: a known size, or the graph's open batch size `?`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,9 +126,21 @@ impl Shape {
         self.0.iter().map(|d| d.resolve(batch)).collect()
     }
 
-    /// Number of elements, if known.
+    /// Number of elements, if known and representable (`None` for a `?` dimension or an
+    /// element count past `usize::MAX`; the shape rules refuse the latter at build time).
     pub fn numel(&self) -> Option<usize> {
-        self.to_fixed().map(|v| v.iter().product())
+        checked_numel(&self.to_fixed()?)
+    }
+
+    /// Checks that the shape's elements of `dtype` fit in memory's address space: the fixed
+    /// factor's element count and byte size must not overflow (`?` dimensions count as 1;
+    /// the runtime checks again once the batch size is known). Every shape rule ends here,
+    /// so a graph never holds a shape whose size arithmetic wraps.
+    pub fn check_size(&self, dtype: DType) -> Result<(), String> {
+        let fixed: SmallVec<[usize; 4]> = self.0.iter().map(|d| d.fixed().unwrap_or(1)).collect();
+        checked_bytes(&fixed, dtype).map(|_| ()).ok_or_else(|| {
+            format!("the shape {dtype}{self} holds more bytes than memory can address (its element count or byte size overflows)")
+        })
     }
 
     /// The element count as `(fixed factor, number of ? factors)`: `[?,28,28]` is `(784, 1)`.

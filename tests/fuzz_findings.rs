@@ -8,7 +8,6 @@ use kiln::prelude::*;
 /// F1: the parser panics (index out of bounds at src/graph/mod.rs:258) on an `assign` with no
 /// operands instead of returning an error.
 #[test]
-#[ignore = "finding F1: fix pending (parser, src/text and src/graph), see tests/fuzz_findings.md"]
 fn f1_parser_rejects_an_assign_without_operands() {
     let text = "kiln.graph {\n  %0 = assign() : f32[2]\n}\n";
     let r = std::panic::catch_unwind(|| Graph::parse(text).map(|_| ()));
@@ -69,7 +68,6 @@ fn f3_tanh_keeps_the_sign_of_zero() {
 /// F4: sizes computed with wrapping arithmetic: the parser accepts a constant claiming 2^64
 /// elements and a pad to `2 + usize::MAX` elements (which wraps to 1).
 #[test]
-#[ignore = "finding F4: fix pending (checked sizes in shape rules), see tests/fuzz_findings.md"]
 fn f4_overflowing_sizes_are_errors() {
     let wrong = [
         "kiln.graph {\n  %0 = constant(value=[]) : f32[4294967296,4294967296]\n}\n",

@@ -247,11 +247,11 @@ impl GraphData {
                 })
                 .collect();
             // The one rule that looks at an operand's op rather than its type.
+            // (An assign without operands falls through to the arity check.)
             let not_var = matches!(op, Op::Assign)
-                && !matches!(
-                    inputs.first().map(|&i| &self.node(i).op),
-                    Some(Op::Variable { .. })
-                );
+                && inputs
+                    .first()
+                    .is_some_and(|&i| !matches!(self.node(i).op, Op::Variable { .. }));
             let rule = if not_var {
                 Err(format!(
                     "the destination must be a variable, got {}",

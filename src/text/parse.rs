@@ -424,7 +424,9 @@ fn constant(s: &str, ty: &Ty) -> Result<Array, String> {
         }
         None => vec![s],
     };
-    let numel: usize = shape.iter().product();
+    let numel = crate::shape::checked_bytes(&shape, ty.dtype)
+        .and_then(|_| crate::shape::checked_numel(&shape))
+        .ok_or_else(|| format!("the type {ty} holds more bytes than memory can address"))?;
     if items.len() != numel || (shape.is_empty() && s.starts_with('[')) {
         return Err(format!(
             "the value has {} elements, the type {ty} needs {numel}",

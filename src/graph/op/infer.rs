@@ -95,6 +95,7 @@ pub(crate) fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<T
             return Err(format!("declared type {d} differs from the inferred {out}"));
         }
     }
+    out.shape.check_size(out.dtype)?;
     Ok(out)
 }
 
@@ -314,7 +315,16 @@ fn pad(lo: &Axes, hi: &Axes, ins: &[Arg<'_>]) -> Result<Ty, String> {
     let mut dims: SmallVec<[Dim; 4]> = SmallVec::new();
     for (i, d) in x.shape.dims().iter().enumerate() {
         dims.push(match d {
-            Dim::Fixed(n) => Dim::Fixed(n + lo[i] + hi[i]),
+            Dim::Fixed(n) => Dim::Fixed(
+                n.checked_add(lo[i])
+                    .and_then(|m| m.checked_add(hi[i]))
+                    .ok_or_else(|| {
+                        format!(
+                            "padding axis {i} of {x} by {}+{} overflows its size",
+                            lo[i], hi[i]
+                        )
+                    })?,
+            ),
             Dim::Batch if lo[i] == 0 && hi[i] == 0 => Dim::Batch,
             Dim::Batch => return Err(format!("cannot pad the open axis {i} of {x}")),
         });
@@ -344,7 +354,11 @@ fn concat(axis: &usize, ins: &[Arg<'_>]) -> Result<Ty, String> {
             }
         }
         match t.shape.dims()[*axis] {
-            Dim::Fixed(n) => total += n,
+            Dim::Fixed(n) => {
+                total = total.checked_add(n).ok_or_else(|| {
+                    format!("the sizes along axis {axis} overflow when concatenated")
+                })?
+            }
             Dim::Batch => return Err(format!("cannot concatenate along the open axis of {t}")),
         }
     }
