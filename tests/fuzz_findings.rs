@@ -23,7 +23,6 @@ fn f1_parser_rejects_an_assign_without_operands() {
 /// (`neg(cast(-inf))` is `i32::MAX` on the interpreter, `i32::MIN` on the JIT, so a
 /// following `where` picks other elements).
 #[test]
-#[ignore = "finding F2: fix pending (interpreter's i32 arithmetic), see tests/fuzz_findings.md"]
 fn f2_i32_overflow_is_the_same_on_both_backends() {
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, [None, Some(3)]);
@@ -41,6 +40,45 @@ fn f2_i32_overflow_is_the_same_on_both_backends() {
         j[0],
         i[0]
     );
+}
+
+/// F2, as issue 16 (item 7) reported it: `reduce_sum(i32[?,3,9], axes=[0,2])` whose sums
+/// overflow, and `neg`/`abs` of `i32::MIN`: both backends wrap, to the same bits.
+#[test]
+fn f2_i32_reduce_sum_neg_and_abs_wrap_on_both_backends() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::I32, [None, Some(3), Some(9)]);
+    let s = x.sum(&[0, 2], false);
+    let fetch = [s, -x, x.abs()];
+    let data: Vec<i32> = (0..2 * 3 * 9)
+        .map(|i| match i % 4 {
+            0 => i32::MAX,
+            1 => i32::MIN,
+            2 => i32::MAX - i,
+            _ => 1 << 30,
+        })
+        .collect();
+    let xv = Array::new([2, 3, 9], data.clone()).unwrap();
+    let mut jit = Session::new(&g).unwrap();
+    let mut interp = Session::with_backend(&g, Backend::Interpreter).unwrap();
+    let j = jit.run(&fetch, &[(x, xv.clone())]).unwrap();
+    let i = interp.run(&fetch, &[(x, xv)]).unwrap();
+    // The wrapped sums, computed here with Rust's wrapping arithmetic.
+    let want: Vec<i32> = (0..3)
+        .map(|r| {
+            (0..2)
+                .flat_map(|b| (0..9).map(move |c| (b, c)))
+                .fold(0i32, |acc, (b, c)| {
+                    acc.wrapping_add(data[b * 27 + r * 9 + c])
+                })
+        })
+        .collect();
+    assert_eq!(i[0].to_vec::<i32>().unwrap(), want);
+    assert_eq!(i[1].to_vec::<i32>().unwrap()[1], i32::MIN);
+    assert_eq!(i[2].to_vec::<i32>().unwrap()[1], i32::MIN);
+    for (k, (a, b)) in j.iter().zip(&i).enumerate() {
+        assert!(a.bits_eq(b), "fetch {k}: jit {a:?} vs interpreter {b:?}");
+    }
 }
 
 /// F3: the sign of zero: `tanh(-0)` is -0 on the interpreter (IEEE) but +0 on the JIT, so
@@ -87,7 +125,6 @@ fn f4_overflowing_sizes_are_errors() {
 /// out-of-range value (`-inf` once cast to f64, 0 after a multiplication). Minimized from
 /// graphs seeds 2012327 and 2024399.
 #[test]
-#[ignore = "finding F5: fix pending (the interpreter's i32 reduce_max), see tests/fuzz_findings.md"]
 fn f5_max_of_an_empty_i32_axis_is_the_same_on_both_backends() {
     let g = Graph::new();
     let v = g.placeholder("v", DType::I32, [0]);
@@ -98,6 +135,7 @@ fn f5_max_of_an_empty_i32_axis_is_the_same_on_both_backends() {
     let mut interp = Session::with_backend(&g, Backend::Interpreter).unwrap();
     let j = jit.run(&fetch, &[(v, vv.clone())]).unwrap();
     let i = interp.run(&fetch, &[(v, vv)]).unwrap();
+    assert_eq!(i[0].to_vec::<i32>().unwrap(), vec![i32::MIN]);
     for (k, (a, b)) in j.iter().zip(&i).enumerate() {
         assert!(a.bits_eq(b), "fetch {k}: jit {a:?} vs interpreter {b:?}");
     }

@@ -53,7 +53,8 @@ macro_rules! listed {
 pub type Axes = SmallVec<[usize; 4]>;
 
 listed! {
-/// Elementwise ops of one operand. Each one's facts are [`UnaryOp::props`].
+/// Elementwise ops of one operand. Each one's facts are [`UnaryOp::props`]. On `i32`, results
+/// wrap modulo 2^32 on every backend (`neg` and `abs` of `i32::MIN` are `i32::MIN`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum UnaryOp {
@@ -84,7 +85,7 @@ pub enum UnaryOp {
 
 listed! {
 /// Elementwise ops of two operands of identical shape and dtype. Each one's facts are
-/// [`BinaryOp::props`].
+/// [`BinaryOp::props`]. On `i32`, `+ - *` wrap modulo 2^32 on every backend (as TF and XLA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum BinaryOp {
@@ -118,13 +119,13 @@ pub enum BinaryOp {
 }
 
 listed! {
-/// Reductions over a set of axes.
+/// Reductions over a set of axes. An `i32` sum wraps modulo 2^32 on every backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ReduceOp {
     /// sum (0 over an empty axis)
     Sum,
-    /// maximum (`-inf` over an empty axis)
+    /// maximum (`-inf` over an empty axis; `i32::MIN` for `i32`)
     Max,
 }
 }

@@ -15,12 +15,28 @@ use crate::rng;
 use crate::view::{self, for_each_index, row_major_strides as strides, Movement, Source};
 use std::collections::HashMap;
 
-/// Rounds `x` to what a value of `dtype` holds under `prec`.
+/// Rounds `x` to what a value of `dtype` holds under `prec`: `f32` results round to `f32`,
+/// and `i32` results wrap modulo 2^32 (two's complement, as the JIT's native `i32` arithmetic,
+/// TF and XLA do: `neg(i32::MIN)` and `abs(i32::MIN)` are `i32::MIN`, an overflowing sum
+/// wraps). An `i32` value reaches here exact in `f64` (sums accumulate exactly up to 2^53),
+/// so wrapping the exact result equals wrapping every step.
 #[inline]
 pub(crate) fn round(dtype: DType, prec: Precision, x: f64) -> f64 {
     match (dtype, prec) {
         (DType::F32, Precision::F32) => x as f32 as f64,
+        (DType::I32, _) => x as i64 as i32 as f64,
         _ => x,
+    }
+}
+
+/// The starting value of a reduction: 0 for a sum; for a maximum the least value of the
+/// dtype, so the maximum over an empty axis is `-inf` for floats and `i32::MIN` for `i32`
+/// (the JIT's identity too).
+pub(crate) fn reduce_identity(op: ReduceOp, dt: DType) -> f64 {
+    match (op, dt) {
+        (ReduceOp::Sum, _) => 0.0,
+        (ReduceOp::Max, DType::I32) => i32::MIN as f64,
+        (ReduceOp::Max, DType::F32 | DType::F64 | DType::Bool) => f64::NEG_INFINITY,
     }
 }
 
@@ -175,10 +191,7 @@ fn reduce(x: &Value, op: ReduceOp, axes: &[usize], dt: DType, prec: Precision) -
     let mut out = vec![];
     for_each_index(&kept_shape, |k| {
         let base: usize = k.iter().zip(&kept).map(|(i, &a)| i * st[a]).sum();
-        let mut acc = match op {
-            ReduceOp::Sum => 0.0,
-            ReduceOp::Max => f64::NEG_INFINITY,
-        };
+        let mut acc = reduce_identity(op, x.dtype);
         let mut fold = |v: f64| {
             acc = match op {
                 ReduceOp::Sum => acc + v,

@@ -2,7 +2,7 @@
 //! graph, so a program evaluates to the same bits before and after fusion (the oracle for
 //! the JIT's kernels and for the fusion pass).
 
-use super::eval::{binary, cast, round, unary};
+use super::eval::{binary, cast, reduce_identity, round, unary};
 use super::{Precision, Value};
 use crate::dtype::DType;
 use crate::graph::op::props::ieee_max;
@@ -90,10 +90,7 @@ pub(super) fn eval_kernel(
                 for (j, &a) in kept.iter().enumerate() {
                     pt[a] = if keep { op_pt[a] } else { op_pt[j] };
                 }
-                let mut acc = match op {
-                    ReduceOp::Sum => 0.0,
-                    ReduceOp::Max => f64::NEG_INFINITY,
-                };
+                let mut acc = reduce_identity(*op, acc_dt);
                 let mut step = |pt: &[usize]| match eval_body(
                     &k.prologue,
                     pt,

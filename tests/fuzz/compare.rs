@@ -27,10 +27,10 @@ pub enum Class {
 /// Until it is, integers cast from floats (where ±inf and NaN become `i32::MIN`/`MAX`, whose
 /// arithmetic overflows) are not compared by value, so that a bounded run does not fail on it
 /// in ways `KNOWN` cannot name. Set it to `true` when the fix lands.
-pub const I32_OVERFLOW_AGREES: bool = false;
+pub const I32_OVERFLOW_AGREES: bool = true;
 /// Whether finding F5 (the maximum of an empty i32 axis) is fixed; until then such maxima
 /// (a reduced axis of size 0 or `?`) are not compared by value.
-pub const EMPTY_I32_MAX_AGREES: bool = false;
+pub const EMPTY_I32_MAX_AGREES: bool = true;
 /// Whether finding F8 (a division by a subnormal constant overflows on the JIT) is fixed;
 /// until then float divisions by a constant are not compared by value.
 pub const DIV_BY_CONSTANT_EXACT: bool = false;
