@@ -245,3 +245,23 @@ fn wrong_target_shape_or_dtype_names_y_and_the_models_output() {
     let e = msg(m.fit(&x, &y, quiet().validation_data(&x, &bad)));
     has(&e, &["validation_data's y[0] = 3"]);
 }
+
+#[test]
+fn loss_build_with_float_labels_for_a_sparse_loss_is_a_build_error() {
+    for from_logits in [false, true] {
+        let g = Graph::new();
+        let p = g.placeholder("p", DType::F32, [None, Some(3)]);
+        let y = g.placeholder("y", DType::F32, [None]);
+        let line = line!() + 1;
+        let _ = Loss::SparseCategoricalCrossentropy { from_logits }.build(p, y);
+        let e = msg(g.check());
+        has(
+            &e,
+            &[
+                "labels must be i32 class indices",
+                "f32[?] \"y\"",
+                &format!("nn_errors.rs:{line}"),
+            ],
+        );
+    }
+}

@@ -75,6 +75,19 @@ impl Loss {
             Loss::SparseCategoricalCrossentropy { from_logits: true } => {
                 p.sparse_softmax_cross_entropy_with_logits(y).mean_all()
             }
+            Loss::SparseCategoricalCrossentropy { from_logits: false }
+                if y.dtype() != DType::I32 =>
+            {
+                g.fail(
+                    "sparse_categorical_crossentropy",
+                    format!(
+                        "labels must be i32 class indices, got {} (predictions {}); for \
+                         one-hot labels use Loss::CategoricalCrossentropy",
+                        y.desc(),
+                        p.desc()
+                    ),
+                )
+            }
             Loss::SparseCategoricalCrossentropy { from_logits: false } => {
                 let depth = last_dim(&p.shape());
                 let onehot = y.one_hot(depth);
