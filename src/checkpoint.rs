@@ -16,6 +16,11 @@
 //!   checksum) before returning, and [`Session::restore`] checks every variable's name,
 //!   dtype and shape against the file before it sets any of them.
 //!
+//! A file with no kiln metadata at all (written by Python's `safetensors`, or a kiln file
+//! whose metadata was stripped) cannot be told apart from a foreign file: it is accepted
+//! without a checksum, and no run counter is restored. [`Session::restore`] says so in its
+//! result ([`Restored`]), so a caller that needs the guarantee can refuse it.
+//!
 //! ```
 //! use kiln::prelude::*;
 //! let g = Graph::new();
@@ -24,7 +29,8 @@
 //! let path = std::env::temp_dir().join(format!("kiln-doc-{}.safetensors", std::process::id()));
 //! sess.save(&path)?;
 //! sess.set_variable(w, Array::new([2], vec![0.0f32, 0.0])?)?;
-//! sess.restore(&path)?;
+//! let restored = sess.restore(&path)?;
+//! assert!(restored.checksum_verified && restored.run_counter_restored);
 //! assert_eq!(sess.variable(w).unwrap().to_vec::<f32>()?, vec![3.0, 3.0]);
 //! # std::fs::remove_file(&path).ok();
 //! # Ok::<(), kiln::Error>(())
@@ -45,6 +51,47 @@ pub struct Checkpoint {
     pub tensors: BTreeMap<String, Array>,
     /// Metadata (`__metadata__` in the file).
     pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Whether [`read()`] verified this checkpoint's kiln checksum. `false` for a file with no
+    /// kiln metadata (a foreign file, or a kiln file whose metadata was stripped): nothing
+    /// beyond the safetensors structure was checked.
+    pub fn checksum_verified(&self) -> bool {
+        self.metadata.contains_key("kiln.checksum")
+    }
+}
+
+/// What [`Session::restore`] could vouch for. Every variable was set in either case; the
+/// fields say what a file without kiln's metadata could not give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The file carried kiln's checksum and it matched. `false`: a foreign file (or one whose
+    /// metadata was stripped), taken as it is.
+    pub checksum_verified: bool,
+    /// The session's run counter was restored from `kiln.runs`, so random streams (dropout
+    /// masks) continue exactly. `false`: the counter kept its value, so a resumed run's
+    /// random streams differ from the uninterrupted run's.
+    pub run_counter_restored: bool,
+}
+
+impl Restored {
+    /// A one-line warning for a caller to show, or `None` when the file was kiln's own.
+    pub fn warning(&self) -> Option<String> {
+        match (self.checksum_verified, self.run_counter_restored) {
+            (true, true) => None,
+            (c, r) => {
+                let mut parts = vec![];
+                if !c {
+                    parts.push("the file carries no kiln checksum (a foreign file, or its metadata was stripped), so only its structure was checked");
+                }
+                if !r {
+                    parts.push("no run counter was restored, so random streams (dropout) do not continue where the saved run left off");
+                }
+                Some(parts.join("; "))
+            }
+        }
+    }
 }
 
 /// The checkpoint at `path` cannot be used: `what`, `detail`.
@@ -235,7 +282,11 @@ impl Session {
     /// dtype and shape are checked first; on any error no variable is changed. Tensors in the
     /// file that the graph does not have are ignored (an inference graph can load a training
     /// checkpoint).
-    pub fn restore(&mut self, path: impl AsRef<Path>) -> Result<()> {
+    ///
+    /// The result says whether the file's kiln checksum was verified and whether the run
+    /// counter was restored: both are `false` for a file without kiln's metadata (see
+    /// [`Restored::warning`]).
+    pub fn restore(&mut self, path: impl AsRef<Path>) -> Result<Restored> {
         let path = path.as_ref();
         let ckpt = read(path)?;
         let mut problems = vec![];
@@ -277,6 +328,9 @@ impl Session {
         if let Some(r) = runs {
             self.set_run_count(r);
         }
-        Ok(())
+        Ok(Restored {
+            checksum_verified: ckpt.checksum_verified(),
+            run_counter_restored: runs.is_some(),
+        })
     }
 }

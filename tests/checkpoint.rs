@@ -290,11 +290,15 @@ fn a_file_written_by_python_restores() {
     let w = g.variable("w", [1, 3], init::zeros());
     let step = g.variable_of("step", DType::I32, Shape::scalar(), init::zeros());
     let mut s = Session::new(&g).unwrap();
-    s.restore(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/written_by_python.safetensors"
-    ))
-    .unwrap();
+    let restored = s
+        .restore(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/written_by_python.safetensors"
+        ))
+        .unwrap();
+    // A foreign file: nothing to verify, no run counter, and the result says so.
+    assert!(!restored.checksum_verified && !restored.run_counter_restored);
+    assert!(restored.warning().unwrap().contains("no kiln checksum"));
     assert_eq!(
         s.variable(w).unwrap().to_vec::<f32>().unwrap(),
         vec![1.5, -2.0, 3.25]
