@@ -173,6 +173,12 @@ impl Kernel {
             .shape
             .to_fixed()
             .ok_or("output shape is not concrete")?;
+        if crate::shape::checked_bytes(&out_shape, self.out.dtype).is_none() {
+            return Err(format!(
+                "output {} overflows memory's address space",
+                self.out
+            ));
+        }
         if self.epilogue.domain != out_shape {
             return Err(format!(
                 "epilogue domain {:?} != output {:?}",
@@ -184,9 +190,13 @@ impl Kernel {
                 .params
                 .get(p as usize)
                 .ok_or(format!("no parameter {p}"))?;
-            t.shape
-                .numel()
-                .ok_or_else(|| format!("parameter {p} is not concrete"))
+            let dims = t
+                .shape
+                .to_fixed()
+                .ok_or_else(|| format!("parameter {p} is not concrete"))?;
+            crate::shape::checked_bytes(&dims, t.dtype)
+                .and_then(|_| crate::shape::checked_numel(&dims))
+                .ok_or_else(|| format!("parameter {p} ({t}) overflows memory's address space"))
         };
         for (body, core_ok) in [
             (&self.prologue, false),
@@ -427,6 +437,22 @@ mod tests {
         let mut axis = ok;
         axis.bounds[0].axis = 1;
         assert!(copy(axis).validate().is_err());
+    }
+
+    #[test]
+    fn a_load_whose_offset_wraps_is_refused() {
+        // 3 * s wraps to 2 in usize: with wrapping arithmetic the last point seemed to read
+        // element 2 of 3 (issue 16, item 1).
+        let s = usize::MAX / 3 + 1;
+        assert_eq!(s.wrapping_mul(3), 2);
+        assert!(copy(IndexMap::strided(0, &[s])).validate().is_err());
+        // 3 * 2^62 fits in usize but not in isize (it wrapped negative).
+        assert!(copy(IndexMap::strided(0, &[1 << 62])).validate().is_err());
+        // An output whose byte size overflows.
+        let mut k = copy(IndexMap::strided(0, &[0]));
+        k.out = f32s(&[1 << 62]);
+        k.epilogue.domain = vec![1 << 62];
+        assert!(k.validate().unwrap_err().contains("overflows"));
     }
 
     #[test]

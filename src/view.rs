@@ -28,9 +28,11 @@ use smallvec::SmallVec;
 
 /// Row-major strides of `shape`, in elements.
 pub(crate) fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    // Saturating: a shape whose element count overflows never reaches here (the shape rules
+    // and the runtime refuse it), and a saturated stride fails every bounds check.
     let mut s = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
+        s[i] = s[i + 1].saturating_mul(shape[i + 1]);
     }
     s
 }
@@ -175,10 +177,19 @@ impl IndexMap {
     /// The smallest and largest element offsets read over `domain` (None if nothing is read).
     pub(crate) fn extent(&self, domain: &[usize]) -> Option<(isize, isize)> {
         let r = self.region(domain)?;
+        // Checked: an offset that overflows is reported as the widest extent, which no
+        // bounds check accepts (wrapped arithmetic here once let an out-of-bounds read pass).
+        let step = |acc: isize, i: usize, s: usize| {
+            i.checked_mul(s)
+                .and_then(|d| isize::try_from(d).ok())
+                .and_then(|d| acc.checked_add(d))
+        };
         let (mut lo, mut hi) = (self.offset, self.offset);
         for ((a, b), &s) in r.iter().zip(&self.strides) {
-            lo += (a * s) as isize;
-            hi += ((b - 1) * s) as isize;
+            match (step(lo, *a, s), step(hi, b - 1, s)) {
+                (Some(l), Some(h)) => (lo, hi) = (l, h),
+                _ => return Some((isize::MIN, isize::MAX)),
+            }
         }
         Some((lo, hi))
     }
