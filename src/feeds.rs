@@ -39,7 +39,31 @@ pub(crate) fn check(
     if fetches.iter().any(|&f| d.get(f).is_none()) {
         return Err(Error::Feed("a fetched tensor is not in this graph".into()));
     }
-    check_feeds(d, &needed_placeholders(d, fetches, fed), fed, precision)
+    let batch = check_feeds(d, &needed_placeholders(d, fetches, fed), fed, precision)?;
+    if batch.is_none() {
+        // No fed placeholder sets `?`: every node the run computes must then have a fixed
+        // shape, on both backends (the JIT once guessed batch 1).
+        let order = d.topo_order_until(fetches, |id| fed.contains_key(&id));
+        require_fixed_shapes(d, &order)?;
+    }
+    Ok(batch)
+}
+
+/// Refuses a run with no batch size (no fed placeholder has a `?`) in which a node of
+/// `order` still has an open dimension, naming the first such node's type and op.
+pub(crate) fn require_fixed_shapes(d: &GraphData, order: &[NodeId]) -> Result<()> {
+    match order
+        .iter()
+        .map(|&id| d.node(id))
+        .find(|n| n.ty.shape.to_fixed().is_none())
+    {
+        Some(n) => Err(Error::Feed(format!(
+            "cannot tell the batch size for {} {}: no fed placeholder has an open dimension",
+            n.ty,
+            n.label()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The placeholders that computing `fetches` reads, walking operands back from the fetches

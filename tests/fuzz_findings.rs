@@ -145,7 +145,6 @@ fn f5_max_of_an_empty_i32_axis_is_the_same_on_both_backends() {
 /// interpreter refuses. Minimized from graphs seed 351 (`cargo test`'s own cases): the
 /// gradient with respect to an unfed `x: f32[?,3]` of a loss that does not use it.
 #[test]
-#[ignore = "finding F6: fix pending (the JIT's batch inference, src/session.rs), see tests/fuzz_findings.md"]
 fn f6_an_unfed_batch_dimension_is_refused_on_both_backends() {
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, [None, Some(3)]);
@@ -159,6 +158,9 @@ fn f6_an_unfed_batch_dimension_is_refused_on_both_backends() {
         assert!(i.is_err(), "the interpreter ran an unfed batch: {i:?}");
         let j = jit.run(&[fetch], &[]);
         assert!(j.is_err(), "the JIT ran an unfed batch: {j:?}");
+        let (i, j) = (i.unwrap_err().to_string(), j.unwrap_err().to_string());
+        assert_eq!(i, j, "the backends report different errors");
+        assert!(j.contains("cannot tell the batch size"), "{j}");
     }
 }
 
@@ -195,6 +197,34 @@ fn f8_division_by_a_subnormal_constant_is_exact() {
     let j = jit.run(&[y], &[(x, xv.clone())]).unwrap();
     let i = interp.run(&[y], &[(x, xv)]).unwrap();
     assert_eq!(i[0].to_vec::<f32>().unwrap(), vec![1.0]);
+    assert!(
+        j[0].bits_eq(&i[0]),
+        "jit {:?} vs interpreter {:?}",
+        j[0],
+        i[0]
+    );
+}
+
+/// Issue 16, item 7: the interpreter's matmul turned -0 into +0 (its sums started from +0)
+/// while gemm keeps -0, so a following division gave -inf against +inf. Both keep IEEE signed
+/// zero now: a sum of products that are all -0 is -0.
+#[test]
+fn matmul_of_zeros_keeps_the_sign_of_zero_on_both_backends() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [85, 16]);
+    let a = g.constant(Array::new([85, 1], vec![-0.0f32; 85]).unwrap());
+    let b = g.constant(Array::new([1, 16], vec![0.0f32; 16]).unwrap());
+    let y = x / a.matmul(b);
+    let xv = Array::new([85, 16], vec![1.0f32; 85 * 16]).unwrap();
+    let mut jit = Session::new(&g).unwrap();
+    let mut interp = Session::with_backend(&g, Backend::Interpreter).unwrap();
+    let j = jit.run(&[y], &[(x, xv.clone())]).unwrap();
+    let i = interp.run(&[y], &[(x, xv)]).unwrap();
+    assert!(i[0]
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .all(|&v| v == f32::NEG_INFINITY));
     assert!(
         j[0].bits_eq(&i[0]),
         "jit {:?} vs interpreter {:?}",

@@ -221,7 +221,10 @@ fn matmul(a: &Value, b: &Value, out_shape: &[usize], dt: DType, prec: Precision)
     for bi in 0..batch {
         let (ao, bo, co) = (bi * m * k, bi * k * n, bi * m * n);
         for i in 0..m {
-            acc.iter_mut().for_each(|x| *x = 0.0);
+            // -0.0 is the additive identity of IEEE sums (+0.0 is not: -0 + +0 = +0), so a
+            // product of zeros keeps its sign, as gemm's does; an empty sum (k = 0) is +0.
+            let zero = if k == 0 { 0.0 } else { -0.0 };
+            acc.iter_mut().for_each(|x| *x = zero);
             for kk in 0..k {
                 let av = a.data[ao + i * k + kk];
                 let row = &b.data[bo + kk * n..bo + (kk + 1) * n];

@@ -146,7 +146,9 @@ pub(super) fn eval_kernel(
             for_each_index(batch, |bi| {
                 for i in 0..*m {
                     for j in 0..*n {
-                        let mut acc = 0.0;
+                        // -0.0, the identity of IEEE sums: a product of zeros keeps its
+                        // sign. An empty sum (k = 0) is +0, as gemm's.
+                        let mut acc = if *kk == 0 { 0.0 } else { -0.0 };
                         for x in 0..*kk {
                             acc += read(a, bi, i, x) * read(b, bi, x, j);
                         }
