@@ -212,10 +212,16 @@ fn a_symlink_to_dev_zero_is_refused_by_the_loaders() {
     std::os::unix::fs::symlink("/dev/zero", d.join("graph.kiln")).unwrap();
     std::os::unix::fs::symlink("/dev/zero", d.join("variables.safetensors")).unwrap();
     let e = kiln::saved::load(&d).map(|_| ()).unwrap_err().to_string();
-    assert!(e.contains("graph.kiln") && e.contains("not a regular file"), "{e}");
+    assert!(
+        e.contains("graph.kiln") && e.contains("not a regular file"),
+        "{e}"
+    );
     let ck = d.join("variables.safetensors");
     let e = kiln::checkpoint::read(&ck).unwrap_err().to_string();
-    assert!(e.contains("variables.safetensors") && e.contains("not a regular file"), "{e}");
+    assert!(
+        e.contains("variables.safetensors") && e.contains("not a regular file"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -228,5 +234,24 @@ fn a_saved_graph_over_the_limit_is_refused() {
     let e = kiln::saved::load(&d).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("graph.kiln"), "{e}");
     assert!(e.contains(&kiln::saved::MAX_GRAPH_BYTES.to_string()), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A model directory that does not exist is reported by `kiln-run` in plain words, naming the
+/// path and the OS's reason, not as `Io { .. }`.
+#[test]
+fn kiln_run_names_a_missing_model_directory_in_plain_words() {
+    let d = dir("kiln-run-missing");
+    let model = d.join("no-such-model");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-run"))
+        .arg(&model)
+        .args(["in.safetensors", "out.safetensors", "y"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-model"), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(!err.contains("Io {"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
