@@ -215,11 +215,15 @@ pub fn write(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<()> {
     crate::atomic::write(path, &data)
 }
 
+/// The largest checkpoint [`read()`] reads (64 GiB): a guard against a device or a runaway
+/// file, not a model-size policy. Non-regular files (a symlink to `/dev/zero`) are refused too.
+pub const MAX_CHECKPOINT_BYTES: u64 = 64 << 30;
+
 /// Reads and fully checks a checkpoint file: a truncated file, a damaged header, a tensor
 /// whose bytes do not match its shape, or a checksum mismatch is an error naming the file.
 pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let data = std::fs::read(path).map_err(|e| Error::io(path, "cannot read the checkpoint", e))?;
+    let data = crate::saved::read_bounded(path, MAX_CHECKPOINT_BYTES, "the checkpoint")?;
     let st = SafeTensors::deserialize(&data).map_err(|e| {
         bad(
             path,

@@ -59,10 +59,48 @@ pub fn load(dir: impl AsRef<Path>) -> Result<(Graph, Session)> {
 pub fn load_with_backend(dir: impl AsRef<Path>, backend: Backend) -> Result<(Graph, Session)> {
     let dir = dir.as_ref();
     let path = dir.join(GRAPH_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::io(&path, "cannot read the saved graph", e))?;
+    let bytes = read_bounded(&path, MAX_GRAPH_BYTES, "the saved graph")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::invalid_file(&path, format!("the saved graph is not UTF-8: {e}")))?;
     let graph = Graph::parse(&text).map_err(|e| Error::invalid_file(&path, e.to_string()))?;
     let mut session = Session::with_backend(&graph, backend)?;
     session.restore(dir.join(VARIABLES_FILE))?;
     Ok((graph, session))
+}
+
+/// The largest `graph.kiln` [`load`] reads (256 MiB; a graph of a million ops is ~100 MB).
+pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
+
+/// Reads the file at `path` (`what` names it in errors), refusing anything but a regular
+/// file (a symlink to `/dev/zero` or a FIFO would never end) and a file over `limit` bytes,
+/// before reading; the read itself stops at `limit + 1` bytes in case the file grows.
+pub(crate) fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::io(path, format!("cannot read {what}"), e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid_file(
+            path,
+            format!("{what} is not a regular file (a device, FIFO or directory); refused"),
+        ));
+    }
+    let too_big = |n: u64| {
+        Error::invalid_file(
+            path,
+            format!("{what} holds {n} bytes, more than the limit of {limit} bytes; refused"),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let f =
+        std::fs::File::open(path).map_err(|e| Error::io(path, format!("cannot read {what}"), e))?;
+    let mut data = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io(path, format!("cannot read {what}"), e))?;
+    if data.len() as u64 > limit {
+        return Err(too_big(data.len() as u64));
+    }
+    Ok(data)
 }

@@ -167,3 +167,91 @@ fn a_checkpoint_stripped_of_its_metadata_is_reported_as_foreign() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Audit item 3: the IDX reader decompressed everything before checking the header. A `.gz`
+/// whose header claims 4096x4096x4096 bytes (64 GiB) is refused from its header, naming the
+/// path and the limit, before any data is decompressed.
+#[test]
+fn an_idx_header_claiming_huge_dims_is_refused_before_decompressing() {
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let d = dir("idx");
+    let path = d.join("huge-idx3-ubyte.gz");
+    let mut raw = vec![0u8, 0, 0x08, 3];
+    for _ in 0..3 {
+        raw.extend(4096u32.to_be_bytes());
+    }
+    raw.extend(vec![0u8; 1 << 16]);
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&raw).unwrap();
+    std::fs::write(&path, e.finish().unwrap()).unwrap();
+    let msg = kiln::data::read_idx(&path).unwrap_err().to_string();
+    assert!(msg.contains("huge-idx3-ubyte.gz"), "{msg}");
+    assert!(msg.contains("4096x4096x4096"), "{msg}");
+    assert!(msg.contains("limit"), "{msg}");
+
+    // Data beyond the declared size is trailing data, read no further than one byte past it.
+    let small = d.join("small-idx1-ubyte.gz");
+    let mut raw = vec![0u8, 0, 0x08, 1];
+    raw.extend(4u32.to_be_bytes());
+    raw.extend(vec![7u8; 1 << 20]);
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&raw).unwrap();
+    std::fs::write(&small, e.finish().unwrap()).unwrap();
+    let msg = kiln::data::read_idx(&small).unwrap_err().to_string();
+    assert!(msg.contains("trailing data"), "{msg}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Audit item 3: `saved::load` and `checkpoint::read` read a symlink to `/dev/zero` until
+/// memory ran out. A non-regular file is refused from its metadata, naming the path.
+#[cfg(unix)]
+#[test]
+fn a_symlink_to_dev_zero_is_refused_by_the_loaders() {
+    let d = dir("devzero");
+    std::os::unix::fs::symlink("/dev/zero", d.join("graph.kiln")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.join("variables.safetensors")).unwrap();
+    let e = kiln::saved::load(&d).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("graph.kiln") && e.contains("not a regular file"),
+        "{e}"
+    );
+    let ck = d.join("variables.safetensors");
+    let e = kiln::checkpoint::read(&ck).unwrap_err().to_string();
+    assert!(
+        e.contains("variables.safetensors") && e.contains("not a regular file"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A saved graph over the documented limit is refused before it is read, naming the limit.
+#[test]
+fn a_saved_graph_over_the_limit_is_refused() {
+    let d = dir("biggraph");
+    let f = std::fs::File::create(d.join("graph.kiln")).unwrap();
+    f.set_len(kiln::saved::MAX_GRAPH_BYTES + 1).unwrap(); // sparse: no disk used
+    let e = kiln::saved::load(&d).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("graph.kiln"), "{e}");
+    assert!(e.contains(&kiln::saved::MAX_GRAPH_BYTES.to_string()), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A model directory that does not exist is reported by `kiln-run` in plain words, naming the
+/// path and the OS's reason, not as `Io { .. }`.
+#[test]
+fn kiln_run_names_a_missing_model_directory_in_plain_words() {
+    let d = dir("kiln-run-missing");
+    let model = d.join("no-such-model");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-run"))
+        .arg(&model)
+        .args(["in.safetensors", "out.safetensors", "y"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-model"), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(!err.contains("Io {"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -49,8 +49,15 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:?}` is the message and its causes (see kiln::error).
-            eprintln!("kiln-run: {e:?}");
+            // The message in plain words, then each cause (the OS error of an I/O failure):
+            // `{:?}` would print the enum's fields, which is not for the user.
+            let mut line = format!("kiln-run: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                line.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            eprintln!("{line}");
             ExitCode::FAILURE
         }
     }

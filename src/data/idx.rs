@@ -14,6 +14,11 @@ use std::path::Path;
 
 /// The IDX type byte for unsigned bytes, the only element type supported.
 const U8: u8 = 0x08;
+/// The largest data an IDX file may declare (4 GiB; MNIST's training images are 47 MB). The
+/// header is checked against it before any data is read, and the data is read with a bound
+/// of the declared size plus one byte, so a small `.gz` whose header claims huge dimensions,
+/// or a stream that decompresses to far more than its header says, cannot exhaust memory.
+pub(crate) const MAX_IDX_BYTES: usize = 1 << 32;
 /// Largest buffer reserved up front from a header's claim (the data may still be larger).
 const MAX_RESERVE: usize = 1 << 28;
 
@@ -109,8 +114,19 @@ fn read_raw(path: &Path, want_dims: Option<u8>, items: &str) -> Result<Idx> {
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| Error::invalid_file(path, format!("header dimensions {dims:?} overflow")))?;
 
+    if total > MAX_IDX_BYTES {
+        return Err(Error::invalid_file(
+            path,
+            format!(
+                "header declares {}, more than the limit of {MAX_IDX_BYTES} bytes \
+                 (MNIST's largest file is 47 MB); nothing was decompressed",
+                describe(&dims, total, items)
+            ),
+        ));
+    }
     let mut data = Vec::with_capacity(total.min(MAX_RESERVE));
-    let res = r.read_to_end(&mut data);
+    // One byte past the declared size is enough to tell trailing data from a clean end.
+    let res = r.take(total as u64 + 1).read_to_end(&mut data);
     let want = describe(&dims, total, items);
     let found = data.len();
     let have = if dims.len() == 1 {
@@ -137,8 +153,7 @@ fn read_raw(path: &Path, want_dims: Option<u8>, items: &str) -> Result<Idx> {
         Ok(_) if found > total => Err(Error::invalid_file(
             path,
             format!(
-                "{} bytes of trailing data: header says {want}",
-                found - total
+                "trailing data after the {total} bytes the header declares: header says {want}"
             ),
         )),
         Ok(_) => Ok(Idx { dims, data }),
