@@ -91,7 +91,7 @@ impl Session {
         Ok(Session {
             graph: graph.clone(),
             backend,
-            vars: VarStore::new(graph, true),
+            vars: VarStore::new(graph, true)?,
             cache: HashMap::new(),
             updates: HashMap::new(),
             compiles: 0,
@@ -208,7 +208,7 @@ impl Session {
                 ));
             }
         }
-        self.vars.init_missing();
+        self.vars.init_missing()?;
         let user: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
         // Assigns behind the fetches become extra outputs, stored when the run has finished
         // (snapshot semantics; see graph::effects).

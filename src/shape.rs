@@ -12,6 +12,39 @@ use crate::dtype::DType;
 use smallvec::SmallVec;
 use std::fmt;
 
+/// The default of [`alloc_limit`]: 64 GiB.
+pub const DEFAULT_MAX_ALLOC: usize = 64 << 30;
+
+/// The most bytes one array that kiln allocates on the input's behalf (a variable's initial
+/// value, for now) may take: `KILN_MAX_ALLOC` (a byte count) if set, else
+/// [`DEFAULT_MAX_ALLOC`]. Checking this first turns a size the machine cannot hold into an
+/// error naming the op, instead of an allocation that aborts the process.
+pub fn alloc_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("KILN_MAX_ALLOC")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_ALLOC)
+    })
+}
+
+/// Checks that an array of `dtype` and `dims` made for `what` (an op and its name) fits the
+/// [`alloc_limit`]; returns its byte size.
+pub fn check_alloc(what: &str, dtype: DType, dims: &[usize]) -> Result<usize, String> {
+    let limit = alloc_limit();
+    match checked_bytes(dims, dtype) {
+        Some(b) if b <= limit => Ok(b),
+        Some(b) => Err(format!(
+            "{what}: {dtype}{dims:?} needs {b} bytes, more than the allocation limit of {limit} \
+             bytes (set KILN_MAX_ALLOC to a byte count to raise it)"
+        )),
+        None => Err(format!(
+            "{what}: {dtype}{dims:?} needs more bytes than memory can address"
+        )),
+    }
+}
+
 /// The element count of `dims`, or `None` if it overflows `usize`.
 pub fn checked_numel(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))

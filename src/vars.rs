@@ -37,7 +37,7 @@ pub(crate) struct VarStore {
 impl VarStore {
     /// A store for `graph` with every variable initialized; `double_buffer` keeps each
     /// replaced value for [`VarStore::take_spare`].
-    pub(crate) fn new(graph: &Graph, double_buffer: bool) -> VarStore {
+    pub(crate) fn new(graph: &Graph, double_buffer: bool) -> Result<VarStore> {
         let mut s = VarStore {
             graph: graph.clone(),
             values: HashMap::new(),
@@ -45,22 +45,29 @@ impl VarStore {
             double_buffer,
             runs: 0,
         };
-        s.init_missing();
-        s
+        s.init_missing()?;
+        Ok(s)
     }
 
     /// Gives every variable without a value (one added to the graph since) its initial
     /// value.
-    pub(crate) fn init_missing(&mut self) {
+    ///
+    /// A value larger than [`crate::shape::alloc_limit`] is an error naming the variable, its
+    /// shape and the bytes, instead of an allocation that aborts the process.
+    pub(crate) fn init_missing(&mut self) -> Result<()> {
         let d = self.graph.data();
         for id in d.variables() {
             let n = d.node(id);
             if let (Op::Variable { init }, Some(shape)) = (&n.op, n.ty.shape.to_fixed()) {
-                self.values
-                    .entry(id)
-                    .or_insert_with(|| init.fill(n.ty.dtype, &shape));
+                if self.values.contains_key(&id) {
+                    continue;
+                }
+                let what = format!("variable {:?}", n.label());
+                crate::shape::check_alloc(&what, n.ty.dtype, &shape).map_err(Error::invalid)?;
+                self.values.insert(id, init.fill(n.ty.dtype, &shape));
             }
         }
+        Ok(())
     }
 
     /// Every value, by variable: what a backend reads.

@@ -78,3 +78,20 @@ fn array_new_refuses_an_overflowing_shape() {
     let e = Array::new([0usize], vec![0.0f32; 0]).map(|a| a.reshape([1usize << 40, 1 << 40]));
     assert!(e.unwrap().is_err());
 }
+
+/// Issue 16, item 3: a variable too large for the allocation limit (`KILN_MAX_ALLOC`, 64 GiB
+/// by default) is an error at `Session::new` naming the variable, the shape and the bytes,
+/// on both backends, instead of an allocation of 4 TiB that aborts the process.
+#[test]
+fn a_variable_past_the_allocation_limit_is_an_error() {
+    let g = Graph::new();
+    let _ = g.variable("huge", [1usize << 40], kiln::init::zeros());
+    for backend in [Backend::Jit, Backend::Interpreter] {
+        let e = Session::with_backend(&g, backend).err().expect("accepted");
+        let msg = e.to_string();
+        assert!(msg.contains("huge"), "{msg}");
+        assert!(msg.contains("1099511627776"), "{msg}");
+        assert!(msg.contains("4398046511104 bytes"), "{msg}");
+        assert!(msg.contains("KILN_MAX_ALLOC"), "{msg}");
+    }
+}

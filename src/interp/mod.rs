@@ -166,7 +166,7 @@ impl Interpreter {
         Ok(Interpreter {
             graph: g.clone(),
             // `evaluate` returns new arrays: a spare buffer would only be kept, never used.
-            vars: VarStore::new(g, false),
+            vars: VarStore::new(g, false)?,
             precision,
         })
     }
@@ -195,7 +195,7 @@ impl Interpreter {
     /// [`Interpreter::run`] by node ids.
     pub fn run_ids(&mut self, fetches: &[NodeId], feeds: &[(NodeId, Array)]) -> Result<Vec<Array>> {
         self.graph.check()?;
-        self.vars.init_missing();
+        self.vars.init_missing()?;
         // Run `i` (from 0) draws random stream `i`; a failed run draws none.
         let run_index = self.vars.runs();
         let (updates, mut out) = {

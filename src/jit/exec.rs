@@ -76,18 +76,19 @@ impl Executable {
         for ((a, (_, t)), l) in vars.iter().zip(&self.variables).zip(&self.labels.1) {
             want("variable", l, a, t)?;
         }
-        let mut ws = self
-            .pool
-            .lock()
-            .map_or(None, |mut p| p.pop())
-            .unwrap_or_else(|| Workspace {
+        let pooled = self.pool.lock().map_or(None, |mut p| p.pop());
+        let mut ws = match pooled {
+            Some(ws) => ws,
+            None => Workspace {
                 slots: self
                     .slot_sizes
                     .iter()
-                    .map(|&b| AlignedBuf::new(b))
-                    .collect(),
-                scratch: AlignedBuf::new(self.scratch_bytes),
-            });
+                    .map(|&b| AlignedBuf::try_new(b))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(Error::invalid)?,
+                scratch: AlignedBuf::try_new(self.scratch_bytes).map_err(Error::invalid)?,
+            },
+        };
         // Each computed output's buffer: recycled from its owning position, else
         // new (kernels write every element, but new arrays are zeroed anyway: `calloc`).
         let mut bufs: Vec<Array> = Vec::with_capacity(self.out_tys.len());

@@ -157,6 +157,32 @@ unsafe impl Sync for AlignedBuf {}
 const ALIGN: usize = 64;
 
 impl AlignedBuf {
+    /// `len` zero bytes, or an error (instead of an aborting allocation) if `len` passes
+    /// [`crate::shape::alloc_limit`] or the allocator refuses: a batch whose intermediates
+    /// are too large fails its run, not the process.
+    pub(crate) fn try_new(len: usize) -> Result<AlignedBuf, String> {
+        let limit = crate::shape::alloc_limit();
+        if len > limit {
+            return Err(format!(
+                "a JIT workspace buffer needs {len} bytes, more than the allocation limit of \
+                 {limit} bytes (set KILN_MAX_ALLOC to a byte count to raise it)"
+            ));
+        }
+        if len == 0 {
+            return Ok(AlignedBuf::new(0));
+        }
+        let layout = Layout::from_size_align(len, ALIGN)
+            .map_err(|_| format!("a JIT workspace buffer of {len} bytes overflows"))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(format!(
+                "could not allocate a JIT workspace buffer of {len} bytes"
+            ));
+        }
+        Ok(AlignedBuf { ptr, len })
+    }
+
     /// `len` zero bytes.
     pub(crate) fn new(len: usize) -> AlignedBuf {
         if len == 0 {
@@ -219,5 +245,16 @@ mod tests {
             assert_eq!(unary_from_code(c), None);
             assert!(kiln_unary_f64(c, 1.0).is_nan());
         }
+    }
+
+    #[test]
+    fn a_workspace_buffer_past_the_limit_is_an_error() {
+        let e = AlignedBuf::try_new(usize::MAX)
+            .err()
+            .expect("allocated usize::MAX bytes");
+        assert!(e.contains("allocation limit"), "{e}");
+        let mut b = AlignedBuf::try_new(64).expect("64 bytes");
+        assert!(!b.as_mut_ptr().is_null());
+        assert!(AlignedBuf::try_new(0).is_ok());
     }
 }
