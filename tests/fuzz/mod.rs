@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 /// switches at the top of tests/fuzz/compare.rs. A run counts
 /// them apart and does not fail on them; delete a line when its fix lands, so the harness
 /// guards the fix. Each has an `#[ignore]`d regression test in tests/fuzz_findings.rs.
-pub const KNOWN: [(&str, &str, &str); 8] = [
+pub const KNOWN: [(&str, &str, &str); 7] = [
     // The parser indexes an operand that is not there (issue 16, item 6).
     ("F1", "text", "panicked at src/graph/mod.rs:258"),
     // Sizes computed with wrapping arithmetic: an overflowing shape or pad width is accepted
@@ -57,8 +57,6 @@ pub const KNOWN: [(&str, &str, &str); 8] = [
     ("F3", "graphs", "jit -inf vs interpreter inf"),
     ("F3", "graphs", "jit 0e0 vs interpreter -0e0"),
     ("F3", "graphs", "jit -0e0 vs interpreter 0e0"),
-    // `size` of an integer division by zero: the JIT skips the division (issue 16, item 7).
-    ("F7", "graphs", "vs interpreter Err(run: div at"),
 ];
 
 /// The known finding `what` is, if any.
