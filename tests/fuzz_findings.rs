@@ -194,7 +194,6 @@ fn f7_size_of_a_division_by_zero_agrees_on_both_backends() {
 /// inf on the JIT, as if the division became a multiplication by the reciprocal, which
 /// overflows. Minimized from graphs seed 5440607.
 #[test]
-#[ignore = "finding F8: fix pending (the JIT or its passes), see tests/fuzz_findings.md"]
 fn f8_division_by_a_subnormal_constant_is_exact() {
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, [1]);
