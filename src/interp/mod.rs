@@ -30,6 +30,7 @@ use crate::array::Array;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::feeds::check_feeds;
+use crate::graph::op::Op;
 use crate::graph::{Graph, GraphData, NodeId, Tensor};
 use crate::kernel::Kernels;
 use crate::vars::VarStore;
@@ -95,6 +96,11 @@ pub fn evaluate_lowered(
     // Fed nodes are listed but not looked through (a fed value need not be computable).
     let order = d.topo_order_until(fetches, |id| fed.contains_key(&id));
     let batch = check_feeds(d, &order, &fed, precision)?;
+    // `size` reads only its operand's shape, which the batch size fixes: its operand is not
+    // evaluated (as on the JIT), so a division by zero inside `size(a / b)` is no error.
+    let order = d.topo_order_until(fetches, |id| {
+        fed.contains_key(&id) || matches!(d.node(id).op, Op::Size { .. })
+    });
     let mut vals: HashMap<NodeId, Value> = HashMap::with_capacity(order.len());
     for &id in &order {
         let n = d.node(id);
@@ -116,6 +122,18 @@ pub fn evaluate_lowered(
                 dtype: n.ty.dtype,
                 shape,
                 data: a.to_f64_vec(),
+            }
+        } else if let Op::Size { axes } = &n.op {
+            let operand = &d.node(n.inputs[0]).ty.shape;
+            let dims = match batch {
+                Some(b) => operand.resolve(b),
+                None => operand.to_fixed().unwrap_or_default(),
+            };
+            let count = axes.iter().map(|&a| dims[a]).product::<usize>() as f64;
+            Value {
+                dtype: n.ty.dtype,
+                shape,
+                data: vec![eval::round(n.ty.dtype, precision, count)],
             }
         } else {
             let ins: Vec<&Value> = n.inputs.iter().map(|i| &vals[i]).collect();

@@ -122,7 +122,10 @@ fn rule(g: &GraphData, id: NodeId, opts: &PassOptions) -> Option<Rewrite> {
                 BinaryOp::Div => {
                     let c = sy?;
                     let r = 1.0 / c;
-                    let exact = c.is_finite() && c != 0.0 && r.is_finite() && {
+                    // The reciprocal must be finite in the node's dtype: 1 / 2^-149 (the least
+                    // f32 subnormal) is finite in f64 but overflows f32 (fuzz F8).
+                    let fits = n.ty.dtype != crate::DType::F32 || (r as f32).is_finite();
+                    let exact = c.is_finite() && c != 0.0 && r.is_finite() && fits && {
                         let (m, _) = frexp(c);
                         m.abs() == 0.5
                     };

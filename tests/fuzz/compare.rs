@@ -33,7 +33,7 @@ pub const I32_OVERFLOW_AGREES: bool = true;
 pub const EMPTY_I32_MAX_AGREES: bool = true;
 /// Whether finding F8 (a division by a subnormal constant overflows on the JIT) is fixed;
 /// until then float divisions by a constant are not compared by value.
-pub const DIV_BY_CONSTANT_EXACT: bool = false;
+pub const DIV_BY_CONSTANT_EXACT: bool = true;
 
 /// Whether `id` is a constant, possibly broadcast.
 fn is_constant(d: &GraphData, id: NodeId) -> bool {
