@@ -32,7 +32,8 @@
 //!
 //! The MLP and compile cases have no Rust baseline worth beating; their reference rows are
 //! JAX, PyTorch and numpy figures measured on this machine on 2026-11-24
-//! (`/work/shared/peers/README.md`), printed as published and marked so.
+//! by the project's peer scripts (kept outside this repository), printed as published and
+//! marked so.
 
 mod baseline;
 mod harness;

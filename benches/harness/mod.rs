@@ -116,7 +116,7 @@ impl Report {
         );
         println!(
             "Ratio = baseline median / kiln median: above 1 means kiln is faster. Rows marked \
-             \"{PUBLISHED}\" compare with figures from /work/shared/peers/README.md, not measured \
+             \"{PUBLISHED}\" compare with the peer scripts' figures published on that date, not measured \
              in this run.\n"
         );
         println!(

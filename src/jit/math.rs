@@ -1,7 +1,7 @@
 //! exp, log, tanh, sigmoid, erf and softplus in Cranelift ops, for `f32` and `f32x4` alike.
 //!
 //! Cranelift has no transcendental instructions, and a libm call per lane costs 3–4× a
-//! polynomial (see `../shared/notes/cranelift.md`). These are the Cephes single-precision
+//! polynomial (measured when the JIT was written). These are the Cephes single-precision
 //! algorithms, written branch-free (special cases by `select`) so the same code runs per
 //! lane. Errors below are against `f64` std results rounded to `f32`, measured by the sweep in
 //! `tests/jit.rs` (`transcendentals_match_f64`), which also fixes the tolerances the
