@@ -115,6 +115,8 @@ fn the_generator_covers_every_op() {
         "tanh(",
         "abs(",
         "sigmoid(",
+        "erf(",
+        "softplus(",
         "add(",
         "sub(",
         "mul(",

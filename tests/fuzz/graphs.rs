@@ -133,7 +133,7 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
         3 if r.one_in(3) => g.random_uniform(random_shape(r), -1.0, 1.0, r.next() % 9),
         3 if r.one_in(2) => g.random_uniform(random_fixed_shape(r), -1.0, 1.0, r.next() % 9),
         3 => g.random_normal(random_fixed_shape(r), 0.0, 1.0, r.next() % 9),
-        4 | 5 if float => match r.below(8) {
+        4 | 5 if float => match r.below(10) {
             0 => -a,
             1 => a.exp(),
             2 => a.log(),
@@ -141,6 +141,8 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
             4 => a.recip(),
             5 => a.tanh(),
             6 => a.abs(),
+            7 => a.erf(),
+            8 => a.softplus(),
             _ => a.sigmoid(),
         },
         4 | 5 if a.dtype() == DType::I32 => {
