@@ -64,7 +64,7 @@ pub struct ReadmeDoctests;
 pub use array::{Array, ArrayData, Element};
 pub use dtype::DType;
 pub use error::{Error, Result, SrcLoc};
-pub use graph::op::{BinaryOp, Op, OpGroup, ReduceOp, Ty, UnaryOp};
+pub use graph::op::{BinaryOp, DataFormat, Op, OpGroup, Padding, ReduceOp, Ty, UnaryOp, Window2d};
 pub use graph::{Graph, GraphData, Node, NodeId, Tensor};
 pub use interp::{Interpreter, Precision};
 pub use shape::{Dim, Shape};

@@ -25,10 +25,12 @@ mod infer;
 pub(crate) mod props;
 pub(crate) mod schema;
 mod special;
+pub mod window;
 
 pub(crate) use infer::infer;
 pub use props::{BinaryProps, Cost, UnaryProps};
 pub use schema::OpKind;
+pub use window::{DataFormat, Padding, Window2d};
 
 use crate::array::{ConstValue, FloatAttr};
 use crate::dtype::DType;
