@@ -134,8 +134,9 @@ pub(crate) fn same_graph(
     for (what, pos, t) in fetched.chain(fed) {
         if !t.graph().same_as(graph) {
             return Err(Error::Feed(format!(
-                "{} belongs to another graph than this one's; use the tensor made in the graph \
-                 the session (or interpreter) runs (each Graph::new() is a new graph)",
+                "{} is from another graph than the one being run; use the tensors of the \
+                 graph the session (or interpreter) was made with (each Graph::new() makes a \
+                 new graph)",
                 describe(what, pos, t)
             )));
         }

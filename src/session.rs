@@ -303,22 +303,31 @@ impl Session {
             }
         }
         let exe = self.executable(fetches, batch)?;
+        // Both were checked (the feeds by `feeds::check`, the variables by `init_missing`);
+        // a miss is named all the same.
+        let label = |id: &NodeId| self.graph.data().get(*id).map(|n| n.label());
         let feed_refs: Vec<&Array> = exe
             .placeholders()
             .iter()
             .map(|(id, _)| {
-                fed.get(id)
-                    .copied()
-                    .ok_or_else(|| Error::Feed("a placeholder was not fed".into()))
+                fed.get(id).copied().ok_or_else(|| {
+                    Error::Feed(format!(
+                        "placeholder {} was not fed",
+                        label(id).unwrap_or_default()
+                    ))
+                })
             })
             .collect::<Result<_>>()?;
         let var_refs: Vec<&Array> = exe
             .variables()
             .iter()
             .map(|(id, _)| {
-                self.vars
-                    .get(*id)
-                    .ok_or_else(|| Error::invalid("a variable has no value"))
+                self.vars.get(*id).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "variable {} has no value",
+                        label(id).unwrap_or_default()
+                    ))
+                })
             })
             .collect::<Result<_>>()?;
         exe.run_into(&feed_refs, &var_refs, run_index, out)
