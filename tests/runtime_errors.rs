@@ -136,6 +136,12 @@ fn a_tensor_from_another_graph_is_named() {
     let mut it = Interpreter::new(&g).unwrap();
     let e = it.run(&[y], &[(x2, xv)]).unwrap_err().to_string();
     assert_eq!(e, msgs[0]);
+    // So does set_variable, by the variable's name.
+    let v = other.variable("w2", [2], init::zeros());
+    let mut s = Session::new(&g).unwrap();
+    let e = s.set_variable(v, Array::new([2], vec![1.0f32, 2.0]).unwrap());
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains(r#""w2""#) && e.contains("another graph"), "{e}");
 }
 
 /// F6: a `?` that no fed placeholder sets is refused on both backends, naming the op that
