@@ -68,7 +68,11 @@ impl fmt::Display for SrcLoc {
 #[non_exhaustive]
 pub enum Error {
     /// A shape or dtype mistake (or another invalid use) found when an op was added.
-    #[error("{op}{}: {msg}{}", at(loc), more_errors(*more))]
+    ///
+    /// [`Graph::check`](crate::Graph::check) reports the graph's first error with the others
+    /// in `more`; `Display` lists the first [`MAX_LISTED`] of those, one per line, each with
+    /// its op, operand types and source line, and counts the rest.
+    #[error("{op}{}: {msg}{}", at(loc), more_errors(more))]
     Graph {
         /// The op's name, as in dumps (`matmul`, `add`, ...).
         op: String,
@@ -76,17 +80,22 @@ pub enum Error {
         loc: Option<SrcLoc>,
         /// What is wrong, with operand types and names.
         msg: String,
-        /// How many further errors the graph holds beyond this one.
-        more: usize,
+        /// The further errors the graph holds beyond this one, in the order they were made
+        /// (empty for an error about one op).
+        more: Vec<Error>,
     },
     /// Feeds or fetches given to a run that do not fit the graph.
     #[error("run: {0}")]
     Feed(String),
-    /// A failure while evaluating a graph (such as an integer division by zero).
-    #[error("{op}{}: {msg}", at(loc))]
+    /// A failure while evaluating a graph (such as an integer division by zero), naming the
+    /// user's op as a build error does, on either backend:
+    /// `div "ratio" at src/main.rs:12:9: integer division by zero`.
+    #[error("{op}{}{}: {msg}", quoted(name), at(loc))]
     Runtime {
         /// The op's name.
         op: String,
+        /// The node's name, if it has one.
+        name: Option<String>,
         /// Where the user created the op.
         loc: Option<SrcLoc>,
         /// What went wrong.
@@ -136,13 +145,35 @@ fn at(loc: &Option<SrcLoc>) -> String {
     loc.as_ref().map(|l| format!(" at {l}")).unwrap_or_default()
 }
 
-/// ` (and 2 more errors)`, or nothing.
-fn more_errors(more: usize) -> String {
-    match more {
-        0 => String::new(),
-        1 => " (and 1 more error)".into(),
-        n => format!(" (and {n} more errors)"),
+/// ` "name"`, or nothing.
+fn quoted(name: &Option<String>) -> String {
+    name.as_ref().map(|n| format!(" {n:?}")).unwrap_or_default()
+}
+
+/// How many of a graph's further errors [`Error::Graph`]'s message lists; the rest are
+/// counted (all of them are in its `more` field and in `GraphData::errors`).
+pub const MAX_LISTED: usize = 10;
+
+/// The further errors, one per indented line, the first [`MAX_LISTED`] of them, then a count
+/// of the rest; or nothing.
+fn more_errors(more: &[Error]) -> String {
+    if more.is_empty() {
+        return String::new();
     }
+    let s = if more.len() == 1 { "" } else { "s" };
+    let mut out = format!("\nand {} more error{s}:", more.len());
+    for e in more.iter().take(MAX_LISTED) {
+        // An error listed here holds no list of its own (`GraphData::check` builds it).
+        out.push_str(&format!("\n  {e}"));
+    }
+    if more.len() > MAX_LISTED {
+        let rest = more.len() - MAX_LISTED;
+        let s = if rest == 1 { "" } else { "s" };
+        out.push_str(&format!(
+            "\n  ... and {rest} more error{s} (Error::Graph's `more` holds them all)"
+        ));
+    }
+    out
 }
 
 impl Error {
@@ -179,9 +210,10 @@ impl Error {
                 .field("more", more)
                 .finish(),
             Error::Feed(m) => f.debug_tuple("Feed").field(m).finish(),
-            Error::Runtime { op, loc, msg } => f
+            Error::Runtime { op, name, loc, msg } => f
                 .debug_struct("Runtime")
                 .field("op", op)
+                .field("name", name)
                 .field("loc", loc)
                 .field("msg", msg)
                 .finish(),

@@ -16,12 +16,17 @@
 //!
 //! Feeds are checked in the order their nodes were created, so when several are wrong the
 //! same one is reported every time.
+//!
+//! Also here, so that the session and the interpreter word them alike: a fetch or feed from
+//! another graph ([`same_graph`]), a run with no batch size ([`no_batch_size`]), and the
+//! optional check for NaN and infinities in feeds ([`check_finite`]). Each names the tensor by
+//! name, type and the line that made it.
 
 use crate::array::Array;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::op::Op;
-use crate::graph::{GraphData, NodeId};
+use crate::graph::{Graph, GraphData, Node, NodeId, Tensor};
 use crate::interp::Precision;
 use crate::shape::Dim;
 use std::collections::{HashMap, HashSet};
@@ -44,26 +49,143 @@ pub(crate) fn check(
         // No fed placeholder sets `?`: every node the run computes must then have a fixed
         // shape, on both backends (the JIT once guessed batch 1).
         let order = d.topo_order_until(fetches, |id| fed.contains_key(&id));
-        require_fixed_shapes(d, &order)?;
+        require_fixed_shapes(d, &order, fed)?;
     }
     Ok(batch)
 }
 
 /// Refuses a run with no batch size (no fed placeholder has a `?`) in which a node of
-/// `order` still has an open dimension, naming the first such node's type and op.
-pub(crate) fn require_fixed_shapes(d: &GraphData, order: &[NodeId]) -> Result<()> {
+/// `order` still has an open dimension: [`no_batch_size`] of the first such node.
+pub(crate) fn require_fixed_shapes(
+    d: &GraphData,
+    order: &[NodeId],
+    fed: &HashMap<NodeId, &Array>,
+) -> Result<()> {
     match order
         .iter()
         .map(|&id| d.node(id))
         .find(|n| n.ty.shape.to_fixed().is_none())
     {
-        Some(n) => Err(Error::Feed(format!(
-            "cannot tell the batch size for {} {}: no fed placeholder has an open dimension",
-            n.ty,
-            n.label()
-        ))),
+        Some(n) => Err(no_batch_size(d, n, fed)),
         None => Ok(()),
     }
+}
+
+/// The error for a node `n` with an open (`?`) dimension in a run where no fed placeholder
+/// sets the batch size: names the node (its type, op, name and line) and the placeholders
+/// with a `?` that are not fed (name, type, line), the first of which would set it.
+pub(crate) fn no_batch_size(d: &GraphData, n: &Node, fed: &HashMap<NodeId, &Array>) -> Error {
+    let open: Vec<String> = d
+        .placeholders()
+        .into_iter()
+        .filter(|id| !fed.contains_key(id))
+        .map(|id| d.node(id))
+        .filter(|p| p.ty.shape.dims().first() == Some(&Dim::Batch))
+        .map(|p| format!("{} ({}{})", p.label(), p.ty, made_at(p)))
+        .collect();
+    let hint = match open.as_slice() {
+        [] => "; feed a placeholder with an open dimension, or give the op a fixed shape".into(),
+        [one] => format!("; feed {one} to set it"),
+        many => format!("; feed one of {} to set it", many.join(", ")),
+    };
+    Error::Feed(format!(
+        "cannot tell the batch size for {} {}{}: no fed placeholder has an open dimension{hint}",
+        n.ty,
+        n.label(),
+        made_at(n)
+    ))
+}
+
+/// `, made at file:line:col`, or nothing.
+fn made_at(n: &Node) -> String {
+    n.loc
+        .as_ref()
+        .map(|l| format!(", made at {l}"))
+        .unwrap_or_default()
+}
+
+/// How a run's error names a tensor given to it: `fetch 1 ("y": relu f32[?,3], made at
+/// src/main.rs:12:9)`.
+fn describe(what: &str, pos: usize, t: &Tensor<'_>) -> String {
+    let d = t.graph().data();
+    let n = d.node(t.id());
+    let name = n
+        .name
+        .as_deref()
+        .map(|s| format!("{s:?}: "))
+        .unwrap_or_default();
+    format!(
+        "{what} {pos} ({name}{} {}{})",
+        n.op.name(),
+        n.ty,
+        made_at(n)
+    )
+}
+
+/// Refuses fetches or feeds made in another graph than `graph`, naming the first one: fetch
+/// or feed, its position in the caller's list, its name, op, type and line.
+pub(crate) fn same_graph(
+    graph: &Graph,
+    fetches: &[Tensor<'_>],
+    feeds: &[(Tensor<'_>, Array)],
+) -> Result<()> {
+    let fetched = fetches.iter().enumerate().map(|(i, t)| ("fetch", i, t));
+    let fed = feeds.iter().enumerate().map(|(i, (t, _))| ("feed", i, t));
+    for (what, pos, t) in fetched.chain(fed) {
+        if !t.graph().same_as(graph) {
+            return Err(Error::Feed(format!(
+                "{} is from another graph than the one being run; use the tensors of the \
+                 graph the session (or interpreter) was made with (each Graph::new() makes a \
+                 new graph)",
+                describe(what, pos, t)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a fed floating-point array holding a NaN or an infinity (the check
+/// `Session::check_feeds_finite` switches on), naming the placeholder, its line, and the
+/// first bad element's index and value. Feeds are checked in the order their nodes were made.
+pub(crate) fn check_finite(d: &GraphData, fed: &HashMap<NodeId, &Array>) -> Result<()> {
+    let mut fed: Vec<(NodeId, &Array)> = fed.iter().map(|(&id, &a)| (id, a)).collect();
+    fed.sort_unstable_by_key(|f| f.0);
+    for (id, a) in fed {
+        let bad = match a.dtype() {
+            DType::F32 => first_non_finite(a.as_slice::<f32>()?.iter().map(|&x| x as f64)),
+            DType::F64 => first_non_finite(a.as_slice::<f64>()?.iter().copied()),
+            DType::I32 | DType::Bool => None,
+        };
+        if let Some((i, v)) = bad {
+            let n = d.node(id);
+            return Err(Error::Feed(format!(
+                "the array fed to {} ({}{}) holds {v} at index {:?} (element {i}); fix the \
+                 data, or turn this check off with Session::check_feeds_finite(false)",
+                n.label(),
+                n.ty,
+                made_at(n),
+                unravel(i, a.shape()),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The position and value of the first NaN or infinity.
+fn first_non_finite(xs: impl Iterator<Item = f64>) -> Option<(usize, f64)> {
+    xs.enumerate().find(|(_, x)| !x.is_finite())
+}
+
+/// The row-major multi-index of element `i` of an array of `shape`.
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for (k, &s) in shape.iter().enumerate().rev() {
+        if s > 0 {
+            idx[k] = i % s;
+            i /= s;
+        }
+    }
+    idx
 }
 
 /// The placeholders that computing `fetches` reads, walking operands back from the fetches

@@ -76,6 +76,8 @@ pub struct Session {
     compiles: usize,
     last_compile: Option<crate::jit::CompileTimes>,
     log: bool,
+    /// Refuse feeds holding NaN or infinities ([`Session::check_feeds_finite`]).
+    check_finite: bool,
 }
 
 impl Session {
@@ -97,7 +99,32 @@ impl Session {
             compiles: 0,
             last_compile: None,
             log: std::env::var("KILN_LOG_COMPILES").is_ok_and(|v| v == "1"),
+            check_finite: false,
         })
+    }
+
+    /// Makes every later run refuse a feed that holds a NaN or an infinity, naming the
+    /// placeholder, the line that made it, and the first bad element's index and value (off
+    /// by default: it reads every fed float once per run). This is TF's
+    /// `tf.debugging.check_numerics` for the data you feed; integer and bool feeds are not
+    /// checked.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F32, [None, Some(2)]);
+    /// let y = x * 2.0;
+    /// let mut sess = Session::new(&g)?;
+    /// sess.check_feeds_finite(true);
+    /// let xv = Array::new([2, 2], vec![1.0f32, 2.0, f32::NAN, 4.0])?;
+    /// let e = sess.run(&[y], &[(x, xv)]).unwrap_err().to_string();
+    /// assert!(e.contains(r#""x""#) && e.contains("NaN at index [1, 0]"), "{e}");
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[doc(alias = "check_numerics")]
+    pub fn check_feeds_finite(&mut self, on: bool) -> &mut Session {
+        self.check_finite = on;
+        self
     }
 
     /// The backend.
@@ -156,9 +183,9 @@ impl Session {
     /// Replaces a variable's value (same dtype and shape).
     pub fn set_variable(&mut self, v: Tensor<'_>, value: Array) -> Result<()> {
         if !v.graph().same_as(&self.graph) {
-            return Err(Error::invalid(
-                "set_variable: the variable belongs to another graph",
-            ));
+            return Err(Error::invalid(format!(
+                "set_variable: {v:?} belongs to another graph than this session's"
+            )));
         }
         self.vars.set(v.id(), value, false)
     }
@@ -201,13 +228,7 @@ impl Session {
         outputs: &mut Vec<Array>,
     ) -> Result<()> {
         let mut out = std::mem::take(outputs);
-        for t in fetches.iter().chain(feeds.iter().map(|(t, _)| t)) {
-            if !t.graph().same_as(&self.graph) {
-                return Err(Error::Feed(
-                    "a fetched or fed tensor belongs to another graph".into(),
-                ));
-            }
-        }
+        crate::feeds::same_graph(&self.graph, fetches, feeds)?;
         self.vars.init_missing()?;
         let user: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
         // Assigns behind the fetches become extra outputs, stored when the run has finished
@@ -228,6 +249,9 @@ impl Session {
         // compiled or run, so both report the same errors.
         let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(t, a)| (t.id(), a)).collect();
         let batch = crate::feeds::check(&self.graph.data(), &fetch_ids, &fed, Precision::F32)?;
+        if self.check_finite {
+            crate::feeds::check_finite(&self.graph.data(), &fed)?;
+        }
         out.resize_with(user.len(), || Array::zeros(crate::DType::F32, [0]));
         // Each update's position gets its variable's spare buffer (none on the first run:
         // an empty array, which the executable replaces with a new one).
@@ -279,22 +303,31 @@ impl Session {
             }
         }
         let exe = self.executable(fetches, batch)?;
+        // Both were checked (the feeds by `feeds::check`, the variables by `init_missing`);
+        // a miss is named all the same.
+        let label = |id: &NodeId| self.graph.data().get(*id).map(|n| n.label());
         let feed_refs: Vec<&Array> = exe
             .placeholders()
             .iter()
             .map(|(id, _)| {
-                fed.get(id)
-                    .copied()
-                    .ok_or_else(|| Error::Feed("a placeholder was not fed".into()))
+                fed.get(id).copied().ok_or_else(|| {
+                    Error::Feed(format!(
+                        "placeholder {} was not fed",
+                        label(id).unwrap_or_default()
+                    ))
+                })
             })
             .collect::<Result<_>>()?;
         let var_refs: Vec<&Array> = exe
             .variables()
             .iter()
             .map(|(id, _)| {
-                self.vars
-                    .get(*id)
-                    .ok_or_else(|| Error::invalid("a variable has no value"))
+                self.vars.get(*id).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "variable {} has no value",
+                        label(id).unwrap_or_default()
+                    ))
+                })
             })
             .collect::<Result<_>>()?;
         exe.run_into(&feed_refs, &var_refs, run_index, out)

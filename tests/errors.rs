@@ -165,9 +165,69 @@ fn errors_do_not_cascade_and_are_counted() {
     let loss = (h.relu() * 2.0).sum_all();
     let _ = loss.exp();
     assert_eq!(g.data().errors().len(), 1);
-    // ...but an independent mistake is a second error.
+    // ...but an independent mistake is a second error, listed after the first with its own
+    // op, operand type and line.
+    let line2 = line!() + 1;
     let _bad = x.sum(&[5], false);
-    insta::assert_snapshot!(error_at(&g, line), @r#"matmul at tests/errors.rs:L:C: cannot contract f32[?,784] "x" with f32[100,10] "w" (784 != 100) (and 1 more error)"#);
+    let msg = g.check().unwrap_err().to_string();
+    let lines: Vec<&str> = msg.lines().collect();
+    assert_eq!(lines.len(), 3, "{msg}");
+    assert!(
+        lines[0].starts_with(&format!("matmul at tests/errors.rs:{line}:")),
+        "{msg}"
+    );
+    assert!(
+        lines[0].ends_with(r#"cannot contract f32[?,784] "x" with f32[100,10] "w" (784 != 100)"#),
+        "{msg}"
+    );
+    assert_eq!(lines[1], "and 1 more error:");
+    assert!(
+        lines[2].starts_with(&format!("  reduce_sum at tests/errors.rs:{line2}:")),
+        "{msg}"
+    );
+    assert!(lines[2].contains(r#"f32[?,784] "x""#), "{msg}");
+    let Error::Graph { more, .. } = g.check().unwrap_err() else {
+        panic!("a graph error");
+    };
+    assert_eq!(more.len(), 1);
+}
+
+/// Many mistakes: the first 10 after the first are listed, each at its own line, and the
+/// rest counted; the error's `more` field holds them all.
+#[test]
+fn many_errors_list_the_first_ten_and_count_the_rest() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [4, 3]);
+    let mut first = 0;
+    for k in 0..14 {
+        first = line!() + 1;
+        let _ = x.sum(&[5 + k], false);
+    }
+    let e = g.check().unwrap_err();
+    let msg = e.to_string();
+    let got: Vec<&str> = msg.lines().collect();
+    assert!(
+        got[0].starts_with("reduce_sum at tests/errors.rs:"),
+        "{msg}"
+    );
+    assert_eq!(got[1], "and 13 more errors:", "{msg}");
+    // Every one of the 14 is made on the same line of the loop.
+    for l in &got[2..12] {
+        assert!(
+            l.starts_with(&format!("  reduce_sum at tests/errors.rs:{first}:")),
+            "{msg}"
+        );
+        assert!(l.contains(r#"f32[4,3] "x""#), "{msg}");
+    }
+    assert_eq!(
+        got[12],
+        "  ... and 3 more errors (Error::Graph's `more` holds them all)"
+    );
+    assert_eq!(got.len(), 13, "{msg}");
+    let Error::Graph { more, .. } = e else {
+        panic!("a graph error");
+    };
+    assert_eq!(more.len(), 13);
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub fn gradients<'g>(
         op: "gradients".into(),
         loc: Some(loc.clone()),
         msg,
-        more: 0,
+        more: vec![],
     };
     let Some(first) = ys.first().or(xs.first()) else {
         return Ok(vec![]);
@@ -252,7 +252,7 @@ pub fn grad<'g>(loss: Tensor<'g>, xs: &[Tensor<'g>]) -> Result<Vec<Tensor<'g>>> 
                 "the loss must be a scalar, got {}; reduce it (sum_all, mean_all) or use vjp",
                 loss.desc()
             ),
-            more: 0,
+            more: vec![],
         });
     }
     gradients(&[loss], xs, None)

@@ -4,7 +4,8 @@
 //! # Invariants
 //! - **Every node's type is inferred when it is added** (`op::infer`); a node whose rule
 //!   fails is kept but marked *invalid*, its error is stored, and nodes built on it are invalid
-//!   without a second error. [`Graph::check`] (and every compile or run) reports the first one.
+//!   without a second error. [`Graph::check`] (and every compile or run) reports them all,
+//!   the first one with the others listed after it.
 //! - `Node::inputs` is the operand list; petgraph edges mirror it (one edge per operand, from
 //!   operand to user, weighted by operand position). Only [`GraphData`] methods mutate either.
 //! - Placeholder and variable names are unique within a graph; other names are made unique by
@@ -15,6 +16,7 @@
 mod builder;
 mod composite;
 pub mod effects;
+mod fallible;
 pub mod op;
 mod walk;
 
@@ -155,14 +157,16 @@ impl GraphData {
         self.invalid.contains(&id)
     }
 
-    /// The first recorded error, if any, with the count of the others.
+    /// The first recorded error, if any, holding the others (in the order they were made)
+    /// in its `more` field: its message lists them, each with its op, operand types and
+    /// source line (the first [`crate::error::MAX_LISTED`], then a count of the rest).
     pub fn check(&self) -> Result<()> {
         match self.errors.first() {
             None => Ok(()),
             Some(e) => {
                 let mut e = e.clone();
                 if let Error::Graph { more, .. } = &mut e {
-                    *more = self.errors.len() - 1;
+                    *more = self.errors[1..].to_vec();
                 }
                 Err(e)
             }
@@ -268,7 +272,7 @@ impl GraphData {
                         op: op.name().to_string(),
                         loc: loc.clone(),
                         msg,
-                        more: 0,
+                        more: vec![],
                     });
                     declared.unwrap_or(Ty {
                         dtype: crate::DType::F32,
@@ -291,7 +295,7 @@ impl GraphData {
                     op: op.name().to_string(),
                     loc: loc.clone(),
                     msg: format!("the name {w:?} is already taken"),
-                    more: 0,
+                    more: vec![],
                 });
                 Some(self.unique_name(&w))
             }
@@ -325,7 +329,7 @@ impl GraphData {
             op: op.to_string(),
             loc: loc.clone(),
             msg,
-            more: 0,
+            more: vec![],
         });
         let node = Node {
             op: Op::Placeholder,
@@ -536,7 +540,8 @@ impl Graph {
         self.data().scoped(name)
     }
 
-    /// Reports the first shape or dtype error recorded while building, if any.
+    /// Reports the shape and dtype errors recorded while building, if any: the first one,
+    /// whose message lists the others (see [`GraphData::check`]).
     pub fn check(&self) -> Result<()> {
         self.data().check()
     }

@@ -93,12 +93,9 @@ pub(crate) fn cast(to: DType, prec: Precision, x: f64) -> f64 {
     }
 }
 
+/// The node's runtime error: its op, name and the user's line, as the JIT names it.
 pub(super) fn rt(n: &Node, msg: String) -> Error {
-    Error::Runtime {
-        op: n.op.name().to_string(),
-        loc: n.loc.clone(),
-        msg,
-    }
+    n.runtime_error(msg)
 }
 
 #[allow(clippy::too_many_arguments)] // the run's context, passed down one level

@@ -108,13 +108,7 @@ pub fn evaluate_lowered(
             Some(b) => n.ty.shape.resolve(b),
             None => match n.ty.shape.to_fixed() {
                 Some(s) => s,
-                None => {
-                    return Err(Error::Feed(format!(
-                        "cannot tell the batch size for {} {}: no fed placeholder has an open dimension",
-                        n.ty,
-                        n.label()
-                    )))
-                }
+                None => return Err(crate::feeds::no_batch_size(d, n, &fed)),
             },
         };
         let v = if let Some(a) = fed.get(&id) {
@@ -200,11 +194,7 @@ impl Interpreter {
         fetches: &[Tensor<'_>],
         feeds: &[(Tensor<'_>, Array)],
     ) -> Result<Vec<Array>> {
-        for t in fetches.iter().chain(feeds.iter().map(|(t, _)| t)) {
-            if !t.graph().same_as(&self.graph) {
-                return Err(Error::Feed(format!("{t:?} belongs to a different graph")));
-            }
-        }
+        crate::feeds::same_graph(&self.graph, fetches, feeds)?;
         let f: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
         let fd: Vec<(NodeId, Array)> = feeds.iter().map(|(t, a)| (t.id(), a.clone())).collect();
         self.run_ids(&f, &fd)

@@ -42,6 +42,9 @@ pub(super) enum Step {
         node: NodeId,
         split: Option<Split>,
         gemm: Option<Gemm>,
+        /// The error when the function reports an integer division by zero, naming the
+        /// user's op (`exec::division_error`); None if the kernel has no such division.
+        fails: Option<Box<Error>>,
     },
     /// A `reshape` that could not alias its input: a byte copy.
     Copy {
@@ -271,6 +274,7 @@ fn kernel_step(
         node: id,
         split: codegen::split_of(k),
         gemm,
+        fails: super::exec::division_error(p.fallible.get(&id).map_or(&[], |v| v)).map(Box::new),
     })
 }
 

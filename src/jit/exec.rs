@@ -17,7 +17,7 @@ use crate::array::Array;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::op::{RandomDist, Ty};
-use crate::graph::NodeId;
+use crate::graph::Node;
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -169,15 +169,16 @@ impl Executable {
                     f,
                     args,
                     out,
-                    node,
                     split,
                     gemm,
+                    fails,
+                    ..
                 } => run_kernel(
                     &mut bufs,
                     *f,
                     args,
                     *out,
-                    *node,
+                    fails.as_deref(),
                     split.as_ref(),
                     gemm.as_ref(),
                     threads,
@@ -211,16 +212,34 @@ impl Executable {
     }
 }
 
+/// The error a kernel reports when one of its integer divisions divides by zero, naming the
+/// user's op as the interpreter does (`Node::runtime_error`): `fallible` are the user's
+/// nodes inside the kernel that can fail (`Program::fallible`), in creation order. The
+/// kernel's status flag does not say which division failed, so with several the first is
+/// named and the others listed. None if the kernel has none (it cannot fail).
+pub(super) fn division_error(fallible: &[Node]) -> Option<Error> {
+    const MSG: &str = "integer division by zero";
+    let (first, others) = fallible.split_first()?;
+    if others.is_empty() {
+        return Some(first.runtime_error(MSG));
+    }
+    let list: Vec<String> = others.iter().map(Node::site).collect();
+    Some(first.runtime_error(format!(
+        "{MSG} (here, or in {}, computed in the same fused kernel)",
+        list.join(" or ")
+    )))
+}
+
 /// A kernel step: the matmul's `gemm` if any, then the kernel function, split into chunks of
 /// its first axis over the pool when it is large enough. An integer division by zero in the
-/// kernel is an error.
+/// kernel is `fails`, the error naming the user's op.
 #[allow(clippy::too_many_arguments)]
 fn run_kernel(
     bufs: &mut Buffers<'_>,
     f: Option<KernelFn>,
     args: &[Loc],
     out: Loc,
-    node: NodeId,
+    fails: Option<&Error>,
     split: Option<&Split>,
     gemm: Option<&Gemm>,
     threads: usize,
@@ -276,11 +295,11 @@ fn run_kernel(
     // SAFETY: concurrent calls write disjoint rows (see `call`).
     unsafe { on_pool(chunks, &call) };
     if status.into_inner() != 0 {
-        return Err(Error::Runtime {
-            op: "div".into(),
-            loc: None,
-            msg: format!("integer division by zero (in kernel {node:?})"),
-        });
+        return Err(fails.cloned().unwrap_or_else(|| {
+            Error::Internal(
+                "jit: a kernel with no integer division reported a division by zero".into(),
+            )
+        }));
     }
     Ok(())
 }

@@ -61,6 +61,10 @@ pub struct Program {
     /// the lowered program's backend IR, kept out of the graph. Read it with
     /// [`Program::kernels`] (native code is compiled from it, so only the crate writes it).
     pub(crate) kernels: crate::kernel::Kernels,
+    /// For each fused node, copies of the user's nodes inside its kernel that can fail at
+    /// run time (integer divisions), recorded by [`fusion`]: the JIT's runtime errors name
+    /// them (`graph/fallible.rs`).
+    pub(crate) fallible: BTreeMap<NodeId, Vec<crate::graph::Node>>,
 }
 
 /// A pass's remark about a node.
@@ -81,6 +85,7 @@ impl Program {
             notes: BTreeMap::new(),
             memory: None,
             kernels: crate::kernel::Kernels::new(),
+            fallible: BTreeMap::new(),
         }
     }
 

@@ -180,10 +180,15 @@ impl Pass for Fusion {
             let n = p.graph.node(root);
             let (loc, ty) = (n.loc.clone(), n.ty.clone());
             let name = n.name.as_deref().map(str::to_string);
+            // The user's ops that can fail inside the kernel, for the JIT's runtime errors.
+            let fallible = p.graph.fallible_between(root, &b.params);
             let kernel = p.kernels.add(b.kernel);
             let f = p
                 .graph
                 .add_node(Op::Fusion(kernel), &b.params, Some(ty), None, loc);
+            if !fallible.is_empty() {
+                p.fallible.insert(f, fallible);
+            }
             p.replace(root, f);
             if let Some(name) = name {
                 let _ = p.graph.rename(root, &format!("{name}.unfused"));
