@@ -133,6 +133,18 @@ fn features(x: Tensor<'_>, layer: &str) -> Result<usize> {
     }
 }
 
+/// The channel count of a `[batch, ..., channels]` input (rank 2 or more), or an error.
+fn channels(x: Tensor<'_>) -> Result<usize> {
+    match x.shape().dims() {
+        [_, .., Dim::Fixed(n)] => Ok(*n),
+        _ => Err(Error::invalid(format!(
+            "BatchNormalization takes a [batch, features] or [batch, ..., channels] input, \
+             got {}",
+            x.shape()
+        ))),
+    }
+}
+
 /// An activation function, as Keras names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -325,6 +337,10 @@ impl Layer for Softmax {
 /// batch's mean and (biased) variance and update moving averages of both; at inference,
 /// normalize with the moving averages. `gamma` and `beta` are trained.
 ///
+/// The features are the last axis (Keras' `axis=-1`): on `[batch, features]` rows the
+/// statistics are over the batch, on NHWC images `[batch, H, W, C]` they are per channel over
+/// the batch and every position, as a convnet wants.
+///
 /// The moving averages are variables updated by assigns that the layer hands to the model
 /// ([`Ctx::add_update`]); the model groups them with the optimizer's train op, so they move
 /// exactly once per training step and never in `evaluate` or `predict`.
@@ -365,13 +381,16 @@ impl Layer for BatchNormalization {
         "BatchNormalization"
     }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
-        let n = features(x, "BatchNormalization")?;
+        let n = channels(x)?;
         let gamma = ctx.weight("gamma", [n], init::ones());
         let beta = ctx.weight("beta", [n], init::zeros());
         let moving_mean = ctx.state("moving_mean", [n], init::zeros());
         let moving_var = ctx.state("moving_variance", [n], init::ones());
-        let mean = x.mean(&[0], false);
-        let var = (x - mean).square().mean(&[0], false);
+        // Statistics over every axis but the channels: [batch] for rows, [batch, H, W] for
+        // NHWC images. The [n] vectors broadcast back along the trailing axis.
+        let axes: Vec<isize> = (0..x.rank() as isize - 1).collect();
+        let mean = x.mean(&axes, false);
+        let var = (x - mean).square().mean(&axes, false);
         let eps = self.epsilon;
         let train = (x - mean) / (var + eps).sqrt() * gamma + beta;
         let infer = (x - moving_mean) / (moving_var + eps).sqrt() * gamma + beta;
