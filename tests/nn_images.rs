@@ -142,8 +142,15 @@ fn an_image_model_fits_evaluates_and_predicts_nhwc_batches() {
     )
     .unwrap();
     assert_eq!(m.input().unwrap().shape().to_string(), "[?,4,4,1]");
-    let h = m.fit(&x, &y, quiet().epochs(20).batch_size(16)).unwrap();
+    let h = m
+        .fit(
+            &x,
+            &y,
+            quiet().epochs(20).batch_size(16).validation_split(0.25),
+        )
+        .unwrap();
     assert!(*h.get("accuracy").unwrap().last().unwrap() > 0.95);
+    assert!(*h.get("val_accuracy").unwrap().last().unwrap() > 0.9);
     assert!(m.evaluate(&x, &y, 10).unwrap()["accuracy"] > 0.95);
     assert_eq!(m.predict(&x, 10).unwrap().shape(), &[64, 2]);
     // Flat rows for an image model: the error says which shape and how to get it.
@@ -198,6 +205,20 @@ fn batch_normalization_on_images_normalizes_each_channel_over_batch_and_position
     // Inference with fresh moving statistics (mean 0, variance 1): x / sqrt(1.001).
     let want: Vec<f64> = xv.iter().map(|&v| v as f64 / 1.001f64.sqrt()).collect();
     close(&run(&mut sess, false), &want, 1e-6, "inference");
+}
+
+#[test]
+fn batch_normalization_needs_a_channel_axis() {
+    let e = Model::functional(&[&[]], |b, ins| {
+        Ok(vec![b.apply(BatchNormalization::new(), ins[0])?])
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("BatchNormalization takes") && e.contains("got [?]"),
+        "{e}"
+    );
 }
 
 #[test]

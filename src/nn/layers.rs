@@ -307,7 +307,9 @@ impl Layer for Dropout {
     }
 }
 
-/// Flattens each example: `[batch, 28, 28] -> [batch, 784]`.
+/// Flattens each example: `[batch, 28, 28] -> [batch, 784]`, and NHWC feature maps
+/// `[batch, 5, 5, 64] -> [batch, 1600]` in row-major (H, W, C) order, the order of Keras'
+/// `Flatten` on channels-last images, so a Keras `Dense` kernel after it loads unchanged.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flatten;
 
