@@ -413,3 +413,41 @@ fn mnist_loads_as_nhwc_images_without_copying_pixels() {
         "{e}"
     );
 }
+
+/// A layer that only has a kind, to see the name it gets.
+struct Kind(&'static str);
+
+impl Layer for Kind {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+    fn call<'g>(&mut self, _ctx: &Ctx<'g>, x: Tensor<'g>) -> kiln::Result<Tensor<'g>> {
+        Ok(x)
+    }
+}
+
+#[test]
+fn layers_are_named_by_keras_snake_case() {
+    for (kind, name) in [
+        ("Dense", "dense"),
+        ("BatchNormalization", "batch_normalization"),
+        ("InputLayer", "input_layer"),
+        ("Conv2D", "conv2d"),
+        ("DepthwiseConv2D", "depthwise_conv2d"),
+        ("MaxPooling2D", "max_pooling2d"),
+        ("GlobalAveragePooling2D", "global_average_pooling2d"),
+        ("Conv2DTranspose", "conv2d_transpose"),
+        ("MyLSTMLayer", "my_lstm_layer"),
+    ] {
+        assert_eq!(Kind(kind).base_name(), name);
+    }
+    // The names scope the variables: a second layer of a kind gets `_1`.
+    let mut m = Sequential::new([
+        Input::new([4, 4, 1]).into(),
+        Kind("MaxPooling2D").into(),
+        Kind("MaxPooling2D").into(),
+    ]);
+    let s = m.summary().unwrap();
+    assert!(s.contains(" max_pooling2d (MaxPooling2D) "), "{s}");
+    assert!(s.contains(" max_pooling2d_1 (MaxPooling2D) "), "{s}");
+}

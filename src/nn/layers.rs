@@ -97,23 +97,37 @@ pub trait Layer {
     /// the layer's unique name (`dense_1`).
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>>;
 
-    /// The base of the layer's name (`dense` gives `dense`, `dense_1`, ...).
+    /// The base of the layer's name (`dense` gives `dense`, `dense_1`, ...): the kind in
+    /// snake case by Keras' rule, so `BatchNormalization` gives `batch_normalization` and
+    /// `Conv2D` gives `conv2d`, as in Keras (and in checkpoints written by it).
     fn base_name(&self) -> String {
-        let k = self.kind();
-        let mut s = String::new();
-        for (i, c) in k.chars().enumerate() {
-            if c.is_uppercase() && i > 0 {
-                s.push('_');
-            }
-            s.extend(c.to_lowercase());
-        }
-        s
+        snake_case(self.kind())
     }
 
     /// For [`Input`]: the shape of one example. Other layers return `None`.
     fn input_shape(&self) -> Option<Vec<usize>> {
         None
     }
+}
+
+/// Keras' `to_snake_case`: an underscore before a capital that starts a capitalized word
+/// (`Max|Pooling2D`) or follows a lower-case letter (`my|LSTM`), then lower case. A capital
+/// after a digit stays joined (`Conv2D` is `conv2d`, not `conv2_d`).
+fn snake_case(kind: &str) -> String {
+    let c: Vec<char> = kind
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    let mut s = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        let starts_word = c.get(i + 1).is_some_and(|n| n.is_lowercase());
+        let after_lower = i > 0 && c[i - 1].is_lowercase();
+        if ch.is_uppercase() && i > 0 && (starts_word || after_lower) {
+            s.push('_');
+        }
+        s.extend(ch.to_lowercase());
+    }
+    s
 }
 
 impl<L: Layer + 'static> From<L> for Box<dyn Layer> {
