@@ -207,6 +207,39 @@ pub struct Mnist {
     pub test_y: Array,
 }
 
+impl Mnist {
+    /// The same splits with the images as NHWC `f32 [n, 28, 28, 1]` (rows, columns, one grey
+    /// channel), the layout convolution layers take. Only the shapes change: the pixels are
+    /// not copied. Images that are not 28 x 28 (a file loaded by [`load_mnist_files`] with
+    /// other sizes) are an error.
+    ///
+    /// ```no_run
+    /// let mnist = kiln::data::load_mnist("data/mnist")?.into_images()?;
+    /// assert_eq!(mnist.train_x.shape(), &[60000, 28, 28, 1]);
+    /// assert_eq!(mnist.test_x.shape(), &[10000, 28, 28, 1]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn into_images(self) -> Result<Mnist> {
+        Ok(Mnist {
+            train_x: as_images(self.train_x, "train_x")?,
+            train_y: self.train_y,
+            test_x: as_images(self.test_x, "test_x")?,
+            test_y: self.test_y,
+        })
+    }
+}
+
+/// `[n, 784]` pixels as `[n, 28, 28, 1]` images.
+fn as_images(x: Array, name: &str) -> Result<Array> {
+    match *x.shape() {
+        [n, 784] => x.reshape([n, 28, 28, 1]),
+        _ => Err(Error::invalid(format!(
+            "Mnist::into_images: {name} has shape {:?}, not [n, 784] (28 x 28 images)",
+            x.shape()
+        ))),
+    }
+}
+
 /// Loads one IDX image file (magic `0x00000803`) and its label file (magic `0x00000801`),
 /// gzip-compressed or plain: `x: f32 [n, rows * cols]` with pixels scaled to `[0, 1]` and
 /// `y: i32 [n]`. The two files must hold the same number of items.

@@ -58,14 +58,24 @@ pub(crate) fn inputs(what: &str, model: &Model, xs: &[&Array]) -> Result<()> {
         let rows = a.shape().first().copied().unwrap_or(0);
         if !fits(a, &ty.shape) {
             let per: Vec<String> = ty.shape.dims()[1..].iter().map(|d| d.to_string()).collect();
+            let want = expected(&ty.shape, rows);
+            // The same numbers in another layout (flat rows for an image model, images
+            // for an MLP) only need a reshape, which copies nothing.
+            let hint = if !a.is_empty() && a.len() == want.iter().product::<usize>() {
+                format!(
+                    "; it holds the same number of values per example, so \
+                     {arg}.clone().reshape({want:?}) gives that shape"
+                )
+            } else {
+                String::new()
+            };
             return Err(Error::invalid(format!(
                 "{what}: {arg} has shape {:?}, but the model's input is {} (a batch of \
-                 examples shaped [{}]); pass an array of shape {:?}, or build the model \
-                 with Input::new({:?})",
+                 examples shaped [{}]); pass an array of shape {want:?}, or build the model \
+                 with Input::new({:?}){hint}",
                 a.shape(),
                 ty,
                 per.join(", "),
-                expected(&ty.shape, rows),
                 a.shape().get(1..).unwrap_or(&[]),
             )));
         }

@@ -97,23 +97,37 @@ pub trait Layer {
     /// the layer's unique name (`dense_1`).
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>>;
 
-    /// The base of the layer's name (`dense` gives `dense`, `dense_1`, ...).
+    /// The base of the layer's name (`dense` gives `dense`, `dense_1`, ...): the kind in
+    /// snake case by Keras' rule, so `BatchNormalization` gives `batch_normalization` and
+    /// `Conv2D` gives `conv2d`, as in Keras (and in checkpoints written by it).
     fn base_name(&self) -> String {
-        let k = self.kind();
-        let mut s = String::new();
-        for (i, c) in k.chars().enumerate() {
-            if c.is_uppercase() && i > 0 {
-                s.push('_');
-            }
-            s.extend(c.to_lowercase());
-        }
-        s
+        snake_case(self.kind())
     }
 
     /// For [`Input`]: the shape of one example. Other layers return `None`.
     fn input_shape(&self) -> Option<Vec<usize>> {
         None
     }
+}
+
+/// Keras' `to_snake_case`: an underscore before a capital that starts a capitalized word
+/// (`Max|Pooling2D`) or follows a lower-case letter (`my|LSTM`), then lower case. A capital
+/// after a digit stays joined (`Conv2D` is `conv2d`, not `conv2_d`).
+fn snake_case(kind: &str) -> String {
+    let c: Vec<char> = kind
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    let mut s = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        let starts_word = c.get(i + 1).is_some_and(|n| n.is_lowercase());
+        let after_lower = i > 0 && c[i - 1].is_lowercase();
+        if ch.is_uppercase() && i > 0 && (starts_word || after_lower) {
+            s.push('_');
+        }
+        s.extend(ch.to_lowercase());
+    }
+    s
 }
 
 impl<L: Layer + 'static> From<L> for Box<dyn Layer> {
@@ -128,6 +142,18 @@ fn features(x: Tensor<'_>, layer: &str) -> Result<usize> {
         [_, Dim::Fixed(n)] => Ok(*n),
         _ => Err(Error::invalid(format!(
             "{layer} takes a [batch, features] input, got {} (add a Flatten first)",
+            x.shape()
+        ))),
+    }
+}
+
+/// The channel count of a `[batch, ..., channels]` input (rank 2 or more), or an error.
+fn channels(x: Tensor<'_>) -> Result<usize> {
+    match x.shape().dims() {
+        [_, .., Dim::Fixed(n)] => Ok(*n),
+        _ => Err(Error::invalid(format!(
+            "BatchNormalization takes a [batch, features] or [batch, ..., channels] input, \
+             got {}",
             x.shape()
         ))),
     }
@@ -295,7 +321,9 @@ impl Layer for Dropout {
     }
 }
 
-/// Flattens each example: `[batch, 28, 28] -> [batch, 784]`.
+/// Flattens each example: `[batch, 28, 28] -> [batch, 784]`, and NHWC feature maps
+/// `[batch, 5, 5, 64] -> [batch, 1600]` in row-major (H, W, C) order, the order of Keras'
+/// `Flatten` on channels-last images, so a Keras `Dense` kernel after it loads unchanged.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flatten;
 
@@ -324,6 +352,10 @@ impl Layer for Softmax {
 /// Batch normalization (Keras semantics): while training, normalize each feature with the
 /// batch's mean and (biased) variance and update moving averages of both; at inference,
 /// normalize with the moving averages. `gamma` and `beta` are trained.
+///
+/// The features are the last axis (Keras' `axis=-1`): on `[batch, features]` rows the
+/// statistics are over the batch, on NHWC images `[batch, H, W, C]` they are per channel over
+/// the batch and every position, as a convnet wants.
 ///
 /// The moving averages are variables updated by assigns that the layer hands to the model
 /// ([`Ctx::add_update`]); the model groups them with the optimizer's train op, so they move
@@ -365,13 +397,16 @@ impl Layer for BatchNormalization {
         "BatchNormalization"
     }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
-        let n = features(x, "BatchNormalization")?;
+        let n = channels(x)?;
         let gamma = ctx.weight("gamma", [n], init::ones());
         let beta = ctx.weight("beta", [n], init::zeros());
         let moving_mean = ctx.state("moving_mean", [n], init::zeros());
         let moving_var = ctx.state("moving_variance", [n], init::ones());
-        let mean = x.mean(&[0], false);
-        let var = (x - mean).square().mean(&[0], false);
+        // Statistics over every axis but the channels: [batch] for rows, [batch, H, W] for
+        // NHWC images. The [n] vectors broadcast back along the trailing axis.
+        let axes: Vec<isize> = (0..x.rank() as isize - 1).collect();
+        let mean = x.mean(&axes, false);
+        let var = (x - mean).square().mean(&axes, false);
         let eps = self.epsilon;
         let train = (x - mean) / (var + eps).sqrt() * gamma + beta;
         let infer = (x - moving_mean) / (moving_var + eps).sqrt() * gamma + beta;

@@ -318,40 +318,40 @@ impl Model {
         Ok(())
     }
 
-    /// A Keras-style table of the layers, their output shapes and parameter counts.
+    /// A Keras-style table of the layers, their output shapes (`(None, 26, 26, 32)`) and
+    /// parameter counts. The columns are Keras' widths, widened when a name or shape needs
+    /// more, so every cell stays whole on one line (a layer's name can be copied from it).
     pub fn summary(&mut self) -> Result<String> {
         self.build()?;
         let built = self.built()?;
-        let line = "_".repeat(65);
+        let cells: Vec<(String, String, usize)> = built
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    format!("{} ({})", r.name, r.kind),
+                    keras_shape(&r.shape),
+                    r.params,
+                )
+            })
+            .collect();
+        let widest = |f: fn(&(String, String, usize)) -> usize, min: usize| {
+            cells.iter().map(f).fold(min, |w, n| w.max(n + 1))
+        };
+        let name_w = widest(|c| c.0.chars().count(), 28);
+        let shape_w = widest(|c| c.1.chars().count(), 26);
+        let width = name_w + shape_w + 11;
+        let row = |a: &str, b: &str, c: &str| format!(" {a:<name_w$}{b:<shape_w$}{c:>9}\n");
+        let line = "_".repeat(width);
         let mut s = format!("Model: \"{}\"\n{line}\n", self.name);
-        s += &format!(
-            " {:<28}{:<26}{:>9}\n",
-            "Layer (type)", "Output Shape", "Param #"
-        );
-        s += &format!("{}\n", "=".repeat(65));
-        for r in &built.rows {
-            let shape = r
-                .shape
-                .dims()
-                .iter()
-                .map(|d| d.fixed().map_or("None".to_string(), |n| n.to_string()))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let shape = if r.shape.rank() == 1 {
-                format!("({shape},)")
-            } else {
-                format!("({shape})")
-            };
-            s += &format!(
-                " {:<28}{:<26}{:>9}\n",
-                format!("{} ({})", r.name, r.kind),
-                shape,
-                r.params
-            );
+        s += &row("Layer (type)", "Output Shape", "Param #");
+        s += &format!("{}\n", "=".repeat(width));
+        for (name, shape, params) in &cells {
+            s += &row(name, shape, &params.to_string());
         }
         let total: usize = built.rows.iter().map(|r| r.params).sum();
         let trainable: usize = built.rows.iter().map(|r| r.trainable).sum();
-        s += &format!("{}\n", "=".repeat(65));
+        s += &format!("{}\n", "=".repeat(width));
         s += &format!("Total params: {}\n", thousands(total));
         s += &format!("Trainable params: {}\n", thousands(trainable));
         s += &format!("Non-trainable params: {}\n", thousands(total - trainable));
@@ -504,6 +504,20 @@ impl Model {
         }
         self.set_weights(&ws)
             .map_err(|e| Error::invalid_file(path, format!("load_weights: {e}")))
+    }
+}
+
+/// A shape as Keras prints it: `(None, 26, 26, 32)`, a 1-tuple as `(10,)`.
+fn keras_shape(shape: &Shape) -> String {
+    let dims: Vec<String> = shape
+        .dims()
+        .iter()
+        .map(|d| d.fixed().map_or("None".to_string(), |n| n.to_string()))
+        .collect();
+    if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
     }
 }
 
