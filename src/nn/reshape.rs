@@ -107,7 +107,7 @@ impl Layer for Reshape {
                 per_example(&shape),
                 self.target,
             ),
-            more: 0,
+            more: vec![],
         };
         let dims = shape.dims();
         if dims.is_empty() {
