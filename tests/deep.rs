@@ -29,8 +29,9 @@ fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// `n` elementwise ops on `y`: mostly ops whose gradients do not need the forward value
-/// (so long stretches fuse, into kernels cut at fusion's size cap), and every 16th op a
-/// `maximum` or an `abs`, whose gradients do.
+/// (so long stretches fuse, into kernels cut at fusion's size cap), and every 32nd op a
+/// `maximum` or an `abs`, whose gradients do (each cuts the chain into one more kernel:
+/// compile time, not depth, is what more of them would add).
 fn elementwise_chain(mut y: Tensor<'_>, n: usize) -> Tensor<'_> {
     for i in 0..n {
         y = match i % 8 {
@@ -39,8 +40,9 @@ fn elementwise_chain(mut y: Tensor<'_>, n: usize) -> Tensor<'_> {
             2 => y * 1.333_333_4f32,
             3 => y - 0.25f32,
             4 => -y,
-            5 if i % 16 == 5 => y.maximum(-3.0f32),
-            5 => y.abs(),
+            5 if i % 64 == 5 => y.maximum(-3.0f32),
+            5 if i % 64 == 37 => y.abs(),
+            5 => y + 0.0625f32,
             6 => y * 1.5f32,
             _ => y * 0.666_666_7f32 + 0.125f32,
         };
@@ -57,9 +59,15 @@ fn bits(a: &Array) -> Vec<u32> {
 }
 
 /// Runs `fetches` on the JIT and on the interpreter, asserts they agree bit for bit, and
-/// returns the results.
-fn both_backends(g: &Graph, fetches: &[Tensor<'_>], feeds: &[(Tensor<'_>, Array)]) -> Vec<Array> {
-    let jit = Session::new(g).unwrap().run(fetches, feeds).unwrap();
+/// returns the results and the number of kernels the JIT compiled.
+fn both_backends(
+    g: &Graph,
+    fetches: &[Tensor<'_>],
+    feeds: &[(Tensor<'_>, Array)],
+) -> (Vec<Array>, usize) {
+    let mut sess = Session::new(g).unwrap();
+    let jit = sess.run(fetches, feeds).unwrap();
+    let kernels = sess.last_compile_times().unwrap().kernels;
     let mut interp = Session::with_backend(g, Backend::Interpreter).unwrap();
     let want = interp.run(fetches, feeds).unwrap();
     for (k, (a, b)) in jit.iter().zip(&want).enumerate() {
@@ -70,7 +78,7 @@ fn both_backends(g: &Graph, fetches: &[Tensor<'_>], feeds: &[(Tensor<'_>, Array)
             "fetch {k}: the JIT and the interpreter differ"
         );
     }
-    jit
+    (jit, kernels)
 }
 
 fn input(rows: usize, cols: usize) -> Array {
@@ -87,29 +95,30 @@ fn an_elementwise_chain_differentiates_compiles_and_runs_on_a_small_stack() {
         let loss = y.sum_all();
         let dx = kiln::autodiff::grad(loss, &[x]).unwrap()[0];
         // (Not the loss: the interpreter sums in f64, the JIT in f32.)
-        let out = both_backends(&g, &[y, dx], &[(x, input(3, 5))]);
+        let (out, kernels) = both_backends(&g, &[y, dx], &[(x, input(3, 5))]);
         let grad = out[1].to_vec::<f32>().unwrap();
         assert!(
             grad.iter().any(|&v| v != 0.0) && grad.iter().all(|v| v.is_finite()),
             "a degenerate gradient proves little: {grad:?}"
         );
-
-        // Fusion cuts the forward chain into kernels of bounded size, and says why.
-        let mut p = Program::new(g.snapshot(), vec![y.id()]);
-        let mut pl = Pipeline::default();
-        pl.options.batch = Some(3);
-        pl.run(&mut p).unwrap();
-        assert!(
-            kiln::passes::fusion::kernel_count(&p) >= DEPTH / 256,
-            "{} kernels",
-            kiln::passes::fusion::kernel_count(&p)
-        );
-        let dump = kiln::passes::program_dump(&p);
-        assert!(
-            dump.contains("the kernel already has 256 members"),
-            "no cap note"
-        );
+        // Fusion cut the chain and its gradient into kernels of bounded size.
+        assert!(kernels >= 2 * DEPTH / 256, "{kernels} kernels");
     });
+}
+
+#[test]
+fn fusion_cuts_a_long_chain_into_kernels_of_bounded_size_and_says_why() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [4]);
+    let y = elementwise_chain(x, 1000);
+    let mut p = Program::new(g.snapshot(), vec![y.id()]);
+    Pipeline::default().run(&mut p).unwrap();
+    // 1000 ops, some removed by simplify, at most 256 to a kernel.
+    let kernels = kiln::passes::fusion::kernel_count(&p);
+    assert!((4..=6).contains(&kernels), "{kernels} kernels");
+    let dump = kiln::passes::program_dump(&p);
+    let notes = dump.matches("the kernel already has 256 members").count();
+    assert_eq!(notes, kernels - 1, "one note per cut:\n{dump}");
 }
 
 #[test]
@@ -144,7 +153,7 @@ fn a_chain_of_views_fuses_differentiates_and_runs_on_a_small_stack() {
             (0..48).map(|i| i as f32 * 0.25 - 6.0).collect::<Vec<f32>>(),
         )
         .unwrap();
-        let out = both_backends(&g, &[y, dx], &[(x, xv)]);
+        let (out, _) = both_backends(&g, &[y, dx], &[(x, xv)]);
         assert_eq!(out[0].shape(), &[2, 4, 6]);
     });
 }
@@ -159,7 +168,9 @@ fn a_chain_of_matmuls_differentiates_and_runs_on_a_small_stack() {
             Array::new([3, 3], vec![0f32, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]).unwrap(),
         );
         let mut y = x;
-        for i in 0..DEPTH / 4 {
+        // Fewer than the other chains: each matmul is a kernel of its own (and so is each of
+        // its gradients), and the depth that matters is passed long before.
+        for i in 0..DEPTH / 10 {
             y = y.matmul(p);
             if i % 2 == 0 {
                 y = y * 0.75f32 + 0.5f32;
