@@ -416,6 +416,57 @@ fn cold_compile(cfg: &Config, report: &mut Report) {
     }
 }
 
+/// Case 7: the cost of depth. `grad` and the cold compile (passes, Cranelift IR, machine code)
+/// of a chain of `n` elementwise ops (`tanh`, `* c`, `+ c`, `sigmoid`: the gradient reads the
+/// forward values, so the chain is cut into many kernels) and of its gradient, per op, at
+/// 1k and 8k ops, measured in the same run. A ratio near 1 is a linear cost; the audit of
+/// issue 16 measured 4× per doubling before (`grad` 0.41/1.56/6.4 s at 1k/2k/4k ops).
+fn deep_chain(cfg: &Config, report: &mut Report) {
+    let case = "deep chain grad + compile";
+    if !cfg.wants(case) {
+        return;
+    }
+    eprintln!("{case}");
+    kiln::threads::set_threads(1);
+    // Seconds per op of [grad, compile] for a chain of `n` ops.
+    let once = |n: usize| -> [f64; 2] {
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [None, Some(4)]);
+        let mut y = x;
+        for i in 0..n {
+            y = match i % 4 {
+                0 => y.tanh(),
+                1 => y * 1.5f32,
+                2 => y + 0.25f32,
+                _ => y.sigmoid(),
+            };
+        }
+        let loss = y.sum_all();
+        let t0 = Instant::now();
+        let dx = kiln::autodiff::grad(loss, &[x]).unwrap()[0];
+        let grad = t0.elapsed().as_secs_f64();
+        let mut sess = Session::new(&g).unwrap();
+        let xv = Array::new([2, 4], ramp(8, 2.0, 7)).unwrap();
+        black_box(sess.run(&[loss, dx], &[(x, xv)]).unwrap());
+        let compile = sess.last_compile_times().expect("a JIT compile").total();
+        [grad / n as f64, compile.as_secs_f64() / n as f64]
+    };
+    let samples = if cfg.quick { 1 } else { 3 };
+    let per_op = |n: usize| -> [f64; 2] {
+        let runs: Vec<[f64; 2]> = (0..samples).map(|_| once(n)).collect();
+        std::array::from_fn(|i| median(&mut runs.iter().map(|r| r[i]).collect::<Vec<_>>()))
+    };
+    let (small, large) = (per_op(1000), per_op(8000));
+    let [gs, cs] = small.map(fmt_time);
+    let [gl, cl] = large.map(fmt_time);
+    report.note(format!(
+        "{case} (1 thread, medians of {samples}), per op: grad {gs} at 1k ops, {gl} at 8k \
+         (ratio {:.2}); compile {cs} at 1k, {cl} at 8k (ratio {:.2}); 1.0 is linear",
+        large[0] / small[0],
+        large[1] / small[1],
+    ));
+}
+
 fn main() {
     let cfg = Config::from_args();
     let mut report = Report::default();
@@ -431,6 +482,7 @@ fn main() {
     }
     mlp_infer(&cfg, &mut report);
     cold_compile(&cfg, &mut report);
+    deep_chain(&cfg, &mut report);
     kiln::threads::set_threads(0);
 
     report.print(&cfg);

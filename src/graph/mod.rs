@@ -80,6 +80,10 @@ pub struct GraphData {
     dead: HashSet<NodeId>,
     scopes: Vec<String>,
     names: HashMap<Arc<str>, NodeId>,
+    /// For a wanted name, a suffix below which every `{name}_{i}` is taken: where
+    /// [`GraphData::unique_name`] starts looking, so that naming the `n`-th node of one name
+    /// (a gradient per layer of a deep chain) costs O(1), not O(n).
+    suffixes: HashMap<Arc<str>, usize>,
     /// While set, builder methods record this location instead of their caller's: derived
     /// nodes (gradients) point at the user's line of the op they come from.
     pub(crate) loc_override: Option<SrcLoc>,
@@ -97,6 +101,7 @@ impl Default for GraphData {
             dead: HashSet::new(),
             scopes: vec![],
             names: HashMap::new(),
+            suffixes: HashMap::new(),
             loc_override: None,
         }
     }
@@ -212,15 +217,27 @@ impl GraphData {
         }
     }
 
-    fn unique_name(&self, want: &str) -> Arc<str> {
+    fn unique_name(&mut self, want: &str) -> Arc<str> {
         if !self.names.contains_key(want) {
             return Arc::from(want);
         }
-        (1..)
-            .map(|i| format!("{want}_{i}"))
-            .find(|n| !self.names.contains_key(n.as_str()))
-            .map(Arc::from)
-            .unwrap_or_else(|| Arc::from(want))
+        let from = self.suffixes.get(want).copied().unwrap_or(1);
+        let (i, n) = (from..)
+            .map(|i| (i, format!("{want}_{i}")))
+            .find(|(_, n)| !self.names.contains_key(n.as_str()))
+            .unwrap_or((from, want.to_string()));
+        self.suffixes.insert(Arc::from(want), i + 1);
+        Arc::from(n)
+    }
+
+    /// Forgets `name`, which may free a suffix below [`GraphData::unique_name`]'s start.
+    fn release_name(&mut self, name: &str) {
+        self.names.remove(name);
+        if let Some((base, i)) = name.rsplit_once('_') {
+            if let (Some(from), Ok(i)) = (self.suffixes.get_mut(base), i.parse::<usize>()) {
+                *from = (*from).min(i.max(1));
+            }
+        }
     }
 
     /// Adds a node, inferring its type. `name` is used as given (with no scope prefix); an
@@ -359,7 +376,7 @@ impl GraphData {
             )));
         }
         if let Some(old) = self.g[id.0].name.take() {
-            self.names.remove(&old);
+            self.release_name(&old);
         }
         let n = self.unique_name(name);
         self.names.insert(n.clone(), id);
@@ -440,7 +457,7 @@ impl GraphData {
         let n = self.g[id.0].clone();
         if let Some(name) = &n.name {
             if self.names.get(name) == Some(&id) {
-                self.names.remove(name);
+                self.release_name(name);
             }
         }
         self.invalid.remove(&id);

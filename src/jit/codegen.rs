@@ -366,6 +366,8 @@ impl<'a, 'b> Gen<'a, 'b> {
         if domain.contains(&0) {
             return;
         }
+        // One level per axis of the domain: the depth is the kernel's rank, not the graph's
+        // size (the one recursion in code generation; ARCHITECTURE invariant 16).
         #[allow(clippy::type_complexity)]
         fn rec<'a, 'b>(
             g: &mut Gen<'a, 'b>,

@@ -165,14 +165,17 @@ pub fn plan(p: &Program) -> MemoryPlan {
     let is_output: std::collections::HashSet<NodeId> = p.outputs.iter().copied().collect();
     let mut plan = MemoryPlan::default();
     let mut free: Vec<usize> = vec![];
-    // The slot's current holders: a slot is free when all of them are dead.
-    let mut dies_at: HashMap<usize, Vec<usize>> = HashMap::new();
+    // The slot's current holders: a slot is free when all of them are dead. Ordered by
+    // position, so each step looks only at the slots that die before it (a scan of every
+    // pending death per step would be quadratic in a long chain whose forward values live
+    // until its backward pass).
+    let mut dies_at: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     let mut holder_end: HashMap<usize, usize> = HashMap::new();
     for (i, &id) in order.iter().enumerate() {
         // Release slots whose holders' last use is before this node.
-        let ending: Vec<usize> = dies_at.keys().copied().filter(|&k| k < i).collect();
-        for k in ending {
-            for slot in dies_at.remove(&k).unwrap_or_default() {
+        while let Some(entry) = dies_at.first_entry().filter(|e| *e.key() < i) {
+            let (k, slots) = entry.remove_entry();
+            for slot in slots {
                 if holder_end.get(&slot) == Some(&k) {
                     free.push(slot);
                     holder_end.remove(&slot);
@@ -300,19 +303,24 @@ pub(crate) fn validate(p: &Program, plan: &MemoryPlan) -> Result<()> {
     for (slot, vals) in holders.iter().enumerate() {
         // The values sharing the slot's bytes right now (a value and its reshape aliases),
         // and the last position any of them is read at.
+        // (`in_group` is `group` as a set: a chain of reshapes can make it long.)
         let mut group: Vec<NodeId> = vec![];
+        let mut in_group: HashSet<NodeId> = HashSet::new();
         let mut group_end = 0;
         for &id in vals {
             let (at, end) = (pos[&id], last.get(&id).copied().unwrap_or(pos[&id]));
             let n = p.graph.node(id);
             if group.is_empty() || group_end < at {
                 group = vec![id];
+                in_group = HashSet::from([id]);
                 group_end = end;
-            } else if matches!(n.op, Op::Reshape) && group.contains(&n.inputs[0]) {
+            } else if matches!(n.op, Op::Reshape) && in_group.contains(&n.inputs[0]) {
                 group.push(id);
+                in_group.insert(id);
                 group_end = group_end.max(end);
-            } else if group_end == at && overwrites_safely(p, id, |x| group.contains(&x)) {
+            } else if group_end == at && overwrites_safely(p, id, |x| in_group.contains(&x)) {
                 group = vec![id];
+                in_group = HashSet::from([id]);
                 group_end = end;
             } else {
                 let alive = group

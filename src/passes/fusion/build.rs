@@ -62,18 +62,60 @@ impl Group<'_> {
     /// The expression for node `id` seen through view `v`. A member is computed here only
     /// where `v` reads it plainly (no pad or concat guard): a value computed at a point the
     /// guard excludes would not be the zero it must read there.
+    ///
+    /// The walk keeps its own stack of tasks rather than recursing (a kernel's members and the
+    /// views between them can be as deep as the graph), and visits operands first, in order,
+    /// each looked up in `memo` when its turn comes: the order in which a recursive walk would
+    /// push the expressions, so a kernel's body does not depend on how it is walked.
     fn expr(&mut self, id: NodeId, v: &View) -> ExprId {
-        if let Some(&e) = self.memo.get(&(id, v.clone())) {
-            return e;
+        let mut tasks = vec![Task::Visit(id, v.clone())];
+        while let Some(task) = tasks.pop() {
+            match task {
+                Task::Visit(id, v) => {
+                    if !self.memo.contains_key(&(id, v.clone())) {
+                        self.visit(id, v, &mut tasks);
+                    }
+                }
+                Task::Finish(id, v, then) => {
+                    let e = match then {
+                        Then::Same(k) => self.memo[&(k, v.clone())],
+                        Then::Input(k, iv) => self.memo[&(k, iv)],
+                        Then::Compute => self.compute(id, &v),
+                        Then::Select {
+                            axis,
+                            bounds,
+                            parts,
+                        } => {
+                            let ids = parts.into_iter().map(|p| self.memo[&p]).collect();
+                            let dt = self.g.node(id).ty.dtype;
+                            self.push(
+                                Expr::Select {
+                                    axis,
+                                    bounds,
+                                    parts: ids,
+                                },
+                                dt,
+                            )
+                        }
+                    };
+                    self.memo.insert((id, v), e);
+                }
+            }
         }
+        self.memo[&(id, v.clone())]
+    }
+
+    /// Decides how node `id` is read through `v`: an expression made at once (memoized here),
+    /// or tasks that make its operands' first (pushed on `tasks`, the last one first).
+    fn visit(&mut self, id: NodeId, v: View, tasks: &mut Vec<Task>) {
         let g = self.g;
         let n = g.node(id);
         let dt = n.ty.dtype;
         let plain = v.is_plain(&fixed(&n.ty), &self.domain);
         let e = match &n.op {
             Op::Constant(c) if c.0.len() == 1 && plain => {
-                let v = c.0.to_f64_vec()[0];
-                self.push(Expr::Const(v.to_bits()), dt)
+                let c = c.0.to_f64_vec()[0];
+                self.push(Expr::Const(c.to_bits()), dt)
             }
             Op::Size { axes } => {
                 let shape = fixed(&g.node(n.inputs[0]).ty);
@@ -81,81 +123,114 @@ impl Group<'_> {
                 self.push(Expr::Const((k as f64).to_bits()), dt)
             }
             _ if Some(id) == self.core => {
-                if *v != View::identity(self.domain.len()) {
+                if v != View::identity(self.domain.len()) {
                     self.core_misread = true;
                 }
                 self.push(Expr::Core, dt)
             }
             op if is_elementwise(op) && self.members.contains(&id) && plain => {
-                let args: SmallVec<[ExprId; 3]> =
-                    n.inputs.iter().map(|&i| self.expr(i, v)).collect();
-                let e = match op {
-                    // The identity: no expression of its own.
-                    Op::StopGradient => return self.memoized(id, v, args[0]),
-                    Op::Unary(u) => Expr::Unary(*u, args[0]),
-                    Op::Binary(b) => Expr::Binary(*b, args[0], args[1]),
-                    Op::Where => Expr::Where(args[0], args[1], args[2]),
-                    Op::Cast(_) => Expr::Cast(args[0]),
-                    // `is_elementwise` (this arm's guard) admits none of these.
-                    Op::Placeholder
-                    | Op::Variable { .. }
-                    | Op::Constant(_)
-                    | Op::Random { .. }
-                    | Op::Reduce { .. }
-                    | Op::Reshape
-                    | Op::Permute(_)
-                    | Op::BroadcastTo
-                    | Op::Slice { .. }
-                    | Op::Pad { .. }
-                    | Op::Concat { .. }
-                    | Op::MatMul
-                    | Op::Size { .. }
-                    | Op::Assign
-                    | Op::Group
-                    | Op::Fusion(_) => unreachable!("{} is not elementwise", op.name()),
+                // `stop_gradient` is the identity: no expression of its own.
+                let then = match op {
+                    Op::StopGradient => Then::Same(n.inputs[0]),
+                    _ => Then::Compute,
                 };
-                self.push(e, dt)
+                tasks.push(Task::Finish(id, v.clone(), then));
+                for &i in n.inputs.iter().rev() {
+                    tasks.push(Task::Visit(i, v.clone()));
+                }
+                return;
             }
             op => match Movement::of(op) {
-                Some(mv) => self.movement(id, mv, v),
-                None => self.load(id, v),
+                Some(mv) => match self.movement(id, mv, &v, tasks) {
+                    Some(e) => e,
+                    // `movement` pushed the tasks that make the expression.
+                    None => return,
+                },
+                None => self.load(id, &v),
             },
         };
-        self.memoized(id, v, e)
+        self.memo.insert((id, v), e);
     }
 
-    fn memoized(&mut self, id: NodeId, v: &View, e: ExprId) -> ExprId {
-        self.memo.insert((id, v.clone()), e);
-        e
+    /// The expression of elementwise member `id` at the points of `v`, from its operands'.
+    fn compute(&mut self, id: NodeId, v: &View) -> ExprId {
+        let n = self.g.node(id);
+        let args: SmallVec<[ExprId; 3]> = n
+            .inputs
+            .iter()
+            .map(|&i| self.memo[&(i, v.clone())])
+            .collect();
+        let e = match &n.op {
+            Op::Unary(u) => Expr::Unary(*u, args[0]),
+            Op::Binary(b) => Expr::Binary(*b, args[0], args[1]),
+            Op::Where => Expr::Where(args[0], args[1], args[2]),
+            Op::Cast(_) => Expr::Cast(args[0]),
+            // `visit` computes only elementwise ops, and `stop_gradient` has no expression.
+            op @ (Op::StopGradient
+            | Op::Placeholder
+            | Op::Variable { .. }
+            | Op::Constant(_)
+            | Op::Random { .. }
+            | Op::Reduce { .. }
+            | Op::Reshape
+            | Op::Permute(_)
+            | Op::BroadcastTo
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Concat { .. }
+            | Op::MatMul
+            | Op::Size { .. }
+            | Op::Assign
+            | Op::Group
+            | Op::Fusion(_)) => unreachable!("{} is not computed in a body", op.name()),
+        };
+        self.push(e, n.ty.dtype)
     }
 
-    /// A movement op seen through `v`: its operands through the view it implies.
-    fn movement(&mut self, id: NodeId, mv: Movement<'_>, v: &View) -> ExprId {
+    /// A movement op seen through `v`: its operands through the view it implies. Returns the
+    /// expression if it needs no operand's, or pushes the tasks that make it.
+    fn movement(
+        &mut self,
+        id: NodeId,
+        mv: Movement<'_>,
+        v: &View,
+        tasks: &mut Vec<Task>,
+    ) -> Option<ExprId> {
         let g = self.g;
         let n = g.node(id);
         let out = fixed(&n.ty);
         let ins: Vec<Vec<usize>> = n.inputs.iter().map(|&i| fixed(&g.node(i).ty)).collect();
         let in_refs: Vec<&[usize]> = ins.iter().map(Vec::as_slice).collect();
         match v.through(mv, &in_refs, &out, &self.domain) {
-            Through::Input(k, iv) => self.expr(n.inputs[k], &iv),
+            Through::Input(k, iv) => {
+                let input = n.inputs[k];
+                tasks.push(Task::Finish(id, v.clone(), Then::Input(input, iv.clone())));
+                tasks.push(Task::Visit(input, iv));
+                None
+            }
             Through::Parts { axis, parts } => {
                 let mut bounds: SmallVec<[usize; 4]> = SmallVec::new();
-                let mut ids: SmallVec<[ExprId; 4]> = SmallVec::new();
+                let mut reads: Vec<(NodeId, View)> = vec![];
                 for (k, lo, hi, pv) in parts {
                     if bounds.is_empty() {
                         bounds.push(lo);
                     }
-                    ids.push(self.expr(n.inputs[k], &pv));
+                    reads.push((n.inputs[k], pv));
                     bounds.push(hi);
                 }
-                self.push(
-                    Expr::Select {
-                        axis,
-                        bounds,
-                        parts: ids,
-                    },
-                    n.ty.dtype,
-                )
+                let visits: Vec<Task> = reads
+                    .iter()
+                    .rev()
+                    .map(|(i, pv)| Task::Visit(*i, pv.clone()))
+                    .collect();
+                let then = Then::Select {
+                    axis,
+                    bounds,
+                    parts: reads,
+                };
+                tasks.push(Task::Finish(id, v.clone(), then));
+                tasks.extend(visits);
+                None
             }
             Through::Linear(lv) => {
                 let input = n.inputs[0];
@@ -163,16 +238,40 @@ impl Group<'_> {
                     !self.members.contains(&input) || !is_elementwise(&g.node(input).op);
                 if materialized && Movement::of(&g.node(input).op).is_none() {
                     // A general reshape of a buffer: same bytes, read linearly.
-                    self.load_as(input, &out, &lv, n.ty.dtype)
+                    Some(self.load_as(input, &out, &lv, n.ty.dtype))
                 } else {
                     // Unreachable by construction (membership stops at such reshapes):
                     // reading the reshape node as a parameter is still correct.
                     self.note(id, format!("{} is not an affine view here", n.op.name()));
-                    self.load(id, v)
+                    Some(self.load(id, v))
                 }
             }
         }
     }
+}
+
+/// A step of [`Group::expr`]'s walk.
+enum Task {
+    /// Make the expression of a node seen through a view, unless it is made already.
+    Visit(NodeId, View),
+    /// Make it from its operands' expressions, made by the tasks pushed above this one.
+    Finish(NodeId, View, Then),
+}
+
+/// How a node's expression follows from its operands'.
+enum Then {
+    /// It is this operand's through the same view (`stop_gradient`).
+    Same(NodeId),
+    /// It is this operand's through this view (a view op).
+    Input(NodeId, View),
+    /// Its elementwise op over its operands' through the same view.
+    Compute,
+    /// A select among operands read through views, by ranges along an axis (a concat).
+    Select {
+        axis: usize,
+        bounds: SmallVec<[usize; 4]>,
+        parts: Vec<(NodeId, View)>,
+    },
 }
 
 /// A matmul operand: the buffer under its chain of unguarded views, read through strides.
@@ -214,7 +313,8 @@ pub(super) struct Built {
 }
 
 /// Builds the kernel rooted at `root`; None if its core would be read through a view (the
-/// caller then retries without a core).
+/// caller then retries without a core). `pos` is each live node's topological position.
+#[allow(clippy::too_many_arguments)] // the fusion pass's state, read-only
 pub(super) fn build(
     g: &GraphData,
     root: NodeId,
@@ -223,11 +323,12 @@ pub(super) fn build(
     assigned: &HashSet<NodeId>,
     needed: &HashSet<NodeId>,
     allow_core: bool,
+    pos: &HashMap<NodeId, usize>,
 ) -> Option<Built> {
     let n = g.node(root);
     let mut notes = vec![];
     let (members, dups, core) = membership(
-        g, root, users, outputs, assigned, needed, allow_core, &mut notes,
+        g, root, users, outputs, assigned, needed, allow_core, pos, &mut notes,
     );
     let out_shape = fixed(&n.ty);
     let mut grp = Group {

@@ -22,7 +22,14 @@
 //! - a matmul joins as the core of a contraction kernel, its elementwise consumers (bias add,
 //!   activation) as the epilogue; its operands are read through strides (no copy for
 //!   transposes) but are never computed inside the kernel;
-//! - scalar constants become immediates.
+//! - scalar constants become immediates;
+//! - a kernel takes at most 256 members (`MAX_MEMBERS`): a longer chain is cut into
+//!   several kernels, because one Cranelift function per chain would compile in more than
+//!   linear time (the refused producer's note says so).
+//!
+//! Neither deciding membership nor building a body recurses (both keep explicit stacks), and
+//! each kernel's decisions look only at its own neighbourhood, so a chain of 20,000 ops
+//! fuses in linear time on a small stack (`tests/deep.rs`).
 //!
 //! Only reshapes stay outside kernels: the JIT aliases their operand's buffer or copies it.
 //! So after fusion every compute node is a kernel, a reshape, or a random source, which is
@@ -126,7 +133,8 @@ impl Pass for Fusion {
         for &id in &order {
             for &i in &p.graph.node(id).inputs {
                 let e = users.entry(i).or_default();
-                if !e.contains(&id) {
+                // A user's operands are read together: a repeated operand repeats `id` last.
+                if e.last() != Some(&id) {
                     e.push(id);
                 }
             }
@@ -143,6 +151,8 @@ impl Pass for Fusion {
                 needed.extend(n.inputs.iter().copied());
             }
         }
+        let pos: HashMap<NodeId, usize> =
+            order.iter().enumerate().map(|(k, &id)| (id, k)).collect();
         let mut built: Vec<(NodeId, build::Built)> = vec![];
         for &root in order.iter().rev() {
             let n = p.graph.node(root);
@@ -159,12 +169,14 @@ impl Pass for Fusion {
             if !needed.contains(&root) {
                 continue;
             }
-            let b = match build(&p.graph, root, &users, &outputs, &assigned, &needed, true) {
+            let b = match build(
+                &p.graph, root, &users, &outputs, &assigned, &needed, true, &pos,
+            ) {
                 Some(b) => b,
-                None => build(&p.graph, root, &users, &outputs, &assigned, &needed, false)
-                    .ok_or_else(|| {
-                        crate::Error::Internal("fusion: no kernel without a core".into())
-                    })?,
+                None => build(
+                    &p.graph, root, &users, &outputs, &assigned, &needed, false, &pos,
+                )
+                .ok_or_else(|| crate::Error::Internal("fusion: no kernel without a core".into()))?,
             };
             b.kernel.validate().map_err(|e| {
                 crate::Error::Internal(format!("fusion built an invalid kernel: {e}"))
