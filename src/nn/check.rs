@@ -158,3 +158,54 @@ pub(crate) fn targets(what: &str, arg: &str, model: &Model, y: &Array) -> Result
     }
     Ok(())
 }
+
+/// The first value of `a` that is NaN or infinite, as (flat index, value); `None` for an
+/// integer or boolean array, which holds none.
+fn first_non_finite(a: &Array) -> Result<Option<(usize, f64)>> {
+    Ok(match a.dtype() {
+        DType::F32 => {
+            let v = a.as_slice::<f32>()?;
+            v.iter()
+                .position(|x| !x.is_finite())
+                .map(|i| (i, v[i] as f64))
+        }
+        DType::F64 => {
+            let v = a.as_slice::<f64>()?;
+            v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i]))
+        }
+        DType::I32 | DType::Bool => None,
+    })
+}
+
+/// Every value of `a` (the `arg` argument, `x` or `validation_data's y`) is finite, or an
+/// error naming `arg`, the element, its sample (row) and its feature (the index within the
+/// example), followed by `hint`.
+///
+/// One pass over the data, before training: an MNIST training set (47M floats) takes tens of
+/// milliseconds, against most of a second for one epoch, and a NaN found here is named by
+/// its place, while one found by `TerminateOnNaN` is only a batch whose loss went bad.
+pub(crate) fn finite(what: &str, arg: &str, a: &Array, hint: &str) -> Result<()> {
+    let Some((i, v)) = first_non_finite(a)? else {
+        return Ok(());
+    };
+    let shape = a.shape();
+    let per: usize = shape.iter().skip(1).product::<usize>().max(1);
+    let (sample, mut rest) = (i / per, i % per);
+    let mut feature = vec![0usize; shape.len().saturating_sub(1)];
+    for (k, &n) in shape.iter().enumerate().skip(1).rev() {
+        feature[k - 1] = rest % n.max(1);
+        rest /= n.max(1);
+    }
+    let mut index = vec![sample];
+    index.extend(&feature);
+    let index: Vec<String> = index.iter().map(|n| n.to_string()).collect();
+    let place = match feature.as_slice() {
+        [] => format!("sample {sample}"),
+        [f] => format!("sample {sample}, feature {f}"),
+        f => format!("sample {sample}, feature {f:?}"),
+    };
+    Err(Error::invalid(format!(
+        "{what}: {arg} holds {v} at [{}] ({place}); {hint}",
+        index.join(", ")
+    )))
+}
