@@ -123,8 +123,8 @@ impl FitConfig {
     /// training (default true), and names the argument, the sample and the feature of the
     /// first one.
     ///
-    /// Keras has no such check, but one pass over the data costs little beside an epoch (an
-    /// MNIST training set takes tens of milliseconds, an epoch most of a second), and a NaN in
+    /// Keras has no such check, but one pass over the data costs little beside an epoch (the
+    /// MNIST training set takes under 0.1 s, an epoch of the README's MLP 0.75 s), and a NaN in
     /// the data otherwise shows only as a NaN loss, at a batch that `TerminateOnNaN` names but
     /// cannot explain. `false` skips it (for data too large to read twice, or known clean).
     #[track_caller]
