@@ -242,12 +242,15 @@ impl<'g> Tensor<'g> {
     /// your line (a fractional label would otherwise match no class and count as zero loss).
     ///
     /// **Out-of-range labels are not checked here**: a label outside `0..classes` (7 with
-    /// 3 classes, or -1) matches no class, so its row's loss is 0 and it gets no gradient,
-    /// as its one-hot row is all zeros. The graph cannot check values at build time, and a
-    /// runtime check would cost every step. [`Model::fit`](crate::nn::Model::fit) and
+    /// 3 classes, or -1) matches no class, so its one-hot row is all zeros: that row's loss
+    /// is exactly 0 and it sends no gradient to the logits, so it trains nothing and looks
+    /// perfect. The graph cannot check values at build time, and a graph op cannot return
+    /// an error in the middle of a run. [`Model::fit`](crate::nn::Model::fit) and
     /// [`Model::evaluate`](crate::nn::Model::evaluate) check every label before training
-    /// and report the first bad one; a hand-written loop should check its labels once
-    /// the same way.
+    /// and report the first bad one; a hand-written loop should check its labels once the
+    /// same way, or use
+    /// [`sparse_softmax_cross_entropy_with_logits_checked`](Self::sparse_softmax_cross_entropy_with_logits_checked),
+    /// which makes such a row's loss NaN.
     ///
     /// ```
     /// use kiln::prelude::*;
@@ -278,6 +281,51 @@ impl<'g> Tensor<'g> {
             .and_then(|d| d.fixed())
             .unwrap_or(0);
         -(labels.one_hot(depth).cast(self.dtype()) * self.log_softmax(-1)).sum(&[-1], false)
+    }
+
+    /// [`sparse_softmax_cross_entropy_with_logits`](Self::sparse_softmax_cross_entropy_with_logits)
+    /// whose loss is **NaN for every row whose label is outside `0..classes`** (negative, or
+    /// the class count or more), and the same value bit for bit for every other row.
+    ///
+    /// A run cannot stop with an error halfway, so the check marks the row instead of
+    /// dropping it: the NaN reaches the mean, so `fit`'s `TerminateOnNaN`, `evaluate`, or a
+    /// hand-written loop's `is_finite` test on the loss catches the bad label at the first
+    /// batch holding one, where the unchecked form would train on with a zero loss for it.
+    /// (Clamping the label into range instead would be silent, and an error is impossible
+    /// mid-run.) The NaN is chosen by a `where`, so it sends no gradient: the other rows'
+    /// gradients stay finite. The check costs two comparisons and two selects per row.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let logits = g.placeholder("logits", DType::F32, [None, Some(3)]);
+    /// let labels = g.placeholder("labels", DType::I32, [None]);
+    /// let loss = logits.sparse_softmax_cross_entropy_with_logits_checked(labels);
+    /// let mut sess = Session::new(&g)?;
+    /// let l = Array::new([3, 3], vec![0.5f32; 9])?;
+    /// let y = Array::new([3], vec![0i32, 7, -1])?;
+    /// let out = sess.run(&[loss], &[(logits, l), (labels, y)])?[0].to_vec::<f32>()?;
+    /// assert!(out[0].is_finite() && out[1].is_nan() && out[2].is_nan());
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn sparse_softmax_cross_entropy_with_logits_checked(
+        self,
+        labels: Tensor<'g>,
+    ) -> Tensor<'g> {
+        let loss = self.sparse_softmax_cross_entropy_with_logits(labels);
+        if labels.dtype() != DType::I32 {
+            return loss; // already recorded as a build error
+        }
+        let depth = self
+            .shape()
+            .dims()
+            .last()
+            .and_then(|d| d.fixed())
+            .unwrap_or(0);
+        let depth = i32::try_from(depth).unwrap_or(i32::MAX);
+        let below = labels.less(depth).select(loss, f64::NAN);
+        labels.greater_equal(0i32).select(below, f64::NAN)
     }
 
     /// Sigmoid cross-entropy with logits, elementwise, in the stable form

@@ -77,3 +77,13 @@ pub(crate) fn concat_rows(parts: &[Array]) -> Result<Array> {
     }
     Ok(Array::from_f64(first.dtype(), shape, data))
 }
+
+/// How the `i`th of the arrays `xs` is named in messages: `x`, or `x[1]` when there are
+/// several (`x` stands for `base`).
+pub(crate) fn x_name(xs: &[&Array], i: usize, base: &str) -> String {
+    if xs.len() > 1 {
+        format!("{base}[{i}]")
+    } else {
+        base.to_string()
+    }
+}

@@ -4,7 +4,8 @@ use super::batch::Logs;
 use super::model::Model;
 use crate::array::Array;
 use crate::error::{Error, Result};
-use std::path::PathBuf;
+use crate::train::args::{float, ArgErrors};
+use std::path::{Path, PathBuf};
 
 /// Whether `fit` goes on after an epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,12 +118,23 @@ pub struct EarlyStopping {
     best_weights: Option<Vec<(String, Array)>>,
     best_epoch: Option<usize>,
     stopped_epoch: Option<usize>,
+    args: ArgErrors,
 }
 
 impl EarlyStopping {
-    /// Monitors `name` (`"val_loss"`), patience 0, `min_delta` 0, mode auto.
+    /// Monitors `name` (`"val_loss"`, not empty), patience 0, `min_delta` 0, mode auto.
+    #[track_caller]
     pub fn on(name: &str) -> EarlyStopping {
+        let mut args = ArgErrors::default();
+        args.check(
+            !name.is_empty(),
+            "EarlyStopping::on",
+            "name",
+            MONITORED,
+            "\"\"",
+        );
         EarlyStopping {
+            args,
             monitor: Monitor::new(name),
             patience: 0,
             restore_best_weights: false,
@@ -132,22 +144,31 @@ impl EarlyStopping {
             stopped_epoch: None,
         }
     }
-    /// Epochs without improvement before stopping.
+    /// Epochs without improvement before stopping (any count: 0 stops at the first epoch
+    /// without improvement, as 1 does, as in Keras).
+    #[track_caller]
     pub fn patience(mut self, p: usize) -> Self {
         self.patience = p;
         self
     }
-    /// The smallest change that counts as an improvement.
+    /// The smallest change that counts as an improvement (finite; its sign is ignored, as
+    /// in Keras).
+    #[track_caller]
     pub fn min_delta(mut self, d: f64) -> Self {
+        let f = "EarlyStopping::min_delta";
+        self.args
+            .check(d.is_finite(), f, "min_delta", "finite", float(d));
         self.monitor.min_delta = d.abs();
         self
     }
     /// Whether lower or higher is better.
+    #[track_caller]
     pub fn mode(mut self, m: Mode) -> Self {
         self.monitor.mode = m;
         self
     }
     /// On stopping, put back the weights of the best epoch.
+    #[track_caller]
     pub fn restore_best_weights(mut self) -> Self {
         self.restore_best_weights = true;
         self
@@ -160,6 +181,7 @@ impl EarlyStopping {
 
 impl Callback for EarlyStopping {
     fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
+        self.args.result()?;
         self.wait = 0;
         self.monitor.best = None;
         self.best_weights = None;
@@ -198,29 +220,46 @@ pub struct ModelCheckpoint {
     monitor: Monitor,
     save_best_only: bool,
     saved: Vec<PathBuf>,
+    args: ArgErrors,
 }
 
 impl ModelCheckpoint {
-    /// Saves to `path` after every epoch, monitoring `val_loss` in auto mode.
+    /// Saves to `path` (a file path) after every epoch, monitoring `val_loss` in auto mode.
+    ///
+    /// Its directory must exist: `fit` checks it (and that kiln can create a file there)
+    /// before the first epoch, so a typo in the path costs no training time.
+    #[track_caller]
     pub fn new(path: impl Into<PathBuf>) -> ModelCheckpoint {
+        let path = path.into();
+        let mut args = ArgErrors::default();
+        let ok = path.file_name().is_some();
+        let f = "ModelCheckpoint::new";
+        args.check(ok, f, "path", "a file path", format!("{:?}", path));
         ModelCheckpoint {
-            path: path.into(),
+            path,
             monitor: Monitor::new("val_loss"),
             save_best_only: false,
             saved: vec![],
+            args,
         }
     }
-    /// The monitored log entry.
+    /// The monitored log entry (not empty).
+    #[track_caller]
     pub fn monitor(mut self, name: &str) -> Self {
+        let f = "ModelCheckpoint::monitor";
+        self.args
+            .check(!name.is_empty(), f, "name", MONITORED, "\"\"");
         self.monitor.name = name.into();
         self
     }
     /// Whether lower or higher is better.
+    #[track_caller]
     pub fn mode(mut self, m: Mode) -> Self {
         self.monitor.mode = m;
         self
     }
     /// Save only when the monitored value improves.
+    #[track_caller]
     pub fn save_best_only(mut self) -> Self {
         self.save_best_only = true;
         self
@@ -229,9 +268,127 @@ impl ModelCheckpoint {
     pub fn saved(&self) -> &[PathBuf] {
         &self.saved
     }
+    /// The path for 0-based `epoch`: `{epoch}` replaced by `epoch + 1`.
+    fn epoch_path(&self, epoch: usize) -> PathBuf {
+        let s = self.path.to_string_lossy();
+        if !s.contains("{epoch}") {
+            return self.path.clone();
+        }
+        PathBuf::from(s.replace("{epoch}", &(epoch + 1).to_string()))
+    }
+}
+
+/// Draws the training curves to an SVG file after every epoch, as
+/// [`History::plot`](super::History::plot) draws them after `fit`: the file shows the run so
+/// far while it trains (each write replaces it atomically, so a viewer never sees half a
+/// file), and it is there even if training stops with an error.
+///
+/// Unlike a `history.plot(path)` after `fit`, a path whose directory does not exist is
+/// reported before the first epoch. Only with the default-on `ui` cargo feature.
+#[cfg(feature = "ui")]
+#[derive(Clone, Debug)]
+pub struct PlotCurves {
+    path: PathBuf,
+    title: String,
+    series: std::collections::BTreeMap<String, Vec<f64>>,
+    args: ArgErrors,
+}
+
+#[cfg(feature = "ui")]
+impl PlotCurves {
+    /// Writes the curves to `path` (a file path, `.svg`), titled "training curves".
+    #[track_caller]
+    pub fn new(path: impl Into<PathBuf>) -> PlotCurves {
+        let path = path.into();
+        let mut args = ArgErrors::default();
+        let ok = path.file_name().is_some();
+        let f = "PlotCurves::new";
+        args.check(ok, f, "path", "a file path", format!("{:?}", path));
+        PlotCurves {
+            path,
+            title: "training curves".into(),
+            series: Default::default(),
+            args,
+        }
+    }
+    /// The picture's title.
+    #[track_caller]
+    pub fn title(mut self, title: &str) -> Self {
+        self.title = title.into();
+        self
+    }
+}
+
+#[cfg(feature = "ui")]
+impl Callback for PlotCurves {
+    fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
+        self.args.result()?;
+        self.series.clear();
+        check_output_path("PlotCurves", &self.path)
+    }
+
+    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, _model: &mut Model) -> Result<Control> {
+        for (k, v) in logs {
+            self.series.entry(k.clone()).or_default().push(*v);
+        }
+        crate::plot::plot_curves(&self.path, &self.series, &self.title)?;
+        Ok(Control::Continue)
+    }
+}
+
+/// What a monitored name must be.
+const MONITORED: &str = "the name of a logged value (\"val_loss\", \"accuracy\", ...)";
+
+/// Checks, before training, that `who` (a callback) will be able to write `path`: its
+/// directory exists and takes a new file (probed with a temporary file, the way every kiln
+/// write starts, removed at once). The error names `path` as the user gave it, never the
+/// temporary, and says it was found before training.
+pub(crate) fn check_output_path(who: &str, path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        let what = if dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(Error::io(
+            path,
+            format!(
+                "{who} cannot write here: the directory {} {what} (kiln does not create \
+                 it; create it, or fix the path). Found before training started",
+                dir.display()
+            ),
+            std::io::ErrorKind::NotFound.into(),
+        ));
+    }
+    tempfile::Builder::new()
+        .prefix(crate::atomic::TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            Error::io(
+                path,
+                format!(
+                    "{who} cannot write here: kiln cannot create a file in {}. Found before \
+                     training started",
+                    dir.display()
+                ),
+                e,
+            )
+        })
 }
 
 impl Callback for ModelCheckpoint {
+    /// Reports bad arguments, and a directory that does not exist or takes no new file,
+    /// before any epoch runs.
+    fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
+        self.args.result()?;
+        check_output_path("ModelCheckpoint", &self.epoch_path(0))
+    }
+
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, model: &mut Model) -> Result<Control> {
         let save = if self.save_best_only {
             let v = self.monitor.value(logs)?;
@@ -240,11 +397,7 @@ impl Callback for ModelCheckpoint {
             true
         };
         if save {
-            let p = PathBuf::from(
-                self.path
-                    .to_string_lossy()
-                    .replace("{epoch}", &(epoch + 1).to_string()),
-            );
+            let p = self.epoch_path(epoch);
             model.save_weights(&p)?;
             self.saved.push(p);
         }
@@ -263,6 +416,7 @@ pub struct TerminateOnNaN;
 
 impl TerminateOnNaN {
     /// The callback (it has no settings).
+    #[track_caller]
     pub fn new() -> TerminateOnNaN {
         TerminateOnNaN
     }

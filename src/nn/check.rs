@@ -168,3 +168,110 @@ pub(crate) fn targets(what: &str, arg: &str, model: &Model, y: &Array) -> Result
     }
     Ok(())
 }
+
+/// The first value of `a` that is NaN or infinite, as (flat index, value); `None` for an
+/// integer or boolean array, which holds none.
+fn first_non_finite(a: &Array) -> Result<Option<(usize, f64)>> {
+    Ok(match a.dtype() {
+        DType::F32 => {
+            let v = a.as_slice::<f32>()?;
+            first_bad(v, |x| x.to_bits() & 0x7f80_0000 == 0x7f80_0000).map(|i| (i, v[i] as f64))
+        }
+        DType::F64 => {
+            let v = a.as_slice::<f64>()?;
+            let exp = 0x7ff0_0000_0000_0000u64;
+            first_bad(v, |x| x.to_bits() & exp == exp).map(|i| (i, v[i]))
+        }
+        DType::I32 | DType::Bool => None,
+    })
+}
+
+/// The index of the first element of `v` for which `bad` holds. Chunks are tested without
+/// a branch per element (which the compiler vectorizes), and only a chunk holding a bad
+/// element is searched one by one: on MNIST's 47M floats, 55-95 ms against 110-200 ms for a
+/// plain `position`, timed alternately (2 cores, loaded by other builds; 2026-11-30).
+fn first_bad<T: Copy>(v: &[T], bad: impl Fn(T) -> bool) -> Option<usize> {
+    let mut base = 0;
+    for c in v.chunks(4096) {
+        if c.iter().fold(false, |any, &x| any | bad(x)) {
+            return c.iter().position(|&x| bad(x)).map(|i| base + i);
+        }
+        base += c.len();
+    }
+    None
+}
+
+/// Every value of `a` (the `arg` argument, `x` or `validation_data's y`) is finite, or an
+/// error naming `arg`, the element, its sample (row) and its feature (the index within the
+/// example), followed by `hint`.
+///
+/// One pass over the data, before training: an MNIST training set (47M floats) takes under
+/// 0.1 s, against 0.75 s for one epoch of the README's MLP, and a NaN found here is named
+/// by its place, while one found by `TerminateOnNaN` is only a batch whose loss went bad.
+pub(crate) fn finite(what: &str, arg: &str, a: &Array, hint: &str) -> Result<()> {
+    let Some((i, v)) = first_non_finite(a)? else {
+        return Ok(());
+    };
+    let shape = a.shape();
+    let per: usize = shape.iter().skip(1).product::<usize>().max(1);
+    let (sample, mut rest) = (i / per, i % per);
+    let mut feature = vec![0usize; shape.len().saturating_sub(1)];
+    for (k, &n) in shape.iter().enumerate().skip(1).rev() {
+        feature[k - 1] = rest % n.max(1);
+        rest /= n.max(1);
+    }
+    let mut index = vec![sample];
+    index.extend(&feature);
+    let index: Vec<String> = index.iter().map(|n| n.to_string()).collect();
+    let place = match feature.as_slice() {
+        [] => format!("sample {sample}"),
+        [f] => format!("sample {sample}, feature {f}"),
+        f => format!("sample {sample}, feature {f:?}"),
+    };
+    Err(Error::invalid(format!(
+        "{what}: {arg} holds {v} at [{}] ({place}); {hint}",
+        index.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_non_finite_value_is_found_in_any_chunk() {
+        for n in [1, 4095, 4096, 4097, 9000] {
+            for at in [0, n / 2, n - 1] {
+                for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                    let mut v = vec![1.5f64; n];
+                    v[at] = bad;
+                    if at + 1 < n {
+                        v[n - 1] = f64::NAN; // a later one is not reported
+                    }
+                    let a = Array::new([n], v.clone()).unwrap();
+                    let got = first_non_finite(&a).unwrap().unwrap();
+                    assert_eq!(got.0, at, "n {n}");
+                    let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                    let a = Array::new([n], f).unwrap();
+                    assert_eq!(first_non_finite(&a).unwrap().unwrap().0, at, "f32, n {n}");
+                }
+            }
+        }
+        let big = Array::new([3], vec![f32::MAX, f32::MIN, -0.0]).unwrap();
+        assert_eq!(first_non_finite(&big).unwrap(), None);
+        let ints = Array::new([2], vec![i32::MAX, i32::MIN]).unwrap();
+        assert_eq!(first_non_finite(&ints).unwrap(), None);
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_sample_and_feature() {
+        let mut v = vec![0f32; 2 * 3 * 4];
+        v[12 + 4 + 3] = f32::NAN; // sample 1, feature [1, 3]
+        let a = Array::new([2, 3, 4], v).unwrap();
+        let e = finite("fit", "x", &a, "hint").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "fit: x holds NaN at [1, 1, 3] (sample 1, feature [1, 3]); hint"
+        );
+    }
+}

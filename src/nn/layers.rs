@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Tensor};
 use crate::init::{self, Init};
 use crate::shape::{Dim, Shape};
+use crate::train::args::{float, positive, unit_open, ArgErrors};
 use std::cell::{Cell, RefCell};
 
 /// What a layer sees while it adds its ops.
@@ -102,6 +103,16 @@ pub trait Layer {
     /// `Conv2D` gives `conv2d`, as in Keras (and in checkpoints written by it).
     fn base_name(&self) -> String {
         snake_case(self.kind())
+    }
+
+    /// `Ok`, or an error naming each argument given out of its domain when the layer was
+    /// made (`Dropout::new(1.5)`): the function, your `file:line:col`, the argument, its
+    /// allowed range and the value. [`Model::add`](super::Model::add), `build` and `compile`
+    /// call it before building, so the mistake is reported at the first `Result`, at your
+    /// line. The built-in layers check their arguments in their `#[track_caller]`
+    /// constructors and builders; a custom layer may do the same (the default: no check).
+    fn validate(&self) -> Result<()> {
+        Ok(())
     }
 
     /// For [`Input`]: the shape of one example. Other layers return `None`.
@@ -201,20 +212,33 @@ impl Layer for Activation {
 #[derive(Clone, Debug)]
 pub struct Input {
     shape: Vec<usize>,
+    args: ArgErrors,
 }
 
 impl Input {
-    /// An input of examples shaped `shape` (the batch axis is added).
+    /// An input of examples shaped `shape` (the batch axis is added); every size at least 1.
+    #[track_caller]
     pub fn new(shape: impl AsRef<[usize]>) -> Input {
-        Input {
-            shape: shape.as_ref().to_vec(),
-        }
+        let shape = shape.as_ref().to_vec();
+        let mut args = ArgErrors::default();
+        let ok = shape.iter().all(|&n| n >= 1);
+        args.check(
+            ok,
+            "Input::new",
+            "shape",
+            "sizes of at least 1",
+            format!("{shape:?}"),
+        );
+        Input { shape, args }
     }
 }
 
 impl Layer for Input {
     fn kind(&self) -> &'static str {
         "InputLayer"
+    }
+    fn validate(&self) -> Result<()> {
+        self.args.result()
     }
     fn call<'g>(&mut self, _ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         Ok(x)
@@ -232,12 +256,18 @@ pub struct Dense {
     use_bias: bool,
     kernel_initializer: Option<Init>,
     bias_initializer: Init,
+    args: ArgErrors,
 }
 
 impl Dense {
-    /// `units` outputs, no activation, a bias, Glorot-uniform kernel (seeded by the model).
+    /// `units` outputs (at least 1), no activation, a bias, Glorot-uniform kernel (seeded by
+    /// the model).
+    #[track_caller]
     pub fn new(units: usize) -> Dense {
+        let mut args = ArgErrors::default();
+        args.check(units >= 1, "Dense::new", "units", "at least 1", units);
         Dense {
+            args,
             units,
             activation: Activation::Linear,
             use_bias: true,
@@ -246,25 +276,30 @@ impl Dense {
         }
     }
     /// The activation.
+    #[track_caller]
     pub fn activation(mut self, a: Activation) -> Dense {
         self.activation = a;
         self
     }
     /// Shorthand for `.activation(Activation::Relu)`.
+    #[track_caller]
     pub fn relu(self) -> Dense {
         self.activation(Activation::Relu)
     }
     /// With or without the bias.
+    #[track_caller]
     pub fn use_bias(mut self, on: bool) -> Dense {
         self.use_bias = on;
         self
     }
     /// The kernel's initializer (default: Glorot uniform with the model's next seed).
+    #[track_caller]
     pub fn kernel_initializer(mut self, i: Init) -> Dense {
         self.kernel_initializer = Some(i);
         self
     }
     /// The bias initializer (default: zeros).
+    #[track_caller]
     pub fn bias_initializer(mut self, i: Init) -> Dense {
         self.bias_initializer = i;
         self
@@ -274,6 +309,9 @@ impl Dense {
 impl Layer for Dense {
     fn kind(&self) -> &'static str {
         "Dense"
+    }
+    fn validate(&self) -> Result<()> {
+        self.args.result()
     }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let fan_in = features(x, &format!("Dense({})", self.units))?;
@@ -297,14 +335,30 @@ impl Layer for Dense {
 pub struct Dropout {
     rate: f64,
     seed: Option<u64>,
+    args: ArgErrors,
 }
 
 impl Dropout {
-    /// Dropout with this rate, seeded by the model.
+    /// Dropout with this rate, in `[0, 1)`, seeded by the model.
+    #[track_caller]
     pub fn new(rate: f64) -> Dropout {
-        Dropout { rate, seed: None }
+        let mut args = ArgErrors::default();
+        let allowed = "in [0, 1) (the fraction of inputs dropped while training)";
+        args.check(
+            unit_open(rate),
+            "Dropout::new",
+            "rate",
+            allowed,
+            float(rate),
+        );
+        Dropout {
+            rate,
+            seed: None,
+            args,
+        }
     }
     /// An explicit seed.
+    #[track_caller]
     pub fn seed(mut self, s: u64) -> Dropout {
         self.seed = Some(s);
         self
@@ -314,6 +368,9 @@ impl Dropout {
 impl Layer for Dropout {
     fn kind(&self) -> &'static str {
         "Dropout"
+    }
+    fn validate(&self) -> Result<()> {
+        self.args.result()
     }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let seed = self.seed.unwrap_or_else(|| ctx.next_seed());
@@ -364,6 +421,7 @@ impl Layer for Softmax {
 pub struct BatchNormalization {
     momentum: f64,
     epsilon: f64,
+    args: ArgErrors,
 }
 
 impl Default for BatchNormalization {
@@ -374,19 +432,28 @@ impl Default for BatchNormalization {
 
 impl BatchNormalization {
     /// Momentum 0.99 and epsilon 0.001, as Keras.
+    #[track_caller]
     pub fn new() -> BatchNormalization {
         BatchNormalization {
             momentum: 0.99,
             epsilon: 1e-3,
+            args: ArgErrors::default(),
         }
     }
-    /// The moving averages' momentum.
+    /// The moving averages' momentum, in `[0, 1]` (1 freezes them).
+    #[track_caller]
     pub fn momentum(mut self, m: f64) -> Self {
+        let (func, ok) = ("BatchNormalization::momentum", (0.0..=1.0).contains(&m));
+        self.args.check(ok, func, "momentum", "in [0, 1]", float(m));
         self.momentum = m;
         self
     }
-    /// Added to the variance before the square root.
+    /// Added to the variance before the square root: finite and > 0.
+    #[track_caller]
     pub fn epsilon(mut self, e: f64) -> Self {
+        let (func, ok) = ("BatchNormalization::epsilon", positive(e));
+        self.args
+            .check(ok, func, "epsilon", "finite and > 0", float(e));
         self.epsilon = e;
         self
     }
@@ -395,6 +462,9 @@ impl BatchNormalization {
 impl Layer for BatchNormalization {
     fn kind(&self) -> &'static str {
         "BatchNormalization"
+    }
+    fn validate(&self) -> Result<()> {
+        self.args.result()
     }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let n = channels(x)?;

@@ -49,6 +49,8 @@ mod reshape;
 
 pub use crate::progress::Verbosity;
 pub use batch::{Inputs, Logs};
+#[cfg(feature = "ui")]
+pub use callbacks::PlotCurves;
 pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint, TerminateOnNaN};
 pub use fit::{FitConfig, History};
 pub use layers::{

@@ -60,9 +60,12 @@ pub struct Builder<'g> {
 }
 
 impl<'g> Builder<'g> {
-    /// Applies `layer` to `x`, in a name scope of the layer's unique name (`dense_1`).
+    /// Applies `layer` to `x`, in a name scope of the layer's unique name (`dense_1`). An
+    /// argument the layer was made with out of its domain is reported first
+    /// ([`Layer::validate`]).
     pub fn apply(&mut self, layer: impl Into<Box<dyn Layer>>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let mut layer = layer.into();
+        layer.validate()?;
         let base = layer.base_name();
         let n = self.names.entry(base.clone()).or_insert(0);
         let name = if *n == 0 {
@@ -143,12 +146,15 @@ impl Sequential {
 }
 
 impl Model {
-    /// Appends a layer (before the model is built).
+    /// Appends a layer (before the model is built). A layer made with an argument out of
+    /// its domain (`Dropout::new(1.5)`) is refused here, with the line where it was made.
     pub fn add(&mut self, layer: impl Into<Box<dyn Layer>>) -> Result<()> {
         if self.built.is_some() {
             return Err(Error::invalid("add: the model is already built"));
         }
-        self.pending.push(layer.into());
+        let layer = layer.into();
+        layer.validate()?;
+        self.pending.push(layer);
         Ok(())
     }
 
@@ -226,10 +232,15 @@ impl Model {
         Ok(())
     }
 
-    /// Builds the graph from the layers (done by `compile` and `summary` when needed).
+    /// Builds the graph from the layers (done by `compile` and `summary` when needed). The
+    /// layers' arguments are checked first ([`Layer::validate`]): `Sequential::new` cannot
+    /// return an error, so a bad one given there is reported here, at its own line.
     pub fn build(&mut self) -> Result<()> {
         if self.built.is_some() {
             return Ok(());
+        }
+        for l in &self.pending {
+            l.validate()?;
         }
         let mut layers = std::mem::take(&mut self.pending);
         let shape = match layers.first().and_then(|l| l.input_shape()) {
@@ -258,12 +269,18 @@ impl Model {
 
     /// Chooses the optimizer, loss and metrics, and adds the loss, metrics and train op to
     /// the graph. The model is built first if needed; the session is (re)created.
+    ///
+    /// The optimizer's and the layers' arguments are checked first
+    /// ([`Optimizer::validate`], [`Layer::validate`]): a learning rate of `-0.1` or a dropout
+    /// rate of `1.5` is an error naming the line where you wrote it, and the model is left
+    /// as it was.
     pub fn compile(
         &mut self,
         optimizer: impl Optimizer + 'static,
         loss: Loss,
         metrics: &[Metric],
     ) -> Result<()> {
+        optimizer.validate()?;
         self.build()?;
         let built = self.built()?.clone();
         if built.outputs.len() != 1 {

@@ -41,6 +41,7 @@
 //! - All updates of a step read the values from before the step (snapshot semantics, see
 //!   [`crate::graph::effects`]).
 
+pub(crate) mod args;
 mod optimizers;
 
 pub use optimizers::{Adam, AdamW, RmsProp, Sgd};
@@ -68,10 +69,26 @@ pub struct Config {
     pub name: String,
     /// The state built by the last `apply_gradients`: (graph id, learning rate, iterations).
     built: Option<(u64, NodeId, NodeId)>,
+    /// Arguments found invalid by the constructor and builders, with the user's lines.
+    pub(crate) args: args::ArgErrors,
 }
 
 impl Config {
-    pub(crate) fn new(name: &str, learning_rate: f64) -> Config {
+    /// The settings of optimizer `func` (`Sgd::new`) made with `learning_rate`, which must be
+    /// finite and not negative (checked here, reported by [`Optimizer::validate`]). Zero is
+    /// allowed, as in Keras: a run with frozen weights (dropout and metrics still run) is a
+    /// real use, kiln's own tests make one; a negative rate climbs the loss, and NaN or
+    /// infinity poisons every weight at the first step.
+    #[track_caller]
+    pub(crate) fn new(func: &'static str, name: &str, learning_rate: f64) -> Config {
+        let mut args = args::ArgErrors::default();
+        args.check(
+            learning_rate.is_finite() && learning_rate >= 0.0,
+            func,
+            "learning_rate",
+            "finite and >= 0",
+            args::float(learning_rate),
+        );
         Config {
             learning_rate,
             learning_rate_tensor: None,
@@ -79,6 +96,7 @@ impl Config {
             weight_decay: 0.0,
             name: name.to_string(),
             built: None,
+            args,
         }
     }
 }
@@ -140,9 +158,18 @@ pub trait Optimizer {
         assigns: &mut Vec<Tensor<'g>>,
     ) -> Tensor<'g>;
 
+    /// `Ok`, or an error naming each argument given out of its domain to the optimizer's
+    /// constructor or builders (`Sgd::new(-0.1)`, `.momentum(1.5)`): the function, your line,
+    /// the argument, its allowed range and the value. `minimize`, `apply_gradients` and
+    /// `Model::compile` call it before adding anything to the graph.
+    fn validate(&self) -> Result<()> {
+        self.config().args.result()
+    }
+
     /// The train op for `loss` over `var_list`: gradients, then [`Optimizer::apply_gradients`].
     #[track_caller]
     fn minimize<'g>(&mut self, loss: Tensor<'g>, var_list: &[Tensor<'g>]) -> Result<Tensor<'g>> {
+        self.validate()?;
         let grads = gradients(&[loss], var_list, None)?;
         let gv: Vec<(Tensor<'g>, Tensor<'g>)> =
             grads.into_iter().zip(var_list.iter().copied()).collect();
@@ -157,6 +184,7 @@ pub trait Optimizer {
         &mut self,
         grads_and_vars: &[(Tensor<'g>, Tensor<'g>)],
     ) -> Result<Tensor<'g>> {
+        self.validate()?;
         let Some(&(_, first)) = grads_and_vars.first() else {
             return Err(Error::invalid("apply_gradients: no variables to update"));
         };

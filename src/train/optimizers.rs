@@ -1,5 +1,6 @@
 //! The optimizers. Each is its Keras 3 update rule, written once as graph ops.
 
+use super::args::{float, positive, unit_open};
 use super::{Config, Optimizer, Step};
 use crate::dtype::DType;
 use crate::graph::Tensor;
@@ -8,23 +9,55 @@ use crate::graph::Tensor;
 macro_rules! common {
     ($t:ty) => {
         impl $t {
-            /// Clip all gradients together to this global norm before the step.
+            /// Clip all gradients together to this global norm (finite, > 0) before the step.
+            #[track_caller]
             pub fn clip_global_norm(mut self, c: f64) -> Self {
+                self.cfg.args.check(
+                    positive(c),
+                    concat!(stringify!($t), "::clip_global_norm"),
+                    "clip_global_norm",
+                    "finite and > 0",
+                    float(c),
+                );
                 self.cfg.clip_global_norm = Some(c);
                 self
             }
-            /// Decoupled weight decay: `w -= lr * wd * w` each step.
+            /// Decoupled weight decay (finite, >= 0): `w -= lr * wd * w` each step.
+            #[track_caller]
             pub fn weight_decay(mut self, wd: f64) -> Self {
+                self.cfg.args.check(
+                    wd.is_finite() && wd >= 0.0,
+                    concat!(stringify!($t), "::weight_decay"),
+                    "weight_decay",
+                    "finite and >= 0",
+                    float(wd),
+                );
                 self.cfg.weight_decay = wd;
                 self
             }
-            /// Use this scalar tensor (for example a placeholder) as the learning rate.
+            /// Use this scalar float tensor (for example a placeholder) as the learning rate.
+            #[track_caller]
             pub fn learning_rate_tensor(mut self, lr: Tensor<'_>) -> Self {
+                self.cfg.args.check(
+                    lr.rank() == 0 && lr.dtype().is_float(),
+                    concat!(stringify!($t), "::learning_rate_tensor"),
+                    "learning_rate_tensor",
+                    "a float scalar (f32[] or f64[])",
+                    lr.ty(),
+                );
                 self.cfg.learning_rate_tensor = Some((lr.graph().data().graph_id(), lr.id()));
                 self
             }
-            /// The prefix of the optimizer's variables.
+            /// The prefix of the optimizer's variables (not empty).
+            #[track_caller]
             pub fn name(mut self, name: &str) -> Self {
+                self.cfg.args.check(
+                    !name.is_empty(),
+                    concat!(stringify!($t), "::name"),
+                    "name",
+                    "a non-empty variable prefix",
+                    "\"\"",
+                );
                 self.cfg.name = name.to_string();
                 self
             }
@@ -46,20 +79,27 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// SGD with this learning rate.
+    /// SGD with this learning rate (finite, >= 0).
+    #[track_caller]
     pub fn new(learning_rate: f64) -> Sgd {
         Sgd {
-            cfg: Config::new("sgd", learning_rate),
+            cfg: Config::new("Sgd::new", "sgd", learning_rate),
             momentum: 0.0,
             nesterov: false,
         }
     }
     /// Momentum `μ` in `[0, 1)`.
+    #[track_caller]
     pub fn momentum(mut self, m: f64) -> Sgd {
+        let ok = unit_open(m);
+        self.cfg
+            .args
+            .check(ok, "Sgd::momentum", "momentum", "in [0, 1)", float(m));
         self.momentum = m;
         self
     }
     /// Nesterov momentum.
+    #[track_caller]
     pub fn nesterov(mut self, on: bool) -> Sgd {
         self.nesterov = on;
         self
@@ -112,26 +152,42 @@ pub struct Adam {
 
 impl Adam {
     /// Adam with this learning rate, `β₁ = 0.9`, `β₂ = 0.999`, `ε = 1e-7` (Keras defaults).
+    #[track_caller]
     pub fn new(learning_rate: f64) -> Adam {
         Adam {
-            cfg: Config::new("adam", learning_rate),
+            cfg: Config::new("Adam::new", "adam", learning_rate),
             beta_1: 0.9,
             beta_2: 0.999,
             epsilon: 1e-7,
         }
     }
-    /// `β₁`.
+    /// `β₁`, in `[0, 1)`.
+    #[track_caller]
     pub fn beta_1(mut self, b: f64) -> Adam {
+        let ok = unit_open(b);
+        self.cfg
+            .args
+            .check(ok, "Adam::beta_1", "beta_1", "in [0, 1)", float(b));
         self.beta_1 = b;
         self
     }
-    /// `β₂`.
+    /// `β₂`, in `[0, 1)`.
+    #[track_caller]
     pub fn beta_2(mut self, b: f64) -> Adam {
+        let ok = unit_open(b);
+        self.cfg
+            .args
+            .check(ok, "Adam::beta_2", "beta_2", "in [0, 1)", float(b));
         self.beta_2 = b;
         self
     }
-    /// `ε`.
+    /// `ε`, finite and > 0.
+    #[track_caller]
     pub fn epsilon(mut self, e: f64) -> Adam {
+        let ok = positive(e);
+        self.cfg
+            .args
+            .check(ok, "Adam::epsilon", "epsilon", "finite and > 0", float(e));
         self.epsilon = e;
         self
     }
@@ -178,8 +234,14 @@ pub struct AdamW;
 impl AdamW {
     /// Adam with this learning rate and weight decay 0.004.
     #[allow(clippy::new_ret_no_self)]
+    #[track_caller]
     pub fn new(learning_rate: f64) -> Adam {
-        Adam::new(learning_rate).weight_decay(0.004).name("adamw")
+        let mut cfg = Config::new("AdamW::new", "adamw", learning_rate);
+        cfg.weight_decay = 0.004;
+        Adam {
+            cfg,
+            ..Adam::new(1.0)
+        }
     }
 }
 
@@ -199,26 +261,46 @@ pub struct RmsProp {
 
 impl RmsProp {
     /// RMSprop with this learning rate, `ρ = 0.9`, no momentum, `ε = 1e-7` (Keras defaults).
+    #[track_caller]
     pub fn new(learning_rate: f64) -> RmsProp {
         RmsProp {
-            cfg: Config::new("rmsprop", learning_rate),
+            cfg: Config::new("RmsProp::new", "rmsprop", learning_rate),
             rho: 0.9,
             momentum: 0.0,
             epsilon: 1e-7,
         }
     }
-    /// `ρ`, the decay of the squared-gradient average.
+    /// `ρ`, the decay of the squared-gradient average, in `[0, 1)`.
+    #[track_caller]
     pub fn rho(mut self, r: f64) -> RmsProp {
+        let ok = unit_open(r);
+        self.cfg
+            .args
+            .check(ok, "RmsProp::rho", "rho", "in [0, 1)", float(r));
         self.rho = r;
         self
     }
-    /// Momentum `μ`.
+    /// Momentum `μ`, in `[0, 1)`.
+    #[track_caller]
     pub fn momentum(mut self, m: f64) -> RmsProp {
+        let ok = unit_open(m);
+        self.cfg
+            .args
+            .check(ok, "RmsProp::momentum", "momentum", "in [0, 1)", float(m));
         self.momentum = m;
         self
     }
-    /// `ε`.
+    /// `ε`, finite and > 0.
+    #[track_caller]
     pub fn epsilon(mut self, e: f64) -> RmsProp {
+        let ok = positive(e);
+        self.cfg.args.check(
+            ok,
+            "RmsProp::epsilon",
+            "epsilon",
+            "finite and > 0",
+            float(e),
+        );
         self.epsilon = e;
         self
     }
