@@ -62,9 +62,9 @@ impl VarStore {
                 if self.values.contains_key(&id) {
                     continue;
                 }
-                let what = format!("variable {:?}", n.label());
+                let what = format!("variable {}", n.label());
                 crate::shape::check_alloc(&what, n.ty.dtype, &shape).map_err(Error::invalid)?;
-                self.values.insert(id, init.fill(n.ty.dtype, &shape));
+                self.values.insert(id, init.try_fill(n.ty.dtype, &shape)?);
             }
         }
         Ok(())
