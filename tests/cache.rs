@@ -140,3 +140,23 @@ fn predict_compiles_a_bounded_number_of_times() {
     let none = m.predict(&ramp(0, 4), 32).unwrap();
     assert_eq!(none.shape(), &[0, 3]);
 }
+
+/// A run looks only at nodes added since the last one for new variables (not at the whole
+/// graph): variables added between runs, before and after other nodes, are still initialized.
+#[test]
+fn variables_added_between_runs_are_initialized() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [2]);
+    let mut s = Session::new(&g).unwrap();
+    let xv = Array::new([2], vec![1.0f32, 2.0]).unwrap();
+    for k in 0..3 {
+        let _ = x * 3.0;
+        let v = g.variable(&format!("v{k}"), [2], kiln::init::constant(k as f64));
+        let _ = x + 1.0;
+        let out = s.run(&[x + v], &[(x, xv.clone())]).unwrap().remove(0);
+        assert_eq!(
+            out.to_vec::<f32>().unwrap(),
+            vec![1.0 + k as f32, 2.0 + k as f32]
+        );
+    }
+}
