@@ -117,6 +117,10 @@ impl Array {
     }
 
     /// An array of zeros (or `false`).
+    ///
+    /// # Panics
+    /// If the shape's element count overflows `usize`, or the allocation fails (which aborts
+    /// the process). For a shape that comes from input, use [`Array::try_zeros`].
     pub fn zeros(dtype: DType, shape: impl AsRef<[usize]>) -> Array {
         let shape = shape.as_ref().to_vec();
         let n = crate::shape::checked_numel(&shape).expect("Array::zeros: element count overflows");
@@ -129,6 +133,42 @@ impl Array {
             DType::Bool => ArrayData::Bool(vec![false; n]),
         };
         Array { shape, data }
+    }
+
+    /// An array of zeros (or `false`), or an error instead of a panic or an aborting
+    /// allocation: when the byte size overflows, passes [`crate::shape::alloc_limit`]
+    /// (`KILN_MAX_ALLOC`), or the allocator refuses it.
+    ///
+    /// ```
+    /// use kiln::{Array, DType};
+    /// assert_eq!(Array::try_zeros(DType::I32, [2, 3])?.to_vec::<i32>()?, vec![0; 6]);
+    /// assert!(Array::try_zeros(DType::F32, [1usize << 40, 1 << 40]).is_err()); // overflows
+    /// assert!(Array::try_zeros(DType::F32, [1usize << 40]).is_err()); // 4 TiB: past the limit
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn try_zeros(dtype: DType, shape: impl AsRef<[usize]>) -> Result<Array> {
+        fn zeros<T: Element + Default>(n: usize) -> Option<Vec<T>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n).ok()?;
+            v.resize(n, T::default());
+            Some(v)
+        }
+        let shape = shape.as_ref().to_vec();
+        let bytes =
+            crate::shape::check_alloc("Array::try_zeros", dtype, &shape).map_err(Error::invalid)?;
+        let n = crate::shape::checked_numel(&shape).unwrap_or(0);
+        let data = match dtype {
+            DType::F32 => zeros(n).map(ArrayData::F32),
+            DType::F64 => zeros(n).map(ArrayData::F64),
+            DType::I32 => zeros(n).map(ArrayData::I32),
+            DType::Bool => zeros(n).map(ArrayData::Bool),
+        };
+        let data = data.ok_or_else(|| {
+            Error::invalid(format!(
+                "Array::try_zeros: cannot allocate {dtype}{shape:?} ({bytes} bytes): out of memory"
+            ))
+        })?;
+        Ok(Array { shape, data })
     }
 
     /// Makes an array of `dtype` from `f64` values, rounding or truncating each.

@@ -5,8 +5,9 @@
 //! Fans follow Keras: for a kernel of shape `[.., in, out]`, `fan_in = in * receptive`,
 //! `fan_out = out * receptive`, where `receptive` is the product of the leading dimensions.
 
-use crate::array::{Array, FloatAttr};
+use crate::array::{Array, Element, FloatAttr};
 use crate::dtype::DType;
+use crate::error::{Error, Result};
 use crate::rng;
 
 /// How a variable gets its first value. Fields are as in the matching constructor functions.
@@ -149,30 +150,73 @@ impl Init {
     }
 
     /// The initial value for a variable of `dtype` and `shape`.
+    ///
+    /// # Panics
+    /// If the array cannot be allocated; [`Init::try_fill`] is the checked form (sessions
+    /// use it).
     pub fn fill(&self, dtype: DType, shape: &[usize]) -> Array {
-        let n: usize = shape.iter().product();
+        match self.try_fill(dtype, shape) {
+            Ok(a) => a,
+            Err(e) => panic!("Init::fill: {e}"),
+        }
+    }
+
+    /// The initial value for a variable of `dtype` and `shape`, or an error if it is larger
+    /// than [`crate::shape::alloc_limit`] or the allocator refuses it. Each element is
+    /// computed in `f64` and rounded straight into the array (as [`Array::from_f64`] rounds):
+    /// no `f64` copy of the whole value is made.
+    pub fn try_fill(&self, dtype: DType, shape: &[usize]) -> Result<Array> {
+        let what = format!("initializer {}", self.describe());
+        crate::shape::check_alloc(&what, dtype, shape).map_err(Error::invalid)?;
+        let n = crate::shape::checked_numel(shape).unwrap_or(0);
+        match dtype {
+            DType::F32 => Array::new(shape, self.values::<f32>(n, shape)?),
+            DType::F64 => Array::new(shape, self.values::<f64>(n, shape)?),
+            DType::I32 => Array::new(shape, self.values::<i32>(n, shape)?),
+            DType::Bool => Array::new(shape, self.values::<bool>(n, shape)?),
+        }
+    }
+
+    /// The `n` initial values of `shape`, each rounded to `T`.
+    fn values<T: Element>(&self, n: usize, shape: &[usize]) -> Result<Vec<T>> {
+        let mut v: Vec<T> = Vec::new();
+        v.try_reserve_exact(n).map_err(|_| {
+            Error::invalid(format!(
+                "initializer {}: cannot allocate {n} elements of {}: out of memory",
+                self.describe(),
+                T::DTYPE
+            ))
+        })?;
+        self.each(n, shape, |x| v.push(T::from_f64(x)));
+        Ok(v)
+    }
+
+    /// Calls `put` with each of the `n` initial values of `shape` in order, as `f64`.
+    fn each(&self, n: usize, shape: &[usize], mut put: impl FnMut(f64)) {
         let (fan_in, fan_out) = fans(shape);
-        let uni = |seed: u64, lo: f64, hi: f64| -> Vec<f64> {
-            let mut v = Vec::with_capacity(n);
-            rng::fill_uniform(seed, 0, 0..n as u64, lo as f32, hi as f32, |_, x| {
-                v.push(x as f64)
-            });
-            v
+        let range = 0..n as u64;
+        let mut uni = |seed: u64, lo: f64, hi: f64| {
+            rng::fill_uniform(seed, 0, range.clone(), lo as f32, hi as f32, |_, x| {
+                put(x as f64)
+            })
         };
-        let tn = |seed: u64, mean: f64, std: f64| -> Vec<f64> {
-            (0..n as u64)
-                .map(|i| mean + std * truncated(seed, i))
-                .collect()
+        // Truncated normals and the plain ones go through `uni`'s `put` too: one borrow.
+        let tn = |seed: u64, mean: f64, std: f64, put: &mut dyn FnMut(f64)| {
+            for i in 0..n as u64 {
+                put(mean + std * truncated(seed, i));
+            }
         };
-        let data: Vec<f64> = match self {
-            Init::Zeros => vec![0.0; n],
-            Init::Ones => vec![1.0; n],
-            Init::Constant(v) => vec![v.0; n],
+        match self {
+            Init::Zeros => (0..n).for_each(|_| put(0.0)),
+            Init::Ones => (0..n).for_each(|_| put(1.0)),
+            Init::Constant(v) => (0..n).for_each(|_| put(v.0)),
             Init::Uniform { low, high, seed } => uni(*seed, low.0, high.0),
-            Init::Normal { mean, std, seed } => (0..n as u64)
-                .map(|i| mean.0 + std.0 * rng::standard_normal(*seed, 0, i) as f64)
-                .collect(),
-            Init::TruncatedNormal { mean, std, seed } => tn(*seed, mean.0, std.0),
+            Init::Normal { mean, std, seed } => {
+                for i in 0..n as u64 {
+                    put(mean.0 + std.0 * rng::standard_normal(*seed, 0, i) as f64);
+                }
+            }
+            Init::TruncatedNormal { mean, std, seed } => tn(*seed, mean.0, std.0, &mut put),
             Init::GlorotUniform { seed } => {
                 let l = (6.0 / (fan_in + fan_out)).sqrt();
                 uni(*seed, -l, l)
@@ -181,13 +225,18 @@ impl Init {
                 *seed,
                 0.0,
                 (2.0 / (fan_in + fan_out)).sqrt() / TRUNC_STD_CORRECTION,
+                &mut put,
             ),
             Init::HeUniform { seed } => {
                 let l = (6.0 / fan_in).sqrt();
                 uni(*seed, -l, l)
             }
-            Init::HeNormal { seed } => tn(*seed, 0.0, (2.0 / fan_in).sqrt() / TRUNC_STD_CORRECTION),
-        };
-        Array::from_f64(dtype, shape.to_vec(), data)
+            Init::HeNormal { seed } => tn(
+                *seed,
+                0.0,
+                (2.0 / fan_in).sqrt() / TRUNC_STD_CORRECTION,
+                &mut put,
+            ),
+        }
     }
 }

@@ -26,8 +26,12 @@
 //! the same store as the [`Interpreter`](crate::Interpreter)'s (`src/vars.rs`), which applies
 //! a run's updates when it has finished. The cache key is the graph, the
 //! fetched nodes and the batch size: nodes are never changed or reused once added (see
-//! ARCHITECTURE.md), so a key can never come to mean another program. `KILN_LOG_COMPILES=1`
-//! prints each compile and why the cache missed.
+//! ARCHITECTURE.md), so a key can never come to mean another program. The cache keeps the
+//! [`DEFAULT_CACHE_CAPACITY`] most recently used executables
+//! ([`Session::set_cache_capacity`] changes it), and a compile copies only what its fetches
+//! depend on, after checking that every value it will compute fits the allocation limit
+//! ([`crate::shape::alloc_limit`]). `KILN_LOG_COMPILES=1` prints each compile and why the
+//! cache missed.
 
 use crate::array::Array;
 use crate::error::{Error, Result};
@@ -55,6 +59,72 @@ pub enum Backend {
     Interpreter,
 }
 
+/// The default of [`Session::set_cache_capacity`]: how many compiled executables a session
+/// keeps.
+pub const DEFAULT_CACHE_CAPACITY: usize = 64;
+
+/// A map that keeps its `cap` most recently used entries (a linear scan finds the least
+/// recently used one: caches hold tens of entries, and each miss costs a compile).
+struct Lru<K, V> {
+    map: HashMap<K, (V, u64)>,
+    tick: u64,
+    cap: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Lru<K, V> {
+    fn new(cap: usize) -> Self {
+        Lru {
+            map: HashMap::new(),
+            tick: 0,
+            cap,
+        }
+    }
+
+    /// The entry for `k`, marked as the most recently used.
+    fn get(&mut self, k: &K) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(k).map(|(v, used)| {
+            *used = tick;
+            v.clone()
+        })
+    }
+
+    /// Adds an entry, evicting the least recently used ones beyond the capacity.
+    fn insert(&mut self, k: K, v: V) {
+        self.tick += 1;
+        self.map.insert(k, (v, self.tick));
+        self.shrink();
+    }
+
+    fn set_capacity(&mut self, cap: usize) {
+        self.cap = cap;
+        self.shrink();
+    }
+
+    fn shrink(&mut self) {
+        while self.map.len() > self.cap {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.map.remove(&k),
+                None => break,
+            };
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &K> {
+        self.map.keys()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     fetches: Vec<NodeId>,
@@ -68,12 +138,15 @@ pub struct Session {
     /// Variable values, double-buffered (an update is written into the variable's previous
     /// buffer, so a training step allocates nothing for its variables), and the run counter.
     vars: VarStore,
-    cache: HashMap<Key, Arc<Executable>>,
+    /// The compiled executables, the most recently used [`Session::cache_capacity`] of them.
+    cache: Lru<Key, Arc<Executable>>,
     /// The assigns behind each set of fetches (sound to cache for the same reason as
     /// `cache`: nodes never change once added), so a training loop does not walk the graph
-    /// on every step.
-    updates: HashMap<Vec<NodeId>, Arc<[effects::Update]>>,
+    /// on every step; bounded like `cache`.
+    updates: Lru<Vec<NodeId>, Arc<[effects::Update]>>,
     compiles: usize,
+    /// How many nodes the last compile copied out of the graph (the fetches' cone).
+    last_copied: usize,
     last_compile: Option<crate::jit::CompileTimes>,
     log: bool,
     /// Refuse feeds holding NaN or infinities ([`Session::check_feeds_finite`]).
@@ -94,9 +167,10 @@ impl Session {
             graph: graph.clone(),
             backend,
             vars: VarStore::new(graph, true)?,
-            cache: HashMap::new(),
-            updates: HashMap::new(),
+            cache: Lru::new(DEFAULT_CACHE_CAPACITY),
+            updates: Lru::new(DEFAULT_CACHE_CAPACITY),
             compiles: 0,
+            last_copied: 0,
             last_compile: None,
             log: std::env::var("KILN_LOG_COMPILES").is_ok_and(|v| v == "1"),
             check_finite: false,
@@ -135,6 +209,39 @@ impl Session {
     /// How many executables this session has compiled.
     pub fn compile_count(&self) -> usize {
         self.compiles
+    }
+
+    /// Sets how many compiled executables the session keeps (at least 1; the default is
+    /// [`DEFAULT_CACHE_CAPACITY`]). An executable is compiled for each set of fetches and
+    /// batch size; past the capacity the least recently used one is dropped (its machine code
+    /// freed), and compiled again if it is needed again. A training loop uses one or two; a
+    /// loop over many batch sizes or fetch sets stays within this many.
+    pub fn set_cache_capacity(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::invalid(
+                "set_cache_capacity: the capacity must be at least 1 (a run needs its executable)",
+            ));
+        }
+        self.cache.set_capacity(n);
+        self.updates.set_capacity(n);
+        Ok(())
+    }
+
+    /// How many compiled executables the session keeps at most.
+    pub fn cache_capacity(&self) -> usize {
+        self.cache.cap
+    }
+
+    /// How many compiled executables the session holds now.
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// How many graph nodes the last compile copied (the nodes its fetches depend on, not
+    /// the whole graph). For tests and benchmarks.
+    #[doc(hidden)]
+    pub fn last_compile_copied_nodes(&self) -> usize {
+        self.last_copied
     }
 
     /// Where the time of this session's last compile went (passes, Cranelift IR, machine
@@ -234,7 +341,7 @@ impl Session {
         // Assigns behind the fetches become extra outputs, stored when the run has finished
         // (snapshot semantics; see graph::effects).
         let updates = match self.updates.get(&user) {
-            Some(u) => u.clone(),
+            Some(u) => u,
             None => {
                 let u: Arc<[effects::Update]> = effects::collect(&self.graph.data(), &user)?.into();
                 self.updates.insert(user.clone(), u.clone());
@@ -341,7 +448,7 @@ impl Session {
             batch,
         };
         let exe = match self.cache.get(&key) {
-            Some(e) => e.clone(),
+            Some(e) => e,
             None => {
                 let why = if self.cache.keys().any(|k| k.fetches == key.fetches) {
                     format!("new batch size {batch:?}")
@@ -349,10 +456,20 @@ impl Session {
                     "new set of fetches".to_string()
                 };
                 let t0 = Instant::now();
-                let mut p = Program::new(self.graph.snapshot(), fetches.to_vec());
+                // Only the fetches' cone is copied: the rest of the graph (other fetch sets'
+                // nodes, say) is nothing this compile reads. Every value it will compute is
+                // checked against the allocation limit first, naming the user's op.
+                let graph = {
+                    let d = self.graph.data();
+                    check_sizes(&d, fetches, batch)?;
+                    d.cone(fetches)
+                };
+                self.last_copied = graph.len();
+                let mut p = Program::new(graph, fetches.to_vec());
                 let mut pl = Pipeline::default();
                 pl.options.batch = batch.or(Some(1));
                 pl.run(&mut p)?;
+                check_workspace(&p, &self.graph.data(), fetches, batch)?;
                 let passes = t0.elapsed();
                 let exe = Arc::new(Executable::compile(&p)?);
                 self.compiles += 1;
@@ -383,4 +500,121 @@ impl Session {
         };
         Ok(exe)
     }
+}
+
+/// Refuses a compile whose values would not fit the allocation limit
+/// ([`crate::shape::alloc_limit`]) at this batch size, naming the first such op of the user's
+/// graph, its name and line, its shape and bytes: a batch too large for memory is an error,
+/// not an aborting allocation. Values are those a run computes (random numbers included);
+/// feeds, variables and constants exist already, and `size` reads only its operand's shape.
+fn check_sizes(d: &crate::GraphData, fetches: &[NodeId], batch: Option<usize>) -> Result<()> {
+    let order = d.topo_order_until(fetches, |id| matches!(d.node(id).op, Op::Size { .. }));
+    for id in order {
+        let n = d.node(id);
+        if matches!(
+            n.op,
+            Op::Placeholder | Op::Variable { .. } | Op::Constant(_)
+        ) {
+            continue;
+        }
+        let dims = n.ty.shape.resolve(batch.unwrap_or(1));
+        crate::shape::check_value(
+            n.op.name(),
+            &n.label(),
+            n.loc.as_ref(),
+            n.ty.dtype,
+            &dims,
+            n.ty.dtype.size_bytes(),
+            batch,
+            "",
+        )?;
+    }
+    Ok(())
+}
+
+/// Refuses a compiled program whose intermediates (the buffer assignment's slots, one
+/// workspace per concurrent run) together pass the allocation limit, naming the largest of
+/// them as the user wrote it (`user`, the session's graph, and the `fetches` compiled).
+fn check_workspace(
+    p: &Program,
+    user: &crate::GraphData,
+    fetches: &[NodeId],
+    batch: Option<usize>,
+) -> Result<()> {
+    let Some(plan) = p.memory() else {
+        return Ok(());
+    };
+    let limit = crate::shape::alloc_limit();
+    let total = plan
+        .slots()
+        .iter()
+        .fold(0usize, |a, &b| a.saturating_add(b));
+    if total <= limit {
+        return Ok(());
+    }
+    let bytes = |id: &NodeId| {
+        let t = &p.graph.node(*id).ty;
+        t.shape
+            .numel()
+            .unwrap_or(0)
+            .saturating_mul(t.dtype.size_bytes())
+    };
+    let largest = plan.slot_of().keys().max_by_key(|id| (bytes(id), **id));
+    let (op, loc, what) = match largest {
+        Some(&id) => {
+            let n = p.graph.node(id);
+            let u = user_node(p, user, fetches, id).map(|u| user.node(u));
+            let (op, label) = u.map_or((n.op.name(), n.label()), |u| (u.op.name(), u.label()));
+            let what = format!(
+                "the largest, {label} ({}), needs {} bytes",
+                n.ty,
+                bytes(&id)
+            );
+            (op.to_string(), n.loc.clone(), what)
+        }
+        None => ("run".to_string(), None, String::new()),
+    };
+    let at = batch.map_or(String::new(), |b| format!(" at batch size {b}"));
+    Err(Error::Runtime {
+        op,
+        loc,
+        msg: format!(
+            "the run's intermediates{at} need {total} bytes in {} buffers ({what}), more than \
+             the allocation limit of {limit} bytes (a smaller batch, or KILN_MAX_ALLOC set to a \
+             larger byte count)",
+            plan.slots().len()
+        ),
+    })
+}
+
+/// The node of the user's graph (the cone of `fetches`) that the compiled program's node `id`
+/// computes: itself, or for a fused
+/// node (which carries its root's name and line) the root: the node of that name, else the
+/// last compute node of the same dtype and rank created at the same line.
+fn user_node(
+    p: &Program,
+    user: &crate::GraphData,
+    fetches: &[NodeId],
+    id: NodeId,
+) -> Option<NodeId> {
+    let n = p.graph.node(id);
+    if !matches!(n.op, Op::Fusion(_)) {
+        return None; // the program's own node (a random fill, a reshape) names itself
+    }
+    if let Some(u) = n.name.as_deref().and_then(|name| user.by_name(name)) {
+        return Some(u);
+    }
+    let loc = n.loc.as_ref()?;
+    let same = |u: &&NodeId| {
+        let m = user.node(**u);
+        m.loc.as_ref() == Some(loc)
+            && m.ty.dtype == n.ty.dtype
+            && m.ty.shape.0.len() == n.ty.shape.0.len()
+            && m.op.group() != crate::graph::op::OpGroup::Source
+    };
+    user.topo_order_from(fetches)
+        .iter()
+        .filter(same)
+        .max()
+        .copied()
 }

@@ -15,8 +15,9 @@ use std::fmt;
 /// The default of [`alloc_limit`]: 64 GiB.
 pub const DEFAULT_MAX_ALLOC: usize = 64 << 30;
 
-/// The most bytes one array that kiln allocates on the input's behalf (a variable's initial
-/// value, for now) may take: `KILN_MAX_ALLOC` (a byte count) if set, else
+/// The most bytes one array that kiln allocates on the input's behalf may take (a variable's
+/// initial value, a value a run computes on either backend, an output), and the most a JIT
+/// run's intermediates may take together: `KILN_MAX_ALLOC` (a byte count) if set, else
 /// [`DEFAULT_MAX_ALLOC`]. Checking this first turns a size the machine cannot hold into an
 /// error naming the op, instead of an allocation that aborts the process.
 pub fn alloc_limit() -> usize {
@@ -43,6 +44,44 @@ pub fn check_alloc(what: &str, dtype: DType, dims: &[usize]) -> Result<usize, St
             "{what}: {dtype}{dims:?} needs more bytes than memory can address"
         )),
     }
+}
+
+/// Checks that a value a run computes fits the [`alloc_limit`]: `elem_bytes` per element
+/// (the dtype's size on the JIT; the interpreter holds every element as an `f64`). The error
+/// names the op, its label (name), the user's line, the shape at this batch size and the
+/// bytes, so a batch too large for memory fails its run instead of aborting the process.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_value(
+    op: &str,
+    label: &str,
+    loc: Option<&crate::error::SrcLoc>,
+    dtype: DType,
+    dims: &[usize],
+    elem_bytes: usize,
+    batch: Option<usize>,
+    how: &str,
+) -> crate::error::Result<()> {
+    let limit = alloc_limit();
+    let bytes = checked_numel(dims)
+        .and_then(|n| n.checked_mul(elem_bytes))
+        .filter(|&b| b <= isize::MAX as usize);
+    let at = batch.map_or(String::new(), |b| format!(" at batch size {b}"));
+    let msg = match bytes {
+        Some(b) if b <= limit => return Ok(()),
+        Some(b) => format!(
+            "{label} is {dtype}{dims:?}{at}, which needs {b} bytes{how}, more than the allocation \
+             limit of {limit} bytes (a smaller batch, or KILN_MAX_ALLOC set to a larger byte \
+             count)"
+        ),
+        None => format!(
+            "{label} is {dtype}{dims:?}{at}, which needs more bytes than memory can address"
+        ),
+    };
+    Err(crate::error::Error::Runtime {
+        op: op.to_string(),
+        loc: loc.cloned(),
+        msg,
+    })
 }
 
 /// The element count of `dims`, or `None` if it overflows `usize`.

@@ -32,6 +32,10 @@ pub(crate) struct VarStore {
     spare: HashMap<NodeId, Array>,
     double_buffer: bool,
     runs: u64,
+    /// How many node indices [`VarStore::init_missing`] has looked at: a user graph only
+    /// grows (invariant 5), so a variable added since has an index at or past this, and a
+    /// run on a large graph does not look at every node for new variables.
+    seen: usize,
 }
 
 impl VarStore {
@@ -44,6 +48,7 @@ impl VarStore {
             spare: HashMap::new(),
             double_buffer,
             runs: 0,
+            seen: 0,
         };
         s.init_missing()?;
         Ok(s)
@@ -56,17 +61,20 @@ impl VarStore {
     /// shape and the bytes, instead of an allocation that aborts the process.
     pub(crate) fn init_missing(&mut self) -> Result<()> {
         let d = self.graph.data();
-        for id in d.variables() {
-            let n = d.node(id);
+        let bound = petgraph::visit::NodeIndexable::node_bound(&d.g);
+        let new = (self.seen..bound).map(|i| NodeId(petgraph::graph::NodeIndex::new(i)));
+        for id in new {
+            let Some(n) = d.get(id) else { continue };
             if let (Op::Variable { init }, Some(shape)) = (&n.op, n.ty.shape.to_fixed()) {
                 if self.values.contains_key(&id) {
                     continue;
                 }
-                let what = format!("variable {:?}", n.label());
+                let what = format!("variable {}", n.label());
                 crate::shape::check_alloc(&what, n.ty.dtype, &shape).map_err(Error::invalid)?;
-                self.values.insert(id, init.fill(n.ty.dtype, &shape));
+                self.values.insert(id, init.try_fill(n.ty.dtype, &shape)?);
             }
         }
+        self.seen = bound;
         Ok(())
     }
 

@@ -81,10 +81,9 @@ fn f2_i32_reduce_sum_neg_and_abs_wrap_on_both_backends() {
     }
 }
 
-/// F3: the sign of zero: `tanh(-0)` is -0 on the interpreter (IEEE) but +0 on the JIT, so
-/// `recip(tanh(x))` is -inf against +inf. Minimized from seed 1016740.
+/// F3: the sign of zero: `tanh(-0)` is -0 on the interpreter (IEEE) and was +0 on the JIT, so
+/// `recip(tanh(x))` was -inf against +inf. Minimized from seed 1016740.
 #[test]
-#[ignore = "finding F3: fix pending (the JIT's tanh, src/jit), see tests/fuzz_findings.md"]
 fn f3_tanh_keeps_the_sign_of_zero() {
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, [None]);

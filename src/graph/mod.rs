@@ -464,6 +464,34 @@ impl GraphData {
         Some(n)
     }
 
+    /// A copy holding only what `roots` depend on (roots included), which is all a compile
+    /// of them reads, so that a graph grown by unrelated nodes does not make each compile copy,
+    /// and each pass visit, all of them. Kept nodes keep their ids; the others' ids are vacant
+    /// in the copy, and nodes that passes add to it may take them: sound because the copy's
+    /// ids are compared with this graph's only for kept nodes (fetches, placeholders,
+    /// variables). Invariant 5 holds for the user's graph, which this does not change.
+    pub(crate) fn cone(&self, roots: &[NodeId]) -> GraphData {
+        let keep: HashSet<NodeId> = self.topo_order_from(roots).into_iter().collect();
+        let g = self.g.filter_map(
+            |i, n| keep.contains(&NodeId(i)).then(|| n.clone()),
+            |_, w| Some(*w),
+        );
+        let names = keep
+            .iter()
+            .filter_map(|&i| Some((self.g[i.0].name.clone()?, i)))
+            .collect();
+        GraphData {
+            g,
+            id: self.id,
+            errors: self.errors.clone(),
+            invalid: self.invalid.intersection(&keep).copied().collect(),
+            dead: self.dead.intersection(&keep).copied().collect(),
+            scopes: self.scopes.clone(),
+            names,
+            loc_override: self.loc_override.clone(),
+        }
+    }
+
     pub(crate) fn push_scope(&mut self, s: &str) {
         self.scopes.push(s.to_string());
     }

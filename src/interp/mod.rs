@@ -111,6 +111,18 @@ pub fn evaluate_lowered(
                 None => return Err(crate::feeds::no_batch_size(d, n, &fed)),
             },
         };
+        // Every value is held as f64 elements: refuse one past the allocation limit, naming
+        // the op, before allocating it (a too-large batch is an error, not an abort).
+        crate::shape::check_value(
+            n.op.name(),
+            &n.label(),
+            n.loc.as_ref(),
+            n.ty.dtype,
+            &shape,
+            std::mem::size_of::<f64>(),
+            batch,
+            " as the interpreter's f64 values",
+        )?;
         let v = if let Some(a) = fed.get(&id) {
             Value {
                 dtype: n.ty.dtype,

@@ -81,3 +81,44 @@ impl Buffers<'_> {
         }
     }
 }
+
+/// A zeroed array of `ty` for an output of a run, or an error instead of an aborting
+/// allocation: past [`crate::shape::alloc_limit`] (the session checked every value against it
+/// before compiling, naming its op; this guards `Executable::run` called directly), or when
+/// the allocator refuses. Zeroed memory comes from `alloc_zeroed` (large arrays come from the
+/// OS already zeroed, as `vec![0; n]`'s do), not from writing zeros.
+pub(super) fn try_zeroed(dtype: DType, shape: &[usize]) -> Result<Array, String> {
+    crate::shape::check_alloc("an output of the run", dtype, shape)?;
+    let n = crate::shape::checked_numel(shape).unwrap_or(0);
+    let shape = shape.to_vec();
+    let made = match dtype {
+        DType::F32 => Array::new(shape, zeroed_vec::<f32>(n)?),
+        DType::F64 => Array::new(shape, zeroed_vec::<f64>(n)?),
+        DType::I32 => Array::new(shape, zeroed_vec::<i32>(n)?),
+        DType::Bool => Array::new(shape, zeroed_vec::<bool>(n)?),
+    };
+    made.map_err(|e| e.to_string())
+}
+
+/// `n` elements of all-zero bits. Called only with `f32`, `f64`, `i32` and `bool` (above), for
+/// which all-zero bits are the value zero (or `false`).
+fn zeroed_vec<T: crate::array::Element>(n: usize) -> Result<Vec<T>, String> {
+    if n == 0 || std::mem::size_of::<T>() == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<T>(n)
+        .map_err(|_| format!("{n} elements of {} overflow", T::DTYPE))?;
+    // SAFETY: the layout has a non-zero size (n > 0, T is not zero-sized).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
+    if ptr.is_null() {
+        return Err(format!(
+            "cannot allocate an output of {n} elements of {} ({} bytes): out of memory",
+            T::DTYPE,
+            layout.size()
+        ));
+    }
+    // SAFETY: `ptr` comes from the global allocator with `Layout::array::<T>(n)`, exactly the
+    // layout a `Vec<T>` of capacity `n` has; its `n` elements are initialized, since all-zero
+    // bits are a valid value of each type this is called with (see above).
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}

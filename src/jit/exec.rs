@@ -6,7 +6,7 @@
 //! type differs from the compiled one before the first step runs; each `unsafe` block below
 //! says which other fact it relies on.
 
-use super::buffers::{Buffers, Loc, Workspace};
+use super::buffers::{try_zeroed, Buffers, Loc, Workspace};
 use super::codegen::Split;
 use super::compile::Step;
 use super::gemm::{run_gemm, Gemm};
@@ -90,7 +90,8 @@ impl Executable {
             },
         };
         // Each computed output's buffer: recycled from its owning position, else
-        // new (kernels write every element, but new arrays are zeroed anyway: `calloc`).
+        // new (kernels write every element, but new arrays are zeroed anyway: `calloc`), or
+        // an error if it cannot be allocated.
         let mut bufs: Vec<Array> = Vec::with_capacity(self.out_tys.len());
         for (d, t) in self.out_tys.iter().enumerate() {
             let shape = concrete(t)?;
@@ -99,7 +100,7 @@ impl Executable {
                 .filter(|a| a.dtype() == t.dtype && a.shape() == shape.as_slice());
             bufs.push(match reuse {
                 Some(a) => std::mem::replace(a, Array::zeros(t.dtype, [0])),
-                None => Array::zeros(t.dtype, shape),
+                None => try_zeroed(t.dtype, &shape).map_err(Error::invalid)?,
             });
         }
         let threads = crate::threads::threads();
@@ -133,7 +134,7 @@ impl Executable {
                 Loc::Feed(i) => feeds[*i].clone(),
                 Loc::Var(i) => vars[*i].clone(),
                 Loc::Const(i) => (*self.consts[*i]).clone(),
-                Loc::Slot(_) => Array::zeros(t.dtype, concrete(t)?),
+                Loc::Slot(_) => try_zeroed(t.dtype, &concrete(t)?).map_err(Error::invalid)?,
             };
         }
         for (pos, (l, _)) in self.outputs.iter().enumerate() {

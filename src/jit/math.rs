@@ -272,16 +272,18 @@ pub(crate) fn tanh(b: &mut FunctionBuilder, x: Value) -> Value {
     let d = b.ins().fadd(e, one);
     let q = b.ins().fdiv(two, d);
     let big = b.ins().fsub(one, q);
-    // copysign(big, x) by bits (big >= 0; Cranelift's x64 backend has no vector fcopysign).
-    let bb = to_bits(b, big);
+    let lim = fc(b, x, 0.625);
+    let is_small = b.ins().fcmp(FloatCC::LessThan, ax, lim);
+    let r = sel(b, is_small, small, big);
+    // x's sign bit ORed into the result (Cranelift's x64 backend has no vector fcopysign).
+    // `big >= 0` gets its sign here; `small` already has x's sign, except for `x = -0`,
+    // where `fma(+0, -0, -0)` is `+0`: the OR makes `tanh(-0) = -0`, as IEEE says.
+    let rb = to_bits(b, r);
     let xb = to_bits(b, x);
     let sign = ic(b, x, i32::MIN);
     let xs = b.ins().band(xb, sign);
-    let bb = b.ins().bor(bb, xs);
-    let big = from_bits(b, bb);
-    let lim = fc(b, x, 0.625);
-    let is_small = b.ins().fcmp(FloatCC::LessThan, ax, lim);
-    sel(b, is_small, small, big)
+    let rb = b.ins().bor(rb, xs);
+    from_bits(b, rb)
 }
 
 /// `1 / (1 + e^-x)`; see the module docs for its error.

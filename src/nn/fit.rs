@@ -564,9 +564,20 @@ impl Model {
         }
         let fetch: Vec<Tensor<'_>> = built.outputs.iter().map(|&o| g.tensor(o)).collect();
         let mut parts: Vec<Vec<Array>> = vec![vec![]; fetch.len()];
+        // Full batches of `bs`, then what is left in power-of-two pieces, largest first
+        // (40 rows: 32 + 8). A session compiles once per batch size, so predicting any
+        // number of rows compiles at most 1 + log2(bs) programs, and every run holds real
+        // rows only (no padding: inference computes each row alone, bitwise the same in any
+        // batch).
         let mut start = 0;
         loop {
-            let end = (start + bs).min(n);
+            let left = n - start;
+            let len = match left {
+                0 => 0,
+                l if l >= bs => bs,
+                l => 1 << l.ilog2(),
+            };
+            let end = start + len;
             let idx: Vec<usize> = (start..end).collect();
             let mut feeds = vec![];
             for (&id, a) in built.inputs.iter().zip(&xs) {

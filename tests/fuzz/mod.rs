@@ -44,14 +44,7 @@ use std::time::{Duration, Instant};
 /// switches at the top of tests/fuzz/compare.rs. A run counts
 /// them apart and does not fail on them; delete a line when its fix lands, so the harness
 /// guards the fix. Each has an `#[ignore]`d regression test in tests/fuzz_findings.rs.
-pub const KNOWN: [(&str, &str, &str); 4] = [
-    // Signed zero: tanh(-0) differs between the backends (issue 16, item 7;
-    // tests/fuzz_findings.md F3).
-    ("F3", "graphs", "jit inf vs interpreter -inf"),
-    ("F3", "graphs", "jit -inf vs interpreter inf"),
-    ("F3", "graphs", "jit 0e0 vs interpreter -0e0"),
-    ("F3", "graphs", "jit -0e0 vs interpreter 0e0"),
-];
+pub const KNOWN: [(&str, &str, &str); 0] = [];
 
 /// The known finding `what` is, if any.
 pub fn known(target: &str, what: &str) -> Option<&'static str> {

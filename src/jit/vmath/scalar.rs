@@ -114,12 +114,9 @@ pub(super) fn tanh(x: f32) -> f32 {
     );
     let small = (p * z).mul_add(x, x);
     let big = 1.0 - 2.0 / (exp(ax * 2.0) + 1.0);
-    let big = f32::from_bits(big.to_bits() | (x.to_bits() & 0x8000_0000));
-    if ax < 0.625 {
-        small
-    } else {
-        big
-    }
+    let r = if ax < 0.625 { small } else { big };
+    // x's sign, also for x = -0 (where `small` is +0).
+    f32::from_bits(r.to_bits() | (x.to_bits() & 0x8000_0000))
 }
 
 /// `1 / (1 + e^-x)` (math.rs `sigmoid`).
