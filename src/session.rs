@@ -577,6 +577,8 @@ fn check_workspace(
     let at = batch.map_or(String::new(), |b| format!(" at batch size {b}"));
     Err(Error::Runtime {
         op,
+        // the label is in the message
+        name: None,
         loc,
         msg: format!(
             "the run's intermediates{at} need {total} bytes in {} buffers ({what}), more than \

@@ -79,6 +79,8 @@ pub(crate) fn check_value(
     };
     Err(crate::error::Error::Runtime {
         op: op.to_string(),
+        // the label is in the message
+        name: None,
         loc: loc.cloned(),
         msg,
     })

@@ -488,6 +488,7 @@ impl GraphData {
             dead: self.dead.intersection(&keep).copied().collect(),
             scopes: self.scopes.clone(),
             names,
+            suffixes: self.suffixes.clone(),
             loc_override: self.loc_override.clone(),
         }
     }
