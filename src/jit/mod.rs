@@ -40,6 +40,7 @@
 mod buffers;
 mod codegen;
 mod compile;
+mod conv;
 mod exec;
 mod gemm;
 #[allow(missing_docs)]
