@@ -447,3 +447,82 @@ fn same_bits_at_every_thread_count() {
         kiln::threads::set_threads(0);
     }
 }
+
+/// `Conv2D` and `DepthwiseConv2D` in a model: Keras' names, output shapes and parameter
+/// counts in `summary`, Keras' kernel shapes, and training that lowers the loss on the JIT.
+#[test]
+fn keras_layers_summarize_and_train() {
+    use kiln::nn::*;
+    let mut m = Sequential::new([
+        Input::new([8, 8, 1]).into(),
+        Conv2D::new(4, [3, 3]).relu().into(),
+        DepthwiseConv2D::new([3, 3])
+            .depth_multiplier(2)
+            .padding(Padding::Same)
+            .strides(2, 2)
+            .into(),
+        Conv2D::new(6, [1, 1]).groups(2).use_bias(false).into(),
+        Flatten.into(),
+        Dense::new(2).into(),
+    ]);
+    // Compared with runs of spaces collapsed (column widths are the summary's business).
+    let s = m.summary().unwrap();
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    for line in [
+        "conv2d (Conv2D) (None, 6, 6, 4) 40",
+        "depthwise_conv2d (DepthwiseConv2D)",
+        "(None, 3, 3, 8) 80",
+        "conv2d_1 (Conv2D) (None, 3, 3, 6) 24",
+        "Total params: 254",
+    ] {
+        assert!(flat.contains(line), "{line}\n{s}");
+    }
+    m.compile(
+        Adam::new(0.01),
+        Loss::SparseCategoricalCrossentropy { from_logits: true },
+        &[],
+    )
+    .unwrap();
+    let w = m.get_weights().unwrap();
+    let shapes: Vec<(&str, &[usize])> = w.iter().map(|(n, a)| (n.as_str(), a.shape())).collect();
+    assert_eq!(
+        shapes[2],
+        ("depthwise_conv2d/depthwise_kernel", &[3, 3, 4, 2][..])
+    );
+    // Glorot limits from Keras' fans: sqrt(6 / (9 + 36)) for the [3,3,1,4] kernel, and
+    // sqrt(6 / (36 + 18)) for the depthwise [3,3,4,2] one (its [3,3,1,8] filter's fans
+    // would give 0.27).
+    let max_abs = |a: &Array| {
+        a.to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()))
+    };
+    let (l0, l2) = ((6.0f32 / 45.0).sqrt(), (6.0f32 / 54.0).sqrt());
+    assert!(max_abs(&w[0].1) <= l0 && max_abs(&w[0].1) > 0.8 * l0);
+    assert!(max_abs(&w[2].1) <= l2 && max_abs(&w[2].1) > 0.28);
+    // Bright top half is class 1, bright bottom half class 0.
+    let mut rng = Rng(3);
+    let n = 32;
+    let mut xs = vec![];
+    let mut ys = vec![];
+    for i in 0..n {
+        let top = i % 2;
+        ys.push(top as i32);
+        for r in 0..8 {
+            for _ in 0..8 {
+                let bright = (r < 4) == (top == 1);
+                xs.push(if bright { 1.0 } else { 0.0 } + 0.1 * rng.f32());
+            }
+        }
+    }
+    let x = Array::new([n, 8, 8, 1], xs).unwrap();
+    let y = Array::new([n], ys).unwrap();
+    let cfg = FitConfig::new()
+        .verbosity(Verbosity::Silent)
+        .epochs(15)
+        .batch_size(8);
+    let h = m.fit(&x, &y, cfg).unwrap();
+    let loss = h.get("loss").unwrap();
+    assert!(loss[14] < loss[0] / 2.0, "{loss:?}");
+}

@@ -41,6 +41,7 @@
 mod batch;
 mod callbacks;
 mod check;
+mod conv;
 mod fit;
 mod layers;
 mod losses;
@@ -49,6 +50,7 @@ mod model;
 pub use crate::progress::Verbosity;
 pub use batch::{Inputs, Logs};
 pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint, TerminateOnNaN};
+pub use conv::{Conv2D, DepthwiseConv2D};
 pub use fit::{FitConfig, History};
 pub use layers::{
     Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,
