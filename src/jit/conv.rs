@@ -24,7 +24,7 @@ use crate::dtype::DType;
 use crate::graph::op::{ConvGeom, ConvKind};
 
 /// Column tiles are about this big (the measured sweet spot is a few hundred KB to a few
-/// MB: `notes/conv-on-cpu.md`).
+/// MB, measured for issue 17).
 const COL_BUDGET: usize = 1 << 20;
 /// At most this many tiles run at once (each needs its own column buffer).
 const MAX_LANES: usize = 4;
