@@ -43,6 +43,9 @@ pub(super) struct ConvStep {
     lanes: usize,
     /// The filter gradient's partial sums (1 for the other kinds).
     partials: usize,
+    /// One input channel per group and more than one group: direct loops (`conv_dw.rs`),
+    /// one image per tile.
+    depthwise: bool,
 }
 
 impl ConvStep {
@@ -61,8 +64,10 @@ impl ConvStep {
             }
             _ => (COL_BUDGET / (k * size)).max(16).min(m.div_ceil(2)).max(1),
         };
+        let depthwise = geo.groups > 1 && geo.groups == geo.c;
+        let rows = if depthwise { geo.out_pixels() } else { rows };
         let tiles = m.div_ceil(rows.max(1));
-        let im2col = !direct(&geo);
+        let im2col = !direct(&geo) && !depthwise;
         let partials = match kind {
             ConvKind::FilterGrad => tiles.clamp(1, MAX_PARTIALS),
             _ => 1,
@@ -79,6 +84,7 @@ impl ConvStep {
             rows: rows.max(1),
             lanes,
             partials,
+            depthwise,
         }
     }
 
@@ -112,7 +118,7 @@ fn direct(geo: &ConvGeom) -> bool {
 
 /// What the step computes in: f32 or f64.
 pub(super) trait Elem:
-    Copy + Default + Send + Sync + 'static + std::ops::Add<Output = Self>
+    Copy + Default + Send + Sync + 'static + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
 {
     /// 1
     const ONE: Self;
@@ -290,11 +296,11 @@ pub(super) unsafe fn run_conv(
 
 /// The step's buffers as addresses (so closures on the pool can share them).
 #[derive(Clone, Copy)]
-struct Ptrs {
-    a: usize,
-    b: usize,
-    out: usize,
-    scratch: usize,
+pub(super) struct Ptrs {
+    pub(super) a: usize,
+    pub(super) b: usize,
+    pub(super) out: usize,
+    pub(super) scratch: usize,
 }
 
 unsafe fn run_typed<T: Elem>(st: &ConvStep, p: Ptrs, threads: usize) {
@@ -314,6 +320,14 @@ unsafe fn run_typed<T: Elem>(st: &ConvStep, p: Ptrs, threads: usize) {
     let gemm_threads = if workers == 1 { threads } else { 1 };
     let work = |wk: usize| {
         let (u0, u1) = (units * wk / workers, units * (wk + 1) / workers);
+        if st.depthwise {
+            for u in u0..u1 {
+                // SAFETY: worker `wk` alone writes image `u` (forward, input gradient) or
+                // partial `u` (filter gradient: `dW` or its accumulator in scratch).
+                unsafe { depthwise::<T>(st, p, u) };
+            }
+            return;
+        }
         let col = (p.scratch as *mut T).wrapping_add(wk * st.col_len());
         for u in u0..u1 {
             // SAFETY: worker `wk` alone uses column buffer `wk` (lanes ≥ workers) and unit
@@ -332,6 +346,27 @@ unsafe fn run_typed<T: Elem>(st: &ConvStep, p: Ptrs, threads: usize) {
     if let ConvKind::FilterGrad = st.kind {
         // SAFETY: partials 1.. follow the column buffers in scratch; the output is `dw`.
         unsafe { sum_partials::<T>(st, p) };
+    }
+}
+
+/// Unit `u` of a depthwise step: image `u`, or partial `u` of the filter gradient.
+unsafe fn depthwise<T: Elem>(st: &ConvStep, p: Ptrs, u: usize) {
+    let geo = &st.geo;
+    // SAFETY (whole block): `run_conv`'s contract, and unit `u`'s outputs are this call's.
+    unsafe {
+        match st.kind {
+            ConvKind::Forward => super::conv_dw::forward::<T>(geo, p, u),
+            ConvKind::InputGrad { .. } => super::conv_dw::input_grad::<T>(geo, p, u),
+            ConvKind::FilterGrad => {
+                let images = (geo.n * u / st.partials, geo.n * (u + 1) / st.partials);
+                let dst = if u == 0 {
+                    p.out as *mut T
+                } else {
+                    (p.scratch as *mut T).add((u - 1) * st.filter_len())
+                };
+                super::conv_dw::filter_grad::<T>(geo, p, images, dst)
+            }
+        }
     }
 }
 
