@@ -5,7 +5,7 @@
 //! `[N·OH·OW, O]`. Every kind is a sequence of `gemm`s over *tiles* of those `M = N·OH·OW`
 //! rows, whose column matrices (`[rows, K]`, written by `im2col`) stay cache-sized:
 //! - `Forward`: `Y[tile, g] = im2col(X)[tile] · W[g]`. A 1×1 window with unit strides and no
-//!   padding reads `X` as it is (no copy).
+//!   padding reads `X` as it is (no copy), in one `gemm` over all rows.
 //! - `InputGrad`: `col = dY[tile, g] · W[g]ᵀ`, then `col2im` adds each row's taps into `dX`.
 //!   Its tiles are whole images, so two tiles never write one pixel.
 //! - `FilterGrad`: `dW[g] += im2col(X)[tile]ᵀ · dY[tile, g]`, accumulated by `gemm` over the
@@ -65,7 +65,14 @@ impl ConvStep {
             _ => (COL_BUDGET / (k * size)).max(16).min(m.div_ceil(2)).max(1),
         };
         let depthwise = geo.groups > 1 && geo.groups == geo.c;
-        let rows = if depthwise { geo.out_pixels() } else { rows };
+        let rows = if depthwise {
+            geo.out_pixels()
+        } else if direct(&geo) && !matches!(kind, ConvKind::FilterGrad) {
+            // A 1×1 window copies nothing: one `gemm` over all rows, split by `gemm` itself.
+            m
+        } else {
+            rows
+        };
         let tiles = m.div_ceil(rows.max(1));
         let im2col = !direct(&geo) && !depthwise;
         let partials = match kind {
