@@ -232,6 +232,119 @@ fn matmul(cfg: &Config, report: &mut Report, n: usize, epilogue: bool) {
     }
 }
 
+/// The convolution case's sizes: batch, image side, channels in and out, kernel side.
+const CONV: (usize, usize, usize, usize, usize) = (8, 56, 64, 64, 3);
+
+/// `dst[m,n] = a[m,k] · b[k,n]`, row-major, by `gemm` (the convolution case's baseline).
+fn gemm_rect((m, k, n): (usize, usize, usize), a: &[f32], b: &[f32], dst: &mut [f32], t: usize) {
+    assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n);
+    let par = if t > 1 {
+        gemm::Parallelism::Rayon(t)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the buffers hold the row-major extents asserted above, and `dst` is a distinct
+    // `&mut` borrow, so nothing aliases it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// The convolution case: a 3×3, 64→64, `same`-padded convolution of a batch of 8 56×56
+/// images against `gemm` on the same im2col shape (`M = 8·56·56`, `K = 9·64`, `N = 64`)
+/// with the column matrix built beforehand, so the ratio is what kiln's im2col tiles and
+/// step cost on top of the bare product.
+fn conv(cfg: &Config, report: &mut Report) {
+    let case = "conv2d 3×3 64→64 56×56 ×8";
+    if !cfg.wants(case) {
+        return;
+    }
+    eprintln!("{case}");
+    let (nb, side, c, o, ks) = CONV;
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [nb, side, side, c]);
+    let w = g.placeholder("w", DType::F32, [ks, ks, c, o]);
+    let opts = kiln::Conv2dOptions::new().padding(kiln::Padding::Same);
+    let y = x.conv2d(w, &opts);
+    let feeds = [
+        (
+            x,
+            Array::new([nb, side, side, c], ramp(nb * side * side * c, 1.0, 97)).unwrap(),
+        ),
+        (
+            w,
+            Array::new([ks, ks, c, o], ramp(ks * ks * c * o, 0.5, 89)).unwrap(),
+        ),
+    ];
+    let (xv, wv) = (f32s(&feeds[0].1), f32s(&feeds[1].1));
+    // The column matrix: row (n, oh, ow), column (kh, kw, ci), zeros in the padding.
+    let (m, k) = (nb * side * side, ks * ks * c);
+    let mut col = vec![0f32; m * k];
+    for r in 0..m {
+        let (n, oh, ow) = (r / (side * side), r / side % side, r % side);
+        for kh in 0..ks {
+            for kw in 0..ks {
+                let (ih, iw) = ((oh + kh) as isize - 1, (ow + kw) as isize - 1);
+                if ih < 0 || iw < 0 || ih >= side as isize || iw >= side as isize {
+                    continue;
+                }
+                let src = ((n * side + ih as usize) * side + iw as usize) * c;
+                let dst = r * k + (kh * ks + kw) * c;
+                col[dst..dst + c].copy_from_slice(&xv[src..src + c]);
+            }
+        }
+    }
+    let mut out = vec![0f32; m * o];
+    for t in THREADS {
+        kiln::threads::set_threads(t);
+        let mut sess = Session::new(&g).unwrap();
+        if t == 1 {
+            let got = sess.run(&[y], &feeds).unwrap();
+            gemm_rect((m, k, o), &col, wv, &mut out, 1);
+            report.note(format!(
+                "{case}: kiln vs baseline: {}",
+                agreement(f32s(&got[0]), &out)
+            ));
+        }
+        let mut kout = vec![];
+        let [kt, base] = measure(
+            cfg,
+            [
+                &mut || {
+                    sess.run_into(&[y], &feeds, &mut kout).unwrap();
+                    black_box(&kout);
+                },
+                &mut || gemm_rect((m, k, o), &col, wv, black_box(&mut out), t),
+            ],
+        );
+        let name = format!(
+            "gemm 0.19 on the im2col matrix ({t} thread{})",
+            if t > 1 { "s" } else { "" }
+        );
+        report.row(case, t, kt, &name, base, Target::Ratio(0.8));
+    }
+}
+
 /// The 784-256-128-10 ReLU MLP with mean sparse softmax cross-entropy and an SGD (lr 0.01)
 /// train op, He-normal weights and zero biases.
 struct Mlp<'g> {
@@ -477,6 +590,7 @@ fn main() {
         matmul(&cfg, &mut report, n, false);
     }
     matmul(&cfg, &mut report, 1024, true);
+    conv(&cfg, &mut report);
     for batch in [128, 32] {
         mlp_train(&cfg, &mut report, batch);
     }

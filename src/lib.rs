@@ -64,8 +64,10 @@ pub struct ReadmeDoctests;
 pub use array::{Array, ArrayData, Element};
 pub use dtype::DType;
 pub use error::{Error, Result, SrcLoc};
-pub use graph::op::{BinaryOp, DataFormat, Op, OpGroup, Padding, ReduceOp, Ty, UnaryOp, Window2d};
-pub use graph::{Graph, GraphData, Node, NodeId, Tensor};
+pub use graph::op::{
+    BinaryOp, ConvGeom, ConvKind, DataFormat, Op, OpGroup, Padding, ReduceOp, Ty, UnaryOp, Window2d,
+};
+pub use graph::{Conv2dOptions, Graph, GraphData, Node, NodeId, Tensor};
 pub use interp::{Interpreter, Precision};
 pub use shape::{Dim, Shape};
 

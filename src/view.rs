@@ -75,6 +75,7 @@ impl Movement<'_> {
             | Op::Cast(_)
             | Op::Reduce { .. }
             | Op::MatMul
+            | Op::Conv { .. }
             | Op::StopGradient
             | Op::Size { .. }
             | Op::Assign

@@ -128,6 +128,16 @@ fn every_op(g: &Graph) {
     // Composites dump as their primitives and round-trip like them.
     let _ = x.gelu(false);
     let _ = x.gelu(true);
+    // The convolution family: the forward op and, through its gradients, the other two.
+    let img = g.placeholder("img", DType::F32, [None, Some(5), Some(6), Some(4)]);
+    let k = g.variable("k", [3, 2, 2, 6], init::glorot_uniform(6));
+    let opts = kiln::Conv2dOptions::new()
+        .strides(2, 1)
+        .padding(kiln::Padding::Explicit([(1, 0), (0, 2)]))
+        .dilations(1, 2)
+        .groups(2);
+    let y = img.conv2d(k, &opts);
+    let _ = kiln::autodiff::grad(y.sum_all(), &[img, k]).unwrap();
 }
 
 #[test]
@@ -186,6 +196,9 @@ fn every_op_round_trips() {
         "pad(",
         "concat(",
         "matmul(",
+        "conv2d(",
+        "conv2d_input_grad(",
+        "conv2d_filter_grad(",
         "stop_gradient(",
         "size(",
     ] {

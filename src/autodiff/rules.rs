@@ -12,7 +12,7 @@
 //! exactly zero, since `log_softmax` is invariant to the shift), so no `exp` of a large
 //! logit is ever formed in the backward pass.
 
-use crate::graph::op::{BinaryOp, Op, ReduceOp, UnaryOp};
+use crate::graph::op::{BinaryOp, ConvKind, Op, ReduceOp, UnaryOp, Window2d};
 use crate::graph::Tensor;
 use crate::shape::{Dim, Shape};
 
@@ -105,6 +105,11 @@ pub(super) fn vjp<'g>(
                 d(move || a.transpose().matmul(g)),
             ])
         }
+        Op::Conv {
+            kind,
+            window,
+            groups,
+        } => Ok(conv(*kind, window, *groups, x, g)),
         Op::Fusion(_) => {
             Err("fused kernels have no gradient: differentiate before the fusion pass".into())
         }
@@ -247,4 +252,39 @@ pub(super) fn sum_to<'g>(g: Tensor<'g>, shape: &Shape) -> Tensor<'g> {
         t = t.sum(&ones, true);
     }
     t
+}
+
+/// The rule of the convolution family, which is closed under it: with `y = Forward(x, w)`,
+/// `dx = InputGrad(g, w)` and `dw = FilterGrad(x, g)`; `InputGrad(dy, w)` is linear in both
+/// operands, with gradients `Forward(g, w)` and `FilterGrad(g, dy)`; `FilterGrad(x, dy)` has
+/// `InputGrad(dy, g)` and `Forward(x, g)`. Every contribution keeps the forward window.
+fn conv<'g>(
+    kind: ConvKind,
+    window: &Window2d,
+    groups: usize,
+    x: &[Tensor<'g>],
+    g: Tensor<'g>,
+) -> Vec<Lazy<'g>> {
+    let (a, b) = (x[0], x[1]);
+    // The spatial size of an NHWC operand (fixed: the shape rule required it).
+    let hw = |t: Tensor<'g>| {
+        let s = t.shape();
+        let at = |i: usize| s.dims().get(i).and_then(|d| d.fixed()).unwrap_or(0);
+        [at(1), at(2)]
+    };
+    let (w1, w2) = (window.clone(), window.clone());
+    match kind {
+        ConvKind::Forward => vec![
+            d(move || g.conv(ConvKind::InputGrad { input_hw: hw(a) }, w1, groups, b)),
+            d(move || a.conv(ConvKind::FilterGrad, w2, groups, g)),
+        ],
+        ConvKind::InputGrad { .. } => vec![
+            d(move || g.conv(ConvKind::Forward, w1, groups, b)),
+            d(move || g.conv(ConvKind::FilterGrad, w2, groups, a)),
+        ],
+        ConvKind::FilterGrad => vec![
+            d(move || b.conv(ConvKind::InputGrad { input_hw: hw(a) }, w1, groups, g)),
+            d(move || a.conv(ConvKind::Forward, w2, groups, g)),
+        ],
+    }
 }

@@ -17,7 +17,10 @@ use crate::init::Init;
 use crate::shape::{broadcast_shapes, normalize_axes, Shape};
 use std::sync::Arc;
 
+mod conv;
 mod movement;
+
+pub use conv::Conv2dOptions;
 
 /// A symbolic tensor: a `Copy` handle to one node of a [`Graph`].
 ///

@@ -48,6 +48,7 @@ impl Node {
             | Op::Pad { .. }
             | Op::Concat { .. }
             | Op::MatMul
+            | Op::Conv { .. }
             | Op::StopGradient
             | Op::Size { .. }
             | Op::Assign

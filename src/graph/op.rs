@@ -21,12 +21,15 @@
 //! So adding a unary op is: a variant here (the `listed!` macro keeps `ALL` complete), its
 //! row in `props.rs`, then whatever the compiler reports as a non-exhaustive match.
 
+mod conv;
 mod infer;
 pub(crate) mod props;
 pub(crate) mod schema;
 mod special;
 pub mod window;
 
+pub(crate) use conv::{conv_attrs, conv_from_attrs};
+pub use conv::{ConvGeom, ConvKind};
 pub(crate) use infer::infer;
 pub use props::{BinaryProps, Cost, UnaryProps};
 pub use schema::OpKind;
@@ -222,6 +225,16 @@ pub enum Op {
     /// Matrix product over the last two axes, `[..,m,k] x [..,k,n] -> [..,m,n]`; leading axes
     /// are batch axes and must be equal.
     MatMul,
+    /// A 2-D convolution over NHWC images with an HWIO filter, or one of its two gradients
+    /// (see [`ConvKind`] and `op/conv.rs`).
+    Conv {
+        /// forward, input gradient or filter gradient
+        kind: ConvKind,
+        /// the resolved window (explicit padding), boxed to keep `Op` small
+        window: Box<Window2d>,
+        /// channel groups (the channel count for a depthwise convolution)
+        groups: usize,
+    },
     // ---- bookkeeping ----
     /// Identity whose gradient is zero.
     StopGradient,
@@ -278,7 +291,7 @@ pub enum OpGroup {
     Reduce,
     /// reshape, permute, broadcast_to, slice, pad, concat, size
     Movement,
-    /// matmul
+    /// matmul, conv
     Contraction,
     /// assign, group: nodes that matter for their effect on variables
     Effect,
@@ -341,7 +354,7 @@ impl Op {
             | Op::Pad { .. }
             | Op::Concat { .. }
             | Op::Size { .. } => OpGroup::Movement,
-            Op::MatMul => OpGroup::Contraction,
+            Op::MatMul | Op::Conv { .. } => OpGroup::Contraction,
             Op::Assign | Op::Group => OpGroup::Effect,
             Op::Fusion(_) => OpGroup::Fused,
         }

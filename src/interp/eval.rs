@@ -161,6 +161,8 @@ pub(super) fn eval_node(
         | Op::Pad { .. }
         | Op::Concat { .. } => movement(n, ins, &shape)?,
         Op::MatMul => matmul(ins[0], ins[1], &shape, dt, prec),
+        Op::Conv { .. } => super::conv::conv(&n.op, ins[0], ins[1], &shape, dt, prec)
+            .map_err(|m| Error::Internal(format!("{}: {m}", n.label())))?,
         Op::Fusion(k) => kernels
             .lookup(*k)
             .and_then(|k| eval_kernel(k, ins, dt, prec))

@@ -36,6 +36,7 @@ use crate::kernel::Kernels;
 use crate::vars::VarStore;
 use std::collections::HashMap;
 
+mod conv;
 mod eval;
 mod kernel;
 

@@ -12,6 +12,7 @@
 
 use super::buffers::Loc;
 use super::codegen::{self, Helpers, Split};
+use super::conv::ConvStep;
 use super::gemm::Gemm;
 use super::module::{lower_kernel, noop_kernel, KernelFn};
 use super::{bytes_of, CompileTimes};
@@ -45,6 +46,14 @@ pub(super) enum Step {
         /// The error when the function reports an integer division by zero, naming the
         /// user's op (`exec::division_error`); None if the kernel has no such division.
         fails: Option<Box<Error>>,
+    },
+    /// A convolution: im2col tiles and `gemm` calls (`conv.rs`).
+    Conv {
+        conv: Box<ConvStep>,
+        a: Loc,
+        b: Loc,
+        out: Loc,
+        node: NodeId,
     },
     /// A `reshape` that could not alias its input: a byte copy.
     Copy {
@@ -196,6 +205,17 @@ pub(super) fn schedule(
                     node: id,
                 })
             }
+            Op::Conv { kind, .. } => {
+                let conv = conv_step(p, id, *kind)?;
+                s.scratch_bytes = s.scratch_bytes.max(conv.scratch_bytes());
+                s.steps.push(Step::Conv {
+                    conv: Box::new(conv),
+                    a: loc[&n.inputs[0]],
+                    b: loc[&n.inputs[1]],
+                    out,
+                    node: id,
+                });
+            }
             Op::Reshape if !same_bytes(&p.graph.node(n.inputs[0]).ty, &n.ty) => {
                 return Err(Error::invalid(format!(
                     "jit: reshape {} to {} of {}",
@@ -219,6 +239,49 @@ pub(super) fn schedule(
     }
     times.steps = super::native::covers(p, order, &s.steps, loc)?;
     Ok(s)
+}
+
+/// The plan of convolution `id`, after checking what its native code assumes: f32 or f64
+/// operands of its dtype, and operand and output element counts that are exactly the
+/// geometry's (so every index the step computes is inside its buffers).
+fn conv_step(p: &Program, id: NodeId, kind: crate::graph::op::ConvKind) -> Result<ConvStep> {
+    let n = p.graph.node(id);
+    let ty = |i: usize| &p.graph.node(n.inputs[i]).ty;
+    let bad = |why: &str| Error::invalid(format!("jit: convolution {}: {why}", n.label()));
+    let (Some(a), Some(b), Some(y)) = (
+        ty(0).shape.to_fixed(),
+        ty(1).shape.to_fixed(),
+        n.ty.shape.to_fixed(),
+    ) else {
+        return Err(bad("shapes are not concrete"));
+    };
+    let dt = n.ty.dtype;
+    if !matches!(dt, DType::F32 | DType::F64) || ty(0).dtype != dt || ty(1).dtype != dt {
+        return Err(bad("operands are not both f32 or f64"));
+    }
+    let geo = crate::graph::op::ConvGeom::of(&n.op, &a, &b, &y).ok_or_else(|| bad("not 4-D"))?;
+    let ok = geo.groups > 0
+        && geo.c % geo.groups == 0
+        && geo.o % geo.groups == 0
+        && geo.window.out_hw(geo.in_hw).ok() == Some(geo.out_hw);
+    let x_len = geo.n * geo.in_pixels() * geo.c;
+    let y_len = geo.n * geo.out_pixels() * geo.o;
+    let w_len = geo.k() * geo.o;
+    let w_shape = [geo.window.kernel[0], geo.window.kernel[1], geo.cg(), geo.o];
+    let lens = match kind {
+        crate::graph::op::ConvKind::Forward => b == w_shape && y.iter().product::<usize>() == y_len,
+        crate::graph::op::ConvKind::InputGrad { .. } => b == w_shape,
+        crate::graph::op::ConvKind::FilterGrad => y == w_shape,
+    };
+    let counts = [&a, &b, &y]
+        .iter()
+        .map(|s| s.iter().product::<usize>())
+        .sum::<usize>()
+        == x_len + y_len + w_len;
+    if !ok || !lens || !counts {
+        return Err(bad("operand shapes do not match its window and groups"));
+    }
+    Ok(ConvStep::plan(kind, geo, dt))
 }
 
 /// Whether a value of type `b` can be the bytes of one of type `a` (a reshape reads or
@@ -374,6 +437,7 @@ pub(super) fn needs_kernel(op: &Op) -> bool {
         | Op::Constant(_)
         | Op::Random { .. }
         | Op::Reshape
+        | Op::Conv { .. }
         | Op::Fusion(_) => false,
         Op::Unary(_)
         | Op::Binary(_)

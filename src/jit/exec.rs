@@ -195,6 +195,19 @@ impl Executable {
                     let dst = bufs.ptr(*out);
                     run_random(dst, *dist, *seed, *dtype, *len, run_index, threads);
                 }
+                Step::Conv {
+                    conv, a, b, out, ..
+                } => {
+                    let (a, b, out) = (bufs.ptr(*a), bufs.ptr(*b), bufs.ptr(*out));
+                    let scratch = bufs.ws.scratch.as_mut_ptr();
+                    // SAFETY: `compile::conv_step` checked the geometry against the operand
+                    // and output types, which the buffers have (feeds and variables checked
+                    // by `run_into`, outputs allocated from their types, slots validated);
+                    // the output is a slot or output array of its own (the buffer assignment
+                    // shares a slot only with an elementwise kernel), and scratch holds
+                    // `scratch_bytes`, at least the step's.
+                    unsafe { super::conv::run_conv(conv, a, b, out, scratch, threads) };
+                }
                 Step::Copy {
                     from, to, bytes, ..
                 } => {
@@ -368,7 +381,7 @@ fn chunk(sp: &Split, c: usize, chunks: usize) -> (usize, usize) {
 /// # Safety
 /// `call` captures raw buffer pointers, which are not `Sync`; calls with different chunk
 /// numbers must be safe to run at the same time (each writes only its own part of a buffer).
-unsafe fn on_pool(chunks: usize, call: &dyn Fn(usize)) {
+pub(super) unsafe fn on_pool(chunks: usize, call: &dyn Fn(usize)) {
     struct Shared<'a>(&'a dyn Fn(usize));
     // SAFETY: the caller's contract: concurrent calls touch disjoint memory.
     unsafe impl Sync for Shared<'_> {}

@@ -40,6 +40,8 @@
 mod buffers;
 mod codegen;
 mod compile;
+mod conv;
+mod conv_dw;
 mod exec;
 mod gemm;
 #[allow(missing_docs)]

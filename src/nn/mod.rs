@@ -41,6 +41,7 @@
 mod batch;
 mod callbacks;
 mod check;
+mod conv;
 mod fit;
 mod layers;
 mod losses;
@@ -52,6 +53,7 @@ pub use batch::{Inputs, Logs};
 #[cfg(feature = "ui")]
 pub use callbacks::PlotCurves;
 pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint, TerminateOnNaN};
+pub use conv::{Conv2D, DepthwiseConv2D};
 pub use fit::{FitConfig, History};
 pub use layers::{
     Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,

@@ -292,6 +292,15 @@ fn build_op(name: &str, attrs: &[(String, String)], ty: &Ty) -> Result<Op, Strin
             axis: int(get("axis")?).map_err(a)?,
         },
         OpKind::MatMul => Op::MatMul,
+        OpKind::Conv2d | OpKind::Conv2dInputGrad | OpKind::Conv2dFilterGrad => {
+            let pair = |key: &str| -> Result<[usize; 2], String> {
+                match list_attr(key)?.as_slice() {
+                    &[a, b] => Ok([a, b]),
+                    v => Err(a(format!("`{key}` must have two entries, got {v:?}"))),
+                }
+            };
+            crate::graph::op::conv_from_attrs(kind, &pair, int(get("groups")?).map_err(a)?)?
+        }
         OpKind::StopGradient => Op::StopGradient,
         OpKind::Size => Op::Size {
             axes: list_attr("axes")?,

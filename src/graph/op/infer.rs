@@ -37,7 +37,7 @@ pub(crate) fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<T
         | Op::Pad { .. }
         | Op::StopGradient
         | Op::Size { .. } => ins.len() == 1,
-        Op::Binary(_) | Op::MatMul | Op::Assign => ins.len() == 2,
+        Op::Binary(_) | Op::MatMul | Op::Conv { .. } | Op::Assign => ins.len() == 2,
         Op::Where => ins.len() == 3,
         Op::Concat { .. } | Op::Group => !ins.is_empty(),
         // A kernel's parameters are checked against its operands by the pass verifier.
@@ -89,6 +89,11 @@ pub(crate) fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<T
         Op::Concat { axis } => concat(axis, ins)?,
         Op::Fusion(_) => need_decl()?,
         Op::MatMul => matmul(ins)?,
+        Op::Conv {
+            kind,
+            window,
+            groups,
+        } => super::conv::conv_shape(kind, window, *groups, ins)?,
     };
     if let Some(d) = declared {
         if *d != out {

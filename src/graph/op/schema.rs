@@ -84,6 +84,14 @@ op_kinds! {
         Concat => "concat" ["axis"],
         /// [`Op::MatMul`]
         MatMul => "matmul" [],
+        /// [`Op::Conv`] with [`ConvKind::Forward`](super::ConvKind::Forward)
+        Conv2d => "conv2d" ["kernel", "strides", "dilations", "pad_lo", "pad_hi", "groups"],
+        /// [`Op::Conv`] with [`ConvKind::InputGrad`](super::ConvKind::InputGrad)
+        Conv2dInputGrad => "conv2d_input_grad"
+            ["kernel", "strides", "dilations", "pad_lo", "pad_hi", "groups", "input_hw"],
+        /// [`Op::Conv`] with [`ConvKind::FilterGrad`](super::ConvKind::FilterGrad)
+        Conv2dFilterGrad => "conv2d_filter_grad"
+            ["kernel", "strides", "dilations", "pad_lo", "pad_hi", "groups"],
         /// [`Op::StopGradient`]
         StopGradient => "stop_gradient" [],
         /// [`Op::Size`]
@@ -151,6 +159,7 @@ impl Op {
             Op::Pad { .. } => OpKind::Pad,
             Op::Concat { .. } => OpKind::Concat,
             Op::MatMul => OpKind::MatMul,
+            Op::Conv { kind, .. } => kind.op_kind(),
             Op::StopGradient => OpKind::StopGradient,
             Op::Size { .. } => OpKind::Size,
             Op::Assign => OpKind::Assign,
@@ -191,6 +200,11 @@ impl Op {
             Op::Pad { lo, hi } => vec![list(lo), list(hi)],
             Op::Concat { axis } => vec![axis.to_string()],
             Op::Size { axes } => vec![list(axes)],
+            Op::Conv {
+                kind,
+                window,
+                groups,
+            } => super::conv_attrs(kind, window, *groups),
             Op::Fusion(k) => vec![k.index().to_string()],
         };
         self.kind()
@@ -265,6 +279,10 @@ mod tests {
             },
             OpKind::Concat => Op::Concat { axis: 1 },
             OpKind::MatMul => Op::MatMul,
+            OpKind::Conv2d | OpKind::Conv2dInputGrad | OpKind::Conv2dFilterGrad => {
+                let two = |_: &str| Ok([1, 1]);
+                crate::graph::op::conv_from_attrs(kind, &two, 1).ok()?
+            }
             OpKind::StopGradient => Op::StopGradient,
             OpKind::Size => Op::Size { axes: axes() },
             OpKind::Assign => Op::Assign,

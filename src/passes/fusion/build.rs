@@ -179,6 +179,7 @@ impl Group<'_> {
             | Op::Pad { .. }
             | Op::Concat { .. }
             | Op::MatMul
+            | Op::Conv { .. }
             | Op::Size { .. }
             | Op::Assign
             | Op::Group

@@ -183,6 +183,7 @@ pub(super) fn is_cheap(op: &Op) -> bool {
         | Op::Pad { .. }
         | Op::Concat { .. }
         | Op::MatMul
+        | Op::Conv { .. }
         | Op::Size { .. }
         | Op::Assign
         | Op::Group

@@ -31,9 +31,11 @@
 //! each kernel's decisions look only at its own neighbourhood, so a chain of 20,000 ops
 //! fuses in linear time on a small stack (`tests/deep.rs`).
 //!
-//! Only reshapes stay outside kernels: the JIT aliases their operand's buffer or copies it.
-//! So after fusion every compute node is a kernel, a reshape, or a random source, which is
-//! what the JIT lowers (it has no other way to run an op).
+//! Only reshapes and convolutions stay outside kernels: the JIT aliases a reshape's operand's
+//! buffer or copies it, and runs a convolution as a native step of its own (im2col and
+//! `gemm`) whose operands are buffers. So after fusion every compute node is a kernel, a
+//! reshape, a convolution or a random source, which is what the JIT lowers (it has no other
+//! way to run an op).
 //!
 //! Each refusal records a reason in [`Program::notes`], and the dump prints it as a comment
 //! on the producer's line, as XLA's "Not fusing ... as ..." log lines do.
@@ -82,6 +84,9 @@ enum Role {
     Root,
     /// A reshape: the JIT aliases or copies its operand's buffer, which must exist.
     Alias,
+    /// Computed by a native step of its own (a convolution); its operands must exist as
+    /// buffers.
+    Native,
     /// Left to later passes (none reach fusion in the default pipeline); its operands
     /// must exist as buffers.
     Other,
@@ -103,6 +108,9 @@ fn role(op: &Op) -> Role {
         // without it leaves it to fusion).
         Op::Size { .. } => Role::Root,
         Op::Assign | Op::Group => Role::Other,
+        // A convolution runs as a native step of its own (im2col and `gemm`), never inside a
+        // kernel: its operands must exist as buffers, and its consumers read its output.
+        Op::Conv { .. } => Role::Native,
     }
 }
 
@@ -147,7 +155,9 @@ impl Pass for Fusion {
         let mut needed: HashSet<NodeId> = outputs.clone();
         for &id in &order {
             let n = p.graph.node(id);
-            if matches!(n.op, Op::Pad { .. } | Op::Concat { .. }) || role(&n.op) == Role::Other {
+            if matches!(n.op, Op::Pad { .. } | Op::Concat { .. })
+                || matches!(role(&n.op), Role::Other | Role::Native)
+            {
                 needed.extend(n.inputs.iter().copied());
             }
         }

@@ -1,0 +1,509 @@
+//! The convolution step: im2col tiles and `gemm` calls, planned at compile time.
+//!
+//! Activations are NHWC and filters HWIO, so the filter of group `g` already is a row-major
+//! `[K, Og]` matrix (`K = KH·KW·Cg`, row stride `O`) and an output tile is a block of rows of
+//! `[N·OH·OW, O]`. Every kind is a sequence of `gemm`s over *tiles* of those `M = N·OH·OW`
+//! rows, whose column matrices (`[rows, K]`, written by `im2col`) stay cache-sized:
+//! - `Forward`: `Y[tile, g] = im2col(X)[tile] · W[g]`. A 1×1 window with unit strides and no
+//!   padding reads `X` as it is (no copy), in one `gemm` over all rows.
+//! - `InputGrad`: `col = dY[tile, g] · W[g]ᵀ`, then `col2im` adds each row's taps into `dX`.
+//!   Its tiles are whole images, so two tiles never write one pixel.
+//! - `FilterGrad`: `dW[g] += im2col(X)[tile]ᵀ · dY[tile, g]`, accumulated by `gemm` over the
+//!   tiles of one of `partials` fixed ranges, then the partials added in order.
+//!
+//! **Determinism (invariant 13).** Tiles and partial ranges are fixed by the plan (the
+//! shapes), never by the thread count: threads take whole tiles (forward, input gradient;
+//! their outputs are disjoint) or whole partials (filter gradient), and `gemm` computes each
+//! element as one dot product in a fixed order whatever its parallelism. So 1, 2 or 3
+//! threads give the same bits.
+//!
+//! The step's buffers are `lanes` column tiles and `partials − 1` filter-sized accumulators
+//! in the executable's scratch, which the compile sizes for the largest step.
+
+use crate::dtype::DType;
+use crate::graph::op::{ConvGeom, ConvKind};
+
+/// Column tiles are about this big (the measured sweet spot is a few hundred KB to a few
+/// MB, measured for issue 17).
+const COL_BUDGET: usize = 1 << 20;
+/// At most this many tiles run at once (each needs its own column buffer).
+const MAX_LANES: usize = 4;
+/// A filter gradient sums its tiles in at most this many fixed partial accumulators.
+const MAX_PARTIALS: usize = 4;
+
+/// A planned convolution.
+#[derive(Clone, Debug)]
+pub(super) struct ConvStep {
+    pub(super) kind: ConvKind,
+    pub(super) geo: ConvGeom,
+    pub(super) dtype: DType,
+    /// Rows of `M = N·OH·OW` per tile (a multiple of `OH·OW` for the input gradient).
+    rows: usize,
+    /// Column buffers (0 when no im2col is needed).
+    lanes: usize,
+    /// The filter gradient's partial sums (1 for the other kinds).
+    partials: usize,
+    /// One input channel per group and more than one group: direct loops (`conv_dw.rs`),
+    /// one image per tile.
+    depthwise: bool,
+}
+
+impl ConvStep {
+    /// Plans `kind` over `geo` in `dtype` (f32 or f64).
+    pub(super) fn plan(kind: ConvKind, geo: ConvGeom, dtype: DType) -> ConvStep {
+        let size = dtype.size_bytes();
+        let m = geo.n * geo.out_pixels();
+        let k = geo.k().max(1);
+        let rows = match kind {
+            ConvKind::InputGrad { .. } => {
+                let per_image = geo.out_pixels() * k * size;
+                let images = (COL_BUDGET / per_image.max(1)).clamp(1, 16);
+                // Two tiles at least when there are two images, so two threads share work.
+                let images = images.min(geo.n.div_ceil(2)).max(1);
+                images * geo.out_pixels()
+            }
+            _ => (COL_BUDGET / (k * size)).max(16).min(m.div_ceil(2)).max(1),
+        };
+        let depthwise = geo.groups > 1 && geo.groups == geo.c;
+        let rows = if depthwise {
+            geo.out_pixels()
+        } else if direct(&geo) && !matches!(kind, ConvKind::FilterGrad) {
+            // A 1×1 window copies nothing: one `gemm` over all rows, split by `gemm` itself.
+            m
+        } else {
+            rows
+        };
+        let tiles = m.div_ceil(rows.max(1));
+        let im2col = !direct(&geo) && !depthwise;
+        let partials = match kind {
+            ConvKind::FilterGrad => tiles.clamp(1, MAX_PARTIALS),
+            _ => 1,
+        };
+        let lanes = match (im2col, kind) {
+            (false, _) => 0,
+            (true, ConvKind::FilterGrad) => partials,
+            (true, _) => tiles.clamp(1, MAX_LANES),
+        };
+        ConvStep {
+            kind,
+            geo,
+            dtype,
+            rows: rows.max(1),
+            lanes,
+            partials,
+            depthwise,
+        }
+    }
+
+    /// The scratch bytes the step uses.
+    pub(super) fn scratch_bytes(&self) -> usize {
+        (self.lanes * self.col_len() + (self.partials - 1) * self.filter_len())
+            * self.dtype.size_bytes()
+    }
+
+    fn col_len(&self) -> usize {
+        self.rows * self.geo.k()
+    }
+
+    fn filter_len(&self) -> usize {
+        self.geo.k() * self.geo.o
+    }
+
+    fn m(&self) -> usize {
+        self.geo.n * self.geo.out_pixels()
+    }
+
+    fn tiles(&self) -> usize {
+        self.m().div_ceil(self.rows)
+    }
+}
+
+/// True when a 1×1 window with unit strides and no padding lets `gemm` read `X` in place.
+fn direct(geo: &ConvGeom) -> bool {
+    geo.window.is_pointwise()
+}
+
+/// What the step computes in: f32 or f64.
+pub(super) trait Elem:
+    Copy + Default + Send + Sync + 'static + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
+{
+    /// 1
+    const ONE: Self;
+}
+impl Elem for f32 {
+    const ONE: f32 = 1.0;
+}
+impl Elem for f64 {
+    const ONE: f64 = 1.0;
+}
+
+/// `dst[m,n] (+)= a[m,k] · b[k,n]`, each matrix through (row, column) strides in elements.
+///
+/// # Safety
+/// Every element the extents and strides reach must be inside its buffer, and `dst` must
+/// not overlap `a` or `b`.
+pub(super) unsafe fn mm<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut T, isize),
+    accumulate: bool,
+    (a, a_rs, a_cs): (*const T, isize, isize),
+    (b, b_rs, b_cs): (*const T, isize, isize),
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: `dst` covers `m` rows of stride `dst_rs` and `n` columns.
+                    unsafe { *dst.offset(i as isize * dst_rs + j as isize) = T::default() };
+                }
+            }
+        }
+        return;
+    }
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the caller's contract; gemm 0.19 computes `dst = alpha·dst + beta·a·b` (BLAS's
+    // names reversed), with `dst` read only when `accumulate`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs,
+            accumulate,
+            a,
+            a_cs,
+            a_rs,
+            b,
+            b_cs,
+            b_rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Writes rows `[r0, r1)` of group `g`'s column matrix into `col` (`[r1 − r0, K]`, row
+/// `r = (n·OH + oh)·OW + ow`, column `(kh·KW + kw)·Cg + ci`), zeros in the padding.
+///
+/// # Safety
+/// `x` holds the input `[N, H, W, C]`, `col` at least `(r1 − r0)·K` elements.
+unsafe fn im2col<T: Elem>(
+    geo: &ConvGeom,
+    x: *const T,
+    g: usize,
+    (r0, r1): (usize, usize),
+    col: *mut T,
+) {
+    let (cg, c, k) = (geo.cg(), geo.c, geo.k());
+    let [kh_n, kw_n] = geo.window.kernel;
+    let (oh_n, ow_n) = (geo.out_hw[0], geo.out_hw[1]);
+    for r in r0..r1 {
+        let (n, oh, ow) = (r / (oh_n * ow_n), r / ow_n % oh_n, r % ow_n);
+        // SAFETY: row `r − r0` of `col` holds `k` elements.
+        let row = unsafe { col.add((r - r0) * k) };
+        for kh in 0..kh_n {
+            let ih = geo.src(0, oh, kh);
+            for kw in 0..kw_n {
+                // SAFETY: the tap's `cg` elements are inside the row.
+                let dst = unsafe { row.add((kh * kw_n + kw) * cg) };
+                match (ih, geo.src(1, ow, kw)) {
+                    (Some(ih), Some(iw)) => {
+                        let at = ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c + g * cg;
+                        // SAFETY: `src` returned in-bounds pixels, and the group's channels
+                        // `g·cg .. (g+1)·cg` are inside the pixel's `c`; `col` is distinct.
+                        unsafe { std::ptr::copy_nonoverlapping(x.add(at), dst, cg) };
+                    }
+                    // SAFETY: as above, inside the row.
+                    _ => unsafe { std::ptr::write_bytes(dst, 0, cg) },
+                }
+            }
+        }
+    }
+}
+
+/// Adds rows `[r0, r1)` of group `g`'s column gradient `col` into `dx` at the pixels they
+/// were read from, in row then tap order (the transpose of [`im2col`]).
+///
+/// # Safety
+/// `dx` holds `[N, H, W, C]`, `col` `(r1 − r0)·K` elements, and no other thread writes the
+/// images of rows `[r0, r1)`.
+unsafe fn col2im<T: Elem>(
+    geo: &ConvGeom,
+    col: *const T,
+    g: usize,
+    (r0, r1): (usize, usize),
+    dx: *mut T,
+) {
+    let (cg, c, k) = (geo.cg(), geo.c, geo.k());
+    let [kh_n, kw_n] = geo.window.kernel;
+    let (oh_n, ow_n) = (geo.out_hw[0], geo.out_hw[1]);
+    for r in r0..r1 {
+        let (n, oh, ow) = (r / (oh_n * ow_n), r / ow_n % oh_n, r % ow_n);
+        for kh in 0..kh_n {
+            let Some(ih) = geo.src(0, oh, kh) else {
+                continue;
+            };
+            for kw in 0..kw_n {
+                let Some(iw) = geo.src(1, ow, kw) else {
+                    continue;
+                };
+                let at = ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c + g * cg;
+                let from = (r - r0) * k + (kh * kw_n + kw) * cg;
+                for ci in 0..cg {
+                    // SAFETY: in-bounds pixel and group channel (as in `im2col`), and an
+                    // element of row `r − r0` of `col`.
+                    unsafe { *dx.add(at + ci) = *dx.add(at + ci) + *col.add(from + ci) };
+                }
+            }
+        }
+    }
+}
+
+/// Runs `step` on operands `a`, `b` into `out`, with `scratch` of `step.scratch_bytes()`.
+///
+/// # Safety
+/// `a`, `b` and `out` hold the step's operand and output types (`compile` checked the
+/// geometry against them), `out` overlaps neither operand, and `scratch` is the step's own
+/// for the duration of the call.
+pub(super) unsafe fn run_conv(
+    step: &ConvStep,
+    a: *const u8,
+    b: *const u8,
+    out: *mut u8,
+    scratch: *mut u8,
+    threads: usize,
+) {
+    let p = Ptrs {
+        a: a as usize,
+        b: b as usize,
+        out: out as usize,
+        scratch: scratch as usize,
+    };
+    match step.dtype {
+        // SAFETY: the caller's contract, in the step's dtype.
+        DType::F64 => unsafe { run_typed::<f64>(step, p, threads) },
+        // SAFETY: as above (the compile admits only f32 and f64).
+        _ => unsafe { run_typed::<f32>(step, p, threads) },
+    }
+}
+
+/// The step's buffers as addresses (so closures on the pool can share them).
+#[derive(Clone, Copy)]
+pub(super) struct Ptrs {
+    pub(super) a: usize,
+    pub(super) b: usize,
+    pub(super) out: usize,
+    pub(super) scratch: usize,
+}
+
+unsafe fn run_typed<T: Elem>(st: &ConvStep, p: Ptrs, threads: usize) {
+    let tiles = st.tiles();
+    let units = match st.kind {
+        ConvKind::FilterGrad => st.partials,
+        _ => tiles,
+    };
+    let workers = if st.lanes == 0 {
+        // No column buffers: each unit only calls gemm.
+        units.min(threads).min(MAX_LANES)
+    } else {
+        units.min(threads).min(st.lanes)
+    }
+    .max(1);
+    // One unit alone lets gemm split its own blocks.
+    let gemm_threads = if workers == 1 { threads } else { 1 };
+    let work = |wk: usize| {
+        let (u0, u1) = (units * wk / workers, units * (wk + 1) / workers);
+        if st.depthwise {
+            for u in u0..u1 {
+                // SAFETY: worker `wk` alone writes image `u` (forward, input gradient) or
+                // partial `u` (filter gradient: `dW` or its accumulator in scratch).
+                unsafe { depthwise::<T>(st, p, u) };
+            }
+            return;
+        }
+        let col = (p.scratch as *mut T).wrapping_add(wk * st.col_len());
+        for u in u0..u1 {
+            // SAFETY: worker `wk` alone uses column buffer `wk` (lanes ≥ workers) and unit
+            // `u`'s outputs (its tile's rows, or partial `u`).
+            unsafe {
+                match st.kind {
+                    ConvKind::Forward => forward::<T>(st, p, u, col, gemm_threads),
+                    ConvKind::InputGrad { .. } => input_grad::<T>(st, p, u, col, gemm_threads),
+                    ConvKind::FilterGrad => filter_partial::<T>(st, p, u, col, gemm_threads),
+                }
+            }
+        }
+    };
+    // SAFETY: workers write disjoint tiles, partials and column buffers.
+    unsafe { super::exec::on_pool(workers, &work) };
+    if let ConvKind::FilterGrad = st.kind {
+        // SAFETY: partials 1.. follow the column buffers in scratch; the output is `dw`.
+        unsafe { sum_partials::<T>(st, p) };
+    }
+}
+
+/// Unit `u` of a depthwise step: image `u`, or partial `u` of the filter gradient.
+unsafe fn depthwise<T: Elem>(st: &ConvStep, p: Ptrs, u: usize) {
+    let geo = &st.geo;
+    // SAFETY (whole block): `run_conv`'s contract, and unit `u`'s outputs are this call's.
+    unsafe {
+        match st.kind {
+            ConvKind::Forward => super::conv_dw::forward::<T>(geo, p, u),
+            ConvKind::InputGrad { .. } => super::conv_dw::input_grad::<T>(geo, p, u),
+            ConvKind::FilterGrad => {
+                let images = (geo.n * u / st.partials, geo.n * (u + 1) / st.partials);
+                let dst = if u == 0 {
+                    p.out as *mut T
+                } else {
+                    (p.scratch as *mut T).add((u - 1) * st.filter_len())
+                };
+                super::conv_dw::filter_grad::<T>(geo, p, images, dst)
+            }
+        }
+    }
+}
+
+fn tile_rows(st: &ConvStep, t: usize) -> (usize, usize) {
+    (t * st.rows, ((t + 1) * st.rows).min(st.m()))
+}
+
+/// `Y[tile] = im2col(X)[tile] · W`, group by group.
+unsafe fn forward<T: Elem>(st: &ConvStep, p: Ptrs, t: usize, col: *mut T, threads: usize) {
+    let geo = &st.geo;
+    let (r0, r1) = tile_rows(st, t);
+    let (x, w, y) = (p.a as *const T, p.b as *const T, p.out as *mut T);
+    let (c, o, cg, og, k) = (geo.c, geo.o, geo.cg(), geo.og(), geo.k());
+    for g in 0..geo.groups {
+        // SAFETY (whole block): rows `[r0, r1)` of `Y` (`[M, O]`) at the group's columns,
+        // `W`'s `[K, Og]` block at column `g·og` (row stride `O`), and either `X`'s rows
+        // read in place (a 1×1 window: `M` equals `N·H·W`) or the column tile just written.
+        unsafe {
+            let (a, a_rs) = if direct(geo) {
+                (x.add(r0 * c + g * cg), c)
+            } else {
+                im2col(geo, x, g, (r0, r1), col);
+                (col as *const T, k)
+            };
+            mm(
+                (r1 - r0, og, k),
+                (y.add(r0 * o + g * og), o as isize),
+                false,
+                (a, a_rs as isize, 1),
+                (w.add(g * og), o as isize, 1),
+                threads,
+            );
+        }
+    }
+}
+
+/// `dX[tile's images] = col2im(dY[tile] · Wᵀ)`, group by group.
+unsafe fn input_grad<T: Elem>(st: &ConvStep, p: Ptrs, t: usize, col: *mut T, threads: usize) {
+    let geo = &st.geo;
+    let (r0, r1) = tile_rows(st, t);
+    let (dy, w, dx) = (p.a as *const T, p.b as *const T, p.out as *mut T);
+    let (c, o, cg, og, k) = (geo.c, geo.o, geo.cg(), geo.og(), geo.k());
+    let px = geo.in_pixels() * c;
+    let (n0, n1) = (r0 / geo.out_pixels(), r1.div_ceil(geo.out_pixels()));
+    if !direct(geo) {
+        // SAFETY: the tile's images of `dX` (tiles are whole images: this worker's alone).
+        unsafe { std::ptr::write_bytes(dx.add(n0 * px), 0, (n1 - n0) * px) };
+    }
+    for g in 0..geo.groups {
+        let dy_g = (dy.wrapping_add(r0 * o + g * og), o as isize, 1);
+        // `Wᵀ` of the group: `[Og, K]`, row stride 1, column stride `O`.
+        let wt = (w.wrapping_add(g * og), 1, o as isize);
+        // SAFETY: as in `forward`; a 1×1 window writes each input pixel once, in place
+        // (rows of `dX` at the group's channels), else the column tile is scattered back.
+        unsafe {
+            if direct(geo) {
+                mm(
+                    (r1 - r0, cg, og),
+                    (dx.add(r0 * c + g * cg), c as isize),
+                    false,
+                    dy_g,
+                    wt,
+                    threads,
+                );
+            } else {
+                mm(
+                    (r1 - r0, k, og),
+                    (col, k as isize),
+                    false,
+                    dy_g,
+                    wt,
+                    threads,
+                );
+                col2im(geo, col, g, (r0, r1), dx);
+            }
+        }
+    }
+}
+
+/// Partial `u` of the filter gradient: `Σ im2col(X)[tile]ᵀ · dY[tile]` over its tiles, in
+/// order, into `dW` (partial 0) or its accumulator in scratch.
+unsafe fn filter_partial<T: Elem>(st: &ConvStep, p: Ptrs, u: usize, col: *mut T, threads: usize) {
+    let geo = &st.geo;
+    let (x, dy) = (p.a as *const T, p.b as *const T);
+    let (c, o, cg, og, k) = (geo.c, geo.o, geo.cg(), geo.og(), geo.k());
+    let dst = if u == 0 {
+        p.out as *mut T
+    } else {
+        (p.scratch as *mut T).wrapping_add(st.lanes * st.col_len() + (u - 1) * st.filter_len())
+    };
+    let tiles = st.tiles();
+    let (t0, t1) = (tiles * u / st.partials, tiles * (u + 1) / st.partials);
+    if t0 == t1 {
+        // SAFETY: the partial's `K·O` elements (an empty range sums to zero).
+        unsafe { std::ptr::write_bytes(dst, 0, st.filter_len()) };
+    }
+    for t in t0..t1 {
+        let (r0, r1) = tile_rows(st, t);
+        for g in 0..geo.groups {
+            // SAFETY: as in `forward`; `Xᵀ` (or the column tile's transpose) is `[K, rows]`
+            // with row stride 1, and the destination is the partial's group block.
+            unsafe {
+                let a = if direct(geo) {
+                    (x.add(r0 * c + g * cg), 1, c as isize)
+                } else {
+                    im2col(geo, x, g, (r0, r1), col);
+                    (col as *const T, 1, k as isize)
+                };
+                mm(
+                    (k, og, r1 - r0),
+                    (dst.add(g * og), o as isize),
+                    t > t0,
+                    a,
+                    (dy.add(r0 * o + g * og), o as isize, 1),
+                    threads,
+                );
+            }
+        }
+    }
+}
+
+/// `dW += partial 1, + partial 2, ...`, in that order.
+unsafe fn sum_partials<T: Elem>(st: &ConvStep, p: Ptrs) {
+    let dw = p.out as *mut T;
+    let base = (p.scratch as *mut T).wrapping_add(st.lanes * st.col_len());
+    for u in 1..st.partials {
+        let part = base.wrapping_add((u - 1) * st.filter_len());
+        for i in 0..st.filter_len() {
+            // SAFETY: `dW` and each partial hold `K·O` elements.
+            unsafe { *dw.add(i) = *dw.add(i) + *part.add(i) };
+        }
+    }
+}
