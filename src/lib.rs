@@ -65,6 +65,7 @@ pub use array::{Array, ArrayData, Element};
 pub use dtype::DType;
 pub use error::{Error, Result, SrcLoc};
 pub use graph::op::{BinaryOp, DataFormat, Op, OpGroup, Padding, ReduceOp, Ty, UnaryOp, Window2d};
+pub use graph::op::{Pool2dOptions, PoolKind};
 pub use graph::{Graph, GraphData, Node, NodeId, Tensor};
 pub use interp::{Interpreter, Precision};
 pub use shape::{Dim, Shape};

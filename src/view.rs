@@ -79,6 +79,7 @@ impl Movement<'_> {
             | Op::Size { .. }
             | Op::Assign
             | Op::Group
+            | Op::Pool { .. }
             | Op::Fusion(_) => None,
         }
     }

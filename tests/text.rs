@@ -128,6 +128,18 @@ fn every_op(g: &Graph) {
     // Composites dump as their primitives and round-trip like them.
     let _ = x.gelu(false);
     let _ = x.gelu(true);
+    // Pooling, its gradients (through `vjp`) and the gather (the gradient of `MaxGrad`).
+    let img = g.placeholder("img", DType::F32, [None, Some(5), Some(4), Some(2)]);
+    let o = kiln::Pool2dOptions::new([3, 2])
+        .strides([2, 1])
+        .padding(kiln::Padding::Same)
+        .count_include_pad(true);
+    let ym = img.max_pool2d(&o);
+    let ya = img.avg_pool2d(&o.clone().count_include_pad(false));
+    let u = g.placeholder("pool_u", DType::F32, ym.shape());
+    let dx = kiln::autodiff::vjp(ym, &[img], u).unwrap()[0];
+    let _ = kiln::autodiff::vjp(ya, &[img], u).unwrap();
+    let _ = kiln::autodiff::vjp(dx, &[u], img).unwrap();
 }
 
 #[test]
@@ -188,6 +200,11 @@ fn every_op_round_trips() {
         "matmul(",
         "stop_gradient(",
         "size(",
+        "max_pool2d(",
+        "avg_pool2d(",
+        "max_pool2d_grad(",
+        "max_pool2d_gather(",
+        "avg_pool2d_grad(",
     ] {
         assert!(text.contains(&format!("= {name}")), "{name} missing");
     }

@@ -18,6 +18,7 @@ use crate::shape::{broadcast_shapes, normalize_axes, Shape};
 use std::sync::Arc;
 
 mod movement;
+mod pool;
 
 /// A symbolic tensor: a `Copy` handle to one node of a [`Graph`].
 ///

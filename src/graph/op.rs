@@ -22,12 +22,14 @@
 //! row in `props.rs`, then whatever the compiler reports as a non-exhaustive match.
 
 mod infer;
+pub mod pool;
 pub(crate) mod props;
 pub(crate) mod schema;
 mod special;
 pub mod window;
 
 pub(crate) use infer::infer;
+pub use pool::{Pool2dOptions, PoolKind};
 pub use props::{BinaryProps, Cost, UnaryProps};
 pub use schema::OpKind;
 pub use window::{DataFormat, Padding, Window2d};
@@ -222,6 +224,15 @@ pub enum Op {
     /// Matrix product over the last two axes, `[..,m,k] x [..,k,n] -> [..,m,n]`; leading axes
     /// are batch axes and must be equal.
     MatMul,
+    // ---- windows ----
+    /// 2-D pooling over an NHWC tensor, and its gradients ([`PoolKind`]; the semantics are
+    /// in the docs of [`pool`]).
+    Pool {
+        /// which member of the family
+        kind: PoolKind,
+        /// the resolved window
+        window: Window2d,
+    },
     // ---- bookkeeping ----
     /// Identity whose gradient is zero.
     StopGradient,
@@ -280,6 +291,8 @@ pub enum OpGroup {
     Movement,
     /// matmul
     Contraction,
+    /// pooling: a window over the spatial axes of an image
+    Window,
     /// assign, group: nodes that matter for their effect on variables
     Effect,
     /// a fused kernel
@@ -342,6 +355,7 @@ impl Op {
             | Op::Concat { .. }
             | Op::Size { .. } => OpGroup::Movement,
             Op::MatMul => OpGroup::Contraction,
+            Op::Pool { .. } => OpGroup::Window,
             Op::Assign | Op::Group => OpGroup::Effect,
             Op::Fusion(_) => OpGroup::Fused,
         }

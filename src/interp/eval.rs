@@ -164,6 +164,7 @@ pub(super) fn eval_node(
         | Op::Pad { .. }
         | Op::Concat { .. } => movement(n, ins, &shape)?,
         Op::MatMul => matmul(ins[0], ins[1], &shape, dt, prec),
+        Op::Pool { kind, window } => super::pool::pool(*kind, window, ins, &shape, dt, prec),
         Op::Fusion(k) => kernels
             .lookup(*k)
             .and_then(|k| eval_kernel(k, ins, dt, prec))

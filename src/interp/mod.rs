@@ -38,6 +38,7 @@ use std::collections::HashMap;
 
 mod eval;
 mod kernel;
+mod pool;
 
 use eval::eval_node;
 

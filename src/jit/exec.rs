@@ -193,6 +193,7 @@ impl Executable {
                     let dst = bufs.ptr(*out);
                     run_random(dst, *dist, *seed, *dtype, *len, run_index, threads);
                 }
+                Step::Pool(p) => p.run(&mut bufs, threads),
                 Step::Copy {
                     from, to, bytes, ..
                 } => {
@@ -348,7 +349,7 @@ fn chunk(sp: &Split, c: usize, chunks: usize) -> (usize, usize) {
 /// # Safety
 /// `call` captures raw buffer pointers, which are not `Sync`; calls with different chunk
 /// numbers must be safe to run at the same time (each writes only its own part of a buffer).
-unsafe fn on_pool(chunks: usize, call: &dyn Fn(usize)) {
+pub(super) unsafe fn on_pool(chunks: usize, call: &dyn Fn(usize)) {
     struct Shared<'a>(&'a dyn Fn(usize));
     // SAFETY: the caller's contract: concurrent calls touch disjoint memory.
     unsafe impl Sync for Shared<'_> {}

@@ -46,6 +46,7 @@ mod gemm;
 mod math;
 mod module;
 mod native;
+mod pool;
 mod runtime;
 #[cfg(test)]
 mod tests;

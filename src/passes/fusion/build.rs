@@ -112,6 +112,7 @@ impl Group<'_> {
                     | Op::Size { .. }
                     | Op::Assign
                     | Op::Group
+                    | Op::Pool { .. }
                     | Op::Fusion(_) => unreachable!("{} is not elementwise", op.name()),
                 };
                 self.push(e, dt)

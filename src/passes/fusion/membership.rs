@@ -141,6 +141,7 @@ pub(super) fn is_cheap(op: &Op) -> bool {
         | Op::Size { .. }
         | Op::Assign
         | Op::Group
+        | Op::Pool { .. }
         | Op::Fusion(_) => false,
     }
 }

@@ -24,8 +24,10 @@
 //!   transposes) but are never computed inside the kernel;
 //! - scalar constants become immediates.
 //!
-//! Only reshapes stay outside kernels: the JIT aliases their operand's buffer or copies it.
-//! So after fusion every compute node is a kernel, a reshape, or a random source, which is
+//! Only reshapes and pooling stay outside kernels: the JIT aliases a reshape's operand's
+//! buffer or copies it, and runs a pooling node as a step of its own over buffers (its
+//! operands are always read from memory; a window is not an index map). So after fusion
+//! every compute node is a kernel, a reshape, a pooling node or a random source, which is
 //! what the JIT lowers (it has no other way to run an op).
 //!
 //! Each refusal records a reason in [`Program::notes`], and the dump prints it as a comment
@@ -78,6 +80,9 @@ enum Role {
     /// Left to later passes (none reach fusion in the default pipeline); its operands
     /// must exist as buffers.
     Other,
+    /// Runs as a native step of its own in the backend (pooling): stays a node, and its
+    /// operands must exist as buffers.
+    Native,
 }
 
 fn role(op: &Op) -> Role {
@@ -96,6 +101,7 @@ fn role(op: &Op) -> Role {
         // without it leaves it to fusion).
         Op::Size { .. } => Role::Root,
         Op::Assign | Op::Group => Role::Other,
+        Op::Pool { .. } => Role::Native,
     }
 }
 
@@ -139,7 +145,9 @@ impl Pass for Fusion {
         let mut needed: HashSet<NodeId> = outputs.clone();
         for &id in &order {
             let n = p.graph.node(id);
-            if matches!(n.op, Op::Pad { .. } | Op::Concat { .. }) || role(&n.op) == Role::Other {
+            if matches!(n.op, Op::Pad { .. } | Op::Concat { .. })
+                || matches!(role(&n.op), Role::Other | Role::Native)
+            {
                 needed.extend(n.inputs.iter().copied());
             }
         }

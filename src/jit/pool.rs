@@ -1,0 +1,361 @@
+//! Pooling steps (`Op::Pool`): native loops over NHWC windows, one step per pooling node.
+//!
+//! This is a first step towards issue 17's Cranelift pooling kernels: rustc-compiled loops,
+//! not a Cranelift function per op. They are written for the vectorizer all the same: in
+//! NHWC a window tap is `C` contiguous channels, so every inner loop runs across channels
+//! with no branch (the max's "greater, or a NaN over a number" test is a select), and the
+//! taps inside the input are listed once per output row and column, so no tap is tested
+//! against the padding in the inner loops.
+//!
+//! The arithmetic is the interpreter's, operation for operation (the semantics are in the
+//! docs of `graph::op::pool`): the same scan order, the same first-maximum and first-NaN
+//! rule, the average summed from `-0.0` in scan order then divided by the count, gradients
+//! added into `+0.0` window by window in row-major order. Each of those is one IEEE operation
+//! in the dtype, which is what the interpreter's per-operation rounding computes, so the two
+//! agree bit for bit. A step is split over the pool by whole images: an image's windows read
+//! and write only that image, so the bits do not depend on the thread count (invariant 13).
+
+use super::buffers::{Buffers, Loc};
+use super::exec::on_pool;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::graph::op::{PoolKind, Ty, Window2d};
+use crate::graph::{GraphData, NodeId};
+use std::ops::{Add, Div};
+
+/// Below this many tap visits a pooling step runs on one thread.
+const MIN_PARALLEL_WORK: usize = 1 << 16;
+
+/// One pooling step, its geometry fixed at compile time.
+pub(super) struct PoolStep {
+    pub(super) kind: PoolKind,
+    pub(super) args: Vec<Loc>,
+    pub(super) out: Loc,
+    pub(super) node: NodeId,
+    dtype: DType,
+    /// Images in the batch.
+    n: usize,
+    /// The image's height, width and channels.
+    hwc: [usize; 3],
+    /// The pooled height and width.
+    out_hw: [usize; 2],
+    /// The input rows (columns) each output row (column) reads, in scan order.
+    rows: Vec<Vec<usize>>,
+    cols: Vec<Vec<usize>>,
+    /// The divisor of each window of an average: its row count and column count, or the
+    /// kernel's when the padding counts.
+    whole: Option<usize>,
+}
+
+fn dims(t: &Ty) -> Result<Vec<usize>> {
+    t.shape
+        .to_fixed()
+        .filter(|d| d.len() == 4)
+        .ok_or_else(|| Error::invalid(format!("jit: a pooling operand has type {t}")))
+}
+
+/// The inside taps of each output position along axis `a`.
+fn taps(w: &Window2d, a: usize, size: usize, out: usize) -> Vec<Vec<usize>> {
+    (0..out)
+        .map(|o| {
+            (0..w.kernel[a])
+                .filter_map(|k| {
+                    (o * w.strides[a] + k * w.dilations[a])
+                        .checked_sub(w.pad_lo[a])
+                        .filter(|&i| i < size)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The step of pooling node `id`, whose operands and output live at `args` and `out`.
+pub(super) fn step(
+    g: &GraphData,
+    id: NodeId,
+    kind: PoolKind,
+    w: &Window2d,
+    args: Vec<Loc>,
+    out: Loc,
+) -> Result<PoolStep> {
+    let n = g.node(id);
+    // The image the windows slide over, and the pooled tensor; checked against the shape
+    // rule here, since the loops below index buffers sized from these types.
+    let operand = |i: usize| g.node(n.inputs[i]).ty.clone();
+    let (image, pooled) = match kind {
+        PoolKind::Max | PoolKind::Avg { .. } | PoolKind::MaxGather => (operand(0), n.ty.clone()),
+        PoolKind::MaxGrad => (operand(0), operand(1)),
+        PoolKind::AvgGrad { .. } => (n.ty.clone(), operand(0)),
+    };
+    let (im, po) = (dims(&image)?, dims(&pooled)?);
+    let float = matches!(image.dtype, DType::F32 | DType::F64);
+    let same = |t: &Ty| t.dtype == image.dtype;
+    let tys_ok = float
+        && same(&pooled)
+        && same(&n.ty)
+        && n.inputs.iter().all(|&i| same(&g.node(i).ty))
+        && im[0] == po[0]
+        && im[3] == po[3]
+        && w.out_hw([im[1], im[2]]).ok() == Some([po[1], po[2]])
+        && match kind {
+            PoolKind::MaxGather | PoolKind::MaxGrad => operand(1).shape.to_fixed().is_some(),
+            _ => true,
+        }
+        && match kind {
+            PoolKind::MaxGather => operand(1) == image,
+            _ => true,
+        };
+    if !tys_ok || n.inputs.len() != kind.arity() {
+        return Err(Error::invalid(format!(
+            "jit: pooling node {} has inconsistent types",
+            n.label()
+        )));
+    }
+    let rows = taps(w, 0, im[1], po[1]);
+    let cols = taps(w, 1, im[2], po[2]);
+    if rows.iter().chain(&cols).any(Vec::is_empty) {
+        return Err(Error::invalid(format!(
+            "jit: pooling node {} has a window with no tap inside its input",
+            n.label()
+        )));
+    }
+    let whole = match kind {
+        PoolKind::Avg { .. } | PoolKind::AvgGrad { .. } if kind.count(w, 0) != 0 => {
+            Some(kind.count(w, 0))
+        }
+        _ => None,
+    };
+    Ok(PoolStep {
+        kind,
+        args,
+        out,
+        node: id,
+        dtype: image.dtype,
+        n: im[0],
+        hwc: [im[1], im[2], im[3]],
+        out_hw: [po[1], po[2]],
+        rows,
+        cols,
+        whole,
+    })
+}
+
+/// The float types the loops run in.
+trait Float: Copy + PartialOrd + Add<Output = Self> + Div<Output = Self> + Send + Sync {
+    const ZERO: Self;
+    const NEG_ZERO: Self;
+    fn count(n: usize) -> Self;
+}
+
+impl Float for f32 {
+    const ZERO: f32 = 0.0;
+    const NEG_ZERO: f32 = -0.0;
+    fn count(n: usize) -> f32 {
+        n as f32
+    }
+}
+
+impl Float for f64 {
+    const ZERO: f64 = 0.0;
+    const NEG_ZERO: f64 = -0.0;
+    fn count(n: usize) -> f64 {
+        n as f64
+    }
+}
+
+/// `v` replaces `best` if greater, or if `v` is a NaN and `best` is not (`v != v` is NaN).
+#[inline(always)]
+#[allow(clippy::eq_op)] // `x != x` is the NaN test
+fn wins<T: Float>(v: T, best: T) -> bool {
+    (v > best) | ((v != v) & (best == best))
+}
+
+impl PoolStep {
+    fn image_len(&self) -> usize {
+        self.hwc.iter().product()
+    }
+
+    fn pooled_len(&self) -> usize {
+        self.out_hw[0] * self.out_hw[1] * self.hwc[2]
+    }
+
+    /// The flat offset, within an image, of the pixel `(iy, ix)`'s first channel.
+    #[inline(always)]
+    fn at(&self, iy: usize, ix: usize) -> usize {
+        (iy * self.hwc[1] + ix) * self.hwc[2]
+    }
+
+    /// Runs the step: operands and output from `bufs`, split by images over the pool.
+    pub(super) fn run(&self, bufs: &mut Buffers<'_>, threads: usize) {
+        let ins: Vec<*const u8> = self
+            .args
+            .iter()
+            .map(|&l| bufs.ptr(l) as *const u8)
+            .collect();
+        let out = bufs.ptr(self.out);
+        match self.dtype {
+            DType::F64 => self.run_typed::<f64>(&ins, out, threads),
+            _ => self.run_typed::<f32>(&ins, out, threads),
+        }
+    }
+
+    fn run_typed<T: Float>(&self, ins: &[*const u8], out: *mut u8, threads: usize) {
+        let (img, pooled) = (self.image_len(), self.pooled_len());
+        let kernel = self.rows.iter().map(Vec::len).max().unwrap_or(0)
+            * self.cols.iter().map(Vec::len).max().unwrap_or(0);
+        let work = self.n * pooled * kernel.max(1);
+        if self.n == 0 || img == 0 || pooled == 0 {
+            return;
+        }
+        let chunks = if threads > 1 && work >= MIN_PARALLEL_WORK {
+            threads.min(self.n)
+        } else {
+            1
+        };
+        // (operand lengths per image, output length per image)
+        let (in_lens, out_len): (Vec<usize>, usize) = match self.kind {
+            PoolKind::Max | PoolKind::Avg { .. } => (vec![img], pooled),
+            PoolKind::MaxGather => (vec![img, img], pooled),
+            PoolKind::MaxGrad => (vec![img, pooled], img),
+            PoolKind::AvgGrad { .. } => (vec![pooled], img),
+        };
+        let call = |c: usize| {
+            let (lo, hi) = (self.n * c / chunks, self.n * (c + 1) / chunks);
+            for b in lo..hi {
+                // SAFETY: every operand buffer holds `n` images of its per-image length
+                // (its type, checked against the shape rule by `step`; feeds and variables
+                // have exactly their types, slots are validated to be at least their
+                // values' sizes, outputs are allocated from their types), and `b < n`.
+                // The output is a slot or an output array of its own (the validated
+                // buffer assignment lets only elementwise kernels write over an operand),
+                // and concurrent calls take disjoint ranges of images, so the one mutable
+                // slice aliases nothing another thread or an operand slice touches.
+                let (src, dst) = unsafe {
+                    let src: Vec<&[T]> = ins
+                        .iter()
+                        .zip(&in_lens)
+                        .map(|(&p, &len)| {
+                            std::slice::from_raw_parts((p as *const T).add(b * len), len)
+                        })
+                        .collect();
+                    let dst =
+                        std::slice::from_raw_parts_mut((out as *mut T).add(b * out_len), out_len);
+                    (src, dst)
+                };
+                self.image(&src, dst);
+            }
+        };
+        // SAFETY: concurrent calls write disjoint images of the output (see `call`).
+        unsafe { on_pool(chunks, &call) };
+    }
+
+    /// One image: `src` its operands' slices, `dst` its output's.
+    fn image<T: Float>(&self, src: &[&[T]], dst: &mut [T]) {
+        let c = self.hwc[2];
+        let [oh, ow] = self.out_hw;
+        let mut best = vec![T::ZERO; c];
+        let mut arg = vec![0usize; c];
+        if matches!(self.kind, PoolKind::MaxGrad | PoolKind::AvgGrad { .. }) {
+            dst.fill(T::ZERO);
+        }
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let o = (oy * ow + ox) * c;
+                let (rows, cols) = (&self.rows[oy], &self.cols[ox]);
+                match self.kind {
+                    PoolKind::Max => self.max_window(src[0], rows, cols, &mut dst[o..o + c]),
+                    PoolKind::MaxGather => {
+                        self.argmax_window(src[0], rows, cols, &mut best, &mut arg);
+                        for (ch, y) in dst[o..o + c].iter_mut().enumerate() {
+                            *y = src[1][arg[ch] + ch];
+                        }
+                    }
+                    PoolKind::MaxGrad => {
+                        self.argmax_window(src[0], rows, cols, &mut best, &mut arg);
+                        let dy = &src[1][o..o + c];
+                        for ch in 0..c {
+                            let i = arg[ch] + ch;
+                            dst[i] = dst[i] + dy[ch];
+                        }
+                    }
+                    PoolKind::Avg { .. } => {
+                        let count = T::count(self.whole.unwrap_or(rows.len() * cols.len()));
+                        let y = &mut dst[o..o + c];
+                        y.fill(T::NEG_ZERO);
+                        for &iy in rows {
+                            for &ix in cols {
+                                let at = self.at(iy, ix);
+                                for (a, &v) in y.iter_mut().zip(&src[0][at..at + c]) {
+                                    *a = *a + v;
+                                }
+                            }
+                        }
+                        y.iter_mut().for_each(|a| *a = *a / count);
+                    }
+                    PoolKind::AvgGrad { .. } => {
+                        let count = T::count(self.whole.unwrap_or(rows.len() * cols.len()));
+                        for (q, &g) in best.iter_mut().zip(&src[0][o..o + c]) {
+                            *q = g / count;
+                        }
+                        for &iy in rows {
+                            for &ix in cols {
+                                let at = self.at(iy, ix);
+                                for (d, &q) in dst[at..at + c].iter_mut().zip(&best) {
+                                    *d = *d + q;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The window's maximum per channel into `y` (first tap, then a select per later tap).
+    #[inline(always)]
+    fn max_window<T: Float>(&self, x: &[T], rows: &[usize], cols: &[usize], y: &mut [T]) {
+        let c = y.len();
+        let first = self.at(rows[0], cols[0]);
+        y.copy_from_slice(&x[first..first + c]);
+        for (r, &iy) in rows.iter().enumerate() {
+            for (k, &ix) in cols.iter().enumerate() {
+                if r == 0 && k == 0 {
+                    continue;
+                }
+                let at = self.at(iy, ix);
+                for (b, &v) in y.iter_mut().zip(&x[at..at + c]) {
+                    *b = if wins(v, *b) { v } else { *b };
+                }
+            }
+        }
+    }
+
+    /// The window's maximum per channel into `best` and its pixel offset into `arg`.
+    #[inline(always)]
+    fn argmax_window<T: Float>(
+        &self,
+        x: &[T],
+        rows: &[usize],
+        cols: &[usize],
+        best: &mut [T],
+        arg: &mut [usize],
+    ) {
+        let c = best.len();
+        let first = self.at(rows[0], cols[0]);
+        best.copy_from_slice(&x[first..first + c]);
+        arg.fill(first);
+        for (r, &iy) in rows.iter().enumerate() {
+            for (k, &ix) in cols.iter().enumerate() {
+                if r == 0 && k == 0 {
+                    continue;
+                }
+                let at = self.at(iy, ix);
+                for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(&x[at..at + c]) {
+                    let w = wins(v, *b);
+                    *b = if w { v } else { *b };
+                    *a = if w { at } else { *a };
+                }
+            }
+        }
+    }
+}
