@@ -674,3 +674,65 @@ fn dumps_parse_back_to_the_same_graph() {
     let again = Graph::parse(&text).unwrap().dump();
     assert_eq!(text, again);
 }
+
+#[test]
+fn keras_layers_show_their_shapes_and_no_params_and_train() {
+    use kiln::nn::*;
+    let mut m = Sequential::new([
+        Input::new([12, 12, 2]).into(),
+        MaxPooling2D::new([2, 2]).into(),
+        AveragePooling2D::new([3, 3])
+            .strides([1, 1])
+            .padding(Padding::Same)
+            .into(),
+        MaxPooling2D::new([3, 3]).strides([2, 2]).into(),
+        GlobalAveragePooling2D::new().into(),
+        Dense::new(3).into(),
+    ]);
+    m.compile(
+        Sgd::new(0.1),
+        Loss::SparseCategoricalCrossentropy { from_logits: true },
+        &[],
+    )
+    .unwrap();
+    let s = m.summary().unwrap();
+    for (layer, shape) in [
+        ("max_pooling2d (MaxPooling2D)", "(None, 6, 6, 2)"),
+        ("average_pooling2d (AveragePooling2D)", "(None, 6, 6, 2)"),
+        ("max_pooling2d_1 (MaxPooling2D)", "(None, 2, 2, 2)"),
+        (
+            "global_average_pooling2d (GlobalAveragePooling2D)",
+            "(None, 2)",
+        ),
+    ] {
+        let row = s.lines().find(|l| l.trim_start().starts_with(layer));
+        let row = row.unwrap_or_else(|| panic!("{layer} not in\n{s}"));
+        assert!(row.contains(shape) && row.ends_with(" 0"), "{row:?}");
+    }
+    assert!(s.contains("Total params: 9"), "{s}");
+    // A pooling model trains: the loss on a fixed batch goes down.
+    let mut rng = Rng(5);
+    let xs: Vec<f32> = (0..16 * 288).map(|_| rng.f32()).collect();
+    let x = Array::new([16, 12, 12, 2], xs).unwrap();
+    let y = Array::new([16], (0..16i32).map(|i| i % 3).collect::<Vec<_>>()).unwrap();
+    let h = m
+        .fit(
+            &x,
+            &y,
+            FitConfig::new()
+                .epochs(5)
+                .batch_size(16)
+                .verbosity(Verbosity::Silent),
+        )
+        .unwrap();
+    let loss = h.get("loss").unwrap();
+    assert!(loss[4] < loss[0], "{loss:?}");
+
+    // A flat input is refused with the layer's name.
+    let mut bad = Sequential::new([Input::new([784]).into(), MaxPooling2D::new([2, 2]).into()]);
+    let e = bad.summary().unwrap_err().to_string();
+    assert!(
+        e.contains("MaxPooling2D takes a 4-D") && e.contains("[?,784]"),
+        "{e}"
+    );
+}

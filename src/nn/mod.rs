@@ -45,6 +45,7 @@ mod fit;
 mod layers;
 mod losses;
 mod model;
+mod pool;
 
 pub use crate::progress::Verbosity;
 pub use batch::{Inputs, Logs};
@@ -55,3 +56,4 @@ pub use layers::{
 };
 pub use losses::{Loss, Metric};
 pub use model::{Builder, Model, Sequential};
+pub use pool::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
