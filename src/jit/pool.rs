@@ -254,7 +254,7 @@ impl PoolStep {
         let c = self.hwc[2];
         let [oh, ow] = self.out_hw;
         let mut best = vec![T::ZERO; c];
-        let mut arg = vec![0usize; c];
+        let mut arg = vec![0u32; c];
         if matches!(self.kind, PoolKind::MaxGrad | PoolKind::AvgGrad { .. }) {
             dst.fill(T::ZERO);
         }
@@ -265,17 +265,24 @@ impl PoolStep {
                 match self.kind {
                     PoolKind::Max => self.max_window(src[0], rows, cols, &mut dst[o..o + c]),
                     PoolKind::MaxGather => {
-                        self.argmax_window(src[0], rows, cols, &mut best, &mut arg);
-                        for (ch, y) in dst[o..o + c].iter_mut().enumerate() {
-                            *y = src[1][arg[ch] + ch];
-                        }
+                        let (x, g) = (src[0], src[1]);
+                        self.gather_window(x, g, rows, cols, &mut best, &mut dst[o..o + c])
                     }
                     PoolKind::MaxGrad => {
                         self.argmax_window(src[0], rows, cols, &mut best, &mut arg);
+                        // Each tap adds `dy` where it is the argmax: a select per channel
+                        // rather than a scatter, so the loop vectorizes.
                         let dy = &src[1][o..o + c];
-                        for ch in 0..c {
-                            let i = arg[ch] + ch;
-                            dst[i] = dst[i] + dy[ch];
+                        let mut t = 0u32;
+                        for &iy in rows {
+                            for &ix in cols {
+                                let at = self.at(iy, ix);
+                                let d = &mut dst[at..at + c];
+                                for ((d, &a), &g) in d.iter_mut().zip(&arg).zip(dy) {
+                                    *d = if a == t { *d + g } else { *d };
+                                }
+                                t += 1;
+                            }
                         }
                     }
                     PoolKind::Avg { .. } => {
@@ -330,7 +337,8 @@ impl PoolStep {
         }
     }
 
-    /// The window's maximum per channel into `best` and its pixel offset into `arg`.
+    /// The window's maximum per channel into `best`, and into `arg` the number of its tap
+    /// (in scan order over the inside taps; 32 bits, as wide as an `f32` lane).
     #[inline(always)]
     fn argmax_window<T: Float>(
         &self,
@@ -338,22 +346,54 @@ impl PoolStep {
         rows: &[usize],
         cols: &[usize],
         best: &mut [T],
-        arg: &mut [usize],
+        arg: &mut [u32],
     ) {
         let c = best.len();
         let first = self.at(rows[0], cols[0]);
         best.copy_from_slice(&x[first..first + c]);
-        arg.fill(first);
+        arg.fill(0);
+        let mut t = 0u32;
+        for &iy in rows {
+            for &ix in cols {
+                if t > 0 {
+                    let at = self.at(iy, ix);
+                    for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(&x[at..at + c]) {
+                        let w = wins(v, *b);
+                        *b = if w { v } else { *b };
+                        *a = if w { t } else { *a };
+                    }
+                }
+                t += 1;
+            }
+        }
+    }
+
+    /// `g` at the window's argmax per channel into `y`, the maximum of `x` tracked in `best`.
+    #[inline(always)]
+    fn gather_window<T: Float>(
+        &self,
+        x: &[T],
+        g: &[T],
+        rows: &[usize],
+        cols: &[usize],
+        best: &mut [T],
+        y: &mut [T],
+    ) {
+        let c = best.len();
+        let first = self.at(rows[0], cols[0]);
+        best.copy_from_slice(&x[first..first + c]);
+        y.copy_from_slice(&g[first..first + c]);
         for (r, &iy) in rows.iter().enumerate() {
             for (k, &ix) in cols.iter().enumerate() {
                 if r == 0 && k == 0 {
                     continue;
                 }
                 let at = self.at(iy, ix);
-                for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(&x[at..at + c]) {
+                let taps = x[at..at + c].iter().zip(&g[at..at + c]);
+                for ((b, out), (&v, &gv)) in best.iter_mut().zip(y.iter_mut()).zip(taps) {
                     let w = wins(v, *b);
                     *b = if w { v } else { *b };
-                    *a = if w { at } else { *a };
+                    *out = if w { gv } else { *out };
                 }
             }
         }
