@@ -145,6 +145,16 @@ trait Float: Copy + PartialOrd + Add<Output = Self> + Div<Output = Self> + Send 
     const ZERO: Self;
     const NEG_ZERO: Self;
     fn count(n: usize) -> Self;
+    /// `a` if `w`, else `b`, as bit operations: written as an `if`, LLVM turns the update
+    /// of a slice element into a conditional store per lane, which does not vectorize.
+    fn pick(w: bool, a: Self, b: Self) -> Self;
+}
+
+/// `a` if `w`, else `b`, as bit operations (see [`Float::pick`]).
+#[inline(always)]
+fn pick_u32(w: bool, a: u32, b: u32) -> u32 {
+    let m = u32::from(w).wrapping_neg();
+    (a & m) | (b & !m)
 }
 
 impl Float for f32 {
@@ -153,6 +163,10 @@ impl Float for f32 {
     fn count(n: usize) -> f32 {
         n as f32
     }
+    #[inline(always)]
+    fn pick(w: bool, a: f32, b: f32) -> f32 {
+        f32::from_bits(pick_u32(w, a.to_bits(), b.to_bits()))
+    }
 }
 
 impl Float for f64 {
@@ -160,6 +174,11 @@ impl Float for f64 {
     const NEG_ZERO: f64 = -0.0;
     fn count(n: usize) -> f64 {
         n as f64
+    }
+    #[inline(always)]
+    fn pick(w: bool, a: f64, b: f64) -> f64 {
+        let m = u64::from(w).wrapping_neg();
+        f64::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
     }
 }
 
@@ -270,8 +289,11 @@ impl PoolStep {
                     }
                     PoolKind::MaxGrad => {
                         self.argmax_window(src[0], rows, cols, &mut best, &mut arg);
-                        // Each tap adds `dy` where it is the argmax: a select per channel
-                        // rather than a scatter, so the loop vectorizes.
+                        // Each tap adds `dy` where it is the argmax and `+0.0` elsewhere: a
+                        // select per channel rather than a scatter, so the loop vectorizes.
+                        // Adding `+0.0` keeps every bit: `dx` starts at `+0.0` and a sum is
+                        // `-0.0` only if both terms are, so `dx` is never `-0.0` (and a NaN
+                        // stays the NaN it is).
                         let dy = &src[1][o..o + c];
                         let mut t = 0u32;
                         for &iy in rows {
@@ -279,7 +301,7 @@ impl PoolStep {
                                 let at = self.at(iy, ix);
                                 let d = &mut dst[at..at + c];
                                 for ((d, &a), &g) in d.iter_mut().zip(&arg).zip(dy) {
-                                    *d = if a == t { *d + g } else { *d };
+                                    *d = *d + T::pick(a == t, g, T::ZERO);
                                 }
                                 t += 1;
                             }
@@ -331,7 +353,7 @@ impl PoolStep {
                 }
                 let at = self.at(iy, ix);
                 for (b, &v) in y.iter_mut().zip(&x[at..at + c]) {
-                    *b = if wins(v, *b) { v } else { *b };
+                    *b = T::pick(wins(v, *b), v, *b);
                 }
             }
         }
@@ -359,8 +381,8 @@ impl PoolStep {
                     let at = self.at(iy, ix);
                     for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(&x[at..at + c]) {
                         let w = wins(v, *b);
-                        *b = if w { v } else { *b };
-                        *a = if w { t } else { *a };
+                        *b = T::pick(w, v, *b);
+                        *a = pick_u32(w, t, *a);
                     }
                 }
                 t += 1;
@@ -392,8 +414,8 @@ impl PoolStep {
                 let taps = x[at..at + c].iter().zip(&g[at..at + c]);
                 for ((b, out), (&v, &gv)) in best.iter_mut().zip(y.iter_mut()).zip(taps) {
                     let w = wins(v, *b);
-                    *b = if w { v } else { *b };
-                    *out = if w { gv } else { *out };
+                    *b = T::pick(w, v, *b);
+                    *out = T::pick(w, gv, *out);
                 }
             }
         }
