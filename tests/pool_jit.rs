@@ -297,3 +297,15 @@ fn keras_layers_show_their_shapes_and_no_params_and_train() {
         "{e}"
     );
 }
+
+#[test]
+fn a_window_whose_area_overflows_is_an_error() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [1, 2, 2, 1]);
+    let huge = 1usize << 40;
+    let o =
+        Pool2dOptions::new([huge, huge]).padding(Padding::Explicit([(huge - 1, 0), (huge - 1, 0)]));
+    let _ = x.avg_pool2d(&o);
+    let e = g.check().unwrap_err().to_string();
+    assert!(e.contains("overflows") && e.contains("f32[1,2,2,1]"), "{e}");
+}

@@ -161,6 +161,10 @@ fn pooled(what: &str, x: &Arg<'_>, w: &Window2d) -> Result<Ty, String> {
     let (n, [h, wd, c]) = nhwc(what, x)?;
     let named = |m: String| format!("{m}, for {x}");
     let out = w.out_hw([h, wd]).map_err(named)?;
+    // An average divides by the window's area (`PoolKind::count`): it must be a size.
+    w.kernel[0]
+        .checked_mul(w.kernel[1])
+        .ok_or_else(|| named(format!("the window area {:?} overflows", w.kernel)))?;
     Shape(vec![n, Dim::Fixed(out[0]), Dim::Fixed(out[1]), Dim::Fixed(c)].into())
         .check_size(x.dtype)?;
     every_window_inside(w, 0, h, out[0]).map_err(named)?;
