@@ -45,6 +45,9 @@ pub(super) struct PoolStep {
     /// The divisor of each window of an average: its row count and column count, or the
     /// kernel's when the padding counts.
     whole: Option<usize>,
+    /// No input pixel lies in two windows (stride at least the extent on both axes, as the
+    /// 2×2/2 pooling of a convnet): `MaxGrad` then writes each tap once instead of adding.
+    disjoint: bool,
 }
 
 fn dims(t: &Ty) -> Result<Vec<usize>> {
@@ -137,6 +140,7 @@ pub(super) fn step(
         rows,
         cols,
         whole,
+        disjoint: (0..2).all(|a| w.extent(a).is_ok_and(|e| w.strides[a] >= e)),
     })
 }
 
@@ -300,8 +304,16 @@ impl PoolStep {
                             for &ix in cols {
                                 let at = self.at(iy, ix);
                                 let d = &mut dst[at..at + c];
-                                for ((d, &a), &g) in d.iter_mut().zip(&arg).zip(dy) {
-                                    *d = *d + T::pick(a == t, g, T::ZERO);
+                                if self.disjoint {
+                                    // `+0.0 + x` is what adding into the fill gives; no
+                                    // other window reads or writes this tap.
+                                    for ((d, &a), &g) in d.iter_mut().zip(&arg).zip(dy) {
+                                        *d = T::ZERO + T::pick(a == t, g, T::ZERO);
+                                    }
+                                } else {
+                                    for ((d, &a), &g) in d.iter_mut().zip(&arg).zip(dy) {
+                                        *d = *d + T::pick(a == t, g, T::ZERO);
+                                    }
                                 }
                                 t += 1;
                             }
