@@ -580,6 +580,55 @@ fn deep_chain(cfg: &Config, report: &mut Report) {
     ));
 }
 
+/// The MNIST convnet's poolings: 2×2/2 max pooling forward (`y`) and backward (`dx` from
+/// `x` and `dy`, the argmax recomputed) on `[128, h, w, c]`, against a plain copy of the
+/// input's bytes (`copy_from_slice`, what any pass over the tensor costs at least). No target:
+/// the ratio says how far the pooling step is from memory speed.
+fn max_pool(cfg: &Config, report: &mut Report, hwc: [usize; 3]) {
+    let [h, w, c] = hwc;
+    let case = format!("max pool 2×2/2, [128,{h},{w},{c}]");
+    if !cfg.wants(&case) {
+        return;
+    }
+    eprintln!("{case}");
+    let shape = [128, h, w, c];
+    let n: usize = shape.iter().product();
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, shape);
+    let y = x.max_pool2d(&kiln::Pool2dOptions::new([2, 2]));
+    let ys = y.shape().to_fixed().unwrap();
+    let dy = g.placeholder("dy", DType::F32, Shape::fixed(&ys));
+    let dx = kiln::autodiff::vjp(y, &[x], dy).unwrap()[0];
+    let feeds = [
+        (x, Array::new(shape, ramp(n, 8.0, 1009)).unwrap()),
+        (
+            dy,
+            Array::new(&ys, ramp(ys.iter().product(), 2.0, 997)).unwrap(),
+        ),
+    ];
+    let src = f32s(&feeds[0].1);
+    let mut copy = vec![0f32; n];
+    for t in THREADS {
+        kiln::threads::set_threads(t);
+        for (dir, fetch) in [("fwd", y), ("bwd", dx)] {
+            let mut sess = Session::new(&g).unwrap();
+            let mut kout = vec![];
+            let [k, base] = measure(
+                cfg,
+                [
+                    &mut || {
+                        sess.run_into(&[fetch], &feeds, &mut kout).unwrap();
+                        black_box(&kout);
+                    },
+                    &mut || black_box(&mut copy).copy_from_slice(black_box(src)),
+                ],
+            );
+            let name = "memcpy of the input (1 thread)";
+            report.row(&format!("{case} {dir}"), t, k, name, base, Target::None);
+        }
+    }
+}
+
 fn main() {
     let cfg = Config::from_args();
     let mut report = Report::default();
@@ -597,6 +646,8 @@ fn main() {
     mlp_infer(&cfg, &mut report);
     cold_compile(&cfg, &mut report);
     deep_chain(&cfg, &mut report);
+    max_pool(&cfg, &mut report, [26, 26, 32]);
+    max_pool(&cfg, &mut report, [11, 11, 64]);
     kiln::threads::set_threads(0);
 
     report.print(&cfg);

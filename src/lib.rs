@@ -67,6 +67,7 @@ pub use error::{Error, Result, SrcLoc};
 pub use graph::op::{
     BinaryOp, ConvGeom, ConvKind, DataFormat, Op, OpGroup, Padding, ReduceOp, Ty, UnaryOp, Window2d,
 };
+pub use graph::op::{Pool2dOptions, PoolKind};
 pub use graph::{Conv2dOptions, Graph, GraphData, Node, NodeId, Tensor};
 pub use interp::{Interpreter, Precision};
 pub use shape::{Dim, Shape};

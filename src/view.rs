@@ -80,6 +80,7 @@ impl Movement<'_> {
             | Op::Size { .. }
             | Op::Assign
             | Op::Group
+            | Op::Pool { .. }
             | Op::Fusion(_) => None,
         }
     }

@@ -138,6 +138,18 @@ fn every_op(g: &Graph) {
         .groups(2);
     let y = img.conv2d(k, &opts);
     let _ = kiln::autodiff::grad(y.sum_all(), &[img, k]).unwrap();
+    // Pooling, its gradients (through `vjp`) and the gather (the gradient of `MaxGrad`).
+    let img = g.placeholder("pool_img", DType::F32, [None, Some(5), Some(4), Some(2)]);
+    let o = kiln::Pool2dOptions::new([3, 2])
+        .strides([2, 1])
+        .padding(kiln::Padding::Same)
+        .count_include_pad(true);
+    let ym = img.max_pool2d(&o);
+    let ya = img.avg_pool2d(&o.clone().count_include_pad(false));
+    let u = g.placeholder("pool_u", DType::F32, ym.shape());
+    let dx = kiln::autodiff::vjp(ym, &[img], u).unwrap()[0];
+    let _ = kiln::autodiff::vjp(ya, &[img], u).unwrap();
+    let _ = kiln::autodiff::vjp(dx, &[u], img).unwrap();
 }
 
 #[test]
@@ -201,6 +213,11 @@ fn every_op_round_trips() {
         "conv2d_filter_grad(",
         "stop_gradient(",
         "size(",
+        "max_pool2d(",
+        "avg_pool2d(",
+        "max_pool2d_grad(",
+        "max_pool2d_gather(",
+        "avg_pool2d_grad(",
     ] {
         assert!(text.contains(&format!("= {name}")), "{name} missing");
     }

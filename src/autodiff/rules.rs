@@ -12,7 +12,7 @@
 //! exactly zero, since `log_softmax` is invariant to the shift), so no `exp` of a large
 //! logit is ever formed in the backward pass.
 
-use crate::graph::op::{BinaryOp, ConvKind, Op, ReduceOp, UnaryOp, Window2d};
+use crate::graph::op::{BinaryOp, ConvKind, Op, PoolKind, ReduceOp, UnaryOp, Window2d};
 use crate::graph::Tensor;
 use crate::shape::{Dim, Shape};
 
@@ -110,6 +110,7 @@ pub(super) fn vjp<'g>(
             window,
             groups,
         } => Ok(conv(*kind, window, *groups, x, g)),
+        Op::Pool { kind, window } => Ok(pool(*kind, window, x, g)),
         Op::Fusion(_) => {
             Err("fused kernels have no gradient: differentiate before the fusion pass".into())
         }
@@ -168,6 +169,41 @@ fn binary<'g>(
         // A comparison's output is piecewise constant: no gradient.
         BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
             vec![None, None]
+        }
+    }
+}
+
+/// The pooling family's rules (see the docs of `graph::op::pool`): max and gather route
+/// through each window's argmax, average spreads evenly; each kind's gradient is another
+/// kind, so every order stays in the family. The argmax is piecewise constant in `x`, so
+/// `MaxGrad` and `MaxGather` have a zero derivative with respect to `x` almost everywhere
+/// (`None`: nothing flows), as in PyTorch and JAX.
+fn pool<'g>(kind: PoolKind, w: &Window2d, x: &[Tensor<'g>], g: Tensor<'g>) -> Vec<Lazy<'g>> {
+    let w = w.clone();
+    let a = x[0];
+    if !a.dtype().is_float() {
+        return x.iter().map(|_| None).collect();
+    }
+    match kind {
+        PoolKind::Max => vec![d(move || a.pool_op(PoolKind::MaxGrad, &w, Some(g)))],
+        PoolKind::MaxGrad => vec![None, d(move || a.pool_op(PoolKind::MaxGather, &w, Some(g)))],
+        PoolKind::MaxGather => vec![None, d(move || a.pool_op(PoolKind::MaxGrad, &w, Some(g)))],
+        PoolKind::Avg { count_include_pad } => {
+            // The shape rule made `a` NHWC with known height and width.
+            let s = a.shape();
+            let at = |i: usize| s.dims().get(i).and_then(|d| d.fixed()).unwrap_or(0);
+            let hw = [at(1), at(2)];
+            let k = PoolKind::AvgGrad {
+                count_include_pad,
+                input_hw: hw,
+            };
+            vec![d(move || g.pool_op(k, &w, None))]
+        }
+        PoolKind::AvgGrad {
+            count_include_pad, ..
+        } => {
+            let k = PoolKind::Avg { count_include_pad };
+            vec![d(move || g.pool_op(k, &w, None))]
         }
     }
 }

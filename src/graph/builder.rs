@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 mod conv;
 mod movement;
+mod pool;
 
 pub use conv::Conv2dOptions;
 

@@ -49,6 +49,7 @@ impl Node {
             | Op::Concat { .. }
             | Op::MatMul
             | Op::Conv { .. }
+            | Op::Pool { .. }
             | Op::StopGradient
             | Op::Size { .. }
             | Op::Assign

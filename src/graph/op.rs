@@ -23,6 +23,7 @@
 
 mod conv;
 mod infer;
+pub mod pool;
 pub(crate) mod props;
 pub(crate) mod schema;
 mod special;
@@ -31,6 +32,7 @@ pub mod window;
 pub(crate) use conv::{conv_attrs, conv_from_attrs};
 pub use conv::{ConvGeom, ConvKind};
 pub(crate) use infer::infer;
+pub use pool::{Pool2dOptions, PoolKind};
 pub use props::{BinaryProps, Cost, UnaryProps};
 pub use schema::OpKind;
 pub use window::{DataFormat, Padding, Window2d};
@@ -235,6 +237,15 @@ pub enum Op {
         /// channel groups (the channel count for a depthwise convolution)
         groups: usize,
     },
+    // ---- windows ----
+    /// 2-D pooling over an NHWC tensor, and its gradients ([`PoolKind`]; the semantics are
+    /// in the docs of [`pool`]).
+    Pool {
+        /// which member of the family
+        kind: PoolKind,
+        /// the resolved window
+        window: Window2d,
+    },
     // ---- bookkeeping ----
     /// Identity whose gradient is zero.
     StopGradient,
@@ -293,6 +304,8 @@ pub enum OpGroup {
     Movement,
     /// matmul, conv
     Contraction,
+    /// pooling: a window over the spatial axes of an image
+    Window,
     /// assign, group: nodes that matter for their effect on variables
     Effect,
     /// a fused kernel
@@ -355,6 +368,7 @@ impl Op {
             | Op::Concat { .. }
             | Op::Size { .. } => OpGroup::Movement,
             Op::MatMul | Op::Conv { .. } => OpGroup::Contraction,
+            Op::Pool { .. } => OpGroup::Window,
             Op::Assign | Op::Group => OpGroup::Effect,
             Op::Fusion(_) => OpGroup::Fused,
         }

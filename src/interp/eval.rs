@@ -163,6 +163,7 @@ pub(super) fn eval_node(
         Op::MatMul => matmul(ins[0], ins[1], &shape, dt, prec),
         Op::Conv { .. } => super::conv::conv(&n.op, ins[0], ins[1], &shape, dt, prec)
             .map_err(|m| Error::Internal(format!("{}: {m}", n.label())))?,
+        Op::Pool { kind, window } => super::pool::pool(*kind, window, ins, &shape, dt, prec),
         Op::Fusion(k) => kernels
             .lookup(*k)
             .and_then(|k| eval_kernel(k, ins, dt, prec))

@@ -39,6 +39,7 @@ use std::collections::HashMap;
 mod conv;
 mod eval;
 mod kernel;
+mod pool;
 
 use eval::eval_node;
 

@@ -65,6 +65,8 @@ pub(super) enum Step {
     /// Random numbers written straight into the output, by the same function the
     /// interpreter uses (`rng`), split over the pool: element `i` depends only on
     /// (seed, run, i), so the bits never depend on the thread count.
+    /// A pooling node, run by native loops (`jit/pool.rs`).
+    Pool(super::pool::PoolStep),
     Random {
         dist: RandomDist,
         seed: u64,
@@ -215,6 +217,11 @@ pub(super) fn schedule(
                     out,
                     node: id,
                 });
+            }
+            Op::Pool { kind, window } => {
+                let args = n.inputs.iter().map(|i| loc[i]).collect();
+                let step = super::pool::step(&p.graph, id, *kind, window, args, out)?;
+                s.steps.push(Step::Pool(step));
             }
             Op::Reshape if !same_bytes(&p.graph.node(n.inputs[0]).ty, &n.ty) => {
                 return Err(Error::invalid(format!(
@@ -429,7 +436,8 @@ fn check_param_types(k: &Kernel, g: &GraphData, inputs: &[NodeId], out: &Ty) -> 
 }
 
 /// True for the ops that run only inside a fused kernel; the others are sources (read where
-/// they are), random fills, reshapes (aliases or copies) and fused kernels themselves.
+/// they are), random fills, reshapes (aliases or copies), pooling steps and fused kernels
+/// themselves.
 pub(super) fn needs_kernel(op: &Op) -> bool {
     match op {
         Op::Placeholder
@@ -438,6 +446,7 @@ pub(super) fn needs_kernel(op: &Op) -> bool {
         | Op::Random { .. }
         | Op::Reshape
         | Op::Conv { .. }
+        | Op::Pool { .. }
         | Op::Fusion(_) => false,
         Op::Unary(_)
         | Op::Binary(_)

@@ -208,6 +208,7 @@ impl Executable {
                     // `scratch_bytes`, at least the step's.
                     unsafe { super::conv::run_conv(conv, a, b, out, scratch, threads) };
                 }
+                Step::Pool(p) => p.run(&mut bufs, threads),
                 Step::Copy {
                     from, to, bytes, ..
                 } => {

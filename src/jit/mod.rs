@@ -48,6 +48,7 @@ mod gemm;
 mod math;
 mod module;
 mod native;
+mod pool;
 mod runtime;
 #[cfg(test)]
 mod tests;

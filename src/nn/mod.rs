@@ -46,6 +46,7 @@ mod fit;
 mod layers;
 mod losses;
 mod model;
+mod pool;
 mod reshape;
 
 pub use crate::progress::Verbosity;
@@ -60,4 +61,5 @@ pub use layers::{
 };
 pub use losses::{Loss, Metric};
 pub use model::{Builder, Model, Sequential};
+pub use pool::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 pub use reshape::Reshape;

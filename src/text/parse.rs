@@ -10,7 +10,7 @@ use super::cursor::Cursor;
 use crate::array::{Array, ConstValue, FloatAttr};
 use crate::dtype::DType;
 use crate::error::{Error, Result, SrcLoc};
-use crate::graph::op::{Axes, Op, OpKind, RandomDist, Ty};
+use crate::graph::op::{Axes, Op, OpKind, PoolKind, RandomDist, Ty, Window2d};
 use crate::graph::{Graph, GraphData, NodeId};
 use crate::init::Init;
 use std::collections::BTreeMap;
@@ -307,8 +307,56 @@ fn build_op(name: &str, attrs: &[(String, String)], ty: &Ty) -> Result<Op, Strin
         },
         OpKind::Assign => Op::Assign,
         OpKind::Group => Op::Group,
+        OpKind::MaxPool2d
+        | OpKind::AvgPool2d
+        | OpKind::MaxPool2dGrad
+        | OpKind::MaxPool2dGather
+        | OpKind::AvgPool2dGrad => {
+            pool(kind, &|k| get(k).map(str::to_string), &list_attr).map_err(a)?
+        }
         OpKind::Fusion => return Err(FUSION_REFUSED.into()),
     })
+}
+
+/// A pooling op from its attributes (the keys are the kind's, already checked present).
+fn pool(
+    kind: OpKind,
+    get: &dyn Fn(&str) -> Result<String, String>,
+    list_attr: &dyn Fn(&str) -> Result<Axes, String>,
+) -> Result<Op, String> {
+    let pair = |key: &str| -> Result<[usize; 2], String> {
+        let v = list_attr(key)?;
+        <[usize; 2]>::try_from(v.as_slice())
+            .map_err(|_| format!("`{key}` must list 2 sizes, got {v:?}"))
+    };
+    let flag = |key: &str| -> Result<bool, String> {
+        match get(key)?.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            v => Err(format!("{key} must be true or false, got `{v}`")),
+        }
+    };
+    let window = Window2d {
+        kernel: pair("kernel")?,
+        strides: pair("strides")?,
+        dilations: pair("dilations")?,
+        pad_lo: pair("pad_lo")?,
+        pad_hi: pair("pad_hi")?,
+    };
+    let kind = match kind {
+        OpKind::MaxPool2d => PoolKind::Max,
+        OpKind::AvgPool2d => PoolKind::Avg {
+            count_include_pad: flag("count_include_pad")?,
+        },
+        OpKind::MaxPool2dGrad => PoolKind::MaxGrad,
+        OpKind::MaxPool2dGather => PoolKind::MaxGather,
+        OpKind::AvgPool2dGrad => PoolKind::AvgGrad {
+            count_include_pad: flag("count_include_pad")?,
+            input_hw: pair("input_hw")?,
+        },
+        _ => return Err(format!("{} is not a pooling op", kind.name())),
+    };
+    Ok(Op::Pool { kind, window })
 }
 
 fn float(s: &str) -> Result<f64, String> {

@@ -121,6 +121,9 @@ pub fn classify(d: &GraphData) -> HashMap<NodeId, Class> {
             | Op::Concat { .. }
             | Op::StopGradient => m,
             Op::Size { .. } => Class::Exact,
+            // Pooling is bitwise defined on both backends (max and gathers copy, sums run in
+            // a fixed order).
+            Op::Pool { .. } => m,
             // Effects and fused kernels are never generated; an op added later is not compared
             // by value until it is classified here.
             _ => Class::Tainted,

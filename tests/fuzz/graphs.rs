@@ -119,7 +119,7 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
     let a = g.tensor(r.pick(pool));
     let float = matches!(a.dtype(), DType::F32 | DType::F64);
     let rank = a.rank();
-    let t = match r.below(22) {
+    let t = match r.below(23) {
         0 => g.placeholder(&format!("p{k}"), r.pick(&DTYPES), random_shape(r)),
         1 => {
             let dt = r.pick(&[DType::F32, DType::F64, DType::I32]);
@@ -243,9 +243,51 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
             let axes: Vec<isize> = (0..rank as isize).filter(|_| r.one_in(2)).collect();
             a.size(&axes)
         }
+        21 => pooling(g, r, a, k),
         _ => a.stop_gradient(),
     };
     Some(t)
+}
+
+/// Max or average pooling with a random window, of `a` if it is a float NHWC image batch,
+/// else of a new one (`q{k}`, batch open, times the sum of `|a|`); a window the shape rule
+/// refuses drops the step.
+fn pooling<'g>(g: &'g Graph, r: &mut Rng, a: Tensor<'g>, k: usize) -> Tensor<'g> {
+    use kiln::{Padding, Pool2dOptions};
+    let s = a.shape();
+    let image = a.rank() == 4
+        && matches!(a.dtype(), DType::F32 | DType::F64)
+        && s.dims()[1..]
+            .iter()
+            .all(|d| d.fixed().is_some_and(|n| n > 0));
+    let x = if image {
+        a
+    } else {
+        let dims = [
+            None,
+            Some(1 + r.below(5)),
+            Some(1 + r.below(5)),
+            Some(1 + r.below(3)),
+        ];
+        // Scaled by the sum of `|a|`, so gradients reach `a`'s sources through the pooling
+        // (of magnitudes: a sum that cancels, of `i32::MAX` and `MIN` cast from infinities,
+        // has no relative accuracy, and the backends' sums would differ by more than the
+        // comparison allows).
+        g.placeholder(&format!("q{k}"), DType::F32, dims) * a.cast(DType::F32).abs().sum_all()
+    };
+    let mut o = Pool2dOptions::new([1 + r.below(3), 1 + r.below(3)])
+        .strides([1 + r.below(2), 1 + r.below(2)])
+        .count_include_pad(r.one_in(2));
+    o.padding = match r.below(3) {
+        0 => Padding::Valid,
+        1 => Padding::Same,
+        _ => Padding::Explicit([(r.below(2), r.below(2)), (r.below(2), r.below(2))]),
+    };
+    if r.one_in(2) {
+        x.max_pool2d(&o)
+    } else {
+        x.avg_pool2d(&o)
+    }
 }
 
 /// A reshape to a random factorization of the element count (the `?` dimension kept).

@@ -40,6 +40,7 @@ pub(crate) fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<T
         Op::Binary(_) | Op::MatMul | Op::Conv { .. } | Op::Assign => ins.len() == 2,
         Op::Where => ins.len() == 3,
         Op::Concat { .. } | Op::Group => !ins.is_empty(),
+        Op::Pool { kind, .. } => ins.len() == kind.arity(),
         // A kernel's parameters are checked against its operands by the pass verifier.
         Op::Fusion(_) => true,
     };
@@ -94,6 +95,7 @@ pub(crate) fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<T
             window,
             groups,
         } => super::conv::conv_shape(kind, window, *groups, ins)?,
+        Op::Pool { kind, window } => super::pool::infer(kind, window, ins)?,
     };
     if let Some(d) = declared {
         if *d != out {

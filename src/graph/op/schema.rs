@@ -100,6 +100,16 @@ op_kinds! {
         Assign => "assign" [],
         /// [`Op::Group`]
         Group => "group" [],
+        /// [`Op::Pool`] with [`PoolKind::Max`](super::PoolKind::Max)
+        MaxPool2d => "max_pool2d" ["kernel", "strides", "dilations", "pad_lo", "pad_hi"],
+        /// [`Op::Pool`] with [`PoolKind::Avg`](super::PoolKind::Avg)
+        AvgPool2d => "avg_pool2d" ["kernel", "strides", "dilations", "pad_lo", "pad_hi", "count_include_pad"],
+        /// [`Op::Pool`] with [`PoolKind::MaxGrad`](super::PoolKind::MaxGrad)
+        MaxPool2dGrad => "max_pool2d_grad" ["kernel", "strides", "dilations", "pad_lo", "pad_hi"],
+        /// [`Op::Pool`] with [`PoolKind::MaxGather`](super::PoolKind::MaxGather)
+        MaxPool2dGather => "max_pool2d_gather" ["kernel", "strides", "dilations", "pad_lo", "pad_hi"],
+        /// [`Op::Pool`] with [`PoolKind::AvgGrad`](super::PoolKind::AvgGrad)
+        AvgPool2dGrad => "avg_pool2d_grad" ["kernel", "strides", "dilations", "pad_lo", "pad_hi", "count_include_pad", "input_hw"],
         /// [`Op::Fusion`] (printed, never parsed: kernels are compiler output)
         Fusion => "fusion" ["kernel"],
     }
@@ -164,6 +174,7 @@ impl Op {
             Op::Size { .. } => OpKind::Size,
             Op::Assign => OpKind::Assign,
             Op::Group => OpKind::Group,
+            Op::Pool { kind, .. } => kind.op_kind(),
             Op::Fusion(_) => OpKind::Fusion,
         }
     }
@@ -205,6 +216,7 @@ impl Op {
                 window,
                 groups,
             } => super::conv_attrs(kind, window, *groups),
+            Op::Pool { kind, window } => super::pool::attr_values(kind, window),
             Op::Fusion(k) => vec![k.index().to_string()],
         };
         self.kind()
@@ -287,6 +299,35 @@ mod tests {
             OpKind::Size => Op::Size { axes: axes() },
             OpKind::Assign => Op::Assign,
             OpKind::Group => Op::Group,
+            OpKind::MaxPool2d
+            | OpKind::AvgPool2d
+            | OpKind::MaxPool2dGrad
+            | OpKind::MaxPool2dGather
+            | OpKind::AvgPool2dGrad => {
+                use super::super::{PoolKind, Window2d};
+                let kind = match kind {
+                    OpKind::MaxPool2d => PoolKind::Max,
+                    OpKind::AvgPool2d => PoolKind::Avg {
+                        count_include_pad: true,
+                    },
+                    OpKind::MaxPool2dGrad => PoolKind::MaxGrad,
+                    OpKind::MaxPool2dGather => PoolKind::MaxGather,
+                    _ => PoolKind::AvgGrad {
+                        count_include_pad: false,
+                        input_hw: [4, 4],
+                    },
+                };
+                Op::Pool {
+                    kind,
+                    window: Window2d {
+                        kernel: [2, 2],
+                        strides: [2, 2],
+                        dilations: [1, 1],
+                        pad_lo: [0, 0],
+                        pad_hi: [0, 0],
+                    },
+                }
+            }
             OpKind::Fusion => return None,
         })
     }

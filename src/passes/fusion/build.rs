@@ -180,6 +180,7 @@ impl Group<'_> {
             | Op::Concat { .. }
             | Op::MatMul
             | Op::Conv { .. }
+            | Op::Pool { .. }
             | Op::Size { .. }
             | Op::Assign
             | Op::Group

@@ -187,6 +187,7 @@ pub(super) fn is_cheap(op: &Op) -> bool {
         | Op::Size { .. }
         | Op::Assign
         | Op::Group
+        | Op::Pool { .. }
         | Op::Fusion(_) => false,
     }
 }

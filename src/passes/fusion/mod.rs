@@ -31,11 +31,11 @@
 //! each kernel's decisions look only at its own neighbourhood, so a chain of 20,000 ops
 //! fuses in linear time on a small stack (`tests/deep.rs`).
 //!
-//! Only reshapes and convolutions stay outside kernels: the JIT aliases a reshape's operand's
-//! buffer or copies it, and runs a convolution as a native step of its own (im2col and
-//! `gemm`) whose operands are buffers. So after fusion every compute node is a kernel, a
-//! reshape, a convolution or a random source, which is what the JIT lowers (it has no other
-//! way to run an op).
+//! Only reshapes, convolutions and pooling stay outside kernels: the JIT aliases a reshape's
+//! operand's buffer or copies it, and runs a convolution (im2col and `gemm`) or a pooling
+//! node as a native step of its own whose operands are buffers (a window is not an index
+//! map). So after fusion every compute node is a kernel, a reshape, a convolution, a pooling
+//! node or a random source, which is what the JIT lowers (it has no other way to run an op).
 //!
 //! Each refusal records a reason in [`Program::notes`], and the dump prints it as a comment
 //! on the producer's line, as XLA's "Not fusing ... as ..." log lines do.
@@ -84,8 +84,8 @@ enum Role {
     Root,
     /// A reshape: the JIT aliases or copies its operand's buffer, which must exist.
     Alias,
-    /// Computed by a native step of its own (a convolution); its operands must exist as
-    /// buffers.
+    /// Computed by a native step of its own (a convolution, a pooling node): stays a node,
+    /// and its operands must exist as buffers.
     Native,
     /// Left to later passes (none reach fusion in the default pipeline); its operands
     /// must exist as buffers.
@@ -111,6 +111,7 @@ fn role(op: &Op) -> Role {
         // A convolution runs as a native step of its own (im2col and `gemm`), never inside a
         // kernel: its operands must exist as buffers, and its consumers read its output.
         Op::Conv { .. } => Role::Native,
+        Op::Pool { .. } => Role::Native,
     }
 }
 
