@@ -89,3 +89,21 @@ pub fn head(x: &Array, y: &Array, n: usize) -> Result<(Array, Array)> {
     let idx: Vec<usize> = (0..n.min(x.shape()[0])).collect();
     Ok((data::take_rows(x, &idx)?, data::take_rows(y, &idx)?))
 }
+
+/// Keras' "simple MNIST convnet", untrained: two 3×3 ReLU convolutions (32 and 64 filters),
+/// each followed by 2×2 max pooling, then flatten, dropout 0.5 and a dense layer to the
+/// class logits; Adam at `lr`. 34,826 parameters, as in Keras.
+pub fn mnist_cnn(lr: f64) -> Result<Model> {
+    let mut m = Sequential::new([
+        Input::new([28, 28, 1]).into(),
+        Conv2D::new(32, [3, 3]).relu().into(),
+        MaxPooling2D::new([2, 2]).into(),
+        Conv2D::new(64, [3, 3]).relu().into(),
+        MaxPooling2D::new([2, 2]).into(),
+        Flatten.into(),
+        Dropout::new(0.5).into(),
+        Dense::new(10).into(),
+    ]);
+    m.compile(Adam::new(lr), sparse_logits(), &[Metric::Accuracy])?;
+    Ok(m)
+}
