@@ -119,7 +119,7 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
     let a = g.tensor(r.pick(pool));
     let float = matches!(a.dtype(), DType::F32 | DType::F64);
     let rank = a.rank();
-    let t = match r.below(23) {
+    let t = match r.below(25) {
         0 => g.placeholder(&format!("p{k}"), r.pick(&DTYPES), random_shape(r)),
         1 => {
             let dt = r.pick(&[DType::F32, DType::F64, DType::I32]);
@@ -244,6 +244,7 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
             a.size(&axes)
         }
         21 => pooling(g, r, a, k),
+        22 | 23 => convolution(g, r, a, k),
         _ => a.stop_gradient(),
     };
     Some(t)
@@ -287,6 +288,69 @@ fn pooling<'g>(g: &'g Graph, r: &mut Rng, a: Tensor<'g>, k: usize) -> Tensor<'g>
         x.max_pool2d(&o)
     } else {
         x.avg_pool2d(&o)
+    }
+}
+
+/// A 2-D convolution with a random window, groups and layout, of `a` if it is a float NHWC
+/// image batch, else of a new one (`c{k}`, batch open, times the sum of `|a|` as in
+/// [`pooling`]). The filter is a new variable (`w{k}`) times the sum of `|a|` too, so that
+/// the gradients of `a`'s sources pass through both operands: the input gradient and the
+/// filter gradient kinds. Small sizes, with the special cases the backends treat apart:
+/// depthwise (`groups == C`), 1x1 stride 1 unpadded (one gemm), and NCHW (permutes around).
+/// A window the shape rule refuses drops the step.
+fn convolution<'g>(g: &'g Graph, r: &mut Rng, a: Tensor<'g>, k: usize) -> Tensor<'g> {
+    use kiln::{Conv2dOptions, DataFormat, Padding};
+    let s = a.shape();
+    let nhwc_image = a.rank() == 4
+        && matches!(a.dtype(), DType::F32 | DType::F64)
+        && s.dims()[1..]
+            .iter()
+            .all(|d| d.fixed().is_some_and(|n| n > 0));
+    let dtype = if nhwc_image { a.dtype() } else { DType::F32 };
+    let scale = a.cast(dtype).abs().sum_all();
+    let (x, c) = if nhwc_image && r.one_in(2) {
+        (a, s.dims()[3].fixed().unwrap_or(1))
+    } else {
+        let c = 1 + r.below(4);
+        let dims = [None, Some(1 + r.below(6)), Some(1 + r.below(6)), Some(c)];
+        (g.placeholder(&format!("c{k}"), dtype, dims) * scale, c)
+    };
+    let groups = match r.below(3) {
+        0 => c,
+        1 => r.pick(&[1, 2, 3]),
+        _ => 1,
+    };
+    let out = groups * (1 + r.below(3));
+    let one_by_one = r.one_in(5);
+    let kernel = if one_by_one {
+        [1, 1]
+    } else {
+        [1 + r.below(3), 1 + r.below(3)]
+    };
+    let mut o = Conv2dOptions::new().groups(groups);
+    if !one_by_one {
+        o = o
+            .strides(1 + r.below(3), 1 + r.below(2))
+            .dilations(1 + r.below(2), 1 + r.below(2));
+        o.padding = match r.below(3) {
+            0 => Padding::Valid,
+            1 => Padding::Same,
+            _ => Padding::Explicit([(r.below(3), r.below(2)), (r.below(2), r.below(3))]),
+        };
+    }
+    let w = g.variable_of(
+        &format!("w{k}"),
+        dtype,
+        [kernel[0], kernel[1], c / groups.max(1), out],
+        init::zeros(),
+    ) * scale;
+    if r.one_in(4) {
+        o = o.format(DataFormat::Nchw);
+        x.permute(&[0, 3, 1, 2])
+            .conv2d(w.permute(&[3, 2, 0, 1]), &o)
+            .permute(&[0, 2, 3, 1])
+    } else {
+        x.conv2d(w, &o)
     }
 }
 
