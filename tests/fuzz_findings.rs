@@ -274,3 +274,26 @@ fn f9_padded_conv_with_an_infinite_tap_agrees_on_both_backends() {
         assert!(j.bits_eq(&i), "groups {c}: jit {j:?} vs interpreter {i:?}");
     }
 }
+
+/// F10: an integer division by zero outside a slice: the JIT computes only the sliced
+/// elements (the slice joins the division's kernel as an index map), so it never divides by
+/// the zero and returns the slice, while the interpreter evaluates the whole division and
+/// reports it. As F7 was for `size`, the backends must agree (both refuse, or both return the
+/// slice). Minimized from graphs seed 11034482 (an empty slice of `neg(p) / p`).
+#[test]
+#[ignore = "F10: the JIT skips a division's elements outside a slice, the interpreter reports them; fix pending (src/interp or src/jit, not this branch's files)"]
+fn f10_a_division_by_zero_outside_a_slice_agrees_on_both_backends() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::I32, [1, 3]);
+    let y = (x / x).slice(&[0, 1], Shape::fixed(&[1, 2]));
+    let xv = Array::new([1, 3], vec![0i32, 1, 2]).unwrap();
+    let mut jit = Session::new(&g).unwrap();
+    let mut interp = Session::with_backend(&g, Backend::Interpreter).unwrap();
+    let j = jit.run(&[y], &[(x, xv.clone())]).map(|mut v| v.remove(0));
+    let i = interp.run(&[y], &[(x, xv)]).map(|mut v| v.remove(0));
+    match (&j, &i) {
+        (Ok(a), Ok(b)) => assert!(a.bits_eq(b), "jit {a:?} vs interpreter {b:?}"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("jit {j:?} vs interpreter {i:?}"),
+    }
+}
