@@ -10,7 +10,8 @@
 //! 1. every placeholder the fetches need (stopping at fed nodes) is fed; all the missing ones
 //!    are listed at once, in the order they were created;
 //! 2. each fed array has its node's dtype (in [`Precision::F64`], an `f64` array may feed an
-//!    `f32` node) and shape, an open (`?`) dimension taking any size;
+//!    `f32` node) and shape, an open (`?`) dimension taking any size (a mismatch names the
+//!    line that made the placeholder: the run may be far from it);
 //! 3. the fed placeholders with an open leading dimension agree on it: that number is the
 //!    run's batch size.
 //!
@@ -101,6 +102,16 @@ fn made_at(n: &Node) -> String {
     n.loc
         .as_ref()
         .map(|l| format!(", made at {l}"))
+        .unwrap_or_default()
+}
+
+/// ` (the placeholder was made at file:line:col)`, or nothing: the end of a feed mismatch
+/// message, so that a run far from the graph's construction still points at the line that
+/// declared what the array should be.
+fn was_made_at(n: &Node) -> String {
+    n.loc
+        .as_ref()
+        .map(|l| format!(" ({} was made at {l})", n.op.name()))
         .unwrap_or_default()
 }
 
@@ -253,10 +264,11 @@ pub(crate) fn check_feeds(
             || (precision == Precision::F64 && n.ty.dtype == DType::F32 && a.dtype() == DType::F64);
         if !dtype_ok {
             return Err(Error::Feed(format!(
-                "{} expects {}, but the fed array holds {}",
+                "{} expects {}, but the fed array holds {}{}",
                 n.label(),
                 n.ty,
-                a.dtype()
+                a.dtype(),
+                was_made_at(n)
             )));
         }
         let dims = n.ty.shape.dims();
@@ -267,10 +279,11 @@ pub(crate) fn check_feeds(
             });
         if !ok {
             return Err(Error::Feed(format!(
-                "{} expects {}, but the fed array has shape {:?}",
+                "{} expects {}, but the fed array has shape {:?}{}",
                 n.label(),
                 n.ty,
-                a.shape()
+                a.shape(),
+                was_made_at(n)
             )));
         }
         if dims.first() == Some(&Dim::Batch) {

@@ -165,6 +165,14 @@ fn both_backends_report_the_same_feed_errors() {
     let y = g.placeholder("y", DType::F32, [None, Some(2)]);
     let out = (x + y).sum_all();
     let z = |rows: usize, cols: usize| Array::zeros(DType::F32, [rows, cols]);
+    // A mismatch names the line that made the placeholder.
+    let x_at = format!(
+        " (placeholder was made at {})",
+        g.data().node(x.id()).loc.as_ref().unwrap()
+    );
+    let shape_msg =
+        format!(r#"run: "x" expects f32[?,2], but the fed array has shape [3, 3]{x_at}"#);
+    let dtype_msg = format!(r#"run: "x" expects f32[?,2], but the fed array holds i32{x_at}"#);
     let cases = [
         (
             vec![],
@@ -174,13 +182,10 @@ fn both_backends_report_the_same_feed_errors() {
             vec![(y, z(4, 2)), (x, z(3, 2))],
             r#"run: feeds disagree on the batch size: "x" has 3 rows, "y" has 4"#,
         ),
-        (
-            vec![(y, z(3, 3)), (x, z(3, 3))],
-            r#"run: "x" expects f32[?,2], but the fed array has shape [3, 3]"#,
-        ),
+        (vec![(y, z(3, 3)), (x, z(3, 3))], shape_msg.as_str()),
         (
             vec![(x, Array::zeros(DType::I32, [3, 2])), (y, z(3, 2))],
-            r#"run: "x" expects f32[?,2], but the fed array holds i32"#,
+            dtype_msg.as_str(),
         ),
     ];
     for (feeds, want) in cases {

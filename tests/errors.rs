@@ -287,3 +287,29 @@ fn io_errors_keep_their_source_and_print_for_people() {
     assert_eq!(format!("{e:?}"), "bad argument");
     assert_eq!(format!("{e:#?}"), "Invalid(\n    \"bad argument\",\n)");
 }
+
+/// A feed of the wrong dtype or shape names the line that made the placeholder, on both
+/// backends: the run may be far from where `x` was declared.
+#[test]
+fn feed_mismatch_names_the_placeholder_line() {
+    let g = Graph::new();
+    let line = line!() + 1;
+    let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+    let y = x.sum_all();
+    let at = format!("placeholder was made at tests/errors.rs:{line}:");
+    for b in [Backend::Jit, Backend::Interpreter] {
+        let mut s = Session::with_backend(&g, b).unwrap();
+        let wrong_dtype = Array::zeros(DType::I32, [2, 3]);
+        let e = s.run(&[y], &[(x, wrong_dtype)]).unwrap_err().to_string();
+        assert!(
+            e.contains(r#""x" expects f32[?,3], but the fed array holds i32"#) && e.contains(&at),
+            "{b:?}: {e}"
+        );
+        let wrong_shape = Array::zeros(DType::F32, [2, 4]);
+        let e = s.run(&[y], &[(x, wrong_shape)]).unwrap_err().to_string();
+        assert!(
+            e.contains("but the fed array has shape [2, 4]") && e.contains(&at),
+            "{b:?}: {e}"
+        );
+    }
+}

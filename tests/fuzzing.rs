@@ -147,6 +147,9 @@ fn the_generator_covers_every_op() {
         "avg_pool2d(",
         "max_pool2d_grad(",
         "avg_pool2d_grad(",
+        "conv2d(",
+        "conv2d_input_grad(",
+        "conv2d_filter_grad(",
         "i32[",
         "f64[",
         "bool[",
@@ -185,4 +188,21 @@ fn most_generated_graphs_run() {
         })
         .count();
     assert!(ran >= 60, "only {ran} of 100 graphs ran on both backends");
+}
+
+/// Now and then the graph target appends a long elementwise chain (a few thousand ops,
+/// which once overflowed fusion's recursion), and such a case runs and agrees like any other.
+#[test]
+fn the_graph_target_sometimes_builds_a_long_chain() {
+    let seed = (0..5000u64)
+        .find(|&s| {
+            let p = fuzz::graphs::Plan::new(s);
+            p.deep > 0 && p.grads && p.batch > 0 && !p.unfed
+        })
+        .expect("no differentiated long chain in 5000 plans");
+    let plan = fuzz::graphs::Plan::new(seed);
+    let b = fuzz::graphs::build(&plan);
+    assert!(b.g.data().ids().len() > plan.deep, "seed {seed}");
+    assert!(b.g.check().is_ok(), "seed {seed}");
+    assert_eq!(fuzz::graphs::check(&plan), Ok(true), "seed {seed}");
 }

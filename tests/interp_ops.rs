@@ -463,11 +463,11 @@ fn feed_errors() {
     let tv = Array::scalar(true);
     insta::assert_snapshot!(
         it_run(&mut it, out, &[(x, arr(&[3, 3], &[0.; 9])), (y, Array::new([3], vec![0i32; 3]).unwrap()), (training, tv.clone())]),
-        @r#"run: "x" expects f32[?,2], but the fed array has shape [3, 3]"#
+        @r#"run: "x" expects f32[?,2], but the fed array has shape [3, 3] (placeholder was made at tests/interp_ops.rs:453:15)"#
     );
     insta::assert_snapshot!(
         it_run(&mut it, out, &[(x, xv.clone()), (y, arr(&[3], &[0.; 3])), (training, tv.clone())]),
-        @r#"run: "y" expects i32[?], but the fed array holds f32"#
+        @r#"run: "y" expects i32[?], but the fed array holds f32 (placeholder was made at tests/interp_ops.rs:454:15)"#
     );
     let msg = it_run(
         &mut it,

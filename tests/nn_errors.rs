@@ -493,3 +493,78 @@ fn the_checked_sparse_cross_entropy_is_nan_exactly_on_rows_with_bad_labels() {
         assert!(gv[0].to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()));
     }
 }
+
+/// Counts the batches `fit` runs.
+struct Batches(std::rc::Rc<std::cell::Cell<usize>>);
+
+impl Callback for Batches {
+    fn on_batch_end(&mut self, _: usize, _: usize, _: &Logs, _: &mut Model) -> Result<Control> {
+        self.0.set(self.0.get() + 1);
+        Ok(Control::Continue)
+    }
+}
+
+/// A monitored name the logs will not have fails before any epoch runs (not after the
+/// first), naming the callback, the name and the names available; a `val_` name without
+/// validation says how to get one.
+#[test]
+fn a_monitored_name_the_logs_lack_is_reported_before_the_first_epoch() {
+    let (x, y) = data();
+    let mut m = model(sparse());
+    let before = m.get_weights().unwrap();
+    let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = || Batches(ran.clone());
+    let e = msg(m.fit(
+        &x,
+        &y,
+        quiet()
+            .epochs(3)
+            .callback(count())
+            .callback(EarlyStopping::on("val_loss")),
+    ));
+    has(
+        &e,
+        &[
+            "EarlyStopping monitors \"val_loss\"",
+            "(they will have: loss, accuracy)",
+            "validation_split",
+        ],
+    );
+    // A typo, with validation: the available names include the val_ ones.
+    let e = msg(m.fit(
+        &x,
+        &y,
+        quiet()
+            .validation_split(0.25)
+            .callback(count())
+            .callback(EarlyStopping::on("val_acuracy")),
+    ));
+    has(
+        &e,
+        &[
+            "\"val_acuracy\"",
+            "loss, accuracy, val_loss, val_accuracy",
+            "monitor one of those",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = ModelCheckpoint::new(dir.path().join("best.safetensors"))
+        .monitor("val_loss")
+        .save_best_only();
+    let e = msg(m.fit(&x, &y, quiet().callback(count()).callback(ckpt)));
+    has(&e, &["ModelCheckpoint monitors \"val_loss\""]);
+    assert_eq!(ran.get(), 0, "a batch ran before the error");
+    assert_eq!(m.get_weights().unwrap(), before, "an epoch ran");
+    // A name the logs have trains as before.
+    let h = m
+        .fit(
+            &x,
+            &y,
+            quiet()
+                .epochs(2)
+                .callback(count())
+                .callback(EarlyStopping::on("accuracy")),
+        )
+        .unwrap();
+    assert!(ran.get() > 0 && h.get("accuracy").is_some());
+}

@@ -22,6 +22,13 @@ pub trait Callback {
     fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         Ok(())
     }
+    /// Before the first epoch (after its [`on_train_begin`](Self::on_train_begin)), with the
+    /// names every epoch's logs will have: `loss`, the compiled metrics, and `val_` of each
+    /// when `fit` validates. A callback that reads a log entry checks here that it will
+    /// exist, so a misspelt name fails before training rather than after the first epoch.
+    fn check_log_names(&mut self, _names: &[String]) -> Result<()> {
+        Ok(())
+    }
     /// After each training batch: the epoch and step (both 0-based) and that batch's own
     /// loss and metrics (not running means). `Stop` ends training after this batch: the
     /// epoch is closed with the batches run so far.
@@ -42,6 +49,22 @@ pub trait Callback {
     fn on_train_end(&mut self, _model: &mut Model) -> Result<()> {
         Ok(())
     }
+}
+
+/// The names each epoch's logs of `fit` on `model` have: `loss`, the compiled metrics, then
+/// the same with `val_` if `validates` (the order `fit` shows them in).
+pub(crate) fn log_names(model: &Model, validates: bool) -> Result<Vec<String>> {
+    let c = model
+        .compiled
+        .as_ref()
+        .ok_or_else(|| Error::invalid("the model is not compiled yet (call compile)"))?;
+    let mut names = vec!["loss".to_string()];
+    names.extend(c.metrics.iter().map(|m| m.0.clone()));
+    if validates {
+        let val: Vec<String> = names.iter().map(|n| format!("val_{n}")).collect();
+        names.extend(val);
+    }
+    Ok(names)
 }
 
 /// Whether a monitored value improves downwards or upwards.
@@ -91,6 +114,27 @@ impl Monitor {
                 logs.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })
+    }
+
+    /// Refuses a monitored name that the logs of `fit` will not have (`names`), naming
+    /// the callback `who`, the name and the available ones, with a hint for a `val_` name
+    /// when nothing validates.
+    fn check_name(&self, who: &str, names: &[String]) -> Result<()> {
+        if names.contains(&self.name) {
+            return Ok(());
+        }
+        let hint = if self.name.starts_with("val_") && !names.iter().any(|n| n.starts_with("val_"))
+        {
+            "; val_ entries exist only when fit validates (FitConfig::validation_split or \
+             validation_data)"
+        } else {
+            "; monitor one of those"
+        };
+        Err(Error::invalid(format!(
+            "{who} monitors {:?}, which fit's logs will not have (they will have: {}){hint}",
+            self.name,
+            names.join(", ")
+        )))
     }
 
     /// True if `v` beats the best so far by more than `min_delta` (and records it).
@@ -187,6 +231,11 @@ impl Callback for EarlyStopping {
         self.best_weights = None;
         self.stopped_epoch = None;
         Ok(())
+    }
+
+    /// Refuses a monitored name the logs will not have, before any epoch runs.
+    fn check_log_names(&mut self, names: &[String]) -> Result<()> {
+        self.monitor.check_name("EarlyStopping", names)
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, model: &mut Model) -> Result<Control> {
@@ -387,6 +436,15 @@ impl Callback for ModelCheckpoint {
     fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         self.args.result()?;
         check_output_path("ModelCheckpoint", &self.epoch_path(0))
+    }
+
+    /// With `save_best_only`, refuses a monitored name the logs will not have, before any
+    /// epoch runs (without it nothing is monitored).
+    fn check_log_names(&mut self, names: &[String]) -> Result<()> {
+        if self.save_best_only {
+            self.monitor.check_name("ModelCheckpoint", names)?;
+        }
+        Ok(())
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, model: &mut Model) -> Result<Control> {

@@ -2,7 +2,7 @@
 //! and `predict`.
 
 use super::batch::{concat_rows, rows_of, x_name, Inputs, Logs};
-use super::callbacks::{Callback, Control, TerminateOnNaN};
+use super::callbacks::{log_names, Callback, Control, TerminateOnNaN};
 use super::check;
 use super::model::Model;
 use crate::array::Array;
@@ -448,9 +448,8 @@ impl Model {
     /// model: dtypes, per-example shapes, and for sparse cross-entropy every label is a
     /// class index of the output. A mistake is an error naming the argument and the
     /// model's shape. Their values are checked for NaN and infinity (see
-    /// [`FitConfig::check_finite`]), and the callbacks' `on_train_begin` runs (a
-    /// [`ModelCheckpoint`](super::ModelCheckpoint) whose directory does not exist fails
-    /// there). By default training stops with an error at the first NaN or infinite batch
+    /// [`FitConfig::check_finite`]), and the callbacks' `on_train_begin` and `check_log_names`
+    /// run (a `ModelCheckpoint` to a missing directory, or on a name the logs lack, fails). By default training stops with an error at the first NaN or infinite batch
     /// loss (see [`FitConfig::terminate_on_nan`]), training or validation.
     pub fn fit(&mut self, x: impl Inputs, y: &Array, mut config: FitConfig) -> Result<History> {
         let xs_all = x.arrays();
@@ -486,8 +485,10 @@ impl Model {
         if config.terminate_on_nan {
             callbacks.insert(0, Box::new(TerminateOnNaN::new()));
         }
+        let log_names = log_names(self, val.is_some())?;
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self)?;
+            cb.check_log_names(&log_names)?;
         }
         for epoch in 0..config.epochs {
             let t0 = Instant::now();

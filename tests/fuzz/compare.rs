@@ -35,6 +35,29 @@ pub const EMPTY_I32_MAX_AGREES: bool = true;
 /// until then float divisions by a constant are not compared by value.
 pub const DIV_BY_CONSTANT_EXACT: bool = true;
 
+/// Whether finding F9 (the JIT's im2col multiplies padding zeros, so `0·inf` is NaN where
+/// the interpreter skips the tap) is fixed; until then padded forward convolutions and
+/// filter gradients are not compared by value (an input gradient discards its padding
+/// columns, and the depthwise loop skips the taps: those stay compared).
+pub const CONV_PADDING_AGREES: bool = false;
+
+/// Whether `op` is a convolution that F9 affects: padded, forward or filter gradient, and
+/// not depthwise (`groups == C > 1`, the `c` of `input`'s last axis).
+fn f9_affects(op: &Op, input: &kiln::Ty) -> bool {
+    let Op::Conv {
+        kind,
+        window,
+        groups,
+    } = op
+    else {
+        return false;
+    };
+    let padded = window.pad_lo != [0, 0] || window.pad_hi != [0, 0];
+    let c = input.shape.dims().last().and_then(|d| d.fixed());
+    let depthwise = *groups > 1 && c == Some(*groups);
+    padded && !depthwise && !matches!(kind, kiln::ConvKind::InputGrad { .. })
+}
+
 /// Whether `id` is a constant, possibly broadcast.
 fn is_constant(d: &GraphData, id: NodeId) -> bool {
     match &d.node(id).op {
@@ -124,6 +147,14 @@ pub fn classify(d: &GraphData) -> HashMap<NodeId, Class> {
             // Pooling is bitwise defined on both backends (max and gathers copy, sums run in
             // a fixed order).
             Op::Pool { .. } => m,
+            // A convolution is a sum of products (gemm on the JIT, which reassociates):
+            // close, as a matrix product is.
+            Op::Conv { .. }
+                if !CONV_PADDING_AGREES && f9_affects(&n.op, &d.node(n.inputs[0]).ty) =>
+            {
+                Class::Tainted
+            }
+            Op::Conv { .. } => m.max(Class::Summed),
             // Effects and fused kernels are never generated; an op added later is not compared
             // by value until it is classified here.
             _ => Class::Tainted,

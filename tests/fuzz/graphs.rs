@@ -23,6 +23,9 @@ pub struct Plan {
     pub grads: bool,
     /// Whether to leave the placeholder `x` unfed (both backends must then agree on Ok/Err).
     pub unfed: bool,
+    /// The length of a long elementwise chain appended to the graph (0: none; rarely a few
+    /// thousand, since fusion, autodiff and the passes are iterative: tests/deep.rs).
+    pub deep: usize,
 }
 
 impl Plan {
@@ -40,6 +43,11 @@ impl Plan {
             values: r.next(),
             grads: r.one_in(3),
             unfed: r.one_in(10),
+            deep: if r.one_in(150) {
+                1000 + r.below(3000)
+            } else {
+                0
+            },
         }
     }
 }
@@ -119,7 +127,7 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
     let a = g.tensor(r.pick(pool));
     let float = matches!(a.dtype(), DType::F32 | DType::F64);
     let rank = a.rank();
-    let t = match r.below(23) {
+    let t = match r.below(25) {
         0 => g.placeholder(&format!("p{k}"), r.pick(&DTYPES), random_shape(r)),
         1 => {
             let dt = r.pick(&[DType::F32, DType::F64, DType::I32]);
@@ -244,6 +252,7 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
             a.size(&axes)
         }
         21 => pooling(g, r, a, k),
+        22 | 23 => convolution(g, r, a, k),
         _ => a.stop_gradient(),
     };
     Some(t)
@@ -290,6 +299,112 @@ fn pooling<'g>(g: &'g Graph, r: &mut Rng, a: Tensor<'g>, k: usize) -> Tensor<'g>
     }
 }
 
+/// A 2-D convolution with a random window, groups and layout, of `a` if it is a float NHWC
+/// image batch, else of a new one (`c{k}`, batch open, times the mean of `|a|`, as
+/// [`pooling`] scales by the sum). The filter is a new variable (`w{k}`) times it too, so that
+/// the gradients of `a`'s sources pass through both operands: the input gradient and the
+/// filter gradient kinds. Small sizes, with the special cases the backends treat apart:
+/// depthwise (`groups == C`), 1x1 stride 1 unpadded (one gemm), and NCHW (permutes around).
+/// A window the shape rule refuses drops the step.
+fn convolution<'g>(g: &'g Graph, r: &mut Rng, a: Tensor<'g>, k: usize) -> Tensor<'g> {
+    use kiln::{Conv2dOptions, DataFormat, Padding};
+    let s = a.shape();
+    let nhwc_image = a.rank() == 4
+        && matches!(a.dtype(), DType::F32 | DType::F64)
+        && s.dims()[1..]
+            .iter()
+            .all(|d| d.fixed().is_some_and(|n| n > 0));
+    let dtype = if nhwc_image { a.dtype() } else { DType::F32 };
+    // The mean of `|a|` (about 1), not the sum: both operands are scaled, and with a sum
+    // in the thousands the products reach millions, whose f32 rounding in the JIT's gemm
+    // (the interpreter sums in f64) is more than the comparison allows of a result that
+    // cancels to tens (a false alarm at graphs seed 11035031).
+    let all: Vec<isize> = (0..a.rank() as isize).collect();
+    let count = a.size(&all).cast(dtype) + 1.0;
+    // (times the reciprocal: a division of a sum is not compared by value, see compare.rs)
+    let scale = a.cast(dtype).abs().sum_all() * count.recip();
+    let (x, c) = if nhwc_image && r.one_in(2) {
+        (a, s.dims()[3].fixed().unwrap_or(1))
+    } else {
+        let c = 1 + r.below(4);
+        let dims = [None, Some(1 + r.below(6)), Some(1 + r.below(6)), Some(c)];
+        (g.placeholder(&format!("c{k}"), dtype, dims) * scale, c)
+    };
+    let groups = match r.below(3) {
+        0 => c,
+        1 => r.pick(&[1, 2, 3]),
+        _ => 1,
+    };
+    let out = groups * (1 + r.below(3));
+    let one_by_one = r.one_in(5);
+    let kernel = if one_by_one {
+        [1, 1]
+    } else {
+        [1 + r.below(3), 1 + r.below(3)]
+    };
+    let mut o = Conv2dOptions::new().groups(groups);
+    if !one_by_one {
+        o = o
+            .strides(1 + r.below(3), 1 + r.below(2))
+            .dilations(1 + r.below(2), 1 + r.below(2));
+        o.padding = match r.below(3) {
+            0 => Padding::Valid,
+            1 => Padding::Same,
+            _ => Padding::Explicit([(r.below(3), r.below(2)), (r.below(2), r.below(3))]),
+        };
+    }
+    let w = g.variable_of(
+        &format!("w{k}"),
+        dtype,
+        [kernel[0], kernel[1], c / groups.max(1), out],
+        init::zeros(),
+    ) * scale;
+    if r.one_in(4) {
+        o = o.format(DataFormat::Nchw);
+        x.permute(&[0, 3, 1, 2])
+            .conv2d(w.permute(&[3, 2, 0, 1]), &o)
+            .permute(&[0, 2, 3, 1])
+    } else {
+        x.conv2d(w, &o)
+    }
+}
+
+/// `n` elementwise ops on `y` (f32): exact ones with scalars (`+ - *`, `neg`, `abs`,
+/// `maximum`, as tests/deep.rs chains them, so long stretches fuse into kernels cut at
+/// fusion's size cap), and every 97th op a binary op with a tensor of `pool` that
+/// broadcasts with `y`, so the chain joins the rest of the graph. Rounding is the same on
+/// both backends, so the chain keeps its operands' class.
+fn chain<'g>(
+    g: &'g Graph,
+    r: &mut Rng,
+    pool: &[NodeId],
+    mut y: Tensor<'g>,
+    n: usize,
+) -> Tensor<'g> {
+    for i in 0..n {
+        y = match r.below(8) {
+            _ if i % 97 == 96 => {
+                let p = partner(g, r, pool, y);
+                let p = if p.shape() == y.shape() || p.rank() == 0 {
+                    p
+                } else {
+                    y
+                };
+                y * 0.5f32 + p
+            }
+            0 => y * 0.75f32,
+            1 => y + 0.5f32,
+            2 => y - 0.25f32,
+            3 => -y,
+            4 => y.maximum(-3.0f32),
+            5 => y.abs(),
+            6 => y * 1.5f32,
+            _ => y * 0.666_666_7f32 + 0.125f32,
+        };
+    }
+    y
+}
+
 /// A reshape to a random factorization of the element count (the `?` dimension kept).
 fn reshape<'g>(r: &mut Rng, a: Tensor<'g>) -> Option<Tensor<'g>> {
     let dims = a.shape().dims().to_vec();
@@ -334,6 +449,17 @@ pub fn build(plan: &Plan) -> Built {
                 continue 'retry;
             }
             pool.extend(t.map(|t| t.id()));
+        }
+        if plan.deep > 0 {
+            let mut r = Rng::new(plan.values ^ 0xdee9);
+            let f32s: Vec<NodeId> = pool
+                .iter()
+                .copied()
+                .filter(|&p| g.tensor(p).dtype() == DType::F32)
+                .collect();
+            let start = g.tensor(r.pick(&f32s));
+            let end = chain(&g, &mut r, &pool, start, plan.deep);
+            pool.push(end.id());
         }
         let mut outs: Vec<NodeId> = pool.iter().rev().take(3).copied().collect();
         if plan.grads {
@@ -416,6 +542,19 @@ pub fn shrink(plan: &Plan, failure: &str) -> (Plan, String) {
                 }
             }
         }
+        if best.deep > 0 {
+            let p = Plan {
+                deep: 0,
+                ..best.clone()
+            };
+            if let Err(m) = super::no_panic("shrink", || check(&p)).and_then(|r| r) {
+                if kind(&m) == kind(failure) {
+                    best = p;
+                    msg = m;
+                    changed = true;
+                }
+            }
+        }
         if best.grads {
             let p = Plan {
                 grads: false,
@@ -441,9 +580,10 @@ pub fn case(seed: u64) -> Result<(), String> {
     let (small, msg) = shrink(&plan, &e);
     let b = build(&small);
     Err(format!(
-        "{e}\nminimized: {msg}\nbatch {}, x unfed: {}, values seed {}, fetches {:?}\n{}",
+        "{e}\nminimized: {msg}\nbatch {}, x unfed: {}, chain {}, values seed {}, fetches {:?}\n{}",
         small.batch,
         small.unfed,
+        small.deep,
         small.values,
         b.outs,
         b.g.dump()

@@ -115,9 +115,18 @@ impl Window2d {
     }
 
     /// The dilated kernel's extent along axis `a`: `dilation·(kernel − 1) + 1`.
+    ///
+    /// # Errors
+    /// An axis other than 0 or 1, a zero kernel size (a public field: it has no extent, and
+    /// `kernel − 1` would underflow), or an overflow.
     pub fn extent(&self, a: usize) -> Result<usize, String> {
-        self.dilations[a]
-            .checked_mul(self.kernel[a] - 1)
+        let (Some(&k), Some(&d)) = (self.kernel.get(a), self.dilations.get(a)) else {
+            return Err(format!("a window has axes 0 and 1, not {a}"));
+        };
+        let gaps = k
+            .checked_sub(1)
+            .ok_or_else(|| format!("kernel {:?} must be at least 1", self.kernel))?;
+        d.checked_mul(gaps)
             .and_then(|v| v.checked_add(1))
             .ok_or_else(|| overflow(self))
     }
@@ -206,5 +215,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("overflow"), "{e}");
+    }
+
+    /// `extent` is public: a kernel of 0 (the fields are public) or an axis past 1 is an
+    /// error, not an underflow or an index panic.
+    #[test]
+    fn extent_is_checked() {
+        let mut w = Window2d::resolve([3, 2], [1, 1], [2, 1], Padding::Valid, [9, 9]).unwrap();
+        assert_eq!((w.extent(0), w.extent(1)), (Ok(5), Ok(2)));
+        w.kernel = [0, 2];
+        let e = w.extent(0).unwrap_err();
+        assert!(e.contains("kernel [0, 2] must be at least 1"), "{e}");
+        assert_eq!(w.extent(1), Ok(2));
+        assert!(w.extent(2).unwrap_err().contains("not 2"));
+        w.kernel = [2, 2];
+        w.dilations = [usize::MAX, 1];
+        assert!(w.extent(0).unwrap_err().contains("overflow"));
     }
 }
