@@ -47,21 +47,21 @@ pub(super) unsafe fn forward<T: Elem>(geo: &ConvGeom, p: Ptrs, n: usize) {
             let y = unsafe { at_mut(p.out as *mut T, yp, o) };
             y.fill(T::default());
             for kh in 0..kh_n {
-                let Some(ih) = geo.src(0, oh, kh) else {
-                    continue;
-                };
+                let ih = geo.src(0, oh, kh);
                 for kw in 0..kw_n {
-                    let Some(iw) = geo.src(1, ow, kw) else {
+                    // SAFETY: the tap's filter row.
+                    let w = unsafe { at(p.b as *const T, (kh * kw_n + kw) * o, o) };
+                    let Some((ih, iw)) = ih.zip(geo.src(1, ow, kw)) else {
+                        // A padding tap: its zero is multiplied like any input (`0 · inf`
+                        // is NaN), as im2col and `gemm` do and the interpreter defines (F9).
+                        for (y, &w) in y.iter_mut().zip(w) {
+                            *y = *y + T::default() * w;
+                        }
                         continue;
                     };
                     let xp = ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c;
-                    // SAFETY: an in-bounds input pixel and the tap's filter row.
-                    let (x, w) = unsafe {
-                        (
-                            at(p.a as *const T, xp, c),
-                            at(p.b as *const T, (kh * kw_n + kw) * o, o),
-                        )
-                    };
+                    // SAFETY: an in-bounds input pixel.
+                    let x = unsafe { at(p.a as *const T, xp, c) };
                     if m == 1 {
                         for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
                             *y = *y + x * w;
@@ -149,17 +149,19 @@ pub(super) unsafe fn filter_grad<T: Elem>(
                 // SAFETY: an output-gradient pixel.
                 let dy = unsafe { at(p.b as *const T, yp, o) };
                 for kh in 0..kh_n {
-                    let Some(ih) = geo.src(0, oh, kh) else {
-                        continue;
-                    };
+                    let ih = geo.src(0, oh, kh);
                     for kw in 0..kw_n {
-                        let Some(iw) = geo.src(1, ow, kw) else {
+                        let row = &mut dw[(kh * kw_n + kw) * o..(kh * kw_n + kw + 1) * o];
+                        let Some((ih, iw)) = ih.zip(geo.src(1, ow, kw)) else {
+                            // A padding tap: `0 · dy`, as im2col and `gemm` compute (F9).
+                            for (r, &d) in row.iter_mut().zip(dy) {
+                                *r = *r + T::default() * d;
+                            }
                             continue;
                         };
                         let xp = ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c;
                         // SAFETY: an in-bounds input pixel.
                         let x = unsafe { at(p.a as *const T, xp, c) };
-                        let row = &mut dw[(kh * kw_n + kw) * o..(kh * kw_n + kw + 1) * o];
                         if m == 1 {
                             for ((r, &x), &d) in row.iter_mut().zip(x).zip(dy) {
                                 *r = *r + x * d;

@@ -35,11 +35,11 @@ pub const EMPTY_I32_MAX_AGREES: bool = true;
 /// until then float divisions by a constant are not compared by value.
 pub const DIV_BY_CONSTANT_EXACT: bool = true;
 
-/// Whether finding F9 (the JIT's im2col multiplies padding zeros, so `0·inf` is NaN where
-/// the interpreter skips the tap) is fixed; until then padded forward convolutions and
-/// filter gradients are not compared by value (an input gradient discards its padding
-/// columns, and the depthwise loop skips the taps: those stay compared).
-pub const CONV_PADDING_AGREES: bool = false;
+/// Whether finding F9 (the JIT's im2col multiplied padding zeros, so `0·inf` was NaN where
+/// the interpreter skipped the tap) is fixed: it is, both backends multiply a padding tap's
+/// zero. While false, padded forward convolutions and filter gradients are not compared by
+/// value.
+pub const CONV_PADDING_AGREES: bool = true;
 
 /// Whether `op` is a convolution that F9 affects: padded, forward or filter gradient, and
 /// not depthwise (`groups == C > 1`, the `c` of `input`'s last axis).

@@ -44,11 +44,7 @@ use std::time::{Duration, Instant};
 /// switches at the top of tests/fuzz/compare.rs. A run counts
 /// them apart and does not fail on them; delete a line when its fix lands, so the harness
 /// guards the fix. Each has an `#[ignore]`d regression test in tests/fuzz_findings.rs.
-pub const KNOWN: [(&str, &str, &str); 1] = [
-    // F10: a division by zero outside a slice: the JIT never computes it, the interpreter
-    // reports it (the JIT is Ok whenever this is the failure: both Err is no failure).
-    ("F10", "graphs", "vs interpreter Err(run: div at"),
-];
+pub const KNOWN: [(&str, &str, &str); 0] = [];
 
 /// The known finding `what` is, if any.
 pub fn known(target: &str, what: &str) -> Option<&'static str> {
