@@ -16,43 +16,10 @@ mod lab;
 
 use kiln::nn::*;
 use kiln::prelude::*;
-use std::path::PathBuf;
 use std::time::Instant;
 
-struct Args {
-    dir: Option<PathBuf>,
-    epochs: usize,
-    subset: Option<usize>,
-}
-
-fn args() -> Result<Args> {
-    let mut a = Args {
-        dir: None,
-        epochs: 30,
-        subset: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(s) = it.next() {
-        let mut num = |what: &str| -> Result<usize> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| Error::invalid(format!("{what} needs a number")))
-        };
-        match s.as_str() {
-            "--epochs" => a.epochs = num("--epochs")?,
-            "--subset" => a.subset = Some(num("--subset")?),
-            "-h" | "--help" => {
-                println!("usage: mnist [DIR] [--epochs N] [--subset N]");
-                std::process::exit(0);
-            }
-            _ => a.dir = Some(PathBuf::from(s)),
-        }
-    }
-    Ok(a)
-}
-
 fn main() -> Result<()> {
-    let a = args()?;
+    let a = lab::mnist_args("mnist", 30)?;
     let t0 = Instant::now();
     let m = lab::mnist(a.dir.as_deref())?;
     let (x, y) = match a.subset {

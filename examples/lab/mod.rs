@@ -107,3 +107,40 @@ pub fn mnist_cnn(lr: f64) -> Result<Model> {
     m.compile(Adam::new(lr), sparse_logits(), &[Metric::Accuracy])?;
     Ok(m)
 }
+
+/// The MNIST examples' command line: `[DIR] [--epochs N] [--subset N]`.
+pub struct MnistArgs {
+    /// An IDX data directory other than the shipped `data/mnist`.
+    pub dir: Option<PathBuf>,
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Train on the first N images only.
+    pub subset: Option<usize>,
+}
+
+/// Parses the MNIST examples' command line; `-h` prints the usage of example `name` and exits.
+pub fn mnist_args(name: &str, epochs: usize) -> Result<MnistArgs> {
+    let mut a = MnistArgs {
+        dir: None,
+        epochs,
+        subset: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(s) = it.next() {
+        let mut num = |what: &str| -> Result<usize> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::invalid(format!("{what} needs a number")))
+        };
+        match s.as_str() {
+            "--epochs" => a.epochs = num("--epochs")?,
+            "--subset" => a.subset = Some(num("--subset")?),
+            "-h" | "--help" => {
+                println!("usage: {name} [DIR] [--epochs N] [--subset N]");
+                std::process::exit(0);
+            }
+            _ => a.dir = Some(PathBuf::from(s)),
+        }
+    }
+    Ok(a)
+}
