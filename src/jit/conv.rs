@@ -215,8 +215,22 @@ unsafe fn im2col<T: Elem>(
         let (n, oh, ow) = (r / (oh_n * ow_n), r / ow_n % oh_n, r % ow_n);
         // SAFETY: row `r − r0` of `col` holds `k` elements.
         let row = unsafe { col.add((r - r0) * k) };
+        // With one group and dense columns, a kernel row whose first and last taps are
+        // inside the input reads `KW·C` contiguous floats: one copy instead of `KW`.
+        let run = geo.groups == 1
+            && geo.window.dilations[1] == 1
+            && geo.src(1, ow, 0).is_some()
+            && geo.src(1, ow, kw_n - 1).is_some();
         for kh in 0..kh_n {
             let ih = geo.src(0, oh, kh);
+            if let (true, Some(ih), Some(iw)) = (run, ih, geo.src(1, ow, 0)) {
+                let at = ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c;
+                // SAFETY: the row's taps are the in-bounds pixels `iw .. iw + KW` of input
+                // row `ih` (dilation 1, both ends checked), all `c = cg` channels each, and
+                // the row of `col` holds them at `kh·KW·cg`.
+                unsafe { copy_taps(x.add(at), row.add(kh * kw_n * cg), kw_n * cg) };
+                continue;
+            }
             for kw in 0..kw_n {
                 // SAFETY: the tap's `cg` elements are inside the row.
                 let dst = unsafe { row.add((kh * kw_n + kw) * cg) };
