@@ -36,6 +36,7 @@
 //! marked so.
 
 mod baseline;
+mod cnn;
 mod harness;
 
 use harness::{fmt_time, measure, median, Config, Report, Target, PUBLISHED};
@@ -648,6 +649,8 @@ fn main() {
     deep_chain(&cfg, &mut report);
     max_pool(&cfg, &mut report, [26, 26, 32]);
     max_pool(&cfg, &mut report, [11, 11, 64]);
+    cnn::mnist_cnn(&cfg, &mut report);
+    cnn::mnist_cnn_compile(&cfg, &mut report);
     kiln::threads::set_threads(0);
 
     report.print(&cfg);

@@ -215,8 +215,22 @@ unsafe fn im2col<T: Elem>(
         let (n, oh, ow) = (r / (oh_n * ow_n), r / ow_n % oh_n, r % ow_n);
         // SAFETY: row `r − r0` of `col` holds `k` elements.
         let row = unsafe { col.add((r - r0) * k) };
+        // With one group and dense columns, a kernel row whose first and last taps are
+        // inside the input reads `KW·C` contiguous floats: one copy instead of `KW`.
+        let run = geo.groups == 1
+            && geo.window.dilations[1] == 1
+            && geo.src(1, ow, 0).is_some()
+            && geo.src(1, ow, kw_n - 1).is_some();
         for kh in 0..kh_n {
             let ih = geo.src(0, oh, kh);
+            if let (true, Some(ih), Some(iw)) = (run, ih, geo.src(1, ow, 0)) {
+                let at = ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c;
+                // SAFETY: the row's taps are the in-bounds pixels `iw .. iw + KW` of input
+                // row `ih` (dilation 1, both ends checked), all `c = cg` channels each, and
+                // the row of `col` holds them at `kh·KW·cg`.
+                unsafe { copy_taps(x.add(at), row.add(kh * kw_n * cg), kw_n * cg) };
+                continue;
+            }
             for kw in 0..kw_n {
                 // SAFETY: the tap's `cg` elements are inside the row.
                 let dst = unsafe { row.add((kh * kw_n + kw) * cg) };
@@ -225,13 +239,32 @@ unsafe fn im2col<T: Elem>(
                         let at = ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c + g * cg;
                         // SAFETY: `src` returned in-bounds pixels, and the group's channels
                         // `g·cg .. (g+1)·cg` are inside the pixel's `c`; `col` is distinct.
-                        unsafe { std::ptr::copy_nonoverlapping(x.add(at), dst, cg) };
+                        unsafe { copy_taps(x.add(at), dst, cg) };
                     }
                     // SAFETY: as above, inside the row.
                     _ => unsafe { std::ptr::write_bytes(dst, 0, cg) },
                 }
             }
         }
+    }
+}
+
+/// Copies one tap's `cg` channels. A few channels (conv1's one) are copied by a loop:
+/// `copy_nonoverlapping` of a run-time length is a `memcpy` call, which cost more than the
+/// product itself for MNIST's first layer (9 one-float calls per row).
+///
+/// # Safety
+/// `src` and `dst` hold `cg` elements each and do not overlap.
+#[inline(always)]
+unsafe fn copy_taps<T: Elem>(src: *const T, dst: *mut T, cg: usize) {
+    if cg <= 8 {
+        for i in 0..cg {
+            // SAFETY: `i < cg`, inside both runs.
+            unsafe { *dst.add(i) = *src.add(i) };
+        }
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, cg) };
     }
 }
 
