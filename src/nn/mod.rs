@@ -43,6 +43,7 @@ mod callbacks;
 mod check;
 mod conv;
 mod fit;
+mod fit_config;
 mod layers;
 mod losses;
 mod model;
@@ -55,7 +56,8 @@ pub use batch::{Inputs, Logs};
 pub use callbacks::PlotCurves;
 pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint, TerminateOnNaN};
 pub use conv::{Conv2D, DepthwiseConv2D};
-pub use fit::{FitConfig, History};
+pub use fit::History;
+pub use fit_config::FitConfig;
 pub use layers::{
     Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,
 };
