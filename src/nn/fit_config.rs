@@ -104,7 +104,7 @@ impl FitConfig {
         self.callbacks.push(Box::new(c));
         self
     }
-    /// Whether a [`TerminateOnNaN`] runs first among the callbacks (default true): `fit`
+    /// Whether a [`TerminateOnNaN`](super::TerminateOnNaN) runs first among the callbacks (default true): `fit`
     /// then stops with an error at the first batch whose loss is NaN or infinite, naming
     /// the epoch and step. `false` lets training go on through non-finite losses.
     #[track_caller]
