@@ -210,31 +210,53 @@ impl PoolStep {
 
     /// Runs the step: operands and output from `bufs`, split by images over the pool.
     pub(super) fn run(&self, bufs: &mut Buffers<'_>, threads: usize) {
-        let ins: Vec<*const u8> = self
+        let kernel = self.rows.iter().map(Vec::len).max().unwrap_or(0)
+            * self.cols.iter().map(Vec::len).max().unwrap_or(0);
+        let work = self.n * self.pooled_len() * kernel.max(1);
+        let chunks = if threads > 1 && work >= MIN_PARALLEL_WORK {
+            threads.min(self.n).max(1)
+        } else {
+            1
+        };
+        let (ins, out) = self.pointers(bufs);
+        let call = |c: usize| {
+            let (lo, hi) = (self.n * c / chunks, self.n * (c + 1) / chunks);
+            self.images_at(&ins, out, lo, hi);
+        };
+        // SAFETY: concurrent calls write disjoint images of the output (see `images_at`).
+        unsafe { on_pool(chunks, &call) };
+    }
+
+    /// Runs images `[lo, hi)` of the step on the calling thread (`hi <= n`): what a caller
+    /// that produces the operand image by image (a convolution's tiles) runs while those
+    /// images are in cache. Images outside the range are neither read nor written.
+    #[allow(dead_code)]
+    pub(super) fn run_images(&self, bufs: &mut Buffers<'_>, lo: usize, hi: usize) {
+        let (ins, out) = self.pointers(bufs);
+        self.images_at(&ins, out, lo, hi.min(self.n));
+    }
+
+    fn pointers(&self, bufs: &mut Buffers<'_>) -> (Vec<*const u8>, *mut u8) {
+        let ins = self
             .args
             .iter()
             .map(|&l| bufs.ptr(l) as *const u8)
             .collect();
-        let out = bufs.ptr(self.out);
+        (ins, bufs.ptr(self.out))
+    }
+
+    fn images_at(&self, ins: &[*const u8], out: *mut u8, lo: usize, hi: usize) {
         match self.dtype {
-            DType::F64 => self.run_typed::<f64>(&ins, out, threads),
-            _ => self.run_typed::<f32>(&ins, out, threads),
+            DType::F64 => self.images_typed::<f64>(ins, out, lo, hi),
+            _ => self.images_typed::<f32>(ins, out, lo, hi),
         }
     }
 
-    fn run_typed<T: Float>(&self, ins: &[*const u8], out: *mut u8, threads: usize) {
+    fn images_typed<T: Float>(&self, ins: &[*const u8], out: *mut u8, lo: usize, hi: usize) {
         let (img, pooled) = (self.image_len(), self.pooled_len());
-        let kernel = self.rows.iter().map(Vec::len).max().unwrap_or(0)
-            * self.cols.iter().map(Vec::len).max().unwrap_or(0);
-        let work = self.n * pooled * kernel.max(1);
-        if self.n == 0 || img == 0 || pooled == 0 {
+        if img == 0 || pooled == 0 {
             return;
         }
-        let chunks = if threads > 1 && work >= MIN_PARALLEL_WORK {
-            threads.min(self.n)
-        } else {
-            1
-        };
         // (operand lengths per image, output length per image)
         let (in_lens, out_len): (Vec<usize>, usize) = match self.kind {
             PoolKind::Max | PoolKind::Avg { .. } => (vec![img], pooled),
@@ -242,34 +264,26 @@ impl PoolStep {
             PoolKind::MaxGrad => (vec![img, pooled], img),
             PoolKind::AvgGrad { .. } => (vec![pooled], img),
         };
-        let call = |c: usize| {
-            let (lo, hi) = (self.n * c / chunks, self.n * (c + 1) / chunks);
-            for b in lo..hi {
-                // SAFETY: every operand buffer holds `n` images of its per-image length
-                // (its type, checked against the shape rule by `step`; feeds and variables
-                // have exactly their types, slots are validated to be at least their
-                // values' sizes, outputs are allocated from their types), and `b < n`.
-                // The output is a slot or an output array of its own (the validated
-                // buffer assignment lets only elementwise kernels write over an operand),
-                // and concurrent calls take disjoint ranges of images, so the one mutable
-                // slice aliases nothing another thread or an operand slice touches.
-                let (src, dst) = unsafe {
-                    let src: Vec<&[T]> = ins
-                        .iter()
-                        .zip(&in_lens)
-                        .map(|(&p, &len)| {
-                            std::slice::from_raw_parts((p as *const T).add(b * len), len)
-                        })
-                        .collect();
-                    let dst =
-                        std::slice::from_raw_parts_mut((out as *mut T).add(b * out_len), out_len);
-                    (src, dst)
-                };
-                self.image(&src, dst);
-            }
-        };
-        // SAFETY: concurrent calls write disjoint images of the output (see `call`).
-        unsafe { on_pool(chunks, &call) };
+        for b in lo..hi.min(self.n) {
+            // SAFETY: every operand buffer holds `n` images of its per-image length
+            // (its type, checked against the shape rule by `step`; feeds and variables
+            // have exactly their types, slots are validated to be at least their
+            // values' sizes, outputs are allocated from their types), and `b < n`.
+            // The output is a slot or an output array of its own (the validated
+            // buffer assignment lets only elementwise kernels write over an operand),
+            // and concurrent calls take disjoint ranges of images, so the one mutable
+            // slice aliases nothing another thread or an operand slice touches.
+            let (src, dst) = unsafe {
+                let src: Vec<&[T]> = ins
+                    .iter()
+                    .zip(&in_lens)
+                    .map(|(&p, &len)| std::slice::from_raw_parts((p as *const T).add(b * len), len))
+                    .collect();
+                let dst = std::slice::from_raw_parts_mut((out as *mut T).add(b * out_len), out_len);
+                (src, dst)
+            };
+            self.image(&src, dst);
+        }
     }
 
     /// One image: `src` its operands' slices, `dst` its output's.
