@@ -73,7 +73,8 @@ impl<'g> Ctx<'g> {
     }
 }
 
-/// A layer: adds its ops to the graph when the model is built.
+/// A layer: adds its ops to the graph when the model is built. It is `Send`, so that a
+/// [`Model`](super::Model) holding layers not yet built can move to another thread.
 ///
 /// ```
 /// use kiln::prelude::*;
@@ -90,7 +91,7 @@ impl<'g> Ctx<'g> {
 ///     }
 /// }
 /// ```
-pub trait Layer {
+pub trait Layer: Send {
     /// The layer's type as `summary()` prints it (`Dense`).
     fn kind(&self) -> &'static str;
 
