@@ -230,6 +230,11 @@ impl Model {
         let mut stop = false;
         let mut bad = None;
         for (step, chunk) in order.chunks(batch_size).enumerate() {
+            if let Some(h) = hooks.as_mut() {
+                for cb in h.callbacks.iter_mut() {
+                    cb.on_train_batch_begin(h.epoch, step, self)?;
+                }
+            }
             let vals = self.run_batch(&ids, xs, y, chunk, training, &mut bufs)?;
             if bad.is_none() && !vals[0].is_finite() {
                 bad = Some(BadBatch {
@@ -367,6 +372,9 @@ impl Model {
         }
         for epoch in 0..config.epochs {
             let t0 = Instant::now();
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(epoch, self)?;
+            }
             progress.begin_epoch(epoch);
             let order = if config.shuffle {
                 crate::data::permutation(n_train, config.seed.wrapping_add(epoch as u64))
@@ -390,6 +398,9 @@ impl Model {
                 for (k, v) in vp.logs {
                     logs.insert(format!("val_{k}"), v);
                 }
+            }
+            for cb in callbacks.iter_mut() {
+                cb.add_epoch_logs(epoch, &mut logs, self)?;
             }
             for (k, v) in &logs {
                 history.history.entry(k.clone()).or_default().push(*v);

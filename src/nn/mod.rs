@@ -46,7 +46,9 @@ mod fit;
 mod fit_config;
 mod layers;
 mod losses;
+mod metrics;
 mod model;
+mod plateau;
 mod pool;
 mod reshape;
 
@@ -62,6 +64,8 @@ pub use layers::{
     Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,
 };
 pub use losses::{Loss, Metric};
+pub use metrics::Custom;
 pub use model::{Builder, Model, Sequential};
+pub use plateau::ReduceLROnPlateau;
 pub use pool::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 pub use reshape::Reshape;
