@@ -318,3 +318,36 @@ fn custom_losses_and_metrics_train_and_log() {
     let e = m.compile(Sgd::new(0.1), bad, &[]).unwrap_err().to_string();
     assert!(e.contains("must return a scalar"), "{e}");
 }
+
+/// The penalty by hand: kernel of ones `[2, 1]`, inputs 0, target 1: the loss is
+/// `1 + 0.01·Σ|w| + 0.1·Σw² = 1.22`, and one SGD step (rate 0.5) moves each weight by
+/// `0.5·(0.01 + 0.2·w)` only (the data's gradient is 0).
+#[test]
+fn kernel_regularizers_join_the_loss() {
+    let r = Regularizer::l1_l2(0.01, 0.1);
+    let dense = Dense::new(1)
+        .use_bias(false)
+        .kernel_initializer(init::ones());
+    let mut m = Sequential::new([Input::new([2]).into(), dense.kernel_regularizer(r).into()]);
+    m.compile(Sgd::new(0.5), Loss::MeanSquaredError, &[])
+        .unwrap();
+    let x = Array::zeros(DType::F32, [4, 2]);
+    let y = Array::new([4, 1], vec![1.0f32; 4]).unwrap();
+    let loss = m.evaluate(&x, &y, 4).unwrap()["loss"];
+    assert!((loss - 1.22).abs() < 1e-6, "{loss}");
+    let cfg = FitConfig::new().batch_size(4).verbosity(Verbosity::Silent);
+    m.fit(&x, &y, cfg).unwrap();
+    let w = m.get_weights().unwrap()[0].1.to_vec::<f32>().unwrap();
+    assert!(w.iter().all(|&v| (v - 0.895).abs() < 1e-6), "{w:?}");
+    // Conv2D takes one too, and a bad factor names the line.
+    let conv = Conv2D::new(2, [2, 2]).kernel_regularizer(Regularizer::l2(-1.0));
+    let mut m = Sequential::new([Input::new([3, 3, 1]).into(), conv.into()]);
+    let e = m
+        .compile(Sgd::new(0.1), Loss::MeanSquaredError, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Regularizer::l2 at tests/keras.rs") && e.contains("l2 must be finite and >= 0"),
+        "{e}"
+    );
+}

@@ -39,6 +39,8 @@ pub(crate) struct Built {
     pub weights: Vec<NodeId>,
     pub trainable: Vec<NodeId>,
     pub updates: Vec<NodeId>,
+    /// The layers' extra loss terms (weight penalties), added to the loss by `compile`.
+    pub losses: Vec<NodeId>,
 }
 
 /// What `compile` added.
@@ -225,6 +227,7 @@ impl Model {
             outputs: outputs.iter().map(|t| t.id()).collect(),
             training: training.id(),
             updates: b.ctx.updates(),
+            losses: b.ctx.losses(),
             rows: b.rows,
             weights: b.weights,
             trainable: b.trainable,
@@ -299,7 +302,11 @@ impl Model {
             g.scoped_name(&format!("target_{}", g.len()))
         };
         let y = g.placeholder(&tname, dt, shape);
-        let l = loss.build(out, y);
+        let mut l = loss.build(out, y);
+        // Keras reports the loss with the layers' penalties in it, and trains on that.
+        for &r in &built.losses {
+            l = l + g.tensor(r);
+        }
         let ms: Vec<(String, NodeId)> = metrics
             .iter()
             .map(|m| (m.name().to_string(), m.build(&loss, out, y).id()))
