@@ -351,3 +351,71 @@ fn kernel_regularizers_join_the_loss() {
         "{e}"
     );
 }
+
+/// Precision, recall, F1 and AUC over 8 scores, by hand (and as scikit-learn's
+/// `precision_score`, `recall_score`, `f1_score`, `roc_auc_score` give them): predicted
+/// positive above 0.5 are 0.8, 0.7, 0.9, 0.6, 0.55, of which 0.8, 0.9, 0.6 are positives, so
+/// precision 3/5 and recall 3/4; AUC is the share of (positive, negative) pairs ranked right,
+/// 12/16, which Keras' 200 thresholds reproduce since no two scores share a bucket. The epoch
+/// value sums counts over batches, so batches of 3 give the same values as one batch of 8.
+#[test]
+fn counted_metrics_match_hand_values_over_batches() {
+    let p = col(&[0.1, 0.4, 0.35, 0.8, 0.7, 0.55, 0.9, 0.6]);
+    let y = col(&[0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+    let identity = Dense::new(1)
+        .use_bias(false)
+        .kernel_initializer(init::ones());
+    let mut m = Sequential::new([Input::new([1]).into(), identity.into()]);
+    let ms = [
+        Metric::Precision,
+        Metric::Recall,
+        Metric::F1Score,
+        Metric::Auc,
+    ];
+    m.compile(
+        Sgd::new(0.0),
+        Loss::BinaryCrossentropy { from_logits: false },
+        &ms,
+    )
+    .unwrap();
+    let want = [
+        ("precision", 0.6),
+        ("recall", 0.75),
+        ("f1_score", 2.0 * 0.6 * 0.75 / 1.35),
+        ("auc", 0.75),
+    ];
+    for bs in [8, 3] {
+        let logs = m.evaluate(&p, &y, bs).unwrap();
+        for (name, w) in want {
+            assert!(
+                (logs[name] - w).abs() < 1e-6,
+                "batch {bs}: {name} {} vs {w}",
+                logs[name]
+            );
+        }
+    }
+    // A mean of per-batch precisions would differ: batches of 3 give 0 (no positive
+    // predicted), 1/3 and 2/2, a weighted mean of 0.375.
+    let h = m
+        .fit(
+            &p,
+            &y,
+            FitConfig::new()
+                .batch_size(3)
+                .shuffle(false)
+                .verbosity(Verbosity::Silent),
+        )
+        .unwrap();
+    assert!((h.get("precision").unwrap()[0] - 0.6).abs() < 1e-6);
+    // On logits the threshold is a logit of 0, as a probability of 0.5.
+    let logits = col(&[-2.2, -0.4, -0.6, 1.4, 0.85, 0.2, 2.2, 0.4]);
+    let g = Graph::new();
+    let counts = Metric::Precision.build(
+        &Loss::BinaryCrossentropy { from_logits: true },
+        g.constant(logits),
+        g.constant(y.clone()),
+    );
+    let c = Session::new(&g).unwrap().run(&[counts], &[]).unwrap()[0].to_f64_vec();
+    assert_eq!(c, [3.0, 2.0, 4.0, 4.0]);
+    assert_eq!(Metric::Precision.result(&c), 0.6);
+}

@@ -161,6 +161,17 @@ pub enum Metric {
     MeanSquaredError,
     /// A metric of your own, made with [`Metric::custom`].
     Custom(Custom),
+    /// `tp / (tp + fp)` over the epoch, a prediction above 0.5 being positive (above 0 on
+    /// logits) and a nonzero target positive (Keras' `Precision`).
+    Precision,
+    /// `tp / (tp + fn)` over the epoch (Keras' `Recall`).
+    Recall,
+    /// The harmonic mean of precision and recall over the epoch, `2tp / (2tp + fp + fn)`,
+    /// binary at threshold 0.5.
+    F1Score,
+    /// The area under the ROC curve over the epoch, from counts at Keras' 200 thresholds
+    /// with its trapezoid ("interpolation") sum (Keras' `AUC()`).
+    Auc,
 }
 
 impl Metric {
@@ -181,6 +192,10 @@ impl Metric {
             Metric::MeanAbsoluteError => "mean_absolute_error",
             Metric::MeanSquaredError => "mean_squared_error",
             Metric::Custom(c) => c.name,
+            Metric::Precision => "precision",
+            Metric::Recall => "recall",
+            Metric::F1Score => "f1_score",
+            Metric::Auc => "auc",
             Metric::Accuracy => "accuracy",
             Metric::BinaryAccuracy => "binary_accuracy",
             Metric::CategoricalAccuracy => "categorical_accuracy",
@@ -188,7 +203,39 @@ impl Metric {
         }
     }
 
-    /// The batch mean of the metric for predictions `p`, targets `y`, under `loss`.
+    /// Whether the metric is a ratio of counts over the epoch ([`Metric::Precision`],
+    /// [`Metric::Recall`], [`Metric::F1Score`], [`Metric::Auc`]) rather than a batch mean:
+    /// then [`build`](Self::build) gives the batch's counts, which add up over batches, and
+    /// [`result`](Self::result) turns their sum into the value.
+    pub fn counts(&self) -> bool {
+        matches!(
+            self,
+            Metric::Precision | Metric::Recall | Metric::F1Score | Metric::Auc
+        )
+    }
+
+    /// The value from the counts summed over batches (for a metric that
+    /// [`counts`](Self::counts)); for a batch-mean metric, the first number given.
+    pub fn result(&self, sums: &[f64]) -> f64 {
+        metrics::result(self, sums)
+    }
+
+    /// The batch mean of the metric for predictions `p`, targets `y`, under `loss`; for a
+    /// metric that [`counts`](Self::counts), the batch's counts (an `f32` vector).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// use kiln::nn::{Loss, Metric};
+    /// let g = Graph::new();
+    /// let p = g.constant(Array::new([4, 1], vec![0.9f32, 0.8, 0.3, 0.6])?);
+    /// let y = g.constant(Array::new([4, 1], vec![1.0f32, 0.0, 1.0, 1.0])?);
+    /// let loss = Loss::BinaryCrossentropy { from_logits: false };
+    /// let counts = Metric::Precision.build(&loss, p, y);
+    /// let c = Session::new(&g)?.run(&[counts], &[])?[0].to_f64_vec();
+    /// assert_eq!(Metric::Precision.result(&c), 2.0 / 3.0); // 0.9 and 0.6 right, 0.8 wrong
+    /// assert_eq!(Metric::Recall.result(&c), 2.0 / 3.0); // 0.3 missed
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     #[track_caller]
     pub fn build<'g>(&self, loss: &Loss, p: Tensor<'g>, y: Tensor<'g>) -> Tensor<'g> {
         let form = match self {
@@ -209,6 +256,12 @@ impl Metric {
             Metric::MeanAbsoluteError => return (p - y).abs().mean_all(),
             Metric::MeanSquaredError => return (p - y).square().mean_all(),
             Metric::Custom(c) => return c.build(p, y),
+            Metric::Precision | Metric::Recall | Metric::F1Score => {
+                return metrics::binary_counts(p, y, &[0.5], loss.on_logits())
+            }
+            Metric::Auc => {
+                return metrics::binary_counts(p, y, &metrics::auc_thresholds(), loss.on_logits())
+            }
             Metric::SparseCategoricalAccuracy => p.argmax(-1).equal(y),
             Metric::CategoricalAccuracy => p.argmax(-1).equal(y.argmax(-1)),
             _ => {

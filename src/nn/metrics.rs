@@ -6,11 +6,15 @@
 //! dispatch to them. A metric here is a *batch mean*, which `fit` weights by the rows of the
 //! batch, so the epoch value is the exact mean over the epoch's examples: right for
 //! accuracies and mean errors. Precision, recall, F1 and AUC are not means of per-example
-//! values (they are ratios of counts over the whole epoch), so they need counts summed
-//! across batches; see the module's note in ARCHITECTURE.md ("The Keras layer").
+//! values but ratios of counts over the whole epoch: their graph gives each batch's counts
+//! (true and false positives at each threshold, positives, negatives), `fit` sums them
+//! over the batches, and [`result`] divides on the host.
 
+use super::losses::Metric;
+use crate::array::Array;
 use crate::dtype::DType;
 use crate::graph::Tensor;
+use crate::shape::{Dim, Shape};
 
 /// A loss or metric of your own: a name (for logs and `History`) and a function of the
 /// predictions and targets built with graph ops, returning a scalar (the batch mean).
@@ -101,4 +105,74 @@ pub(super) fn in_top_k<'g>(p: Tensor<'g>, class: Tensor<'g>, k: usize) -> Tensor
     let target = (p * class.one_hot(depth).cast(p.dtype())).sum(&[-1], true);
     let above = p.greater(target).cast(DType::F32).sum(&[-1], false);
     above.less(k as f32).cast(DType::F32)
+}
+
+/// Keras' `AUC` thresholds: `-ε`, `i/199` for `i` in `1..=198`, `1 + ε` (ε = 1e-7).
+pub(super) fn auc_thresholds() -> Vec<f32> {
+    let n = 200;
+    let mut t = vec![-1e-7f32];
+    t.extend((1..n - 1).map(|i| (i as f64 / (n - 1) as f64) as f32));
+    t.push(1.0 + 1e-7);
+    t
+}
+
+/// The batch's counts for thresholds `t` (`n` of them), as an `f32` vector of `2n + 2`:
+/// true positives at each threshold, false positives at each, positives, negatives. A
+/// prediction is positive above a threshold (after a sigmoid when the model gives logits),
+/// a target when it is not 0 (Keras casts targets to `bool`).
+pub(super) fn binary_counts<'g>(
+    p: Tensor<'g>,
+    y: Tensor<'g>,
+    t: &[f32],
+    logits: bool,
+) -> Tensor<'g> {
+    let g = p.graph();
+    let p = if logits { p.sigmoid() } else { p };
+    let p = p.cast(DType::F32);
+    // A trailing axis of 1 beside the thresholds' axis: [?, ..., 1] against [n].
+    let mut dims: Vec<Dim> = p.shape().dims().to_vec();
+    dims.push(Dim::Fixed(1));
+    let pe = p.reshape(Shape(dims.into_iter().collect()));
+    let truth = y.not_equal(0.0).cast(DType::F32);
+    let te = truth.reshape(pe.shape());
+    let thr =
+        g.constant(Array::new([t.len()], t.to_vec()).unwrap_or_else(|_| Array::scalar(0.5f32)));
+    let above = pe.greater(thr).cast(DType::F32);
+    let axes: Vec<isize> = (0..p.rank() as isize).collect();
+    let tp = (above * te).sum(&axes, false);
+    let fp = (above * (-te + 1.0)).sum(&axes, false);
+    let pos = truth.sum_all().reshape([1]);
+    let neg = (-truth + 1.0).sum_all().reshape([1]);
+    g.concat(&[tp, fp, pos, neg], 0)
+}
+
+/// `a / b`, or 0 when `b` is 0 (Keras' `divide_no_nan`).
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        0.0
+    } else {
+        a / b
+    }
+}
+
+/// A metric's value from its summed counts (see [`binary_counts`]); the first number for a
+/// batch-mean metric.
+pub(super) fn result(m: &Metric, s: &[f64]) -> f64 {
+    let n = s.len().saturating_sub(2) / 2;
+    let at = |i: usize| s.get(i).copied().unwrap_or(f64::NAN);
+    let (pos, neg) = (at(2 * n), at(2 * n + 1));
+    match m {
+        Metric::Precision => ratio(at(0), at(0) + at(n)),
+        Metric::Recall => ratio(at(0), pos),
+        Metric::F1Score => ratio(2.0 * at(0), at(0) + at(n) + pos),
+        Metric::Auc => {
+            // ROC points (false-positive rate, recall) per threshold, summed as trapezoids.
+            let x: Vec<f64> = (0..n).map(|i| ratio(at(n + i), neg)).collect();
+            let y: Vec<f64> = (0..n).map(|i| ratio(at(i), pos)).collect();
+            (0..n.saturating_sub(1))
+                .map(|i| (x[i] - x[i + 1]) * (y[i] + y[i + 1]) / 2.0)
+                .sum()
+        }
+        _ => at(0),
+    }
 }

@@ -48,7 +48,8 @@ pub(crate) struct Built {
 pub(crate) struct Compiled {
     pub target: NodeId,
     pub loss: NodeId,
-    pub metrics: Vec<(String, NodeId)>,
+    /// Each metric's log name, its node and what it is (a batch mean, or counts).
+    pub metrics: Vec<(String, NodeId, Metric)>,
     pub train: NodeId,
 }
 
@@ -307,9 +308,9 @@ impl Model {
         for &r in &built.losses {
             l = l + g.tensor(r);
         }
-        let ms: Vec<(String, NodeId)> = metrics
+        let ms: Vec<(String, NodeId, Metric)> = metrics
             .iter()
-            .map(|m| (m.name().to_string(), m.build(&loss, out, y).id()))
+            .map(|m| (m.name().to_string(), m.build(&loss, out, y).id(), *m))
             .collect();
         g.check()?;
         let mut opt: Box<dyn Optimizer> = Box::new(optimizer);
