@@ -29,9 +29,25 @@ pub trait Callback {
     fn check_log_names(&mut self, _names: &[String]) -> Result<()> {
         Ok(())
     }
-    /// After each training batch: the epoch and step (both 0-based) and that batch's own
-    /// loss and metrics (not running means). `Stop` ends training after this batch: the
-    /// epoch is closed with the batches run so far.
+    /// Before each epoch (0-based).
+    fn on_epoch_begin(&mut self, _epoch: usize, _model: &mut Model) -> Result<()> {
+        Ok(())
+    }
+    /// Before each training batch: the epoch and step (both 0-based), as Keras'
+    /// `on_train_batch_begin`. `fit` calls it only when a callback is given (the default
+    /// `TerminateOnNaN` is one), and the default does nothing, so an unused hook costs a
+    /// virtual call per batch.
+    fn on_train_batch_begin(
+        &mut self,
+        _epoch: usize,
+        _step: usize,
+        _model: &mut Model,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// After each training batch (Keras' `on_train_batch_end`): the epoch and step (both
+    /// 0-based) and that batch's own loss and metrics (not running means). `Stop` ends
+    /// training after this batch: the epoch is closed with the batches run so far.
     fn on_batch_end(
         &mut self,
         _epoch: usize,
@@ -40,6 +56,17 @@ pub trait Callback {
         _model: &mut Model,
     ) -> Result<Control> {
         Ok(Control::Continue)
+    }
+    /// After each epoch (0-based), before it is recorded and shown: a callback may add
+    /// entries to the epoch's logs (`ReduceLROnPlateau` adds `learning_rate`), which the
+    /// `History`, the progress line and every `on_epoch_end` then see.
+    fn add_epoch_logs(
+        &mut self,
+        _epoch: usize,
+        _logs: &mut Logs,
+        _model: &mut Model,
+    ) -> Result<()> {
+        Ok(())
     }
     /// After each epoch (0-based), with that epoch's logs (`loss`, `val_loss`, ...).
     fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, _model: &mut Model) -> Result<Control> {
@@ -80,16 +107,16 @@ pub enum Mode {
 
 /// Tracks the best value of a monitored log entry.
 #[derive(Clone, Debug)]
-struct Monitor {
-    name: String,
-    mode: Mode,
-    min_delta: f64,
-    best: Option<f64>,
+pub(super) struct Monitor {
+    pub(super) name: String,
+    pub(super) mode: Mode,
+    pub(super) min_delta: f64,
+    pub(super) best: Option<f64>,
 }
 
 impl Monitor {
     /// Watches `name` in auto mode with no minimum change.
-    fn new(name: &str) -> Monitor {
+    pub(super) fn new(name: &str) -> Monitor {
         Monitor {
             name: name.into(),
             mode: Mode::Auto,
@@ -106,7 +133,7 @@ impl Monitor {
         }
     }
 
-    fn value(&self, logs: &Logs) -> Result<f64> {
+    pub(super) fn value(&self, logs: &Logs) -> Result<f64> {
         logs.get(&self.name).copied().ok_or_else(|| {
             Error::invalid(format!(
                 "callback monitors {:?}, which the logs do not have (they have: {})",
@@ -119,7 +146,7 @@ impl Monitor {
     /// Refuses a monitored name that the logs of `fit` will not have (`names`), naming
     /// the callback `who`, the name and the available ones, with a hint for a `val_` name
     /// when nothing validates.
-    fn check_name(&self, who: &str, names: &[String]) -> Result<()> {
+    pub(super) fn check_name(&self, who: &str, names: &[String]) -> Result<()> {
         if names.contains(&self.name) {
             return Ok(());
         }
@@ -138,7 +165,7 @@ impl Monitor {
     }
 
     /// True if `v` beats the best so far by more than `min_delta` (and records it).
-    fn improved(&mut self, v: f64) -> bool {
+    pub(super) fn improved(&mut self, v: f64) -> bool {
         let better = match self.best {
             None => !v.is_nan(),
             Some(b) if self.lower_is_better() => v < b - self.min_delta,
@@ -386,7 +413,7 @@ impl Callback for PlotCurves {
 }
 
 /// What a monitored name must be.
-const MONITORED: &str = "the name of a logged value (\"val_loss\", \"accuracy\", ...)";
+pub(super) const MONITORED: &str = "the name of a logged value (\"val_loss\", \"accuracy\", ...)";
 
 /// Checks, before training, that `who` (a callback) will be able to write `path`: its
 /// directory exists and takes a new file (probed with a temporary file, the way every kiln

@@ -10,6 +10,7 @@
 //! order Keras uses.
 
 use super::layers::{Activation, Ctx, Layer};
+use super::regularizers::Regularizer;
 use crate::error::{Error, Result};
 use crate::graph::Tensor;
 use crate::init::{self, Init};
@@ -38,6 +39,7 @@ pub struct Conv2D {
     use_bias: bool,
     kernel_initializer: Option<Init>,
     bias_initializer: Init,
+    kernel_regularizer: Option<Regularizer>,
 }
 
 impl Conv2D {
@@ -52,7 +54,13 @@ impl Conv2D {
             use_bias: true,
             kernel_initializer: None,
             bias_initializer: init::zeros(),
+            kernel_regularizer: None,
         }
+    }
+    /// A penalty on the kernel, added to the training loss (Keras' `kernel_regularizer`).
+    pub fn kernel_regularizer(mut self, r: Regularizer) -> Conv2D {
+        self.kernel_regularizer = Some(r);
+        self
     }
     /// The strides.
     pub fn strides(mut self, h: usize, w: usize) -> Conv2D {
@@ -107,6 +115,11 @@ impl Layer for Conv2D {
     fn base_name(&self) -> String {
         "conv2d".into()
     }
+    fn validate(&self) -> Result<()> {
+        self.kernel_regularizer
+            .iter()
+            .try_for_each(|r| r.validate())
+    }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let c = channels(x, "Conv2D")?;
         let groups = self.opts.groups.max(1);
@@ -116,6 +129,9 @@ impl Layer for Conv2D {
             .clone()
             .unwrap_or_else(|| init::glorot_uniform(ctx.next_seed()));
         let w = ctx.weight("kernel", [kh, kw, c / groups, self.filters], ki);
+        if let Some(r) = &self.kernel_regularizer {
+            ctx.add_loss(r.penalty(w));
+        }
         let mut y = x.conv2d(w, &self.opts);
         if self.use_bias {
             let b = ctx.weight("bias", [self.filters], self.bias_initializer.clone());

@@ -5,6 +5,7 @@ use super::batch::{concat_rows, rows_of, x_name, Inputs, Logs};
 use super::callbacks::{log_names, Callback, Control, TerminateOnNaN};
 use super::check;
 use super::fit_config::FitConfig;
+use super::losses::Metric;
 use super::model::Model;
 use crate::array::Array;
 use crate::data::{take_rows, take_rows_into};
@@ -102,8 +103,55 @@ struct StepIds {
     training: NodeId,
     target: NodeId,
     loss: NodeId,
-    metrics: Vec<(String, NodeId)>,
+    metrics: Vec<(String, NodeId, Metric)>,
     train: NodeId,
+}
+
+/// How a logged value adds up over batches: a batch mean weighted by the batch's rows, or
+/// counts summed and then divided ([`Metric::counts`]).
+#[derive(Clone, Copy)]
+enum Combine {
+    Mean,
+    Counts(Metric),
+}
+
+/// The running sums of one logged value over a pass.
+#[derive(Clone)]
+struct Sum {
+    how: Combine,
+    sums: Vec<f64>,
+}
+
+impl Sum {
+    /// Adds one batch of `rows` rows whose fetched value is `v`.
+    fn add(&mut self, v: &[f64], rows: usize) {
+        let add: Vec<f64> = match self.how {
+            Combine::Mean => vec![v.first().copied().unwrap_or(f64::NAN) * rows as f64],
+            Combine::Counts(_) => v.to_vec(),
+        };
+        if self.sums.is_empty() {
+            self.sums = add;
+        } else {
+            self.sums.iter_mut().zip(add).for_each(|(s, a)| *s += a);
+        }
+    }
+
+    /// The value over `seen` rows so far.
+    fn value(&self, seen: usize) -> f64 {
+        match self.how {
+            _ if seen == 0 => f64::NAN,
+            Combine::Mean => self.sums.first().map_or(f64::NAN, |s| s / seen as f64),
+            Combine::Counts(m) => m.result(&self.sums),
+        }
+    }
+
+    /// One batch's own value from its fetched `v`.
+    fn of_batch(&self, v: &[f64]) -> f64 {
+        match self.how {
+            Combine::Mean => v.first().copied().unwrap_or(f64::NAN),
+            Combine::Counts(m) => m.result(v),
+        }
+    }
 }
 
 impl Model {
@@ -123,7 +171,8 @@ impl Model {
         })
     }
 
-    /// Runs one batch of rows `idx`; returns its loss and metrics.
+    /// Runs one batch of rows `idx`; returns its loss and metrics (a batch mean, or a
+    /// metric's counts).
     fn run_batch(
         &mut self,
         ids: &StepIds,
@@ -132,7 +181,7 @@ impl Model {
         idx: &[usize],
         training: bool,
         bufs: &mut Vec<Array>,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<Vec<Vec<f64>>> {
         let g = self.graph().clone();
         // The batch arrays of the previous step are refilled in place: a fresh 400 KB MNIST
         // batch per step cost ~5% of an epoch in page faults.
@@ -160,7 +209,7 @@ impl Model {
         Ok(out
             .iter()
             .take(1 + ids.metrics.len())
-            .map(|a| a.scalar_value::<f32>().map_or(f64::NAN, |v| v as f64))
+            .map(|a| a.to_f64_vec())
             .collect())
     }
 
@@ -224,13 +273,30 @@ impl Model {
         let ids = self.ids()?;
         let mut names = vec!["loss".to_string()];
         names.extend(ids.metrics.iter().map(|m| m.0.clone()));
-        let mut sums = vec![0.0f64; names.len()];
+        let hows = std::iter::once(Combine::Mean).chain(ids.metrics.iter().map(|m| {
+            if m.2.counts() {
+                Combine::Counts(m.2)
+            } else {
+                Combine::Mean
+            }
+        }));
+        let mut sums: Vec<Sum> = hows.map(|how| Sum { how, sums: vec![] }).collect();
         let mut seen = 0usize;
         let mut bufs = vec![];
         let mut stop = false;
         let mut bad = None;
         for (step, chunk) in order.chunks(batch_size).enumerate() {
-            let vals = self.run_batch(&ids, xs, y, chunk, training, &mut bufs)?;
+            if let Some(h) = hooks.as_mut() {
+                for cb in h.callbacks.iter_mut() {
+                    cb.on_train_batch_begin(h.epoch, step, self)?;
+                }
+            }
+            let fetched = self.run_batch(&ids, xs, y, chunk, training, &mut bufs)?;
+            let vals: Vec<f64> = sums
+                .iter()
+                .zip(&fetched)
+                .map(|(s, v)| s.of_batch(v))
+                .collect();
             if bad.is_none() && !vals[0].is_finite() {
                 bad = Some(BadBatch {
                     step,
@@ -239,8 +305,8 @@ impl Model {
                     loss: vals[0],
                 });
             }
-            for (s, v) in sums.iter_mut().zip(&vals) {
-                *s += v * chunk.len() as f64;
+            for (s, v) in sums.iter_mut().zip(&fetched) {
+                s.add(v, chunk.len());
             }
             seen += chunk.len();
             let Some(h) = hooks.as_mut() else { continue };
@@ -248,7 +314,7 @@ impl Model {
                 let running: Vec<(&str, f64)> = names
                     .iter()
                     .zip(&sums)
-                    .map(|(n, s)| (n.as_str(), s / seen as f64))
+                    .map(|(n, s)| (n.as_str(), s.value(seen)))
                     .collect();
                 h.progress.step(step, &running);
             }
@@ -267,7 +333,7 @@ impl Model {
         let logs = names
             .into_iter()
             .zip(sums)
-            .map(|(n, s)| (n, if seen > 0 { s / seen as f64 } else { f64::NAN }))
+            .map(|(n, s)| (n, s.value(seen)))
             .collect();
         Ok(Pass { logs, stop, bad })
     }
@@ -367,6 +433,9 @@ impl Model {
         }
         for epoch in 0..config.epochs {
             let t0 = Instant::now();
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(epoch, self)?;
+            }
             progress.begin_epoch(epoch);
             let order = if config.shuffle {
                 crate::data::permutation(n_train, config.seed.wrapping_add(epoch as u64))
@@ -390,6 +459,9 @@ impl Model {
                 for (k, v) in vp.logs {
                     logs.insert(format!("val_{k}"), v);
                 }
+            }
+            for cb in callbacks.iter_mut() {
+                cb.add_epoch_logs(epoch, &mut logs, self)?;
             }
             for (k, v) in &logs {
                 history.history.entry(k.clone()).or_default().push(*v);

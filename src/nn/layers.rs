@@ -5,6 +5,7 @@
 //! the model's `training` switch. A custom layer is the same few lines of graph code as a
 //! built-in one: nothing here is privileged.
 
+use super::regularizers::Regularizer;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Tensor};
 use crate::init::{self, Init};
@@ -21,6 +22,7 @@ pub struct Ctx<'g> {
     seed: Cell<u64>,
     created: RefCell<Vec<(NodeId, bool)>>,
     updates: RefCell<Vec<NodeId>>,
+    losses: RefCell<Vec<NodeId>>,
 }
 
 impl<'g> Ctx<'g> {
@@ -31,6 +33,7 @@ impl<'g> Ctx<'g> {
             seed: Cell::new(seed),
             created: RefCell::new(vec![]),
             updates: RefCell::new(vec![]),
+            losses: RefCell::new(vec![]),
         }
     }
 
@@ -50,6 +53,16 @@ impl<'g> Ctx<'g> {
         let v = self.graph.variable(name, shape, init);
         self.created.borrow_mut().push((v.id(), false));
         v
+    }
+
+    /// A scalar that `compile` adds to the training loss (a weight penalty, say), as Keras'
+    /// `layer.add_loss`. The loss `fit` and `evaluate` report includes it.
+    pub fn add_loss(&self, loss: Tensor<'g>) {
+        self.losses.borrow_mut().push(loss.id());
+    }
+
+    pub(crate) fn losses(&self) -> Vec<NodeId> {
+        self.losses.borrow().clone()
     }
 
     /// An assign that the train op must run with each step (a moving average, say).
@@ -73,7 +86,8 @@ impl<'g> Ctx<'g> {
     }
 }
 
-/// A layer: adds its ops to the graph when the model is built.
+/// A layer: adds its ops to the graph when the model is built. It is `Send`, so that a
+/// [`Model`](super::Model) holding layers not yet built can move to another thread.
 ///
 /// ```
 /// use kiln::prelude::*;
@@ -90,7 +104,7 @@ impl<'g> Ctx<'g> {
 ///     }
 /// }
 /// ```
-pub trait Layer {
+pub trait Layer: Send {
     /// The layer's type as `summary()` prints it (`Dense`).
     fn kind(&self) -> &'static str;
 
@@ -256,6 +270,7 @@ pub struct Dense {
     use_bias: bool,
     kernel_initializer: Option<Init>,
     bias_initializer: Init,
+    kernel_regularizer: Option<Regularizer>,
     args: ArgErrors,
 }
 
@@ -273,7 +288,14 @@ impl Dense {
             use_bias: true,
             kernel_initializer: None,
             bias_initializer: init::zeros(),
+            kernel_regularizer: None,
         }
+    }
+    /// A penalty on the kernel, added to the training loss (Keras' `kernel_regularizer`).
+    #[track_caller]
+    pub fn kernel_regularizer(mut self, r: Regularizer) -> Dense {
+        self.kernel_regularizer = Some(r);
+        self
     }
     /// The activation.
     #[track_caller]
@@ -311,7 +333,10 @@ impl Layer for Dense {
         "Dense"
     }
     fn validate(&self) -> Result<()> {
-        self.args.result()
+        self.args.result()?;
+        self.kernel_regularizer
+            .iter()
+            .try_for_each(|r| r.validate())
     }
     fn call<'g>(&mut self, ctx: &Ctx<'g>, x: Tensor<'g>) -> Result<Tensor<'g>> {
         let fan_in = features(x, &format!("Dense({})", self.units))?;
@@ -320,6 +345,9 @@ impl Layer for Dense {
             .clone()
             .unwrap_or_else(|| init::glorot_uniform(ctx.next_seed()));
         let w = ctx.weight("kernel", [fan_in, self.units], ki);
+        if let Some(r) = &self.kernel_regularizer {
+            ctx.add_loss(r.penalty(w));
+        }
         let mut y = x.matmul(w);
         if self.use_bias {
             let b = ctx.weight("bias", [self.units], self.bias_initializer.clone());

@@ -42,12 +42,16 @@ mod batch;
 mod callbacks;
 mod check;
 mod conv;
+mod csv_logger;
 mod fit;
 mod fit_config;
 mod layers;
 mod losses;
+mod metrics;
 mod model;
+mod plateau;
 mod pool;
+mod regularizers;
 mod reshape;
 
 pub use crate::progress::Verbosity;
@@ -56,12 +60,16 @@ pub use batch::{Inputs, Logs};
 pub use callbacks::PlotCurves;
 pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint, TerminateOnNaN};
 pub use conv::{Conv2D, DepthwiseConv2D};
+pub use csv_logger::CSVLogger;
 pub use fit::History;
 pub use fit_config::FitConfig;
 pub use layers::{
     Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,
 };
 pub use losses::{Loss, Metric};
+pub use metrics::Custom;
 pub use model::{Builder, Model, Sequential};
+pub use plateau::ReduceLROnPlateau;
 pub use pool::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
+pub use regularizers::Regularizer;
 pub use reshape::Reshape;

@@ -39,6 +39,8 @@ pub(crate) struct Built {
     pub weights: Vec<NodeId>,
     pub trainable: Vec<NodeId>,
     pub updates: Vec<NodeId>,
+    /// The layers' extra loss terms (weight penalties), added to the loss by `compile`.
+    pub losses: Vec<NodeId>,
 }
 
 /// What `compile` added.
@@ -46,7 +48,8 @@ pub(crate) struct Built {
 pub(crate) struct Compiled {
     pub target: NodeId,
     pub loss: NodeId,
-    pub metrics: Vec<(String, NodeId)>,
+    /// Each metric's log name, its node and what it is (a batch mean, or counts).
+    pub metrics: Vec<(String, NodeId, Metric)>,
     pub train: NodeId,
 }
 
@@ -225,6 +228,7 @@ impl Model {
             outputs: outputs.iter().map(|t| t.id()).collect(),
             training: training.id(),
             updates: b.ctx.updates(),
+            losses: b.ctx.losses(),
             rows: b.rows,
             weights: b.weights,
             trainable: b.trainable,
@@ -299,10 +303,14 @@ impl Model {
             g.scoped_name(&format!("target_{}", g.len()))
         };
         let y = g.placeholder(&tname, dt, shape);
-        let l = loss.build(out, y);
-        let ms: Vec<(String, NodeId)> = metrics
+        let mut l = loss.build(out, y);
+        // Keras reports the loss with the layers' penalties in it, and trains on that.
+        for &r in &built.losses {
+            l = l + g.tensor(r);
+        }
+        let ms: Vec<(String, NodeId, Metric)> = metrics
             .iter()
-            .map(|m| (m.name().to_string(), m.build(&loss, out, y).id()))
+            .map(|m| (m.name().to_string(), m.build(&loss, out, y).id(), *m))
             .collect();
         g.check()?;
         let mut opt: Box<dyn Optimizer> = Box::new(optimizer);

@@ -43,8 +43,12 @@
 
 pub(crate) mod args;
 mod optimizers;
+mod schedules;
 
 pub use optimizers::{Adam, AdamW, RmsProp, Sgd};
+pub use schedules::{
+    CosineDecay, ExponentialDecay, LearningRate, LearningRateSchedule, PiecewiseConstant,
+};
 
 use crate::autodiff::gradients;
 use crate::dtype::DType;
@@ -53,12 +57,15 @@ use crate::graph::op::Op;
 use crate::graph::{Graph, NodeId, Tensor};
 use crate::init;
 use crate::shape::Shape;
+use std::sync::Arc;
 
 /// What every optimizer shares: learning rate, clipping, weight decay, a name.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The initial value of the learning-rate variable.
+    /// The initial value of the learning-rate variable (unused with a schedule).
     pub learning_rate: f64,
+    /// A schedule computing the learning rate from the step count, instead of a variable.
+    pub schedule: Option<Arc<dyn LearningRateSchedule>>,
     /// A user's scalar tensor to use as the learning rate instead of a variable.
     pub learning_rate_tensor: Option<(u64, NodeId)>,
     /// Clip all gradients together so their global norm is at most this.
@@ -74,14 +81,18 @@ pub struct Config {
 }
 
 impl Config {
-    /// The settings of optimizer `func` (`Sgd::new`) made with `learning_rate`, which must be
-    /// finite and not negative (checked here, reported by [`Optimizer::validate`]). Zero is
-    /// allowed, as in Keras: a run with frozen weights (dropout and metrics still run) is a
-    /// real use, kiln's own tests make one; a negative rate climbs the loss, and NaN or
-    /// infinity poisons every weight at the first step.
+    /// The settings of optimizer `func` (`Sgd::new`) made with `learning_rate`: a schedule,
+    /// or a number that must be finite and not negative (checked here, reported by
+    /// [`Optimizer::validate`]). Zero is allowed, as in Keras: a run with frozen weights
+    /// (dropout and metrics still run) is a real use, kiln's own tests make one; a negative
+    /// rate climbs the loss, and NaN or infinity poisons every weight at the first step.
     #[track_caller]
-    pub(crate) fn new(func: &'static str, name: &str, learning_rate: f64) -> Config {
+    pub(crate) fn new(func: &'static str, name: &str, learning_rate: LearningRate) -> Config {
         let mut args = args::ArgErrors::default();
+        let (learning_rate, schedule) = match learning_rate {
+            LearningRate::Constant(v) => (v, None),
+            LearningRate::Schedule(s) => (0.0, Some(s)),
+        };
         args.check(
             learning_rate.is_finite() && learning_rate >= 0.0,
             func,
@@ -91,6 +102,7 @@ impl Config {
         );
         Config {
             learning_rate,
+            schedule,
             learning_rate_tensor: None,
             clip_global_norm: None,
             weight_decay: 0.0,
@@ -137,11 +149,12 @@ impl<'g> Step<'g> {
     }
 }
 
-/// An optimizer: a rule that turns gradients into variable updates.
+/// An optimizer: a rule that turns gradients into variable updates. It is `Send`, so a
+/// model holding one can move to another thread.
 ///
 /// Implementors write [`Optimizer::update`] (one variable's step) and give access to their
 /// [`Config`]; `apply_gradients` and `minimize` build the rest.
-pub trait Optimizer {
+pub trait Optimizer: Send {
     /// The shared settings.
     fn config(&self) -> &Config;
     /// The shared settings, mutably.
@@ -163,7 +176,12 @@ pub trait Optimizer {
     /// the argument, its allowed range and the value. `minimize`, `apply_gradients` and
     /// `Model::compile` call it before adding anything to the graph.
     fn validate(&self) -> Result<()> {
-        self.config().args.result()
+        let c = self.config();
+        c.args.result()?;
+        match &c.schedule {
+            Some(s) => s.validate(),
+            None => Ok(()),
+        }
     }
 
     /// The train op for `loss` over `var_list`: gradients, then [`Optimizer::apply_gradients`].
@@ -209,18 +227,27 @@ pub trait Optimizer {
         }
         let cfg = self.config().clone();
         let prefix = unique_prefix(g, &cfg.name);
-        let lr = match cfg.learning_rate_tensor {
-            Some((gid, id)) if gid == g.data().graph_id() => g.tensor(id),
-            Some(_) => {
+        // The learning-rate variable comes before the step count, as it always has, so the
+        // graphs (and their dumps) of optimizers without a schedule keep their node order.
+        let fixed = match (cfg.learning_rate_tensor, &cfg.schedule) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "apply_gradients: the optimizer has both a schedule and a \
+                     learning_rate_tensor; give one",
+                ))
+            }
+            (Some((gid, id)), None) if gid == g.data().graph_id() => Some(g.tensor(id)),
+            (Some(_), None) => {
                 return Err(Error::invalid(
                     "apply_gradients: the learning-rate tensor belongs to another graph",
                 ))
             }
-            None => g.variable(
+            (None, Some(_)) => None,
+            (None, None) => Some(g.variable(
                 &format!("{prefix}/learning_rate"),
                 Shape::scalar(),
                 init::constant(cfg.learning_rate),
-            ),
+            )),
         };
         let iterations = g.variable_of(
             &format!("{prefix}/iterations"),
@@ -228,6 +255,17 @@ pub trait Optimizer {
             Shape::scalar(),
             init::zeros(),
         );
+        // Keras passes a schedule the step count before this step's increment: 0 at the
+        // first step.
+        let lr = match (fixed, &cfg.schedule) {
+            (Some(lr), _) => lr,
+            (None, Some(s)) => s.build(iterations),
+            (None, None) => {
+                return Err(Error::Internal(
+                    "apply_gradients: neither a learning rate nor a schedule".into(),
+                ))
+            }
+        };
         let t = (iterations + 1i32).cast(DType::F32);
         let grads = match cfg.clip_global_norm {
             Some(c) => clip_by_global_norm(grads_and_vars.iter().map(|p| p.0).collect(), c),
@@ -253,8 +291,10 @@ pub trait Optimizer {
         Ok(g.group(&assigns))
     }
 
-    /// The learning-rate tensor the last `apply_gradients` on `g` used (a variable unless
-    /// one was given): set it with `Session::set_variable` to follow a schedule.
+    /// The learning-rate tensor the last `apply_gradients` on `g` used: a variable (set it
+    /// with `Session::set_variable`; `ReduceLROnPlateau` does), the schedule's value at the
+    /// current step (an `f64` scalar to fetch), or the tensor given to
+    /// `learning_rate_tensor`.
     fn learning_rate<'g>(&self, g: &'g Graph) -> Option<Tensor<'g>> {
         match self.config().built {
             Some((gid, lr, _)) if gid == g.data().graph_id() => Some(g.tensor(lr)),

@@ -1,7 +1,7 @@
 //! The optimizers. Each is its Keras 3 update rule, written once as graph ops.
 
 use super::args::{float, positive, unit_open};
-use super::{Config, Optimizer, Step};
+use super::{Config, LearningRate, Optimizer, Step};
 use crate::dtype::DType;
 use crate::graph::Tensor;
 
@@ -38,11 +38,18 @@ macro_rules! common {
             /// Use this scalar float tensor (for example a placeholder) as the learning rate.
             #[track_caller]
             pub fn learning_rate_tensor(mut self, lr: Tensor<'_>) -> Self {
+                // One check: a second on the same argument would replace the first.
+                let scalar = lr.rank() == 0 && lr.dtype().is_float();
+                let allowed = if self.cfg.schedule.is_none() {
+                    "a float scalar (f32[] or f64[])"
+                } else {
+                    "absent: the optimizer was made with a schedule (give one of the two)"
+                };
                 self.cfg.args.check(
-                    lr.rank() == 0 && lr.dtype().is_float(),
+                    scalar && self.cfg.schedule.is_none(),
                     concat!(stringify!($t), "::learning_rate_tensor"),
                     "learning_rate_tensor",
-                    "a float scalar (f32[] or f64[])",
+                    allowed,
                     lr.ty(),
                 );
                 self.cfg.learning_rate_tensor = Some((lr.graph().data().graph_id(), lr.id()));
@@ -79,11 +86,12 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// SGD with this learning rate (finite, >= 0).
+    /// SGD with this learning rate: a number (finite, >= 0) or a schedule
+    /// ([`ExponentialDecay`](super::ExponentialDecay), ...).
     #[track_caller]
-    pub fn new(learning_rate: f64) -> Sgd {
+    pub fn new(learning_rate: impl Into<LearningRate>) -> Sgd {
         Sgd {
-            cfg: Config::new("Sgd::new", "sgd", learning_rate),
+            cfg: Config::new("Sgd::new", "sgd", learning_rate.into()),
             momentum: 0.0,
             nesterov: false,
         }
@@ -151,11 +159,13 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// Adam with this learning rate, `β₁ = 0.9`, `β₂ = 0.999`, `ε = 1e-7` (Keras defaults).
+    /// Adam with this learning rate (a number, or a schedule such as
+    /// [`CosineDecay`](super::CosineDecay)), `β₁ = 0.9`, `β₂ = 0.999`, `ε = 1e-7` (Keras
+    /// defaults).
     #[track_caller]
-    pub fn new(learning_rate: f64) -> Adam {
+    pub fn new(learning_rate: impl Into<LearningRate>) -> Adam {
         Adam {
-            cfg: Config::new("Adam::new", "adam", learning_rate),
+            cfg: Config::new("Adam::new", "adam", learning_rate.into()),
             beta_1: 0.9,
             beta_2: 0.999,
             epsilon: 1e-7,
@@ -232,11 +242,11 @@ impl Optimizer for Adam {
 pub struct AdamW;
 
 impl AdamW {
-    /// Adam with this learning rate and weight decay 0.004.
+    /// Adam with this learning rate (a number or a schedule) and weight decay 0.004.
     #[allow(clippy::new_ret_no_self)]
     #[track_caller]
-    pub fn new(learning_rate: f64) -> Adam {
-        let mut cfg = Config::new("AdamW::new", "adamw", learning_rate);
+    pub fn new(learning_rate: impl Into<LearningRate>) -> Adam {
+        let mut cfg = Config::new("AdamW::new", "adamw", learning_rate.into());
         cfg.weight_decay = 0.004;
         Adam {
             cfg,
@@ -260,11 +270,12 @@ pub struct RmsProp {
 }
 
 impl RmsProp {
-    /// RMSprop with this learning rate, `ρ = 0.9`, no momentum, `ε = 1e-7` (Keras defaults).
+    /// RMSprop with this learning rate (a number or a schedule), `ρ = 0.9`, no momentum,
+    /// `ε = 1e-7` (Keras defaults).
     #[track_caller]
-    pub fn new(learning_rate: f64) -> RmsProp {
+    pub fn new(learning_rate: impl Into<LearningRate>) -> RmsProp {
         RmsProp {
-            cfg: Config::new("RmsProp::new", "rmsprop", learning_rate),
+            cfg: Config::new("RmsProp::new", "rmsprop", learning_rate.into()),
             rho: 0.9,
             momentum: 0.0,
             epsilon: 1e-7,
