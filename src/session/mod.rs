@@ -113,6 +113,12 @@ struct FetchPlan {
 }
 
 /// Runs a graph: holds variable values and compiled executables.
+///
+/// The JIT keeps one executable per set of fetches, batch size and value of each fed scalar
+/// `bool` placeholder the fetches read (a `training` switch): each is specialized on those
+/// values, so the branch a `select` on a switch does not take is not computed, with results
+/// bitwise those of the unspecialized graph (module docs, "Specialization on `bool`
+/// switches"; [`Session::specialize_bool_feeds`] turns it off).
 pub struct Session {
     graph: Graph,
     backend: Backend,
