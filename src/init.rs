@@ -2,15 +2,71 @@
 //!
 //! Each random initializer is seeded and draws from the counter-based generator in
 //! `src/rng.rs`, so the same seed gives the same weights on every backend and machine.
-//! Fans follow Keras: for a kernel of shape `[.., in, out]`, `fan_in = in * receptive`,
-//! `fan_out = out * receptive`, where `receptive` is the product of the leading dimensions.
+//!
+//! The variance-scaling family (Glorot, He, LeCun) scales by a kernel's fans, which depend
+//! on how its axes are laid out ([`KernelLayout`]):
+//! - [`KernelLayout::Hwio`], the default, is Keras' and TF's: a kernel `[.., in, out]`
+//!   (Dense `[in, out]`, a convolution `[KH, KW, in, out]`) has `fan_in = in * receptive`,
+//!   `fan_out = out * receptive`, `receptive` the product of the leading dimensions
+//!   (Keras' `compute_fans`).
+//! - [`KernelLayout::Oihw`] is PyTorch's and ONNX's: a kernel `[out, in, ..]` (Linear
+//!   `[out, in]`, a convolution `[out, in, KH, KW]`) has `fan_in = in * receptive`,
+//!   `fan_out = out * receptive`, `receptive` the product of the trailing dimensions
+//!   (PyTorch's `_calculate_fan_in_and_fan_out`).
+//!
+//! A kernel of rank 1 has `fan_in = fan_out = its length` and a scalar `1` in both (Keras'
+//! rule; PyTorch refuses them). The Keras layers make HWIO kernels; a filter for an NCHW
+//! convolution ([`crate::graph::op::DataFormat::Nchw`] takes OIHW filters) says so:
+//!
+//! ```
+//! use kiln::init::{self, KernelLayout};
+//! // 64 output channels, 32 input channels, 3x3: fan_in = 32*9 in either layout.
+//! assert_eq!(init::fans_for(&[3, 3, 32, 64], KernelLayout::Hwio), (288.0, 576.0));
+//! assert_eq!(init::fans_for(&[64, 32, 3, 3], KernelLayout::Oihw), (288.0, 576.0));
+//! // Read as HWIO, the OIHW filter would get fan_in 3*64*32: He weights 4.6x too small.
+//! assert_eq!(init::fans(&[64, 32, 3, 3]), (6144.0, 6144.0));
+//! let w = init::he_normal(1).with_layout(KernelLayout::Oihw);
+//! assert_eq!(w.describe(), "he_normal(seed=1,layout=oihw)");
+//! ```
 
 use crate::array::{Array, Element, FloatAttr};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::rng;
 
-/// How a variable gets its first value. Fields are as in the matching constructor functions.
+/// How a kernel's axes are laid out: which of them are the inputs, the outputs and the
+/// receptive field, for the fans of the variance-scaling initializers (module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KernelLayout {
+    /// Keras and TF: `[.., in, out]`: Dense `[in, out]`, convolution HWIO `[KH, KW, in, out]`.
+    #[default]
+    Hwio,
+    /// PyTorch and ONNX: `[out, in, ..]`: Linear `[out, in]`, convolution OIHW
+    /// `[out, in, KH, KW]`.
+    Oihw,
+}
+
+impl KernelLayout {
+    /// The name in the text format (`hwio`, `oihw`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelLayout::Hwio => "hwio",
+            KernelLayout::Oihw => "oihw",
+        }
+    }
+
+    /// The layout named `s` (as [`KernelLayout::name`] writes it).
+    pub fn from_name(s: &str) -> Option<KernelLayout> {
+        match s {
+            "hwio" => Some(KernelLayout::Hwio),
+            "oihw" => Some(KernelLayout::Oihw),
+            _ => None,
+        }
+    }
+}
+
+/// How a variable gets its first value. Fields are as in the matching constructor functions;
+/// `layout` is the kernel layout the fans are read in ([`Init::with_layout`]).
 #[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Init {
@@ -39,13 +95,17 @@ pub enum Init {
         seed: u64,
     },
     /// Glorot (Xavier) uniform: `U(-l, l)`, `l = sqrt(6 / (fan_in + fan_out))`.
-    GlorotUniform { seed: u64 },
+    GlorotUniform { seed: u64, layout: KernelLayout },
     /// Glorot normal: truncated normal, `std = sqrt(2 / (fan_in + fan_out)) / 0.8796`.
-    GlorotNormal { seed: u64 },
+    GlorotNormal { seed: u64, layout: KernelLayout },
     /// He uniform: `U(-l, l)`, `l = sqrt(6 / fan_in)`.
-    HeUniform { seed: u64 },
+    HeUniform { seed: u64, layout: KernelLayout },
     /// He normal: truncated normal, `std = sqrt(2 / fan_in) / 0.8796`.
-    HeNormal { seed: u64 },
+    HeNormal { seed: u64, layout: KernelLayout },
+    /// LeCun uniform: `U(-l, l)`, `l = sqrt(3 / fan_in)`.
+    LecunUniform { seed: u64, layout: KernelLayout },
+    /// LeCun normal: truncated normal, `std = sqrt(1 / fan_in) / 0.8796`.
+    LecunNormal { seed: u64, layout: KernelLayout },
 }
 
 /// Zeros.
@@ -84,39 +144,106 @@ pub fn truncated_normal(mean: f64, std: f64, seed: u64) -> Init {
         seed,
     }
 }
-/// Glorot uniform, the Keras default for `Dense` kernels.
+/// Glorot uniform, the Keras default for `Dense` kernels (fans in Keras' layout; see
+/// [`Init::with_layout`]).
 pub fn glorot_uniform(seed: u64) -> Init {
-    Init::GlorotUniform { seed }
+    Init::GlorotUniform {
+        seed,
+        layout: KernelLayout::Hwio,
+    }
 }
 /// Glorot normal.
 pub fn glorot_normal(seed: u64) -> Init {
-    Init::GlorotNormal { seed }
+    Init::GlorotNormal {
+        seed,
+        layout: KernelLayout::Hwio,
+    }
 }
 /// He uniform.
 pub fn he_uniform(seed: u64) -> Init {
-    Init::HeUniform { seed }
+    Init::HeUniform {
+        seed,
+        layout: KernelLayout::Hwio,
+    }
 }
 /// He normal.
 pub fn he_normal(seed: u64) -> Init {
-    Init::HeNormal { seed }
+    Init::HeNormal {
+        seed,
+        layout: KernelLayout::Hwio,
+    }
+}
+/// LeCun uniform (Keras' `lecun_uniform`): `U(-l, l)` with `l = sqrt(3 / fan_in)`, a
+/// variance of `1 / fan_in`; the initializer self-normalizing (SELU) networks assume.
+///
+/// ```
+/// use kiln::prelude::*;
+/// // fan_in 300 (a [300, 10] Dense kernel): every value within sqrt(3/300) = 0.1.
+/// let w = init::lecun_uniform(7).fill(DType::F32, &[300, 10]);
+/// assert!(w.to_f64_vec().iter().all(|v| v.abs() <= 0.1 + 1e-7));
+/// ```
+pub fn lecun_uniform(seed: u64) -> Init {
+    Init::LecunUniform {
+        seed,
+        layout: KernelLayout::Hwio,
+    }
+}
+/// LeCun normal (Keras' `lecun_normal`): a normal truncated at two standard deviations, with
+/// standard deviation `sqrt(1 / fan_in)` after truncation.
+///
+/// ```
+/// use kiln::prelude::*;
+/// // fan_in 100: std 0.1, nothing drawn beyond 2 std of the untruncated normal.
+/// let w = init::lecun_normal(3).fill(DType::F32, &[100, 200]).to_f64_vec();
+/// let std = (w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64).sqrt();
+/// assert!((std - 0.1).abs() < 0.003, "{std}");
+/// assert!(w.iter().all(|v| v.abs() <= 2.0 * 0.1 / 0.8796 + 1e-6));
+/// ```
+pub fn lecun_normal(seed: u64) -> Init {
+    Init::LecunNormal {
+        seed,
+        layout: KernelLayout::Hwio,
+    }
+}
+
+/// The variance-scaling initializer named `name` in the text format (`glorot_uniform`,
+/// `he_normal`, `lecun_uniform`, ...), or `None` for another name.
+pub(crate) fn scaled_by_name(name: &str, seed: u64, layout: KernelLayout) -> Option<Init> {
+    Some(match name {
+        "glorot_uniform" => Init::GlorotUniform { seed, layout },
+        "glorot_normal" => Init::GlorotNormal { seed, layout },
+        "he_uniform" => Init::HeUniform { seed, layout },
+        "he_normal" => Init::HeNormal { seed, layout },
+        "lecun_uniform" => Init::LecunUniform { seed, layout },
+        "lecun_normal" => Init::LecunNormal { seed, layout },
+        _ => return None,
+    })
 }
 
 /// Keras' correction that gives a 2-std truncated normal the requested standard deviation.
 const TRUNC_STD_CORRECTION: f64 = 0.879_625_661_034_239_8;
 
-/// `(fan_in, fan_out)` of a kernel shape, as Keras computes them.
+/// `(fan_in, fan_out)` of a kernel shape in Keras' layout (`[.., in, out]`), as Keras
+/// computes them: [`fans_for`] with [`KernelLayout::Hwio`].
 pub fn fans(shape: &[usize]) -> (f64, f64) {
-    match shape.len() {
-        0 => (1.0, 1.0),
-        1 => (shape[0] as f64, shape[0] as f64),
-        n => {
-            let receptive: usize = shape[..n - 2].iter().product();
-            (
-                (shape[n - 2] * receptive) as f64,
-                (shape[n - 1] * receptive) as f64,
-            )
-        }
+    fans_for(shape, KernelLayout::Hwio)
+}
+
+/// `(fan_in, fan_out)` of a kernel shape in `layout` (module docs): Keras' rule for HWIO,
+/// PyTorch's for OIHW, and the same for both below rank 2.
+pub fn fans_for(shape: &[usize], layout: KernelLayout) -> (f64, f64) {
+    let n = shape.len();
+    if n < 2 {
+        let k = shape.first().map_or(1.0, |&k| k as f64);
+        return (k, k);
     }
+    let (inputs, outputs, receptive) = match layout {
+        KernelLayout::Hwio => (shape[n - 2], shape[n - 1], &shape[..n - 2]),
+        KernelLayout::Oihw => (shape[1], shape[0], &shape[2..]),
+    };
+    // In f64: a product of dimensions that overflows usize is still a (huge) fan.
+    let receptive: f64 = receptive.iter().map(|&k| k as f64).product();
+    (inputs as f64 * receptive, outputs as f64 * receptive)
 }
 
 fn truncated(seed: u64, i: u64) -> f64 {
@@ -142,10 +269,59 @@ impl Init {
             Init::TruncatedNormal { mean, std, seed } => {
                 format!("truncated_normal({mean},{std},seed={seed})")
             }
-            Init::GlorotUniform { seed } => format!("glorot_uniform(seed={seed})"),
-            Init::GlorotNormal { seed } => format!("glorot_normal(seed={seed})"),
-            Init::HeUniform { seed } => format!("he_uniform(seed={seed})"),
-            Init::HeNormal { seed } => format!("he_normal(seed={seed})"),
+            Init::GlorotUniform { seed, layout }
+            | Init::GlorotNormal { seed, layout }
+            | Init::HeUniform { seed, layout }
+            | Init::HeNormal { seed, layout }
+            | Init::LecunUniform { seed, layout }
+            | Init::LecunNormal { seed, layout } => {
+                let name = match self {
+                    Init::GlorotUniform { .. } => "glorot_uniform",
+                    Init::GlorotNormal { .. } => "glorot_normal",
+                    Init::HeUniform { .. } => "he_uniform",
+                    Init::HeNormal { .. } => "he_normal",
+                    Init::LecunUniform { .. } => "lecun_uniform",
+                    _ => "lecun_normal",
+                };
+                // Keras' layout is the default and is not written, so dumps made before
+                // layouts existed read back the same.
+                match layout {
+                    KernelLayout::Hwio => format!("{name}(seed={seed})"),
+                    l => format!("{name}(seed={seed},layout={})", l.name()),
+                }
+            }
+        }
+    }
+
+    /// This initializer with its fans read in `layout` (see the module docs); an
+    /// initializer without fans (zeros, uniform, ...) is returned unchanged.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// use kiln::init::KernelLayout;
+    /// // An OIHW filter for an NCHW convolution: 16 filters over 8 channels, 3x3.
+    /// let g = Graph::new();
+    /// let w = g.variable("w", [16, 8, 3, 3], init::he_uniform(1).with_layout(KernelLayout::Oihw));
+    /// let mut sess = Session::new(&g)?;
+    /// let limit = (6.0f64 / (8.0 * 9.0)).sqrt(); // fan_in = 8 * 3 * 3
+    /// let v = sess.variable(w).unwrap().to_f64_vec();
+    /// assert!(v.iter().all(|x| x.abs() <= limit) && v.iter().any(|x| x.abs() > 0.9 * limit));
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn with_layout(self, layout: KernelLayout) -> Init {
+        match self {
+            Init::GlorotUniform { seed, .. } => Init::GlorotUniform { seed, layout },
+            Init::GlorotNormal { seed, .. } => Init::GlorotNormal { seed, layout },
+            Init::HeUniform { seed, .. } => Init::HeUniform { seed, layout },
+            Init::HeNormal { seed, .. } => Init::HeNormal { seed, layout },
+            Init::LecunUniform { seed, .. } => Init::LecunUniform { seed, layout },
+            Init::LecunNormal { seed, .. } => Init::LecunNormal { seed, layout },
+            Init::Zeros
+            | Init::Ones
+            | Init::Constant(_)
+            | Init::Uniform { .. }
+            | Init::Normal { .. }
+            | Init::TruncatedNormal { .. } => self,
         }
     }
 
@@ -193,7 +369,15 @@ impl Init {
 
     /// Calls `put` with each of the `n` initial values of `shape` in order, as `f64`.
     fn each(&self, n: usize, shape: &[usize], mut put: impl FnMut(f64)) {
-        let (fan_in, fan_out) = fans(shape);
+        let (fan_in, fan_out) = match self {
+            Init::GlorotUniform { layout, .. }
+            | Init::GlorotNormal { layout, .. }
+            | Init::HeUniform { layout, .. }
+            | Init::HeNormal { layout, .. }
+            | Init::LecunUniform { layout, .. }
+            | Init::LecunNormal { layout, .. } => fans_for(shape, *layout),
+            _ => (1.0, 1.0),
+        };
         let range = 0..n as u64;
         let mut uni = |seed: u64, lo: f64, hi: f64| {
             rng::fill_uniform(seed, 0, range.clone(), lo as f32, hi as f32, |_, x| {
@@ -217,24 +401,34 @@ impl Init {
                 }
             }
             Init::TruncatedNormal { mean, std, seed } => tn(*seed, mean.0, std.0, &mut put),
-            Init::GlorotUniform { seed } => {
+            Init::GlorotUniform { seed, .. } => {
                 let l = (6.0 / (fan_in + fan_out)).sqrt();
                 uni(*seed, -l, l)
             }
-            Init::GlorotNormal { seed } => tn(
+            Init::GlorotNormal { seed, .. } => tn(
                 *seed,
                 0.0,
                 (2.0 / (fan_in + fan_out)).sqrt() / TRUNC_STD_CORRECTION,
                 &mut put,
             ),
-            Init::HeUniform { seed } => {
+            Init::HeUniform { seed, .. } => {
                 let l = (6.0 / fan_in).sqrt();
                 uni(*seed, -l, l)
             }
-            Init::HeNormal { seed } => tn(
+            Init::HeNormal { seed, .. } => tn(
                 *seed,
                 0.0,
                 (2.0 / fan_in).sqrt() / TRUNC_STD_CORRECTION,
+                &mut put,
+            ),
+            Init::LecunUniform { seed, .. } => {
+                let l = (3.0 / fan_in).sqrt();
+                uni(*seed, -l, l)
+            }
+            Init::LecunNormal { seed, .. } => tn(
+                *seed,
+                0.0,
+                (1.0 / fan_in).sqrt() / TRUNC_STD_CORRECTION,
                 &mut put,
             ),
         }

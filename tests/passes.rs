@@ -51,6 +51,7 @@ fn check_pass(
     let opts = PassOptions {
         relaxed: false,
         batch: Some(batch),
+        ..PassOptions::default()
     };
     passes::concretize::Concretize.run(&mut p, &opts).unwrap();
     let (feeds, vars) = inputs(g, batch, seed);

@@ -64,6 +64,7 @@ fn training_graph_after_each_pass() {
     pl.options = PassOptions {
         relaxed: false,
         batch: Some(2),
+        ..PassOptions::default()
     };
     pl.dump_to(&dir);
     pl.run(&mut p).unwrap();
@@ -105,6 +106,7 @@ fn fusion_decisions_and_reasons() {
     pl.options = PassOptions {
         relaxed: false,
         batch: Some(2),
+        ..PassOptions::default()
     };
     pl.run(&mut p).unwrap();
     // Each kernel, and each refusal above the node it concerns.

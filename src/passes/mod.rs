@@ -129,6 +129,12 @@ pub struct PassOptions {
     pub relaxed: bool,
     /// The batch size that makes `?` concrete, if known ([`concretize`] needs it).
     pub batch: Option<usize>,
+    /// Placeholders whose value this compile may assume, with that value: [`concretize`]
+    /// turns each into a constant, so [`fold`] and [`simplify`] specialize the program on
+    /// it (a session does this for the `bool` scalars it is fed, such as a model's
+    /// `training` switch; see [`crate::session::Session::specialize_bool_feeds`]). The program then
+    /// computes what the graph computes *for these values only*.
+    pub fixed_feeds: Vec<(NodeId, crate::Array)>,
 }
 
 /// One graph-to-graph transformation.

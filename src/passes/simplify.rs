@@ -14,7 +14,18 @@
 //! | `broadcast_to(broadcast_to(x))` ; to its own shape | one `broadcast_to` ; `x` |
 //! | `cast(x)` to its own dtype ; `stop_gradient(x)` | `x` (gradients are already built) |
 //! | `where(c, x, x)` | `x` |
+//! | `where(true, x, y)` ; `where(false, x, y)` (a constant condition, all elements equal) | `x` ; `y` |
 //! | a constant whose elements are all equal | `broadcast_to` of a scalar constant |
+//!
+//! A constant condition is how a graph is specialized on a switch it is fed
+//! ([`super::PassOptions::fixed_feeds`], a model's `training`): the branch it does not
+//! select is then dead code, and [`super::dce`] removes it. The result is bitwise the
+//! selected branch's, so the rewrite is exact; but the dead branch is no longer computed,
+//! and the one way computing it shows is a run-time error (an `i32` division by zero, see
+//! `Node::can_fail_at_run`). Since the interpreter (the oracle) computes both branches, as
+//! TF's `tf.where` does, and reports such an error, the rewrite is not made when the dropped
+//! branch holds a node that can fail and that the kept branch does not compute as well:
+//! both backends then report the same error for the same feeds.
 //!
 //! Never applied, because they are wrong for some inputs: `x * 0 -> 0` (NaN, inf, -0),
 //! `x - x -> 0` (NaN, inf), `x + 0 -> x` with `+0` (`-0 + 0 = +0`).
@@ -34,6 +45,7 @@ use crate::error::Result;
 use crate::graph::op::{Axes, BinaryOp, Op, ReduceOp, Ty, UnaryOp};
 use crate::graph::{GraphData, NodeId};
 use crate::shape::Shape;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// See the module docs.
@@ -83,7 +95,7 @@ fn nonneg(g: &GraphData, id: NodeId) -> bool {
     }
 }
 
-fn rule(g: &GraphData, id: NodeId, opts: &PassOptions) -> Option<Rewrite> {
+fn rule(g: &GraphData, fallible: &Fallible, id: NodeId, opts: &PassOptions) -> Option<Rewrite> {
     let n = g.node(id);
     let ins = &n.inputs;
     let input_op = |k: usize| &g.node(ins[k]).op;
@@ -181,6 +193,14 @@ fn rule(g: &GraphData, id: NodeId, opts: &PassOptions) -> Option<Rewrite> {
         Op::Cast(d) if *d == g.node(ins[0]).ty.dtype => Some(Rewrite::Use(ins[0])),
         Op::StopGradient => Some(Rewrite::Use(ins[0])),
         Op::Where if ins[1] == ins[2] => Some(Rewrite::Use(ins[1])),
+        Op::Where => {
+            // A condition whose elements are all equal selects one branch everywhere.
+            let (keep, drop) = match splat(g, ins[0])? {
+                c if c != 0.0 => (ins[1], ins[2]),
+                _ => (ins[2], ins[1]),
+            };
+            (!drops_a_failure(g, fallible, keep, drop)).then_some(Rewrite::Use(keep))
+        }
         Op::Reduce {
             op: ReduceOp::Sum,
             axes: outer,
@@ -217,6 +237,44 @@ fn rule(g: &GraphData, id: NodeId, opts: &PassOptions) -> Option<Rewrite> {
     }
 }
 
+/// The nodes computed to compute `root`, back to the sources; the operand of a `size`,
+/// which reads only a shape, is not walked (it is not computed for it).
+fn computed(g: &GraphData, root: NodeId) -> HashSet<NodeId> {
+    let mut seen = HashSet::from([root]);
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        let n = g.node(id);
+        if matches!(n.op, Op::Size { .. }) {
+            continue;
+        }
+        for &i in &n.inputs {
+            if seen.insert(i) {
+                stack.push(i);
+            }
+        }
+    }
+    seen
+}
+
+/// True if not computing `drop` could hide a run-time error: a node under it can fail (or
+/// is a fused node whose kernel holds one) and `keep` does not compute it too. (A node that
+/// another user still computes would report its error anyway; this looks only at `keep`,
+/// so it errs on the side of keeping the select.)
+fn drops_a_failure(g: &GraphData, fallible: &Fallible, keep: NodeId, drop: NodeId) -> bool {
+    let fails = |id: &NodeId| {
+        g.node(*id).can_fail_at_run() || fallible.get(id).is_some_and(|f| !f.is_empty())
+    };
+    let dropped: Vec<NodeId> = computed(g, drop).into_iter().filter(fails).collect();
+    if dropped.is_empty() {
+        return false;
+    }
+    let live = computed(g, keep);
+    dropped.iter().any(|id| !live.contains(id))
+}
+
+/// What fusion recorded of the nodes inside each fused node that can fail at run time.
+type Fallible = BTreeMap<NodeId, Vec<crate::graph::Node>>;
+
 /// `frexp` for f64: `x = m * 2^e` with `0.5 <= |m| < 1`.
 fn frexp(x: f64) -> (f64, i32) {
     if x == 0.0 || !x.is_finite() {
@@ -236,7 +294,7 @@ impl Pass for Simplify {
             if p.graph.get(id).is_none() {
                 continue;
             }
-            let Some(rw) = rule(&p.graph, id, opts) else {
+            let Some(rw) = rule(&p.graph, &p.fallible, id, opts) else {
                 continue;
             };
             let loc = p.graph.node(id).loc.clone();

@@ -32,6 +32,31 @@
 //! depend on, after checking that every value it will compute fits the allocation limit
 //! ([`crate::shape::alloc_limit`]). `KILN_LOG_COMPILES=1` prints each compile and why the
 //! cache missed.
+//!
+//! # Specialization on `bool` switches
+//!
+//! The JIT also specializes an executable on the value of every fed **scalar `bool`
+//! placeholder** its fetches depend on (a TF1-style `is_training` switch, such as a
+//! [`Model`](crate::nn::Model)'s `training`): those values join the cache key, and the pass
+//! pipeline sees each as a constant ([`PassOptions::fixed_feeds`](crate::passes::PassOptions),
+//! made constant by `concretize`, as the batch size is), so `where(training, a, b)` keeps one
+//! branch and the other is removed as dead code. Inference then draws no dropout mask and
+//! computes no batch statistics. This is what XLA and TF's grappler do with constants.
+//!
+//! - **Cost:** at most 2^k executables per set of fetches and batch size, for `k` switches
+//!   the fetches depend on (a model: 2, one for training and one for inference). Other
+//!   placeholders (any other dtype or shape) are never specialized on.
+//! - **Invariant:** a specialized executable's results are bitwise what the unspecialized
+//!   graph computes for the same feeds. The selected branch is computed exactly as before;
+//!   only the unselected one is skipped. A run-time error the skipped branch would raise
+//!   (an `i32` division by zero) is not lost: a branch that holds such an op is kept, so
+//!   the JIT reports what the interpreter reports (see `passes::simplify`).
+//! - **Random streams:** a random op draws from `(seed, run, element)`, and the run counter
+//!   advances once per run whatever the run computes, so a skipped dropout fill changes no
+//!   number a later run draws.
+//! - **Opt-out:** [`Session::specialize_bool_feeds`]`(false)` compiles one executable that
+//!   reads the switch at run time (fewer compiles when a switch flips often and the
+//!   branches are cheap). The interpreter never specializes: it runs the graph as written.
 
 use crate::array::Array;
 use crate::error::{Error, Result};
@@ -73,9 +98,27 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 64;
 struct Key {
     fetches: Vec<NodeId>,
     batch: Option<usize>,
+    /// The value of each `bool` switch the executable is specialized on, by id (empty when
+    /// specialization is off).
+    switches: Vec<(NodeId, bool)>,
+}
+
+/// What a set of fetches needs besides its executable, found once by walking the graph.
+struct FetchPlan {
+    /// The assigns behind the fetches.
+    updates: Arc<[effects::Update]>,
+    /// The scalar `bool` placeholders the fetches (with their updates) depend on: the
+    /// switches an executable is specialized on.
+    switches: Vec<NodeId>,
 }
 
 /// Runs a graph: holds variable values and compiled executables.
+///
+/// The JIT keeps one executable per set of fetches, batch size and value of each fed scalar
+/// `bool` placeholder the fetches read (a `training` switch): each is specialized on those
+/// values, so the branch a `select` on a switch does not take is not computed, with results
+/// bitwise those of the unspecialized graph (module docs, "Specialization on `bool`
+/// switches"; [`Session::specialize_bool_feeds`] turns it off).
 pub struct Session {
     graph: Graph,
     backend: Backend,
@@ -84,10 +127,12 @@ pub struct Session {
     vars: VarStore,
     /// The compiled executables, the most recently used [`Session::cache_capacity`] of them.
     cache: Lru<Key, Arc<Executable>>,
-    /// The assigns behind each set of fetches (sound to cache for the same reason as
-    /// `cache`: nodes never change once added), so a training loop does not walk the graph
-    /// on every step; bounded like `cache`.
-    updates: Lru<Vec<NodeId>, Arc<[effects::Update]>>,
+    /// The assigns and switches behind each set of fetches (sound to cache for the same
+    /// reason as `cache`: nodes never change once added), so a training loop does not walk
+    /// the graph on every step; bounded like `cache`.
+    plans: Lru<Vec<NodeId>, Arc<FetchPlan>>,
+    /// Specialize executables on fed `bool` switches ([`Session::specialize_bool_feeds`]).
+    specialize: bool,
     compiles: usize,
     /// How many nodes the last compile copied out of the graph (the fetches' cone).
     last_copied: usize,
@@ -112,7 +157,8 @@ impl Session {
             backend,
             vars: VarStore::new(graph, true)?,
             cache: Lru::new(DEFAULT_CACHE_CAPACITY),
-            updates: Lru::new(DEFAULT_CACHE_CAPACITY),
+            plans: Lru::new(DEFAULT_CACHE_CAPACITY),
+            specialize: true,
             compiles: 0,
             last_copied: 0,
             last_compile: None,
@@ -145,6 +191,42 @@ impl Session {
         self
     }
 
+    /// Whether the JIT specializes executables on the values of fed scalar `bool`
+    /// placeholders (on by default; see the module docs, "Specialization on `bool`
+    /// switches"). Off, one executable serves every value of a switch and selects between
+    /// both computed branches at run time; on, each value gets its own executable, which
+    /// skips the unselected branch. Results are bitwise the same either way. Executables
+    /// already compiled stay cached under their keys.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let g = Graph::new();
+    /// let x = g.placeholder("x", DType::F32, [None, Some(4)]);
+    /// let training = g.placeholder("training", DType::Bool, Shape::scalar());
+    /// let y = x.dropout(0.5, training, 7);
+    /// let xv = Array::new([1, 4], vec![1.0f32; 4])?;
+    /// let mut sess = Session::new(&g)?;
+    /// for on in [false, true] {
+    ///     sess.run(&[y], &[(x, xv.clone()), (training, Array::scalar(on))])?;
+    /// }
+    /// assert_eq!(sess.compile_count(), 2); // one executable per value of `training`
+    /// // The inference one draws no mask: its only steps are not random fills.
+    /// sess.run(&[y], &[(x, xv.clone()), (training, Array::scalar(false))])?;
+    /// assert_eq!(sess.compile_count(), 2);
+    ///
+    /// let mut once = Session::new(&g)?;
+    /// once.specialize_bool_feeds(false);
+    /// for on in [false, true] {
+    ///     once.run(&[y], &[(x, xv.clone()), (training, Array::scalar(on))])?;
+    /// }
+    /// assert_eq!(once.compile_count(), 1); // one executable reads the switch at run time
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn specialize_bool_feeds(&mut self, on: bool) -> &mut Session {
+        self.specialize = on;
+        self
+    }
+
     /// The backend.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -167,7 +249,7 @@ impl Session {
             ));
         }
         self.cache.set_capacity(n);
-        self.updates.set_capacity(n);
+        self.plans.set_capacity(n);
         Ok(())
     }
 
@@ -284,15 +366,16 @@ impl Session {
         let user: Vec<NodeId> = fetches.iter().map(|t| t.id()).collect();
         // Assigns behind the fetches become extra outputs, stored when the run has finished
         // (snapshot semantics; see graph::effects).
-        let updates = match self.updates.get(&user) {
-            Some(u) => u,
+        let plan = match self.plans.get(&user) {
+            Some(p) => p,
             None => {
-                let u: Arc<[effects::Update]> = effects::collect(&self.graph.data(), &user)?.into();
-                self.updates.insert(user.clone(), u.clone());
-                u
+                let p = Arc::new(self.plan(&user)?);
+                self.plans.insert(user.clone(), p.clone());
+                p
             }
         };
-        let fetch_ids = effects::with_updates(&user, &updates);
+        let updates = &plan.updates;
+        let fetch_ids = effects::with_updates(&user, updates);
         // Counted before the checks, as it always was: a refused run still uses up its
         // random stream.
         let run_index = self.vars.count_run();
@@ -321,22 +404,76 @@ impl Session {
                 )?
             }
             Backend::Jit => {
-                self.run_jit(&fetch_ids, &fed, batch, run_index, &mut out)?;
+                let switches = self.switch_values(&plan.switches, &fed)?;
+                self.run_jit(&fetch_ids, &fed, batch, switches, run_index, &mut out)?;
                 out
             }
         };
-        self.vars.apply(&updates, out.drain(user.len()..));
+        self.vars.apply(updates, out.drain(user.len()..));
         *outputs = out;
         Ok(())
     }
 
-    /// Runs `fetches` on the executable for them and this batch size, compiling it first if
-    /// the cache does not have it. The feeds have been checked.
+    /// The assigns behind `user`'s fetches and, for the JIT, the `bool` switches they depend
+    /// on (a walk over their cone, made once per set of fetches).
+    fn plan(&self, user: &[NodeId]) -> Result<FetchPlan> {
+        let d = self.graph.data();
+        let updates: Arc<[effects::Update]> = effects::collect(&d, user)?.into();
+        let switches = match self.backend {
+            Backend::Interpreter => vec![],
+            Backend::Jit => {
+                let all = effects::with_updates(user, &updates);
+                let mut s: Vec<NodeId> = d
+                    .topo_order_from(&all)
+                    .into_iter()
+                    .filter(|&id| {
+                        let n = d.node(id);
+                        n.op == Op::Placeholder
+                            && n.ty.dtype == crate::DType::Bool
+                            && n.ty.shape.rank() == 0
+                    })
+                    .collect();
+                s.sort_unstable();
+                s
+            }
+        };
+        Ok(FetchPlan { updates, switches })
+    }
+
+    /// The fed value of each switch, for the cache key (none when specialization is off).
+    /// The feeds have been checked, so each switch is fed a `bool` scalar; a miss is named
+    /// all the same.
+    fn switch_values(
+        &self,
+        switches: &[NodeId],
+        fed: &HashMap<NodeId, &Array>,
+    ) -> Result<Vec<(NodeId, bool)>> {
+        if !self.specialize {
+            return Ok(vec![]);
+        }
+        switches
+            .iter()
+            .map(|id| {
+                let v = fed.get(id).map(|a| a.scalar_value::<bool>());
+                match v {
+                    Some(Ok(b)) => Ok((*id, b)),
+                    _ => Err(Error::Feed(format!(
+                        "placeholder {} needs a bool scalar",
+                        self.graph.data().node(*id).label()
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `fetches` on the executable for them, this batch size and these switch values,
+    /// compiling it first if the cache does not have it. The feeds have been checked.
     fn run_jit(
         &mut self,
         fetches: &[NodeId],
         fed: &HashMap<NodeId, &Array>,
         batch: Option<usize>,
+        switches: Vec<(NodeId, bool)>,
         run_index: u64,
         out: &mut Vec<Array>,
     ) -> Result<()> {
@@ -353,7 +490,7 @@ impl Session {
                 ));
             }
         }
-        let exe = self.executable(fetches, batch)?;
+        let exe = self.executable(fetches, batch, switches)?;
         // Both were checked (the feeds by `feeds::check`, the variables by `init_missing`);
         // a miss is named all the same.
         let label = |id: &NodeId| self.graph.data().get(*id).map(|n| n.label());
@@ -384,17 +521,27 @@ impl Session {
         exe.run_into(&feed_refs, &var_refs, run_index, out)
     }
 
-    /// The executable for `fetches` at this batch size: from the cache, or compiled (the
-    /// default pipeline with the batch size made concrete, then Cranelift) and cached.
-    fn executable(&mut self, fetches: &[NodeId], batch: Option<usize>) -> Result<Arc<Executable>> {
+    /// The executable for `fetches` at this batch size and these switch values: from the
+    /// cache, or compiled (the default pipeline with the batch size and the switches made
+    /// concrete, then Cranelift) and cached.
+    fn executable(
+        &mut self,
+        fetches: &[NodeId],
+        batch: Option<usize>,
+        switches: Vec<(NodeId, bool)>,
+    ) -> Result<Arc<Executable>> {
         let key = Key {
             fetches: fetches.to_vec(),
             batch,
+            switches,
         };
         let exe = match self.cache.get(&key) {
             Some(e) => e,
             None => {
-                let why = if self.cache.keys().any(|k| k.fetches == key.fetches) {
+                let same = |k: &&Key| k.fetches == key.fetches;
+                let why = if self.cache.keys().any(|k| same(&k) && k.batch == batch) {
+                    format!("new values of bool switches {:?}", key.switches)
+                } else if self.cache.keys().any(|k| same(&k)) {
                     format!("new batch size {batch:?}")
                 } else {
                     "new set of fetches".to_string()
@@ -412,6 +559,11 @@ impl Session {
                 let mut p = Program::new(graph, fetches.to_vec());
                 let mut pl = Pipeline::default();
                 pl.options.batch = batch.or(Some(1));
+                pl.options.fixed_feeds = key
+                    .switches
+                    .iter()
+                    .map(|&(id, v)| (id, Array::scalar(v)))
+                    .collect();
                 pl.run(&mut p)?;
                 check_workspace(&p, &self.graph.data(), fetches, batch)?;
                 let passes = t0.elapsed();

@@ -12,7 +12,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result, SrcLoc};
 use crate::graph::op::{Axes, Op, OpKind, PoolKind, RandomDist, Ty, Window2d};
 use crate::graph::{Graph, GraphData, NodeId};
-use crate::init::Init;
+use crate::init::{Init, KernelLayout};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -398,16 +398,22 @@ fn init(s: &str) -> Result<Init, String> {
     };
     let mut pos: Vec<f64> = vec![];
     let mut seed: Option<u64> = None;
+    let mut layout: Option<KernelLayout> = None;
     for part in args.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some(v) = part.strip_prefix("seed=") {
             seed = Some(int(v)?);
+        } else if let Some(v) = part.strip_prefix("layout=") {
+            layout =
+                Some(KernelLayout::from_name(v).ok_or_else(|| {
+                    format!("unknown kernel layout `{v}` in `{s}` (hwio or oihw)")
+                })?);
         } else {
             pos.push(float(part)?);
         }
     }
     let bad = || format!("initializer `{s}` has the wrong arguments");
     let need = |n: usize, seeded: bool| {
-        if pos.len() == n && seed.is_some() == seeded {
+        if pos.len() == n && seed.is_some() == seeded && layout.is_none() {
             Ok(())
         } else {
             Err(bad())
@@ -448,16 +454,12 @@ fn init(s: &str) -> Result<Init, String> {
                 },
             }
         }
-        "glorot_uniform" | "glorot_normal" | "he_uniform" | "he_normal" => {
-            need(0, true)?;
-            match kw {
-                "glorot_uniform" => Init::GlorotUniform { seed: sd() },
-                "glorot_normal" => Init::GlorotNormal { seed: sd() },
-                "he_uniform" => Init::HeUniform { seed: sd() },
-                _ => Init::HeNormal { seed: sd() },
-            }
-        }
-        _ => return Err(format!("unknown initializer `{kw}`")),
+        _ => match crate::init::scaled_by_name(kw, sd(), layout.unwrap_or_default()) {
+            // A variance-scaling initializer: a seed, and a layout if not Keras'.
+            Some(i) if pos.is_empty() && seed.is_some() => i,
+            Some(_) => return Err(bad()),
+            None => return Err(format!("unknown initializer `{kw}`")),
+        },
     })
 }
 
