@@ -581,13 +581,18 @@ fn deep_chain(cfg: &Config, report: &mut Report) {
     ));
 }
 
-/// The MNIST convnet's poolings: 2×2/2 max pooling forward (`y`) and backward (`dx` from
-/// `x` and `dy`, the argmax recomputed) on `[128, h, w, c]`, against a plain copy of the
-/// input's bytes (`copy_from_slice`, what any pass over the tensor costs at least). No target:
-/// the ratio says how far the pooling step is from memory speed.
-fn max_pool(cfg: &Config, report: &mut Report, hwc: [usize; 3]) {
+/// The MNIST convnet's poolings: 2×2/2 max (or average) pooling forward (`y`) and backward
+/// (`dx` from `dy`, for the max also from `x`, the argmax recomputed) on `[128, h, w, c]`,
+/// against a plain copy of the input's bytes (`copy_from_slice`, what any pass over the
+/// tensor costs at least), and the Cranelift kernels against the native loops they replaced
+/// (`KILN_POOL_NATIVE=1` at compile time), all in the same run. No target: the ratios say
+/// how far the pooling step is from memory speed and what the kernels gained.
+fn pool(cfg: &Config, report: &mut Report, hwc: [usize; 3], max: bool) {
     let [h, w, c] = hwc;
-    let case = format!("max pool 2×2/2, [128,{h},{w},{c}]");
+    let case = format!(
+        "{} pool 2×2/2, [128,{h},{w},{c}]",
+        if max { "max" } else { "avg" }
+    );
     if !cfg.wants(&case) {
         return;
     }
@@ -596,7 +601,12 @@ fn max_pool(cfg: &Config, report: &mut Report, hwc: [usize; 3]) {
     let n: usize = shape.iter().product();
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, shape);
-    let y = x.max_pool2d(&kiln::Pool2dOptions::new([2, 2]));
+    let o = kiln::Pool2dOptions::new([2, 2]);
+    let y = if max {
+        x.max_pool2d(&o)
+    } else {
+        x.avg_pool2d(&o)
+    };
     let ys = y.shape().to_fixed().unwrap();
     let dy = g.placeholder("dy", DType::F32, Shape::fixed(&ys));
     let dx = kiln::autodiff::vjp(y, &[x], dy).unwrap()[0];
@@ -609,23 +619,43 @@ fn max_pool(cfg: &Config, report: &mut Report, hwc: [usize; 3]) {
     ];
     let src = f32s(&feeds[0].1);
     let mut copy = vec![0f32; n];
+    // A session compiled now (its first run), with or without the Cranelift kernels.
+    let session = |fetch: Tensor<'_>, native: bool| {
+        std::env::set_var("KILN_POOL_NATIVE", if native { "1" } else { "0" });
+        let mut sess = Session::new(&g).unwrap();
+        let mut out = vec![];
+        sess.run_into(&[fetch], &feeds, &mut out).unwrap();
+        std::env::remove_var("KILN_POOL_NATIVE");
+        (sess, out)
+    };
     for t in THREADS {
         kiln::threads::set_threads(t);
         for (dir, fetch) in [("fwd", y), ("bwd", dx)] {
-            let mut sess = Session::new(&g).unwrap();
-            let mut kout = vec![];
-            let [k, base] = measure(
+            let (mut sess, mut kout) = session(fetch, false);
+            let (mut nat, mut nout) = session(fetch, true);
+            assert!(
+                kout[0].bits_eq(&nout[0]),
+                "{case} {dir}: the two paths differ"
+            );
+            let [k, native, base] = measure(
                 cfg,
                 [
                     &mut || {
                         sess.run_into(&[fetch], &feeds, &mut kout).unwrap();
                         black_box(&kout);
                     },
+                    &mut || {
+                        nat.run_into(&[fetch], &feeds, &mut nout).unwrap();
+                        black_box(&nout);
+                    },
                     &mut || black_box(&mut copy).copy_from_slice(black_box(src)),
                 ],
             );
             let name = "memcpy of the input (1 thread)";
             report.row(&format!("{case} {dir}"), t, k, name, base, Target::None);
+            let name = "native pooling loops";
+            let row = format!("{case} {dir}, Cranelift kernel");
+            report.row(&row, t, k, name, native, Target::None);
         }
     }
 }
@@ -647,8 +677,10 @@ fn main() {
     mlp_infer(&cfg, &mut report);
     cold_compile(&cfg, &mut report);
     deep_chain(&cfg, &mut report);
-    max_pool(&cfg, &mut report, [26, 26, 32]);
-    max_pool(&cfg, &mut report, [11, 11, 64]);
+    for max in [true, false] {
+        pool(&cfg, &mut report, [26, 26, 32], max);
+        pool(&cfg, &mut report, [11, 11, 64], max);
+    }
     cnn::mnist_cnn(&cfg, &mut report);
     cnn::mnist_cnn_compile(&cfg, &mut report);
     kiln::threads::set_threads(0);

@@ -49,6 +49,7 @@
 //! (feeds are plain `Vec`s), so misalignment cannot fault.
 
 mod body;
+pub(super) mod pool;
 mod reduce;
 pub(super) mod tiled;
 mod unary;

@@ -65,7 +65,7 @@ pub(super) enum Step {
     /// Random numbers written straight into the output, by the same function the
     /// interpreter uses (`rng`), split over the pool: element `i` depends only on
     /// (seed, run, i), so the bits never depend on the thread count.
-    /// A pooling node, run by native loops (`jit/pool.rs`).
+    /// A pooling node: its Cranelift function over ranges of images (`jit/pool/`).
     Pool(super::pool::PoolStep),
     Random {
         dist: RandomDist,
@@ -220,7 +220,10 @@ pub(super) fn schedule(
             }
             Op::Pool { kind, window } => {
                 let args = n.inputs.iter().map(|i| loc[i]).collect();
-                let step = super::pool::step(&p.graph, id, *kind, window, args, out)?;
+                let mut step = super::pool::step(&p.graph, id, *kind, window, args, out)?;
+                if let Some(fid) = step.lower(module, &mut fctx, helpers, &mut s.lowered)? {
+                    s.pending.push((s.steps.len(), fid));
+                }
                 s.steps.push(Step::Pool(step));
             }
             Op::Reshape if !same_bytes(&p.graph.node(n.inputs[0]).ty, &n.ty) => {

@@ -4,7 +4,7 @@
 //! interpreter at run time (the issue that removed host steps measured a fetched transpose
 //! running 50 times slower that way). Every compute node of the optimized program must be
 //! covered by exactly one native step: a kernel call (with or without a `gemm`), a copy or
-//! an alias of a reshape, a random fill, a convolution (`conv.rs`) or a pooling step (`pool.rs`). [`StepCounts`] says how many of each kind an
+//! an alias of a reshape, a random fill, a convolution (`conv.rs`) or a pooling step (`pool/`). [`StepCounts`] says how many of each kind an
 //! executable has, and [`covers`] proves the coverage at compile time; the session hands the
 //! counts out with the compile times, and the test suite checks them on every JIT run.
 
@@ -31,8 +31,11 @@ pub struct StepCounts {
     pub random: usize,
     /// Convolutions (im2col and `gemm` steps).
     pub conv: usize,
-    /// Pooling steps (native loops over windows).
+    /// Pooling steps.
     pub pools: usize,
+    /// Pooling steps that run a Cranelift kernel (the others run native loops: see
+    /// `jit/pool/native.rs`).
+    pub pool_kernels: usize,
     /// Compute nodes of the program (everything but placeholders, variables and constants).
     pub nodes: usize,
     /// Nodes covered by one of the above.
@@ -77,6 +80,7 @@ pub(super) fn covers(
             }
             Step::Pool(p) => {
                 c.pools += 1;
+                c.pool_kernels += usize::from(p.lowered);
                 covered.push(p.node);
             }
         }

@@ -1,148 +1,18 @@
-//! Pooling steps (`Op::Pool`): native loops over NHWC windows, one step per pooling node.
+//! The native pooling loops: rustc-compiled, kept as the reference the Cranelift kernels
+//! (`codegen/pool.rs`) are measured against (`KILN_POOL_NATIVE=1`) and as the fallback for a
+//! geometry whose unrolled kernel would be too large (a window much larger than its input,
+//! where nearly every output position has its own tap list).
 //!
-//! This is a first step towards issue 17's Cranelift pooling kernels: rustc-compiled loops,
-//! not a Cranelift function per op. They are written for the vectorizer all the same: in
-//! NHWC a window tap is `C` contiguous channels, so every inner loop runs across channels
-//! with no branch (the max's "greater, or a NaN over a number" test is a select), and the
-//! taps inside the input are listed once per output row and column, so no tap is tested
-//! against the padding in the inner loops.
-//!
-//! The arithmetic is the interpreter's, operation for operation (the semantics are in the
-//! docs of `graph::op::pool`): the same scan order, the same first-maximum and first-NaN
-//! rule, the average summed from `-0.0` in scan order then divided by the count, gradients
-//! added into `+0.0` window by window in row-major order. Each of those is one IEEE operation
-//! in the dtype, which is what the interpreter's per-operation rounding computes, so the two
-//! agree bit for bit. A step is split over the pool by whole images: an image's windows read
-//! and write only that image, so the bits do not depend on the thread count (invariant 13).
+//! In NHWC a window tap is `C` contiguous channels, so every inner loop runs across channels
+//! with no branch (the max's "greater, or a NaN over a number" test is a select) and
+//! vectorizes; the taps inside the input are listed once per output row and column, so no
+//! tap is tested against the padding in the inner loops. The arithmetic is the module's
+//! (see `pool/mod.rs`).
 
-use super::buffers::{Buffers, Loc};
-use super::exec::on_pool;
+use super::PoolStep;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
-use crate::graph::op::{PoolKind, Ty, Window2d};
-use crate::graph::{GraphData, NodeId};
+use crate::graph::op::PoolKind;
 use std::ops::{Add, Div};
-
-/// Below this many tap visits a pooling step runs on one thread.
-const MIN_PARALLEL_WORK: usize = 1 << 16;
-
-/// One pooling step, its geometry fixed at compile time.
-pub(super) struct PoolStep {
-    pub(super) kind: PoolKind,
-    pub(super) args: Vec<Loc>,
-    pub(super) out: Loc,
-    pub(super) node: NodeId,
-    dtype: DType,
-    /// Images in the batch.
-    n: usize,
-    /// The image's height, width and channels.
-    hwc: [usize; 3],
-    /// The pooled height and width.
-    out_hw: [usize; 2],
-    /// The input rows (columns) each output row (column) reads, in scan order.
-    rows: Vec<Vec<usize>>,
-    cols: Vec<Vec<usize>>,
-    /// The divisor of each window of an average: its row count and column count, or the
-    /// kernel's when the padding counts.
-    whole: Option<usize>,
-    /// No input pixel lies in two windows (stride at least the extent on both axes, as the
-    /// 2×2/2 pooling of a convnet): `MaxGrad` then writes each tap once instead of adding.
-    disjoint: bool,
-}
-
-fn dims(t: &Ty) -> Result<Vec<usize>> {
-    t.shape
-        .to_fixed()
-        .filter(|d| d.len() == 4)
-        .ok_or_else(|| Error::invalid(format!("jit: a pooling operand has type {t}")))
-}
-
-/// The inside taps of each output position along axis `a`.
-fn taps(w: &Window2d, a: usize, size: usize, out: usize) -> Vec<Vec<usize>> {
-    (0..out)
-        .map(|o| {
-            (0..w.kernel[a])
-                .filter_map(|k| {
-                    (o * w.strides[a] + k * w.dilations[a])
-                        .checked_sub(w.pad_lo[a])
-                        .filter(|&i| i < size)
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// The step of pooling node `id`, whose operands and output live at `args` and `out`.
-pub(super) fn step(
-    g: &GraphData,
-    id: NodeId,
-    kind: PoolKind,
-    w: &Window2d,
-    args: Vec<Loc>,
-    out: Loc,
-) -> Result<PoolStep> {
-    let n = g.node(id);
-    // The image the windows slide over, and the pooled tensor; checked against the shape
-    // rule here, since the loops below index buffers sized from these types.
-    let operand = |i: usize| g.node(n.inputs[i]).ty.clone();
-    let (image, pooled) = match kind {
-        PoolKind::Max | PoolKind::Avg { .. } | PoolKind::MaxGather => (operand(0), n.ty.clone()),
-        PoolKind::MaxGrad => (operand(0), operand(1)),
-        PoolKind::AvgGrad { .. } => (n.ty.clone(), operand(0)),
-    };
-    let (im, po) = (dims(&image)?, dims(&pooled)?);
-    let float = matches!(image.dtype, DType::F32 | DType::F64);
-    let same = |t: &Ty| t.dtype == image.dtype;
-    let tys_ok = float
-        && same(&pooled)
-        && same(&n.ty)
-        && n.inputs.iter().all(|&i| same(&g.node(i).ty))
-        && im[0] == po[0]
-        && im[3] == po[3]
-        && w.out_hw([im[1], im[2]]).ok() == Some([po[1], po[2]])
-        && match kind {
-            PoolKind::MaxGather | PoolKind::MaxGrad => operand(1).shape.to_fixed().is_some(),
-            _ => true,
-        }
-        && match kind {
-            PoolKind::MaxGather => operand(1) == image,
-            _ => true,
-        };
-    if !tys_ok || n.inputs.len() != kind.arity() {
-        return Err(Error::invalid(format!(
-            "jit: pooling node {} has inconsistent types",
-            n.label()
-        )));
-    }
-    let rows = taps(w, 0, im[1], po[1]);
-    let cols = taps(w, 1, im[2], po[2]);
-    if rows.iter().chain(&cols).any(Vec::is_empty) {
-        return Err(Error::invalid(format!(
-            "jit: pooling node {} has a window with no tap inside its input",
-            n.label()
-        )));
-    }
-    let whole = match kind {
-        PoolKind::Avg { .. } | PoolKind::AvgGrad { .. } if kind.count(w, 0) != 0 => {
-            Some(kind.count(w, 0))
-        }
-        _ => None,
-    };
-    Ok(PoolStep {
-        kind,
-        args,
-        out,
-        node: id,
-        dtype: image.dtype,
-        n: im[0],
-        hwc: [im[1], im[2], im[3]],
-        out_hw: [po[1], po[2]],
-        rows,
-        cols,
-        whole,
-        disjoint: (0..2).all(|a| w.extent(a).is_ok_and(|e| w.strides[a] >= e)),
-    })
-}
 
 /// The float types the loops run in.
 trait Float: Copy + PartialOrd + Add<Output = Self> + Div<Output = Self> + Send + Sync {
@@ -194,62 +64,19 @@ fn wins<T: Float>(v: T, best: T) -> bool {
 }
 
 impl PoolStep {
-    fn image_len(&self) -> usize {
-        self.hwc.iter().product()
-    }
-
-    fn pooled_len(&self) -> usize {
-        self.out_hw[0] * self.out_hw[1] * self.hwc[2]
+    /// Runs images `[lo, hi)` with the native loops: `ins` the operands' addresses, `out`
+    /// the output's.
+    pub(super) fn images_native(&self, ins: &[*const u8], out: *mut u8, lo: usize, hi: usize) {
+        match self.dtype {
+            DType::F64 => self.images_typed::<f64>(ins, out, lo, hi),
+            _ => self.images_typed::<f32>(ins, out, lo, hi),
+        }
     }
 
     /// The flat offset, within an image, of the pixel `(iy, ix)`'s first channel.
     #[inline(always)]
     fn at(&self, iy: usize, ix: usize) -> usize {
         (iy * self.hwc[1] + ix) * self.hwc[2]
-    }
-
-    /// Runs the step: operands and output from `bufs`, split by images over the pool.
-    pub(super) fn run(&self, bufs: &mut Buffers<'_>, threads: usize) {
-        let kernel = self.rows.iter().map(Vec::len).max().unwrap_or(0)
-            * self.cols.iter().map(Vec::len).max().unwrap_or(0);
-        let work = self.n * self.pooled_len() * kernel.max(1);
-        let chunks = if threads > 1 && work >= MIN_PARALLEL_WORK {
-            threads.min(self.n).max(1)
-        } else {
-            1
-        };
-        let (ins, out) = self.pointers(bufs);
-        let call = |c: usize| {
-            let (lo, hi) = (self.n * c / chunks, self.n * (c + 1) / chunks);
-            self.images_at(&ins, out, lo, hi);
-        };
-        // SAFETY: concurrent calls write disjoint images of the output (see `images_at`).
-        unsafe { on_pool(chunks, &call) };
-    }
-
-    /// Runs images `[lo, hi)` of the step on the calling thread (`hi <= n`): what a caller
-    /// that produces the operand image by image (a convolution's tiles) runs while those
-    /// images are in cache. Images outside the range are neither read nor written.
-    #[allow(dead_code)]
-    pub(super) fn run_images(&self, bufs: &mut Buffers<'_>, lo: usize, hi: usize) {
-        let (ins, out) = self.pointers(bufs);
-        self.images_at(&ins, out, lo, hi.min(self.n));
-    }
-
-    fn pointers(&self, bufs: &mut Buffers<'_>) -> (Vec<*const u8>, *mut u8) {
-        let ins = self
-            .args
-            .iter()
-            .map(|&l| bufs.ptr(l) as *const u8)
-            .collect();
-        (ins, bufs.ptr(self.out))
-    }
-
-    fn images_at(&self, ins: &[*const u8], out: *mut u8, lo: usize, hi: usize) {
-        match self.dtype {
-            DType::F64 => self.images_typed::<f64>(ins, out, lo, hi),
-            _ => self.images_typed::<f32>(ins, out, lo, hi),
-        }
     }
 
     fn images_typed<T: Float>(&self, ins: &[*const u8], out: *mut u8, lo: usize, hi: usize) {
