@@ -37,6 +37,10 @@ pub(crate) fn reduce_identity(op: ReduceOp, dt: DType) -> f64 {
         (ReduceOp::Sum, _) => 0.0,
         (ReduceOp::Max, DType::I32) => i32::MIN as f64,
         (ReduceOp::Max, DType::F32 | DType::F64 | DType::Bool) => f64::NEG_INFINITY,
+        // Storage dtypes: the shape rules refuse a reduction of them, so no run reaches here.
+        (ReduceOp::Max, DType::I64 | DType::I8 | DType::U8 | DType::F16 | DType::BF16) => {
+            f64::NEG_INFINITY
+        }
     }
 }
 
@@ -71,26 +75,11 @@ pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Re
     Ok((op.props().f64)(a, b))
 }
 
-/// Converts a value to `to` (floats to integers truncate toward zero and saturate, NaN → 0).
-pub(crate) fn cast(to: DType, prec: Precision, x: f64) -> f64 {
-    match to {
-        DType::F32 | DType::F64 => round(to, prec, x),
-        DType::I32 => {
-            if x.is_nan() {
-                0.0
-            } else {
-                // `+ 0.0` turns a truncated -0.0 into the integer 0.
-                x.trunc().clamp(i32::MIN as f64, i32::MAX as f64) + 0.0
-            }
-        }
-        DType::Bool => {
-            if x != 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        }
-    }
+/// Converts a slot of dtype `from` to `to` by the rules of [`crate::dtype`] (floats to
+/// integers truncate toward zero and saturate, NaN → 0; integers wrap; half types go through
+/// `f32`): [`crate::cast::cast_slot`], shared with [`Array::cast`].
+pub(crate) fn cast(from: DType, to: DType, prec: Precision, x: f64) -> f64 {
+    crate::cast::cast_slot(from, to, x, prec == Precision::F64)
 }
 
 /// The node's runtime error: its op, name and the user's line, as the JIT names it.
@@ -115,10 +104,10 @@ pub(super) fn eval_node(
     let data: Vec<f64> = match &n.op {
         Op::Placeholder => return Err(Error::Feed(format!("{} was not fed", n.label()))),
         Op::Variable { .. } => match vars.get(&id) {
-            Some(a) => a.to_f64_vec(),
+            Some(a) => a.to_slots(),
             None => return Err(Error::Feed(format!("variable {} has no value", n.label()))),
         },
-        Op::Constant(c) => c.0.to_f64_vec(),
+        Op::Constant(c) => c.0.to_slots(),
         Op::Random { dist, seed } => (0..numel as u64)
             .map(|i| match dist {
                 RandomDist::Uniform { low, high } => {
@@ -145,7 +134,14 @@ pub(super) fn eval_node(
                 .map(|i| if c[i] != 0.0 { a[i] } else { b[i] })
                 .collect()
         }
-        Op::Cast(to) => ins[0].data.iter().map(|&x| cast(*to, prec, x)).collect(),
+        Op::Cast(to) => {
+            let from = ins[0].dtype;
+            ins[0]
+                .data
+                .iter()
+                .map(|&x| cast(from, *to, prec, x))
+                .collect()
+        }
         Op::StopGradient => ins[0].data.clone(),
         Op::Reshape => movement(n, ins, &shape)?,
         // The effect itself is applied by the caller after the run (see graph::effects).

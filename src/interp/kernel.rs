@@ -50,7 +50,7 @@ fn eval_body(
                     v(b)
                 }
             }
-            Expr::Cast(a) => cast(*dt, prec, v(a)),
+            Expr::Cast(a) => cast(body.exprs[*a as usize].1, *dt, prec, v(a)),
         };
         scratch.push(x);
     }

@@ -49,6 +49,7 @@ mod losses;
 mod model;
 mod pool;
 mod reshape;
+mod weights;
 
 pub use crate::progress::Verbosity;
 pub use batch::{Inputs, Logs};
@@ -65,3 +66,4 @@ pub use losses::{Loss, Metric};
 pub use model::{Builder, Model, Sequential};
 pub use pool::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 pub use reshape::Reshape;
+pub use weights::{TorchLayout, WeightMap};

@@ -67,6 +67,11 @@ impl Gen<'_, '_> {
                 | UnaryOp::Erf
                 | UnaryOp::Softplus => unreachable!("{} is not defined on {dt}", u.name()),
             },
+            // Storage dtypes: the shape rules refuse arithmetic on them (`infer::compute`), so
+            // fusion never puts a unary op of one in a kernel.
+            DType::I64 | DType::I8 | DType::U8 | DType::F16 | DType::BF16 => {
+                unreachable!("{} is not defined on {dt}", u.name())
+            }
         }
     }
 }
