@@ -251,7 +251,12 @@ fn arithmetic_on_a_storage_dtype_is_refused_with_the_cast_to_use() {
         (DType::I8, "i32"),
         (DType::U8, "i32"),
     ] {
-        for op in ["add", "exp", "sum", "matmul", "equal"] {
+        let ops: &[&str] = if d == DType::I64 {
+            &["exp", "sum", "matmul", "pow"] // i64 has the elementwise integer ops
+        } else {
+            &["add", "exp", "sum", "matmul", "equal"]
+        };
+        for &op in ops {
             let g = Graph::new();
             let x = g.placeholder("x", d, [2, 2]);
             let _ = match op {
@@ -259,6 +264,7 @@ fn arithmetic_on_a_storage_dtype_is_refused_with_the_cast_to_use() {
                 "exp" => x.exp(),
                 "sum" => x.sum(&[0], false),
                 "matmul" => x.matmul(x),
+                "pow" => x.pow(x),
                 _ => x.equal(x),
             };
             let e = g.check().expect_err(op).to_string();
@@ -395,4 +401,69 @@ fn fit_and_evaluate_take_i64_labels() {
         e.contains("y[3] = 8589934592") && e.contains("not a class index"),
         "{e}"
     );
+}
+
+#[test]
+fn i64_arithmetic_wraps_like_i32_on_both_backends() {
+    let big = (1i64 << 53) + 1;
+    let a = vec![big, i64::MAX, i64::MIN, -7, 7, 0, 5];
+    let b = vec![3i64, 1, -1, 2, -2, 9, big];
+    let n = a.len();
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::I64, [n]);
+    let y = g.placeholder("y", DType::I64, [n]);
+    let fetches = [
+        x + y,
+        x - y,
+        x * y,
+        x / y,
+        x.maximum(y),
+        x.minimum(y),
+        -x,
+        x.abs(),
+        x.less(y).cast(DType::I64),
+        x.equal(y).cast(DType::I64),
+        // Fused with a cast, as a model's input pipeline would.
+        (x + y).cast(DType::F32),
+    ];
+    g.check().unwrap();
+    let feeds = [
+        (x, Array::new([n], a.clone()).unwrap()),
+        (y, Array::new([n], b.clone()).unwrap()),
+    ];
+    let got = both(&g, &fetches, &feeds);
+    type F = fn(i64, i64) -> i64;
+    let want: [F; 10] = [
+        i64::wrapping_add,
+        i64::wrapping_sub,
+        i64::wrapping_mul,
+        i64::wrapping_div,
+        i64::max,
+        i64::min,
+        |x, _| x.wrapping_neg(),
+        |x, _| x.wrapping_abs(),
+        |x, y| i64::from(x < y),
+        |x, y| i64::from(x == y),
+    ];
+    for (k, f) in want.iter().enumerate() {
+        let w: Vec<i64> = a.iter().zip(&b).map(|(&p, &q)| f(p, q)).collect();
+        assert_eq!(got[k].to_vec::<i64>().unwrap(), w, "fetch {k}");
+    }
+    let sums: Vec<f32> = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| p.wrapping_add(*q) as f32)
+        .collect();
+    assert_eq!(got[10].to_vec::<f32>().unwrap(), sums);
+    // Division by zero is an error on both backends, naming the op.
+    let zero = Array::new([n], vec![0i64; n]).unwrap();
+    for backend in [Backend::Jit, Backend::Interpreter] {
+        let mut s = Session::with_backend(&g, backend).unwrap();
+        let e = s.run(&[fetches[3]], &[(x, feeds[0].1.clone()), (y, zero.clone())]);
+        let e = e.expect_err("division by zero").to_string();
+        assert!(
+            e.contains("division by zero") && e.contains("div"),
+            "{backend:?}: {e}"
+        );
+    }
 }

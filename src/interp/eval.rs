@@ -51,6 +51,9 @@ pub(crate) fn unary(op: UnaryOp, x: f64) -> f64 {
 
 /// One binary op on operands of dtype `dt`; `Err` only for integer division by zero.
 pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Result<f64, String> {
+    if dt == DType::I64 {
+        return binary_i64(op, a, b);
+    }
     if dt == DType::I32 {
         let (x, y) = (a as i64, b as i64);
         let r = match op {
@@ -73,6 +76,43 @@ pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Re
         return Ok(r as i32 as f64);
     }
     Ok((op.props().f64)(a, b))
+}
+
+/// One binary op on `i64` slots (the integers' bits, `src/cast.rs`): wrapping, as `i32`;
+/// division truncates, `MIN / -1` wraps, by zero is an error. `pow` is refused by the shape
+/// rules.
+fn binary_i64(op: BinaryOp, a: f64, b: f64) -> std::result::Result<f64, String> {
+    use crate::cast::{i64_slot, slot_i64};
+    let (x, y) = (slot_i64(a), slot_i64(b));
+    let flag = |c: bool| Ok(if c { 1.0 } else { 0.0 });
+    let r = match op {
+        BinaryOp::Add => x.wrapping_add(y),
+        BinaryOp::Sub => x.wrapping_sub(y),
+        BinaryOp::Mul => x.wrapping_mul(y),
+        BinaryOp::Div if y == 0 => return Err("integer division by zero".into()),
+        BinaryOp::Div => x.wrapping_div(y),
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+        BinaryOp::Pow => return Err("pow is not defined on i64".into()),
+        BinaryOp::Eq => return flag(x == y),
+        BinaryOp::Ne => return flag(x != y),
+        BinaryOp::Lt => return flag(x < y),
+        BinaryOp::Le => return flag(x <= y),
+        BinaryOp::Gt => return flag(x > y),
+        BinaryOp::Ge => return flag(x >= y),
+    };
+    Ok(i64_slot(r))
+}
+
+/// One unary op on a slot of dtype `dt`: an `i64` slot holds bits, so its ops (`neg`,
+/// `abs`: the shape rules allow no other) wrap on the integer.
+pub(crate) fn unary_of(op: UnaryOp, dt: DType, x: f64) -> f64 {
+    use crate::cast::{i64_slot, slot_i64};
+    match (dt, op) {
+        (DType::I64, UnaryOp::Neg) => i64_slot(slot_i64(x).wrapping_neg()),
+        (DType::I64, _) => i64_slot(slot_i64(x).wrapping_abs()),
+        _ => unary(op, x),
+    }
 }
 
 /// Converts a slot of dtype `from` to `to` by the rules of [`crate::dtype`] (floats to
@@ -119,7 +159,11 @@ pub(super) fn eval_node(
                 }
             })
             .collect(),
-        Op::Unary(u) => ins[0].data.iter().map(|&x| r(unary(*u, x))).collect(),
+        Op::Unary(u) => ins[0]
+            .data
+            .iter()
+            .map(|&x| r(unary_of(*u, dt, x)))
+            .collect(),
         Op::Binary(b) => {
             let in_dt = ins[0].dtype;
             let mut out = Vec::with_capacity(numel);

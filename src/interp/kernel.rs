@@ -2,7 +2,7 @@
 //! graph, so a program evaluates to the same bits before and after fusion (the oracle for
 //! the JIT's kernels and for the fusion pass).
 
-use super::eval::{binary, cast, reduce_identity, round, unary};
+use super::eval::{binary, cast, reduce_identity, round, unary_of};
 use super::{Precision, Value};
 use crate::dtype::DType;
 use crate::graph::op::props::ieee_max;
@@ -38,7 +38,7 @@ fn eval_body(
             }
             Expr::Core => core,
             Expr::Const(bits) => f64::from_bits(*bits),
-            Expr::Unary(u, a) => round(*dt, prec, unary(*u, v(a))),
+            Expr::Unary(u, a) => round(*dt, prec, unary_of(*u, *dt, v(a))),
             Expr::Binary(b, a, c) => {
                 let in_dt = body.exprs[*a as usize].1;
                 round(*dt, prec, binary(*b, in_dt, v(a), v(c))?)

@@ -24,9 +24,15 @@ pub(crate) fn compute(what: &str, d: DType) -> Result<(), String> {
         return Ok(());
     }
     let to = d.compute_dtype();
+    let has = if d == DType::I64 {
+        "i64 has elementwise arithmetic and comparisons only (no pow, reductions or \
+         contractions)"
+            .to_string()
+    } else {
+        format!("{d} is a storage dtype (it can be fed, fetched, stored, moved and cast)")
+    };
     Err(format!(
-        "{what} does not compute in {d}: {d} is a storage dtype (it can be fed, fetched, \
-         stored, moved and cast); cast to {to} first, e.g. `x.cast(DType::{})`",
+        "{what} does not compute in {d}: {has}; cast to {to} first, e.g. `x.cast(DType::{})`",
         to.name().to_uppercase()
     ))
 }
@@ -158,8 +164,9 @@ fn random(t: Ty) -> Result<Ty, String> {
 
 fn unary(u: &UnaryOp, ins: &[Arg<'_>]) -> Result<Ty, String> {
     let t = ins[0].ty.clone();
-    compute(u.name(), t.dtype)?;
-    if !(u.props().on_i32 && t.dtype == DType::I32) {
+    let int = matches!(t.dtype, DType::I32 | DType::I64);
+    if !(u.props().on_i32 && int) {
+        compute(u.name(), t.dtype)?;
         need_float(u.name(), t.dtype)?;
     }
     Ok(t)
@@ -173,7 +180,10 @@ fn binary(b: &BinaryOp, ins: &[Arg<'_>]) -> Result<Ty, String> {
     if x.shape != y.shape {
         return Err(format!("operand shapes differ: {x} vs {y}"));
     }
-    compute(b.name(), x.dtype)?;
+    // i64 has the i32 ops but `pow` (see the module docs of `crate::dtype`).
+    if x.dtype != DType::I64 || *b == BinaryOp::Pow {
+        compute(b.name(), x.dtype)?;
+    }
     match b {
         BinaryOp::Eq | BinaryOp::Ne => {}
         BinaryOp::Pow => need_float("pow", x.dtype)?,

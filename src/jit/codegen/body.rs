@@ -365,13 +365,14 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// Truncating i32 division that wraps `MIN / -1` and flags division by zero in `status`
-    /// instead of trapping (the interpreter reports it as an error, so must we).
+    /// Truncating i32 or i64 division that wraps `MIN / -1` and flags division by zero in
+    /// `status` instead of trapping (the interpreter reports it as an error, so must we).
     fn int_div(&mut self, a: Value, c: Value) -> Value {
         let zero = self.b.ins().icmp_imm_s(IntCC::Equal, c, 0);
         let minus1 = self.b.ins().icmp_imm_s(IntCC::Equal, c, -1);
         let bad = self.b.ins().bor(zero, minus1);
-        let one = self.b.ins().iconst(I32, 1);
+        let ty = self.b.func.dfg.value_type(c);
+        let one = self.b.ins().iconst(ty, 1);
         let safe = self.b.ins().select(bad, one, c);
         let q = self.b.ins().sdiv(a, safe);
         let neg = self.b.ins().ineg(a);
