@@ -9,9 +9,9 @@
 //! fed, fetched, held in a variable or constant, saved and loaded, cast, and moved (reshape,
 //! permute, slice, pad, concat, broadcast, `where`, `stop_gradient`); every arithmetic op refuses
 //! it with an error naming the op and the dtype and saying what to cast to
-//! ([`DType::is_compute`]). `i64` has a little more: the elementwise integer ops of `i32`
-//! (`add sub mul div max min`, comparisons, `neg abs`), wrapping as `i32` does, which Cranelift
-//! runs natively at the same cost; not `pow`, reductions or contractions. Why refuse instead of promoting silently: a graph's dtypes are what
+//! ([`DType::is_compute`]). `i64` has a little more: the integer ops of `i32` (`add sub mul
+//! div max min`, comparisons, `neg abs`, `reduce_sum`, `reduce_max`), wrapping as `i32` does,
+//! which Cranelift runs natively at the same cost; not `pow` or contractions. Why refuse instead of promoting silently: a graph's dtypes are what
 //! it computes in, TF refuses mixed-dtype arithmetic the same way, and an implicit `f16 → f32`
 //! promotion would hide a copy of every operand (JAX computes `f16` natively, which kiln's JIT
 //! does not). `i64 → i32`, `f16 → f32` are one `cast` away, and the error says so.

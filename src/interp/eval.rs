@@ -36,11 +36,24 @@ pub(crate) fn reduce_identity(op: ReduceOp, dt: DType) -> f64 {
     match (op, dt) {
         (ReduceOp::Sum, _) => 0.0,
         (ReduceOp::Max, DType::I32) => i32::MIN as f64,
+        (ReduceOp::Max, DType::I64) => crate::cast::i64_slot(i64::MIN),
         (ReduceOp::Max, DType::F32 | DType::F64 | DType::Bool) => f64::NEG_INFINITY,
         // Storage dtypes: the shape rules refuse a reduction of them, so no run reaches here.
-        (ReduceOp::Max, DType::I64 | DType::I8 | DType::U8 | DType::F16 | DType::BF16) => {
-            f64::NEG_INFINITY
-        }
+        (ReduceOp::Max, DType::I8 | DType::U8 | DType::F16 | DType::BF16) => f64::NEG_INFINITY,
+    }
+}
+
+/// One step of a reduction of dtype `dt`: `acc` combined with `v`. `i64` slots hold bits
+/// (`src/cast.rs`), so their sum wraps on the integer; every other dtype folds in `f64`
+/// (`i32` sums are exact there and wrap when rounded).
+#[inline]
+pub(crate) fn reduce_step(op: ReduceOp, dt: DType, acc: f64, v: f64) -> f64 {
+    use crate::cast::{i64_slot, slot_i64};
+    match (op, dt) {
+        (ReduceOp::Sum, DType::I64) => i64_slot(slot_i64(acc).wrapping_add(slot_i64(v))),
+        (ReduceOp::Max, DType::I64) => i64_slot(slot_i64(acc).max(slot_i64(v))),
+        (ReduceOp::Sum, _) => acc + v,
+        (ReduceOp::Max, _) => ieee_max(acc, v),
     }
 }
 
@@ -232,12 +245,7 @@ fn reduce(x: &Value, op: ReduceOp, axes: &[usize], dt: DType, prec: Precision) -
     for_each_index(&kept_shape, |k| {
         let base: usize = k.iter().zip(&kept).map(|(i, &a)| i * st[a]).sum();
         let mut acc = reduce_identity(op, x.dtype);
-        let mut fold = |v: f64| {
-            acc = match op {
-                ReduceOp::Sum => acc + v,
-                ReduceOp::Max => ieee_max(acc, v),
-            }
-        };
+        let mut fold = |v: f64| acc = reduce_step(op, x.dtype, acc, v);
         if red_shape.is_empty() {
             fold(x.data[base]);
         } else {
