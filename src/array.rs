@@ -2,6 +2,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use half::{bf16, f16};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -17,6 +18,16 @@ pub enum ArrayData {
     I32(Vec<i32>),
     /// `bool` elements.
     Bool(Vec<bool>),
+    /// `i64` elements.
+    I64(Vec<i64>),
+    /// `i8` elements.
+    I8(Vec<i8>),
+    /// `u8` elements.
+    U8(Vec<u8>),
+    /// `f16` elements.
+    F16(Vec<f16>),
+    /// `bf16` elements.
+    BF16(Vec<bf16>),
 }
 
 /// A dense, row-major host tensor with a concrete shape.
@@ -43,9 +54,10 @@ pub trait Element: Copy + fmt::Debug + 'static {
     fn unwrap(d: &ArrayData) -> Option<&[Self]>;
     /// Mutably borrows array storage, if it holds this type.
     fn unwrap_mut(d: &mut ArrayData) -> Option<&mut [Self]>;
-    /// Converts from `f64`, the interpreter's working type (floats round, integers truncate).
+    /// Converts from `f64` (floats round to nearest, integers truncate toward zero and
+    /// saturate, NaN → 0).
     fn from_f64(v: f64) -> Self;
-    /// Converts to `f64`.
+    /// Converts to `f64` (exact, except `i64` values past 2^53, which round).
     fn to_f64(self) -> f64;
 }
 
@@ -83,6 +95,28 @@ element!(f32, F32, |v| v as f32, |x| x as f64);
 element!(f64, F64, |v| v, |x| x);
 element!(i32, I32, |v| v as i32, |x| x as f64);
 element!(bool, Bool, |v| v != 0.0, |x| if x { 1.0 } else { 0.0 });
+element!(i64, I64, |v| v as i64, |x| x as f64);
+element!(i8, I8, |v| v as i8, |x| x as f64);
+element!(u8, U8, |v| v as u8, |x| x as f64);
+element!(f16, F16, f16::from_f64, f16::to_f64);
+element!(bf16, BF16, bf16::from_f64, bf16::to_f64);
+
+/// Applies `$body` to the typed vector inside an [`ArrayData`], whatever its element type.
+macro_rules! each_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            ArrayData::F32($v) => $body,
+            ArrayData::F64($v) => $body,
+            ArrayData::I32($v) => $body,
+            ArrayData::Bool($v) => $body,
+            ArrayData::I64($v) => $body,
+            ArrayData::I8($v) => $body,
+            ArrayData::U8($v) => $body,
+            ArrayData::F16($v) => $body,
+            ArrayData::BF16($v) => $body,
+        }
+    };
+}
 
 impl Array {
     /// Makes an array from a shape and row-major data; the lengths must agree.
@@ -131,6 +165,11 @@ impl Array {
             DType::F64 => ArrayData::F64(vec![0.0; n]),
             DType::I32 => ArrayData::I32(vec![0; n]),
             DType::Bool => ArrayData::Bool(vec![false; n]),
+            DType::I64 => ArrayData::I64(vec![0; n]),
+            DType::I8 => ArrayData::I8(vec![0; n]),
+            DType::U8 => ArrayData::U8(vec![0; n]),
+            DType::F16 => ArrayData::F16(vec![f16::ZERO; n]),
+            DType::BF16 => ArrayData::BF16(vec![bf16::ZERO; n]),
         };
         Array { shape, data }
     }
@@ -162,6 +201,11 @@ impl Array {
             DType::F64 => zeros(n).map(ArrayData::F64),
             DType::I32 => zeros(n).map(ArrayData::I32),
             DType::Bool => zeros(n).map(ArrayData::Bool),
+            DType::I64 => zeros(n).map(ArrayData::I64),
+            DType::I8 => zeros(n).map(ArrayData::I8),
+            DType::U8 => zeros(n).map(ArrayData::U8),
+            DType::F16 => zeros(n).map(ArrayData::F16),
+            DType::BF16 => zeros(n).map(ArrayData::BF16),
         };
         let data = data.ok_or_else(|| {
             Error::invalid(format!(
@@ -180,11 +224,56 @@ impl Array {
             Some(data.len()),
             "Array::from_f64 length"
         );
+        fn conv<T: Element>(d: &[f64]) -> ArrayData {
+            T::wrap(d.iter().map(|&v| T::from_f64(v)).collect())
+        }
         let data = match dtype {
-            DType::F32 => ArrayData::F32(data.iter().map(|&v| v as f32).collect()),
+            DType::F32 => conv::<f32>(&data),
             DType::F64 => ArrayData::F64(data),
-            DType::I32 => ArrayData::I32(data.iter().map(|&v| v as i32).collect()),
-            DType::Bool => ArrayData::Bool(data.iter().map(|&v| v != 0.0).collect()),
+            DType::I32 => conv::<i32>(&data),
+            DType::Bool => conv::<bool>(&data),
+            DType::I64 => conv::<i64>(&data),
+            DType::I8 => conv::<i8>(&data),
+            DType::U8 => conv::<u8>(&data),
+            DType::F16 => conv::<f16>(&data),
+            DType::BF16 => conv::<bf16>(&data),
+        };
+        Array { shape, data }
+    }
+
+    /// The elements as the interpreter's `f64` slots: the value, except for `i64`, `f16` and
+    /// `bf16`, whose bits the slot holds so that every value moves exactly (`src/cast.rs`).
+    pub(crate) fn to_slots(&self) -> Vec<f64> {
+        use crate::cast::{half_slot, i64_slot};
+        match &self.data {
+            ArrayData::I64(v) => v.iter().map(|&x| i64_slot(x)).collect(),
+            ArrayData::F16(v) => v.iter().map(|x| half_slot(x.to_bits())).collect(),
+            ArrayData::BF16(v) => v.iter().map(|x| half_slot(x.to_bits())).collect(),
+            ArrayData::F32(_)
+            | ArrayData::F64(_)
+            | ArrayData::I32(_)
+            | ArrayData::Bool(_)
+            | ArrayData::I8(_)
+            | ArrayData::U8(_) => self.to_f64_vec(),
+        }
+    }
+
+    /// The inverse of [`Array::to_slots`]: an array of `dtype` from slots of that dtype.
+    pub(crate) fn from_slots(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Array {
+        use crate::cast::{slot_half, slot_i64};
+        let data = match dtype {
+            DType::I64 => ArrayData::I64(data.iter().map(|&x| slot_i64(x)).collect()),
+            DType::F16 => {
+                ArrayData::F16(data.iter().map(|&x| f16::from_bits(slot_half(x))).collect())
+            }
+            DType::BF16 => ArrayData::BF16(
+                data.iter()
+                    .map(|&x| bf16::from_bits(slot_half(x)))
+                    .collect(),
+            ),
+            DType::F32 | DType::F64 | DType::I32 | DType::Bool | DType::I8 | DType::U8 => {
+                return Array::from_f64(dtype, shape, data)
+            }
         };
         Array { shape, data }
     }
@@ -201,6 +290,11 @@ impl Array {
             ArrayData::F64(_) => DType::F64,
             ArrayData::I32(_) => DType::I32,
             ArrayData::Bool(_) => DType::Bool,
+            ArrayData::I64(_) => DType::I64,
+            ArrayData::I8(_) => DType::I8,
+            ArrayData::U8(_) => DType::U8,
+            ArrayData::F16(_) => DType::F16,
+            ArrayData::BF16(_) => DType::BF16,
         }
     }
 
@@ -256,22 +350,33 @@ impl Array {
         Ok(s[0])
     }
 
-    /// All elements converted to `f64` (booleans as 0/1).
+    /// All elements converted to `f64` (booleans as 0/1; `i64` values past 2^53 round).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        match &self.data {
-            ArrayData::F32(v) => v.iter().map(|&x| x as f64).collect(),
-            ArrayData::F64(v) => v.clone(),
-            ArrayData::I32(v) => v.iter().map(|&x| x as f64).collect(),
-            ArrayData::Bool(v) => v.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
-        }
+        each_data!(&self.data, v => v.iter().map(|&x| x.to_f64()).collect())
     }
 
-    /// The same values converted to another dtype.
+    /// The same values converted to another dtype, by the rules of the graph's `cast` (see
+    /// [`crate::dtype`]): float → integer truncates and saturates (NaN → 0), integer →
+    /// integer wraps, conversions to and from `f16`/`bf16` go through `f32`.
+    ///
+    /// ```
+    /// use kiln::{Array, DType};
+    /// let a = Array::new([3], vec![300i64, -1, 1 << 40]).unwrap();
+    /// assert_eq!(a.cast(DType::U8).to_vec::<u8>().unwrap(), vec![44, 255, 0]);
+    /// let h = Array::new([2], vec![1.5f32, 65520.0]).unwrap().cast(DType::F16);
+    /// assert_eq!(h.cast(DType::F32).to_vec::<f32>().unwrap(), vec![1.5, f32::INFINITY]);
+    /// ```
     pub fn cast(&self, dtype: DType) -> Array {
-        if dtype == self.dtype() {
+        let from = self.dtype();
+        if dtype == from {
             return self.clone();
         }
-        Array::from_f64(dtype, self.shape.clone(), self.to_f64_vec())
+        let slots = self.to_slots();
+        let out = slots
+            .iter()
+            .map(|&x| crate::cast::cast_slot(from, dtype, x, false))
+            .collect();
+        Array::from_slots(dtype, self.shape.clone(), out)
     }
 
     /// The same data under another shape with the same element count.
@@ -301,6 +406,15 @@ impl Array {
             }
             (ArrayData::I32(a), ArrayData::I32(b)) => a == b,
             (ArrayData::Bool(a), ArrayData::Bool(b)) => a == b,
+            (ArrayData::I64(a), ArrayData::I64(b)) => a == b,
+            (ArrayData::I8(a), ArrayData::I8(b)) => a == b,
+            (ArrayData::U8(a), ArrayData::U8(b)) => a == b,
+            (ArrayData::F16(a), ArrayData::F16(b)) => {
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (ArrayData::BF16(a), ArrayData::BF16(b)) => {
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
             _ => false,
         }
     }
@@ -313,6 +427,11 @@ impl Array {
             ArrayData::F64(v) => v.iter().for_each(|x| x.to_bits().hash(h)),
             ArrayData::I32(v) => v.hash(h),
             ArrayData::Bool(v) => v.hash(h),
+            ArrayData::I64(v) => v.hash(h),
+            ArrayData::I8(v) => v.hash(h),
+            ArrayData::U8(v) => v.hash(h),
+            ArrayData::F16(v) => v.iter().for_each(|x| x.to_bits().hash(h)),
+            ArrayData::BF16(v) => v.iter().for_each(|x| x.to_bits().hash(h)),
         }
     }
 }

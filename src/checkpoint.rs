@@ -16,6 +16,9 @@
 //!   checksum) before returning, and [`Session::restore`] checks every variable's name,
 //!   dtype and shape against the file before it sets any of them.
 //!
+//! Every safetensors dtype reads (`decode.rs`: the nine kiln holds as themselves, the rest
+//! widened exactly), so a PyTorch file with an `i64` counter or `f16` weights loads.
+//!
 //! A file with no kiln metadata at all (written by Python's `safetensors`, or a kiln file
 //! whose metadata was stripped) cannot be told apart from a foreign file: it is accepted
 //! without a checksum, and no run counter is restored. [`Session::restore`] says so in its
@@ -36,11 +39,13 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 
-use crate::array::{Array, ArrayData};
-use crate::dtype::DType;
+mod decode;
+
+use crate::array::Array;
 use crate::error::{Error, Result};
 use crate::session::Session;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use decode::{from_view, st_dtype, to_bytes};
+use safetensors::tensor::{SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -97,62 +102,6 @@ impl Restored {
 /// The checkpoint at `path` cannot be used: `what`, `detail`.
 fn bad(path: &Path, what: &str, detail: impl std::fmt::Display) -> Error {
     Error::invalid_file(path, format!("{what}: {detail}"))
-}
-
-fn to_bytes(a: &Array) -> Vec<u8> {
-    match a.data() {
-        ArrayData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ArrayData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ArrayData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ArrayData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
-    }
-}
-
-fn st_dtype(d: DType) -> Dtype {
-    match d {
-        DType::F32 => Dtype::F32,
-        DType::F64 => Dtype::F64,
-        DType::I32 => Dtype::I32,
-        DType::Bool => Dtype::BOOL,
-    }
-}
-
-fn from_view(name: &str, v: &TensorView<'_>) -> std::result::Result<Array, String> {
-    let shape = v.shape().to_vec();
-    let b = v.data();
-    let chunks = |n: usize| b.chunks_exact(n);
-    let r = match v.dtype() {
-        Dtype::F32 => Array::new(
-            &shape,
-            chunks(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect::<Vec<_>>(),
-        ),
-        Dtype::F64 => Array::new(
-            &shape,
-            chunks(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect::<Vec<_>>(),
-        ),
-        Dtype::I32 => Array::new(
-            &shape,
-            chunks(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect::<Vec<_>>(),
-        ),
-        Dtype::BOOL => {
-            if let Some(x) = b.iter().find(|&&x| x > 1) {
-                return Err(format!("tensor {name:?}: bool byte {x} is neither 0 nor 1"));
-            }
-            Array::new(&shape, b.iter().map(|&x| x == 1).collect::<Vec<_>>())
-        }
-        other => {
-            return Err(format!(
-                "tensor {name:?} has dtype {other:?}, which kiln does not hold"
-            ))
-        }
-    };
-    r.map_err(|e| format!("tensor {name:?}: {e}"))
 }
 
 /// FNV-1a (64-bit) over the metadata (but the checksum itself) and the tensors' names,

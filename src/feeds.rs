@@ -165,7 +165,9 @@ pub(crate) fn check_finite(d: &GraphData, fed: &HashMap<NodeId, &Array>) -> Resu
         let bad = match a.dtype() {
             DType::F32 => first_non_finite(a.as_slice::<f32>()?.iter().map(|&x| x as f64)),
             DType::F64 => first_non_finite(a.as_slice::<f64>()?.iter().copied()),
-            DType::I32 | DType::Bool => None,
+            DType::F16 => first_non_finite(a.as_slice::<half::f16>()?.iter().map(|x| x.to_f64())),
+            DType::BF16 => first_non_finite(a.as_slice::<half::bf16>()?.iter().map(|x| x.to_f64())),
+            DType::I32 | DType::Bool | DType::I64 | DType::I8 | DType::U8 => None,
         };
         if let Some((i, v)) = bad {
             let n = d.node(id);

@@ -350,6 +350,11 @@ impl Init {
             DType::F64 => Array::new(shape, self.values::<f64>(n, shape)?),
             DType::I32 => Array::new(shape, self.values::<i32>(n, shape)?),
             DType::Bool => Array::new(shape, self.values::<bool>(n, shape)?),
+            DType::I64 => Array::new(shape, self.values::<i64>(n, shape)?),
+            DType::I8 => Array::new(shape, self.values::<i8>(n, shape)?),
+            DType::U8 => Array::new(shape, self.values::<u8>(n, shape)?),
+            DType::F16 => Array::new(shape, self.values::<half::f16>(n, shape)?),
+            DType::BF16 => Array::new(shape, self.values::<half::bf16>(n, shape)?),
         }
     }
 

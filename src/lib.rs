@@ -28,6 +28,7 @@
 pub mod array;
 mod atomic;
 pub mod autodiff;
+mod cast;
 pub mod checkpoint;
 pub mod data;
 pub mod dtype;
@@ -69,6 +70,8 @@ pub use graph::op::{
 };
 pub use graph::op::{Pool2dOptions, PoolKind};
 pub use graph::{Conv2dOptions, Graph, GraphData, Node, NodeId, Tensor};
+/// The `half` crate's element types, for `f16` and `bf16` arrays.
+pub use half::{bf16, f16};
 pub use interp::{Interpreter, Precision};
 pub use shape::{Dim, Shape};
 

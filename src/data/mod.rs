@@ -325,6 +325,11 @@ pub fn take_rows_into(x: &Array, idx: &[usize], out: &mut Array) -> Result<()> {
         ArrayData::F64(d) => fill(d, row, idx, out.as_mut_slice()?),
         ArrayData::I32(d) => fill(d, row, idx, out.as_mut_slice()?),
         ArrayData::Bool(d) => fill(d, row, idx, out.as_mut_slice()?),
+        ArrayData::I64(d) => fill(d, row, idx, out.as_mut_slice()?),
+        ArrayData::I8(d) => fill(d, row, idx, out.as_mut_slice()?),
+        ArrayData::U8(d) => fill(d, row, idx, out.as_mut_slice()?),
+        ArrayData::F16(d) => fill(d, row, idx, out.as_mut_slice()?),
+        ArrayData::BF16(d) => fill(d, row, idx, out.as_mut_slice()?),
     }
     Ok(())
 }

@@ -198,6 +198,18 @@ impl<'g> Tensor<'g> {
         first.cast(DType::I32)
     }
 
+    /// Integer class labels as `i32`: `i32` ones as they are; `i64` ones (PyTorch's default)
+    /// through `f64`, so that a label outside `i32` saturates (stays out of range, which the
+    /// checked loss marks) instead of wrapping into range. `None` for other dtypes.
+    #[track_caller]
+    pub(crate) fn class_indices(self) -> Option<Tensor<'g>> {
+        match self.dtype() {
+            DType::I32 => Some(self),
+            DType::I64 => Some(self.cast(DType::F64).cast(DType::I32)),
+            _ => None,
+        }
+    }
+
     /// One-hot encoding of integer labels: `[..] -> f32[.., depth]`.
     #[track_caller]
     pub fn one_hot(self, depth: usize) -> Tensor<'g> {
@@ -259,21 +271,21 @@ impl<'g> Tensor<'g> {
     /// let labels = g.placeholder("labels", DType::F32, [None]);
     /// let _ = logits.sparse_softmax_cross_entropy_with_logits(labels);
     /// let err = g.check().unwrap_err().to_string();
-    /// assert!(err.contains("labels must be i32 class indices"), "{err}");
+    /// assert!(err.contains("labels must be i32 class indices (or i64 ones)"), "{err}");
     /// ```
     #[track_caller]
     pub fn sparse_softmax_cross_entropy_with_logits(self, labels: Tensor<'g>) -> Tensor<'g> {
-        if labels.dtype() != DType::I32 {
+        let Some(labels) = labels.class_indices() else {
             return self.graph().fail(
                 "sparse_softmax_cross_entropy_with_logits",
                 format!(
-                    "labels must be i32 class indices, got {} (logits {}); for one-hot or \
-                     probability labels use softmax_cross_entropy_with_logits",
+                    "labels must be i32 class indices (or i64 ones), got {} (logits {}); for one-hot \
+                     or probability labels use softmax_cross_entropy_with_logits",
                     labels.desc(),
                     self.desc()
                 ),
             );
-        }
+        };
         let depth = self
             .shape()
             .dims()
@@ -314,9 +326,9 @@ impl<'g> Tensor<'g> {
         labels: Tensor<'g>,
     ) -> Tensor<'g> {
         let loss = self.sparse_softmax_cross_entropy_with_logits(labels);
-        if labels.dtype() != DType::I32 {
+        let Some(labels) = labels.class_indices() else {
             return loss; // already recorded as a build error
-        }
+        };
         let depth = self
             .shape()
             .dims()

@@ -19,7 +19,7 @@ impl Node {
     pub(crate) fn can_fail_at_run(&self) -> bool {
         match &self.op {
             Op::Binary(b) => match b {
-                BinaryOp::Div => self.ty.dtype == DType::I32,
+                BinaryOp::Div => matches!(self.ty.dtype, DType::I32 | DType::I64),
                 BinaryOp::Add
                 | BinaryOp::Sub
                 | BinaryOp::Mul

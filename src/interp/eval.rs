@@ -36,7 +36,24 @@ pub(crate) fn reduce_identity(op: ReduceOp, dt: DType) -> f64 {
     match (op, dt) {
         (ReduceOp::Sum, _) => 0.0,
         (ReduceOp::Max, DType::I32) => i32::MIN as f64,
+        (ReduceOp::Max, DType::I64) => crate::cast::i64_slot(i64::MIN),
         (ReduceOp::Max, DType::F32 | DType::F64 | DType::Bool) => f64::NEG_INFINITY,
+        // Storage dtypes: the shape rules refuse a reduction of them, so no run reaches here.
+        (ReduceOp::Max, DType::I8 | DType::U8 | DType::F16 | DType::BF16) => f64::NEG_INFINITY,
+    }
+}
+
+/// One step of a reduction of dtype `dt`: `acc` combined with `v`. `i64` slots hold bits
+/// (`src/cast.rs`), so their sum wraps on the integer; every other dtype folds in `f64`
+/// (`i32` sums are exact there and wrap when rounded).
+#[inline]
+pub(crate) fn reduce_step(op: ReduceOp, dt: DType, acc: f64, v: f64) -> f64 {
+    use crate::cast::{i64_slot, slot_i64};
+    match (op, dt) {
+        (ReduceOp::Sum, DType::I64) => i64_slot(slot_i64(acc).wrapping_add(slot_i64(v))),
+        (ReduceOp::Max, DType::I64) => i64_slot(slot_i64(acc).max(slot_i64(v))),
+        (ReduceOp::Sum, _) => acc + v,
+        (ReduceOp::Max, _) => ieee_max(acc, v),
     }
 }
 
@@ -47,6 +64,9 @@ pub(crate) fn unary(op: UnaryOp, x: f64) -> f64 {
 
 /// One binary op on operands of dtype `dt`; `Err` only for integer division by zero.
 pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Result<f64, String> {
+    if dt == DType::I64 {
+        return binary_i64(op, a, b);
+    }
     if dt == DType::I32 {
         let (x, y) = (a as i64, b as i64);
         let r = match op {
@@ -71,26 +91,48 @@ pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Re
     Ok((op.props().f64)(a, b))
 }
 
-/// Converts a value to `to` (floats to integers truncate toward zero and saturate, NaN → 0).
-pub(crate) fn cast(to: DType, prec: Precision, x: f64) -> f64 {
-    match to {
-        DType::F32 | DType::F64 => round(to, prec, x),
-        DType::I32 => {
-            if x.is_nan() {
-                0.0
-            } else {
-                // `+ 0.0` turns a truncated -0.0 into the integer 0.
-                x.trunc().clamp(i32::MIN as f64, i32::MAX as f64) + 0.0
-            }
-        }
-        DType::Bool => {
-            if x != 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        }
+/// One binary op on `i64` slots (the integers' bits, `src/cast.rs`): wrapping, as `i32`;
+/// division truncates, `MIN / -1` wraps, by zero is an error. `pow` is refused by the shape
+/// rules.
+fn binary_i64(op: BinaryOp, a: f64, b: f64) -> std::result::Result<f64, String> {
+    use crate::cast::{i64_slot, slot_i64};
+    let (x, y) = (slot_i64(a), slot_i64(b));
+    let flag = |c: bool| Ok(if c { 1.0 } else { 0.0 });
+    let r = match op {
+        BinaryOp::Add => x.wrapping_add(y),
+        BinaryOp::Sub => x.wrapping_sub(y),
+        BinaryOp::Mul => x.wrapping_mul(y),
+        BinaryOp::Div if y == 0 => return Err("integer division by zero".into()),
+        BinaryOp::Div => x.wrapping_div(y),
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+        BinaryOp::Pow => return Err("pow is not defined on i64".into()),
+        BinaryOp::Eq => return flag(x == y),
+        BinaryOp::Ne => return flag(x != y),
+        BinaryOp::Lt => return flag(x < y),
+        BinaryOp::Le => return flag(x <= y),
+        BinaryOp::Gt => return flag(x > y),
+        BinaryOp::Ge => return flag(x >= y),
+    };
+    Ok(i64_slot(r))
+}
+
+/// One unary op on a slot of dtype `dt`: an `i64` slot holds bits, so its ops (`neg`,
+/// `abs`: the shape rules allow no other) wrap on the integer.
+pub(crate) fn unary_of(op: UnaryOp, dt: DType, x: f64) -> f64 {
+    use crate::cast::{i64_slot, slot_i64};
+    match (dt, op) {
+        (DType::I64, UnaryOp::Neg) => i64_slot(slot_i64(x).wrapping_neg()),
+        (DType::I64, _) => i64_slot(slot_i64(x).wrapping_abs()),
+        _ => unary(op, x),
     }
+}
+
+/// Converts a slot of dtype `from` to `to` by the rules of [`crate::dtype`] (floats to
+/// integers truncate toward zero and saturate, NaN → 0; integers wrap; half types go through
+/// `f32`): [`crate::cast::cast_slot`], shared with [`Array::cast`].
+pub(crate) fn cast(from: DType, to: DType, prec: Precision, x: f64) -> f64 {
+    crate::cast::cast_slot(from, to, x, prec == Precision::F64)
 }
 
 /// The node's runtime error: its op, name and the user's line, as the JIT names it.
@@ -115,10 +157,10 @@ pub(super) fn eval_node(
     let data: Vec<f64> = match &n.op {
         Op::Placeholder => return Err(Error::Feed(format!("{} was not fed", n.label()))),
         Op::Variable { .. } => match vars.get(&id) {
-            Some(a) => a.to_f64_vec(),
+            Some(a) => a.to_slots(),
             None => return Err(Error::Feed(format!("variable {} has no value", n.label()))),
         },
-        Op::Constant(c) => c.0.to_f64_vec(),
+        Op::Constant(c) => c.0.to_slots(),
         Op::Random { dist, seed } => (0..numel as u64)
             .map(|i| match dist {
                 RandomDist::Uniform { low, high } => {
@@ -130,7 +172,11 @@ pub(super) fn eval_node(
                 }
             })
             .collect(),
-        Op::Unary(u) => ins[0].data.iter().map(|&x| r(unary(*u, x))).collect(),
+        Op::Unary(u) => ins[0]
+            .data
+            .iter()
+            .map(|&x| r(unary_of(*u, dt, x)))
+            .collect(),
         Op::Binary(b) => {
             let in_dt = ins[0].dtype;
             let mut out = Vec::with_capacity(numel);
@@ -145,7 +191,14 @@ pub(super) fn eval_node(
                 .map(|i| if c[i] != 0.0 { a[i] } else { b[i] })
                 .collect()
         }
-        Op::Cast(to) => ins[0].data.iter().map(|&x| cast(*to, prec, x)).collect(),
+        Op::Cast(to) => {
+            let from = ins[0].dtype;
+            ins[0]
+                .data
+                .iter()
+                .map(|&x| cast(from, *to, prec, x))
+                .collect()
+        }
         Op::StopGradient => ins[0].data.clone(),
         Op::Reshape => movement(n, ins, &shape)?,
         // The effect itself is applied by the caller after the run (see graph::effects).
@@ -192,12 +245,7 @@ fn reduce(x: &Value, op: ReduceOp, axes: &[usize], dt: DType, prec: Precision) -
     for_each_index(&kept_shape, |k| {
         let base: usize = k.iter().zip(&kept).map(|(i, &a)| i * st[a]).sum();
         let mut acc = reduce_identity(op, x.dtype);
-        let mut fold = |v: f64| {
-            acc = match op {
-                ReduceOp::Sum => acc + v,
-                ReduceOp::Max => ieee_max(acc, v),
-            }
-        };
+        let mut fold = |v: f64| acc = reduce_step(op, x.dtype, acc, v);
         if red_shape.is_empty() {
             fold(x.data[base]);
         } else {

@@ -2,11 +2,9 @@
 //! graph, so a program evaluates to the same bits before and after fusion (the oracle for
 //! the JIT's kernels and for the fusion pass).
 
-use super::eval::{binary, cast, reduce_identity, round, unary};
+use super::eval::{binary, cast, reduce_identity, reduce_step, round, unary_of};
 use super::{Precision, Value};
 use crate::dtype::DType;
-use crate::graph::op::props::ieee_max;
-use crate::graph::op::ReduceOp;
 use crate::kernel::{Body, Core, Expr, Kernel};
 use crate::view::for_each_index;
 
@@ -38,7 +36,7 @@ fn eval_body(
             }
             Expr::Core => core,
             Expr::Const(bits) => f64::from_bits(*bits),
-            Expr::Unary(u, a) => round(*dt, prec, unary(*u, v(a))),
+            Expr::Unary(u, a) => round(*dt, prec, unary_of(*u, *dt, v(a))),
             Expr::Binary(b, a, c) => {
                 let in_dt = body.exprs[*a as usize].1;
                 round(*dt, prec, binary(*b, in_dt, v(a), v(c))?)
@@ -50,7 +48,7 @@ fn eval_body(
                     v(b)
                 }
             }
-            Expr::Cast(a) => cast(*dt, prec, v(a)),
+            Expr::Cast(a) => cast(body.exprs[*a as usize].1, *dt, prec, v(a)),
         };
         scratch.push(x);
     }
@@ -99,12 +97,7 @@ pub(super) fn eval_kernel(
                     prec,
                     &mut scratch,
                 ) {
-                    Ok(v) => {
-                        acc = match op {
-                            ReduceOp::Sum => acc + v,
-                            ReduceOp::Max => ieee_max(acc, v),
-                        }
-                    }
+                    Ok(v) => acc = reduce_step(*op, acc_dt, acc, v),
                     Err(e) => err = Some(e),
                 };
                 if red_shape.is_empty() {

@@ -12,6 +12,8 @@
 //!   `f64` and round once at the end.
 //! - In [`Precision::F64`] mode nothing is rounded and `f32` nodes come out as `f64` arrays:
 //!   this is what finite-difference gradient checks use.
+//! - `i64` values are held as their bits in the `f64` slot (`src/cast.rs`), so they stay
+//!   exact past 2^53; only casts read them (arithmetic refuses the storage dtypes).
 //! - Integers compute exactly in `i64` and wrap to `i32`; integer division truncates toward
 //!   zero, and division by zero is an error naming the op and its source line.
 //! - Random ops draw element `i` of stream `run_index` from `src/rng.rs`, so results do not
@@ -129,7 +131,7 @@ pub fn evaluate_lowered(
             Value {
                 dtype: n.ty.dtype,
                 shape,
-                data: a.to_f64_vec(),
+                data: a.to_slots(),
             }
         } else if let Op::Size { axes } = &n.op {
             let operand = &d.node(n.inputs[0]).ty.shape;
@@ -157,7 +159,7 @@ pub fn evaluate_lowered(
                 (DType::F32, Precision::F64) => DType::F64,
                 (d, _) => d,
             };
-            Array::from_f64(dt, v.shape.clone(), v.data.clone())
+            Array::from_slots(dt, v.shape.clone(), v.data.clone())
         })
         .collect())
 }

@@ -39,6 +39,11 @@ fn array_ptr(a: &Array) -> *mut u8 {
         ArrayData::F64(v) => v.as_ptr() as *mut u8,
         ArrayData::I32(v) => v.as_ptr() as *mut u8,
         ArrayData::Bool(v) => v.as_ptr() as *mut u8,
+        ArrayData::I64(v) => v.as_ptr() as *mut u8,
+        ArrayData::I8(v) => v.as_ptr() as *mut u8,
+        ArrayData::U8(v) => v.as_ptr() as *mut u8,
+        ArrayData::F16(v) => v.as_ptr() as *mut u8,
+        ArrayData::BF16(v) => v.as_ptr() as *mut u8,
     }
 }
 
@@ -55,6 +60,21 @@ fn array_mut_ptr(a: &mut Array) -> *mut u8 {
             .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
         DType::Bool => a
             .as_mut_slice::<bool>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
+        DType::I64 => a
+            .as_mut_slice::<i64>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
+        DType::I8 => a
+            .as_mut_slice::<i8>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
+        DType::U8 => a
+            .as_mut_slice::<u8>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr()),
+        DType::F16 => a
+            .as_mut_slice::<half::f16>()
+            .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
+        DType::BF16 => a
+            .as_mut_slice::<half::bf16>()
             .map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut u8),
     }
 }
@@ -96,11 +116,16 @@ pub(super) fn try_zeroed(dtype: DType, shape: &[usize]) -> Result<Array, String>
         DType::F64 => Array::new(shape, zeroed_vec::<f64>(n)?),
         DType::I32 => Array::new(shape, zeroed_vec::<i32>(n)?),
         DType::Bool => Array::new(shape, zeroed_vec::<bool>(n)?),
+        DType::I64 => Array::new(shape, zeroed_vec::<i64>(n)?),
+        DType::I8 => Array::new(shape, zeroed_vec::<i8>(n)?),
+        DType::U8 => Array::new(shape, zeroed_vec::<u8>(n)?),
+        DType::F16 => Array::new(shape, zeroed_vec::<half::f16>(n)?),
+        DType::BF16 => Array::new(shape, zeroed_vec::<half::bf16>(n)?),
     };
     made.map_err(|e| e.to_string())
 }
 
-/// `n` elements of all-zero bits. Called only with `f32`, `f64`, `i32` and `bool` (above), for
+/// `n` elements of all-zero bits. Called only with the element types above, for each of
 /// which all-zero bits are the value zero (or `false`).
 fn zeroed_vec<T: crate::array::Element>(n: usize) -> Result<Vec<T>, String> {
     if n == 0 || std::mem::size_of::<T>() == 0 {

@@ -49,6 +49,7 @@
 //! (feeds are plain `Vec`s), so misalignment cannot fault.
 
 mod body;
+pub(super) mod convert;
 pub(super) mod pool;
 mod reduce;
 pub(super) mod tiled;
@@ -61,7 +62,7 @@ use crate::dtype::DType;
 
 use crate::kernel::{Body, Core, Expr, Kernel};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, F64, I32, I64, I8};
+use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Endianness, InstBuilder, MemFlagsData, Signature, Type, Value,
 };
@@ -78,6 +79,11 @@ pub(super) struct Helpers {
     pub pow_f64: FuncId,
     pub pow_i32: FuncId,
     pub unary_f64: FuncId,
+    /// The half conversions of `convert.rs`.
+    pub f16_to_f32: FuncId,
+    pub f32_to_f16: FuncId,
+    pub bf16_to_f32: FuncId,
+    pub f32_to_bf16: FuncId,
 }
 
 /// Columns per block of a reordered loop (`body::loop_order`): 64 output rows of 64 bytes
@@ -184,14 +190,7 @@ pub(super) fn matmul_in_output(k: &Kernel) -> bool {
     k.out.dtype == k.params[0].dtype
 }
 
-fn cl_type(d: DType) -> Type {
-    match d {
-        DType::F32 => F32,
-        DType::F64 => F64,
-        DType::I32 => I32,
-        DType::Bool => I8,
-    }
-}
+use convert::cl_type;
 
 fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()

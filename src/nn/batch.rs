@@ -71,11 +71,12 @@ pub(crate) fn concat_rows(parts: &[Array]) -> Result<Array> {
         }
         return Array::new(shape, data);
     }
+    // Through the interpreter's exact slots (an i64 past 2^53, a half NaN's payload).
     let mut data: Vec<f64> = Vec::new();
     for p in parts {
-        data.extend(p.to_f64_vec());
+        data.extend(p.to_slots());
     }
-    Ok(Array::from_f64(first.dtype(), shape, data))
+    Ok(Array::from_slots(first.dtype(), shape, data))
 }
 
 /// How the `i`th of the arrays `xs` is named in messages: `x`, or `x[1]` when there are

@@ -98,6 +98,11 @@ fn dtype_name(d: DType) -> &'static str {
         DType::F64 => "DType::F64",
         DType::I32 => "DType::I32",
         DType::Bool => "DType::Bool",
+        DType::I64 => "DType::I64",
+        DType::I8 => "DType::I8",
+        DType::U8 => "DType::U8",
+        DType::F16 => "DType::F16",
+        DType::BF16 => "DType::BF16",
     }
 }
 
@@ -182,7 +187,15 @@ fn first_non_finite(a: &Array) -> Result<Option<(usize, f64)>> {
             let exp = 0x7ff0_0000_0000_0000u64;
             first_bad(v, |x| x.to_bits() & exp == exp).map(|i| (i, v[i]))
         }
-        DType::I32 | DType::Bool => None,
+        DType::F16 => {
+            let v = a.as_slice::<half::f16>()?;
+            first_bad(v, |x| !x.is_finite()).map(|i| (i, v[i].to_f64()))
+        }
+        DType::BF16 => {
+            let v = a.as_slice::<half::bf16>()?;
+            first_bad(v, |x| !x.is_finite()).map(|i| (i, v[i].to_f64()))
+        }
+        DType::I32 | DType::Bool | DType::I64 | DType::I8 | DType::U8 => None,
     })
 }
 

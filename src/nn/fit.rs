@@ -226,6 +226,7 @@ impl Model {
     /// [`FitConfig::terminate_on_nan(false)`](FitConfig::terminate_on_nan), which records the
     /// NaN in the history, as Keras does.
     pub fn evaluate(&mut self, x: impl Inputs, y: &Array, batch_size: usize) -> Result<Logs> {
+        let y = &*super::losses::sparse_labels_i32(self.loss, "evaluate: y", y)?;
         let xs = x.arrays();
         check::batch_size("evaluate", batch_size)?;
         check::inputs("evaluate", self, &xs)?;
@@ -393,6 +394,11 @@ impl Model {
     /// run (a `ModelCheckpoint` to a missing directory, or on a name the logs lack, fails). By default training stops with an error at the first NaN or infinite batch
     /// loss (see [`FitConfig::terminate_on_nan`]), training or validation.
     pub fn fit(&mut self, x: impl Inputs, y: &Array, mut config: FitConfig) -> Result<History> {
+        let y = &*super::losses::sparse_labels_i32(self.loss, "fit: y", y)?;
+        if let Some((_, vy)) = &mut config.validation_data {
+            let what = "fit: validation_data's y";
+            *vy = super::losses::sparse_labels_i32(self.loss, what, vy)?.into_owned();
+        }
         let xs_all = x.arrays();
         self.fit_checks(&xs_all, y, &config)?;
         let n = rows_of(&xs_all, Some(y))?;

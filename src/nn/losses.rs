@@ -35,7 +35,8 @@ pub enum Loss {
         /// The output is logits (no softmax applied), which is more stable.
         from_logits: bool,
     },
-    /// Cross-entropy on integer class targets (`i32[batch]`).
+    /// Cross-entropy on integer class targets (`i32[batch]`; `fit` and `evaluate` also take
+    /// `i64` labels, PyTorch's default, and convert them).
     SparseCategoricalCrossentropy {
         /// The output is logits (no softmax applied), which is more stable.
         from_logits: bool,
@@ -108,12 +109,12 @@ impl Loss {
                 p.sparse_softmax_cross_entropy_with_logits(y).mean_all()
             }
             Loss::SparseCategoricalCrossentropy { from_logits: false }
-                if y.dtype() != DType::I32 =>
+                if y.class_indices().is_none() =>
             {
                 g.fail(
                     "sparse_categorical_crossentropy",
                     format!(
-                        "labels must be i32 class indices, got {} (predictions {}); for \
+                        "labels must be i32 class indices (or i64 ones), got {} (predictions {}); for \
                          one-hot labels use Loss::CategoricalCrossentropy",
                         y.desc(),
                         p.desc()
@@ -122,11 +123,37 @@ impl Loss {
             }
             Loss::SparseCategoricalCrossentropy { from_logits: false } => {
                 let depth = last_dim(&p.shape());
-                let onehot = y.one_hot(depth);
+                let onehot = y.class_indices().unwrap_or(y).one_hot(depth);
                 (-(onehot * clip(p).log()).sum(&[-1], false)).mean_all()
             }
         }
     }
+}
+
+/// Sparse class labels `y` given as `i64` (PyTorch's default) converted to the `i32` of the
+/// target placeholder, for `fit` and `evaluate`; any other `y` is returned as it is (the
+/// target checks judge it). A label outside `i32` cannot be a class: an error names it
+/// (casting would wrap it into range).
+pub(crate) fn sparse_labels_i32<'a>(
+    loss: Option<Loss>,
+    what: &str,
+    y: &'a crate::Array,
+) -> crate::Result<std::borrow::Cow<'a, crate::Array>> {
+    use std::borrow::Cow;
+    let sparse = matches!(loss, Some(Loss::SparseCategoricalCrossentropy { .. }));
+    let (true, crate::ArrayData::I64(v)) = (sparse, y.data()) else {
+        return Ok(Cow::Borrowed(y));
+    };
+    if let Some((i, x)) = v
+        .iter()
+        .enumerate()
+        .find(|(_, x)| i32::try_from(**x).is_err())
+    {
+        return Err(crate::Error::invalid(format!(
+            "{what}[{i}] = {x} is not a class index (it does not even fit in i32)"
+        )));
+    }
+    Ok(Cow::Owned(y.cast(DType::I32)))
 }
 
 fn last_dim(s: &Shape) -> usize {
@@ -251,7 +278,7 @@ impl Metric {
                 return metrics::in_top_k(p, y.argmax(-1), k).mean_all()
             }
             Metric::SparseTopKCategoricalAccuracy { k } => {
-                return metrics::in_top_k(p, y, k).mean_all()
+                return metrics::in_top_k(p, y.class_indices().unwrap_or(y), k).mean_all()
             }
             Metric::MeanAbsoluteError => return (p - y).abs().mean_all(),
             Metric::MeanSquaredError => return (p - y).square().mean_all(),
@@ -262,7 +289,7 @@ impl Metric {
             Metric::Auc => {
                 return metrics::binary_counts(p, y, &metrics::auc_thresholds(), loss.on_logits())
             }
-            Metric::SparseCategoricalAccuracy => p.argmax(-1).equal(y),
+            Metric::SparseCategoricalAccuracy => p.argmax(-1).equal(y.class_indices().unwrap_or(y)),
             Metric::CategoricalAccuracy => p.argmax(-1).equal(y.argmax(-1)),
             _ => {
                 let t = if loss.on_logits() { 0.0 } else { 0.5 };

@@ -53,6 +53,7 @@ mod plateau;
 mod pool;
 mod regularizers;
 mod reshape;
+mod weights;
 
 pub use crate::progress::Verbosity;
 pub use batch::{Inputs, Logs};
@@ -73,3 +74,4 @@ pub use plateau::ReduceLROnPlateau;
 pub use pool::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 pub use regularizers::Regularizer;
 pub use reshape::Reshape;
+pub use weights::{TorchLayout, WeightMap};

@@ -504,31 +504,11 @@ impl Model {
         checkpoint::write(path, &ck)
     }
 
-    /// Loads layer variables saved by `save_weights` (or any checkpoint holding them). On a
+    /// Loads layer variables saved by `save_weights` (or any safetensors file holding them
+    /// under the same names: [`Model::load_weights_with`] maps other names and layouts). On a
     /// missing tensor, a wrong shape or a damaged file nothing changes.
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let ck = checkpoint::read(path)?;
-        let names: Vec<String> = self.get_weights()?.into_iter().map(|p| p.0).collect();
-        let mut ws = vec![];
-        let mut missing = vec![];
-        for n in names {
-            match ck.tensors.get(&n) {
-                Some(a) => ws.push((n, a.clone())),
-                None => missing.push(format!("{n:?}")),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(Error::invalid_file(
-                path,
-                format!(
-                    "load_weights: missing tensor(s) {}; no weight was changed",
-                    missing.join(", ")
-                ),
-            ));
-        }
-        self.set_weights(&ws)
-            .map_err(|e| Error::invalid_file(path, format!("load_weights: {e}")))
+        self.load_weights_with(path, |n: &str| Some(n.to_string()))
     }
 }
 

@@ -61,7 +61,16 @@ fn splat(g: &GraphData, id: NodeId) -> Option<f64> {
             let same = match c.0.data() {
                 crate::ArrayData::F32(d) => d.iter().all(|x| x.to_bits() == d[0].to_bits()),
                 crate::ArrayData::F64(d) => d.iter().all(|x| x.to_bits() == d[0].to_bits()),
-                _ => v.iter().all(|&x| x == first),
+                crate::ArrayData::I32(_)
+                | crate::ArrayData::Bool(_)
+                | crate::ArrayData::I8(_)
+                | crate::ArrayData::U8(_) => v.iter().all(|&x| x == first),
+                // Storage dtypes arithmetic refuses, so no rewrite needs their splat: none is
+                // made (past 2^53 distinct i64 values share an f64; a half splat would be
+                // rebuilt through f64, which need not keep a NaN's payload).
+                crate::ArrayData::I64(_) | crate::ArrayData::F16(_) | crate::ArrayData::BF16(_) => {
+                    return None
+                }
             };
             same.then_some(first)
         }

@@ -240,6 +240,12 @@ fn write_value(out: &mut String, a: &Array) {
         ArrayData::F64(v) => list(out, v, scalar, |x| format!("{x:?}")),
         ArrayData::I32(v) => list(out, v, scalar, |x| x.to_string()),
         ArrayData::Bool(v) => list(out, v, scalar, |x| x.to_string()),
+        ArrayData::I64(v) => list(out, v, scalar, |x| x.to_string()),
+        ArrayData::I8(v) => list(out, v, scalar, |x| x.to_string()),
+        ArrayData::U8(v) => list(out, v, scalar, |x| x.to_string()),
+        // The f32 value's shortest form, which parses back (through f32) to the same half.
+        ArrayData::F16(v) => list(out, v, scalar, |x| format!("{:?}", x.to_f32())),
+        ArrayData::BF16(v) => list(out, v, scalar, |x| format!("{:?}", x.to_f32())),
     }
 }
 

@@ -493,7 +493,23 @@ fn constant(s: &str, ty: &Ty) -> Result<Array, String> {
         ));
     }
     let bad = |x: &str| format!("`{x}` is not a {} literal", ty.dtype);
+    fn all<T: crate::array::Element + std::str::FromStr>(
+        shape: &[usize],
+        items: &[&str],
+        bad: impl Fn(&str) -> String,
+    ) -> Result<crate::Result<Array>, String> {
+        let v = items
+            .iter()
+            .map(|x| x.parse::<T>().map_err(|_| bad(x)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Array::new(shape, v))
+    }
     let arr = match ty.dtype {
+        DType::I64 => all::<i64>(&shape, &items, bad)?,
+        DType::I8 => all::<i8>(&shape, &items, bad)?,
+        DType::U8 => all::<u8>(&shape, &items, bad)?,
+        DType::F16 => all::<half::f16>(&shape, &items, bad)?,
+        DType::BF16 => all::<half::bf16>(&shape, &items, bad)?,
         DType::F32 => Array::new(
             &shape,
             items

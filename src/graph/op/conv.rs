@@ -212,6 +212,8 @@ pub(crate) fn conv_shape(
     ins: &[Arg<'_>],
 ) -> Result<Ty, String> {
     let dtype = ins[0].dtype;
+    super::infer::compute("conv", dtype)?;
+    super::infer::compute("conv", ins[1].dtype)?;
     if !dtype.is_float() || ins[1].dtype != dtype {
         return Err(format!(
             "needs two float operands of one dtype, got {} and {}",

@@ -8,11 +8,33 @@ use crate::shape::{broadcasts_to, Dim, Shape};
 use smallvec::SmallVec;
 
 fn need_float(what: &str, d: DType) -> Result<(), String> {
+    compute(what, d)?;
     if d.is_float() {
         Ok(())
     } else {
         Err(format!("{what} needs a float operand, got {d}"))
     }
+}
+
+/// Refuses a storage dtype (`i64`, `i8`, `u8`, `f16`, `bf16`) as an operand of arithmetic
+/// or a comparison, saying what to cast to (see [`crate::dtype`] for why kiln does not
+/// promote silently). Movement ops, `where`, `cast` and `assign` take every dtype.
+pub(crate) fn compute(what: &str, d: DType) -> Result<(), String> {
+    if d.is_compute() {
+        return Ok(());
+    }
+    let to = d.compute_dtype();
+    let has = if d == DType::I64 {
+        "i64 has elementwise arithmetic, comparisons and reductions only (no pow or \
+         contractions)"
+            .to_string()
+    } else {
+        format!("{d} is a storage dtype (it can be fed, fetched, stored, moved and cast)")
+    };
+    Err(format!(
+        "{what} does not compute in {d}: {has}; cast to {to} first, e.g. `x.cast(DType::{})`",
+        to.name().to_uppercase()
+    ))
 }
 
 /// The shape rule of every primitive: the output type of `op` applied to inputs of types
@@ -142,7 +164,9 @@ fn random(t: Ty) -> Result<Ty, String> {
 
 fn unary(u: &UnaryOp, ins: &[Arg<'_>]) -> Result<Ty, String> {
     let t = ins[0].ty.clone();
-    if !(u.props().on_i32 && t.dtype == DType::I32) {
+    let int = matches!(t.dtype, DType::I32 | DType::I64);
+    if !(u.props().on_i32 && int) {
+        compute(u.name(), t.dtype)?;
         need_float(u.name(), t.dtype)?;
     }
     Ok(t)
@@ -155,6 +179,10 @@ fn binary(b: &BinaryOp, ins: &[Arg<'_>]) -> Result<Ty, String> {
     }
     if x.shape != y.shape {
         return Err(format!("operand shapes differ: {x} vs {y}"));
+    }
+    // i64 has the i32 ops but `pow` (see the module docs of `crate::dtype`).
+    if x.dtype != DType::I64 || *b == BinaryOp::Pow {
+        compute(b.name(), x.dtype)?;
     }
     match b {
         BinaryOp::Eq | BinaryOp::Ne => {}
@@ -208,6 +236,9 @@ fn assign(ins: &[Arg<'_>]) -> Result<Ty, String> {
 
 fn reduce(r: &ReduceOp, axes: &[usize], keepdims: &bool, ins: &[Arg<'_>]) -> Result<Ty, String> {
     let t = ins[0];
+    if t.dtype != DType::I64 {
+        compute(r.name(), t.dtype)?;
+    }
     if t.dtype == DType::Bool {
         return Err(format!("{} is not defined on bool", r.name()));
     }

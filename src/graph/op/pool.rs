@@ -117,6 +117,7 @@ pub(crate) fn attr_values(kind: &PoolKind, w: &Window2d) -> Vec<String> {
 
 /// The spatial extent `[N, H, W, C]` of a pooled operand, with `H`, `W`, `C` known.
 fn nhwc(what: &str, x: &Arg<'_>) -> Result<(Dim, [usize; 3]), String> {
+    super::infer::compute(what, x.dtype)?;
     if !x.dtype.is_float() {
         return Err(format!("{what} needs a float operand, got {x}"));
     }

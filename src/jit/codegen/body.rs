@@ -8,7 +8,7 @@ use crate::dtype::DType;
 use crate::graph::op::BinaryOp;
 use crate::kernel::{row_major_strides, Body, Core, Expr, Kernel};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, F64, I32, I32X4, I64, I8};
+use cranelift_codegen::ir::types::{F32X4, I16, I32, I32X4, I64, I8};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 
 impl Gen<'_, '_> {
@@ -83,7 +83,9 @@ impl Gen<'_, '_> {
             DType::F32 => self.b.ins().f32const(0.0f32),
             DType::F64 => self.b.ins().f64const(0.0f64),
             DType::I32 => self.b.ins().iconst(I32, 0),
-            DType::Bool => self.b.ins().iconst(I8, 0),
+            DType::Bool | DType::I8 | DType::U8 => self.b.ins().iconst(I8, 0),
+            DType::I64 => self.b.ins().iconst(I64, 0),
+            DType::F16 | DType::BF16 => self.b.ins().iconst(I16, 0),
         }
     }
 
@@ -229,6 +231,13 @@ impl Gen<'_, '_> {
                     DType::F64 => self.b.ins().f64const(x),
                     DType::I32 => self.b.ins().iconst(I32, x as i32 as i64),
                     DType::Bool => self.b.ins().iconst(I8, (x != 0.0) as i64),
+                    DType::I8 | DType::U8 => self.b.ins().iconst(I8, x as i64),
+                    // The interpreter's slot of an i64 holds its bits, a half's its bits as
+                    // an integer (`src/cast.rs`), as `Expr::Const` does.
+                    DType::I64 => self.b.ins().iconst(I64, crate::cast::slot_i64(x)),
+                    DType::F16 | DType::BF16 => {
+                        self.b.ins().iconst(I16, crate::cast::slot_half(x) as i64)
+                    }
                 };
                 if lanes == 4 {
                     self.b.ins().splat(F32X4, s)
@@ -356,13 +365,14 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// Truncating i32 division that wraps `MIN / -1` and flags division by zero in `status`
-    /// instead of trapping (the interpreter reports it as an error, so must we).
+    /// Truncating i32 or i64 division that wraps `MIN / -1` and flags division by zero in
+    /// `status` instead of trapping (the interpreter reports it as an error, so must we).
     fn int_div(&mut self, a: Value, c: Value) -> Value {
         let zero = self.b.ins().icmp_imm_s(IntCC::Equal, c, 0);
         let minus1 = self.b.ins().icmp_imm_s(IntCC::Equal, c, -1);
         let bad = self.b.ins().bor(zero, minus1);
-        let one = self.b.ins().iconst(I32, 1);
+        let ty = self.b.func.dfg.value_type(c);
+        let one = self.b.ins().iconst(ty, 1);
         let safe = self.b.ins().select(bad, one, c);
         let q = self.b.ins().sdiv(a, safe);
         let neg = self.b.ins().ineg(a);
@@ -380,31 +390,9 @@ impl Gen<'_, '_> {
         q
     }
 
+    /// `x` of dtype `from` as `to`: `convert.rs`.
     pub(super) fn cast(&mut self, x: Value, from: DType, to: DType) -> Value {
-        use DType as D;
-        if from == to {
-            return x;
-        }
-        match (from, to) {
-            (D::F32, D::F64) => self.b.ins().fpromote(F64, x),
-            (D::F64, D::F32) => self.b.ins().fdemote(F32, x),
-            (D::F32 | D::F64, D::I32) => self.b.ins().fcvt_to_sint_sat(I32, x),
-            (D::I32, D::F32) => self.b.ins().fcvt_from_sint(F32, x),
-            (D::I32, D::F64) => self.b.ins().fcvt_from_sint(F64, x),
-            (D::Bool, D::F32) => self.b.ins().fcvt_from_uint(F32, x),
-            (D::Bool, D::F64) => self.b.ins().fcvt_from_uint(F64, x),
-            (D::Bool, D::I32) => self.b.ins().uextend(I32, x),
-            (D::F32, D::Bool) => {
-                let z = self.b.ins().f32const(0.0f32);
-                self.b.ins().fcmp(FloatCC::NotEqual, x, z)
-            }
-            (D::F64, D::Bool) => {
-                let z = self.b.ins().f64const(0.0f64);
-                self.b.ins().fcmp(FloatCC::NotEqual, x, z)
-            }
-            (D::I32, D::Bool) => self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0),
-            _ => x,
-        }
+        self.convert(x, from, to)
     }
 }
 

@@ -105,6 +105,7 @@ impl Gen<'_, '_> {
             (ReduceOp::Sum, DType::F64) => self.b.ins().f64const(0.0f64),
             (ReduceOp::Max, DType::F64) => self.b.ins().f64const(f64::NEG_INFINITY),
             (ReduceOp::Sum, _) => self.b.ins().iconst(cl_type(dt), 0),
+            (ReduceOp::Max, DType::I64) => self.b.ins().iconst(cl_type(dt), i64::MIN),
             (ReduceOp::Max, _) => self.b.ins().iconst(cl_type(dt), i32::MIN as i64),
         };
         if lanes == 4 {

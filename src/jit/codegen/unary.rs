@@ -55,7 +55,7 @@ impl Gen<'_, '_> {
                 }
             },
             // Shape rules allow only the ops whose props say `on_i32` (neg, abs) on integers.
-            DType::I32 | DType::Bool => match u {
+            DType::I32 | DType::I64 | DType::Bool => match u {
                 UnaryOp::Abs => self.b.ins().iabs(x),
                 UnaryOp::Neg => self.b.ins().ineg(x),
                 UnaryOp::Exp
@@ -67,6 +67,11 @@ impl Gen<'_, '_> {
                 | UnaryOp::Erf
                 | UnaryOp::Softplus => unreachable!("{} is not defined on {dt}", u.name()),
             },
+            // Storage dtypes: the shape rules refuse arithmetic on them (`infer::compute`), so
+            // fusion never puts a unary op of one in a kernel.
+            DType::I8 | DType::U8 | DType::F16 | DType::BF16 => {
+                unreachable!("{} is not defined on {dt}", u.name())
+            }
         }
     }
 }

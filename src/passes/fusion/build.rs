@@ -114,7 +114,8 @@ impl Group<'_> {
         let plain = v.is_plain(&fixed(&n.ty), &self.domain);
         let e = match &n.op {
             Op::Constant(c) if c.0.len() == 1 && plain => {
-                let c = c.0.to_f64_vec()[0];
+                // The interpreter's slot (an i64 constant's bits: `src/cast.rs`).
+                let c = c.0.to_slots()[0];
                 self.push(Expr::Const(c.to_bits()), dt)
             }
             Op::Size { axes } => {
