@@ -142,3 +142,31 @@ fn unsupported_ops_are_listed_by_node_op_and_opset() {
     assert!(e.contains("node \"mod_1\" (Mod, opset 13)"), "{e}");
     assert!(!e.contains("relu_1"), "{e}");
 }
+
+/// `kiln-run model.onnx in.safetensors out.safetensors y` feeds and fetches by ONNX names.
+#[test]
+fn kiln_run_runs_an_onnx_file() {
+    let dir = std::env::temp_dir().join(format!("kiln-onnx-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let io = kiln::checkpoint::read(data("mlp_io.safetensors")).unwrap();
+    let mut feeds = kiln::checkpoint::Checkpoint::default();
+    feeds.tensors.insert("x".into(), io.tensors["x"].clone());
+    let (inp, out) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
+    kiln::checkpoint::write(&inp, &feeds).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-run"))
+        .arg(data("mlp.onnx"))
+        .arg(&inp)
+        .arg(&out)
+        .arg("y")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = kiln::checkpoint::read(&out).unwrap().tensors["y"]
+        .to_vec::<f32>()
+        .unwrap();
+    let want = io.tensors["y"].to_vec::<f32>().unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{g} vs {w}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

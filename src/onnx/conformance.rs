@@ -17,7 +17,7 @@
 
 use super::import::{self, MAX_OPSET, MIN_OPSET};
 use super::ops;
-use super::proto::{self, ModelProto, TensorProto};
+use super::proto::{self, type_proto, ModelProto, TensorProto};
 use super::tensor::{kiln_dtype, Static};
 use crate::array::Array;
 use crate::error::{Error, Result};
@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 
 /// onnx's backend-test relative tolerance.
 pub const RTOL: f64 = 1e-3;
-/// The skip reason of a case whose data are not plain tensors (the generator writes the
-/// model of a sequence or optional case, but not its data).
-const NO_DATA: &str = "no tensor data (a sequence or optional case)";
+/// The skip reason of a case whose inputs or outputs are not plain tensors (sequences,
+/// optionals; the generator writes such a case's model, but not always its data).
+const NO_DATA: &str = "sequence or optional values (not plain tensors)";
 
 /// onnx's backend-test absolute tolerance.
 pub const ATOL: f64 = 1e-7;
@@ -242,7 +242,15 @@ fn case(dir: &Path) -> std::result::Result<String, (String, CaseOutcome)> {
     let op = op_label(&m);
     let sets = data_sets(dir).map_err(|e| (op.clone(), CaseOutcome::Failed(e.to_string())))?;
     let n_out = m.graph.as_ref().map_or(0, |g| g.output.len());
-    if sets.is_empty() || sets.iter().any(|(_, o)| o.len() < n_out) {
+    let non_tensor = m.graph.as_ref().is_some_and(|g| {
+        g.input.iter().chain(&g.output).any(|v| {
+            !matches!(
+                v.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                Some(type_proto::Value::TensorType(_))
+            )
+        })
+    });
+    if non_tensor || sets.is_empty() || sets.iter().any(|(_, o)| o.len() < n_out) {
         return Err((op, CaseOutcome::Skipped(NO_DATA.into())));
     }
     if let Some(why) = unsupported_op(&m) {
@@ -361,8 +369,9 @@ impl SuiteReport {
         let no_data = self.count(|o| matches!(o, CaseOutcome::Skipped(r) if r == NO_DATA));
         let _ = writeln!(
             s,
-            "\n{} cases with tensor data ({no_data} more without, skipped); {} of them use only \
-             ops kiln imports: {} pass on both backends, {} are refused with an error, {} fail.",
+            "\n{} cases of plain tensors ({no_data} more with sequence or optional values, \
+             skipped); {} of them use only ops kiln imports: {} pass on both backends, {} are \
+             refused with an error, {} fail.",
             tot[0] - no_data,
             tot[0] - tot[4],
             tot[1],

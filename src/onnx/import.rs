@@ -413,7 +413,11 @@ fn build_node(st: &mut State<'_>, n: &NodeProto, opset: i64) -> Result<(), Strin
         (def.build)(&mut ctx)?
     };
     if let Some(e) = g.data().errors().get(errors_before) {
-        return Err(e.to_string());
+        // The op and message without the source line, which is the importer's, not the user's.
+        return Err(match e {
+            crate::Error::Graph { op, msg, .. } => format!("kiln's {op}: {msg}"),
+            e => e.to_string(),
+        });
     }
     if let Some(i) = (outs.len()..n.output.len()).find(|&i| !n.output[i].is_empty()) {
         return Err(format!(

@@ -10,6 +10,7 @@
 //! BatchNormalization, Gemm, MatMul, Softmax, LRN) and `ops/shape.rs` the movement and
 //! import-time ops (Reshape, Gather, Slice, Shape, Constant, ...).
 
+mod consts;
 mod fold;
 mod nn;
 mod shape;
@@ -102,12 +103,12 @@ pub(crate) static OPS: &[OpDef] = table! {
     "Unsqueeze" [1, 11, 13, 21, 23, 24, 25], from 1 => |c| shape::squeeze(c, true);
     "Pad" [1, 2, 11, 13, 18, 19, 21, 23, 24, 25], from 2 => shape::pad;
     "Expand" [8, 13], from 8 => shape::expand;
-    "Constant" [1, 9, 11, 12, 13, 19, 21, 23, 24, 25], from 1 => shape::constant;
-    "ConstantOfShape" [9, 20, 21, 23, 24, 25], from 9 => shape::constant_of_shape;
-    "Shape" [1, 13, 15, 19, 21, 23, 24, 25], from 1 => shape::shape;
-    "Size" [1, 13, 19, 21, 23, 24, 25], from 1 => shape::size;
+    "Constant" [1, 9, 11, 12, 13, 19, 21, 23, 24, 25], from 1 => consts::constant;
+    "ConstantOfShape" [9, 20, 21, 23, 24, 25], from 9 => consts::constant_of_shape;
+    "Shape" [1, 13, 15, 19, 21, 23, 24, 25], from 1 => consts::shape;
+    "Size" [1, 13, 19, 21, 23, 24, 25], from 1 => consts::size;
     "Gather" [1, 11, 13], from 1 => shape::gather;
-    "Cast" [1, 6, 9, 13, 19, 21, 23, 24, 25], from 6 => shape::cast;
+    "Cast" [1, 6, 9, 13, 19, 21, 23, 24, 25], from 6 => consts::cast;
     "ReduceMean" [1, 11, 13, 18], from 1 => |c| reduce(c, Red::Mean, 18);
     "ReduceSum" [1, 11, 13], from 1 => |c| reduce(c, Red::Sum, 13);
     "ReduceMax" [1, 11, 12, 13, 18, 20], from 1 => |c| reduce(c, Red::Max, 18);
