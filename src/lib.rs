@@ -41,6 +41,7 @@ pub mod interp;
 mod jit;
 mod kernel;
 pub mod nn;
+pub mod onnx;
 pub mod passes;
 /// Training curves as SVG (plotters): only with the default-on `ui` feature.
 #[cfg(feature = "ui")]

@@ -1,0 +1,41 @@
+//! The committed subset of the ONNX backend node tests (`tests/data/onnx-node`, see its
+//! `SOURCE.md`): every case passes on both backends at onnx's tolerances, except the three
+//! that kiln refuses by design, which must be refused with an error naming the op and opset.
+//! The full suite (1,858 cases) is `kiln-run onnx-conformance DIR`.
+
+use kiln::onnx::CaseOutcome;
+use std::path::PathBuf;
+
+/// Cases kiln refuses on purpose, and a piece of each refusal's message.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "test_reflect_pad",
+        "(Pad, opset 25): mode = \"reflect\" is not supported",
+    ),
+    (
+        "test_maxpool_with_argmax_2d_precomputed_pads",
+        "(MaxPool, opset 22): the Indices output (int64) is not supported",
+    ),
+    (
+        "test_training_dropout",
+        "(Dropout, opset 22): training_mode = true",
+    ),
+];
+
+#[test]
+fn committed_node_tests_pass_on_both_backends() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx-node");
+    let report = kiln::onnx::run_suite(&dir).unwrap();
+    assert_eq!(report.cases.len(), 137, "{}", report.table());
+    let mut bad = vec![];
+    for c in &report.cases {
+        match (REFUSED.iter().find(|(n, _)| *n == c.name), &c.outcome) {
+            (None, CaseOutcome::Passed) => {}
+            (Some((_, want)), CaseOutcome::Refused(msg)) if msg.contains(want) => {}
+            (_, o) => bad.push(format!("{} ({}): {o:?}", c.name, c.op)),
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let table = report.table();
+    assert!(table.contains("| Conv | 5 | 5 | 0 | 0 | 0 |"), "{table}");
+}
