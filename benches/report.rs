@@ -649,6 +649,7 @@ fn main() {
     deep_chain(&cfg, &mut report);
     max_pool(&cfg, &mut report, [26, 26, 32]);
     max_pool(&cfg, &mut report, [11, 11, 64]);
+    cnn::depthwise::depthwise(&cfg, &mut report);
     cnn::mnist_cnn(&cfg, &mut report);
     cnn::mnist_cnn_compile(&cfg, &mut report);
     kiln::threads::set_threads(0);

@@ -198,8 +198,10 @@ impl Executable {
         module::define_all(&mut module, std::mem::take(&mut sched.lowered), &mut times)?;
         let t_fin = std::time::Instant::now();
         for (si, ptr) in module::finalize(&mut module, std::mem::take(&mut sched.pending))? {
-            if let Step::Kernel { f, .. } = &mut sched.steps[si] {
-                *f = Some(ptr);
+            match &mut sched.steps[si] {
+                Step::Kernel { f, .. } => *f = Some(ptr),
+                Step::Conv { conv, .. } => conv.dw = Some(ptr),
+                _ => {}
             }
         }
         times.finalize = t_fin.elapsed();
