@@ -87,7 +87,18 @@ impl<'a, 'b> Em<'a, 'b> {
         }
     }
 
+    /// A load of an operand (`src` or `w`), which the kernel never writes: marked read-only
+    /// and movable, so Cranelift places it next to its use. Plain loads stay where they
+    /// are emitted, the arithmetic sinks to the stores, and a block's loads all come first:
+    /// its 8 accumulators' operands were then spilled (`notes/cranelift.md`, pitfall 5).
     pub(super) fn load(&mut self, vector: bool, addr: Value, imm: i64) -> Value {
+        let ty = if vector { self.vec } else { self.elem };
+        let f = flags().with_readonly().with_can_move();
+        self.b.ins().load(ty, f, addr, imm as i32)
+    }
+
+    /// A load of memory the kernel also writes (the filter gradient's accumulators).
+    pub(super) fn load_rw(&mut self, vector: bool, addr: Value, imm: i64) -> Value {
         let ty = if vector { self.vec } else { self.elem };
         self.b.ins().load(ty, flags(), addr, imm as i32)
     }

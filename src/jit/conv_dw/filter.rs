@@ -2,9 +2,10 @@
 //! over the call's images, every element summing its pixels in order (image, output row,
 //! output column), as the scalar loops did.
 //!
-//! For each output row and chunk of channels, a group of taps' accumulators is loaded from
-//! `dw` into registers, the row's pixels are added into them one by one, and they are stored
-//! back: the same additions in the same order as updating memory each time. A pixel is
+//! For each run of pixels of an output row and each chunk of channels, a group of taps'
+//! accumulators is loaded from `dw` into registers, the run's pixels are added into them one
+//! by one, and they are stored back: the same additions in the same order as updating
+//! memory each time. A pixel is
 //! interior (every tap inside: no test) or border (taps tested at run time; a tap in the
 //! padding reads a zero that is multiplied, as im2col does).
 
@@ -15,6 +16,11 @@ use cranelift_codegen::ir::{BlockArg, InstBuilder, Value};
 
 /// Accumulators kept in registers at once (taps × items of a chunk).
 const MAX_ACCS: usize = 12;
+/// Pixels of a row per run: every chunk of channels walks the run before the next run, so
+/// the run's input pixels (`RUN × KH` of them) stay in L1 across the chunks, and each
+/// chunk's accumulators are loaded and stored once per run. Runs start at the interior's
+/// first column, so only the border columns take the tested code.
+const RUN: i64 = 8;
 
 /// A planned filter-gradient kernel.
 pub(super) struct Filter {
@@ -81,18 +87,43 @@ impl Filter {
                     dyrow: em.offset(dyimg, oh, ax_w.out as i64 * self.dy_pix),
                     inner: em.b.ins().band(ge, lt),
                 };
-                for seg in &self.segs {
-                    em.for_const(0, seg.count as i64, &mut |em, k| {
-                        let offs = em.seg_offsets(seg, k);
-                        self.chunk(em, &row, seg.g, offs, dw);
-                    });
+                // Runs: the left border columns, the interior in runs of `RUN`, the right
+                // border columns (the same for every row: only the row's own test varies).
+                let (clo, chi, ow_n) = (self.cols.lo as i64, self.cols.hi as i64, ax_w.out as i64);
+                let run = |em: &mut Em, ow0: Value, len: i64, inner: bool| {
+                    let ow1 = em.b.ins().iadd_imm_s(ow0, len);
+                    for seg in &self.segs {
+                        em.for_const(0, seg.count as i64, &mut |em, k| {
+                            let offs = em.seg_offsets(seg, k);
+                            self.chunk(em, &row, seg.g, offs, dw, (ow0, ow1, inner));
+                        });
+                    }
+                };
+                if clo > 0 {
+                    let at = em.iconst(0);
+                    run(em, at, clo, false);
+                }
+                let full = (chi - clo) / RUN;
+                em.for_const(0, full, &mut |em, k| {
+                    let at = em.b.ins().imul_imm_s(k, RUN);
+                    let at = em.b.ins().iadd_imm_s(at, clo);
+                    run(em, at, RUN, true);
+                });
+                if (chi - clo) % RUN > 0 {
+                    let at = em.iconst(clo + full * RUN);
+                    run(em, at, (chi - clo) % RUN, true);
+                }
+                if chi < ow_n {
+                    let at = em.iconst(chi);
+                    run(em, at, ow_n - chi, false);
                 }
             });
             vec![]
         });
     }
 
-    /// One chunk of channels over one row, its taps in groups that fit the registers.
+    /// One chunk of channels over the pixels `[ow0, ow1)` of one row, its taps in groups
+    /// that fit the registers.
     fn chunk(
         &self,
         em: &mut Em,
@@ -100,6 +131,7 @@ impl Filter {
         g: Group,
         [d_off, x_off, dy_off]: [Value; 3],
         dw: Value,
+        (ow0, ow1, cols_inner): (Value, Value, bool),
     ) {
         let taps = self.axes[0].k * self.axes[1].k;
         let per = (MAX_ACCS / g.accs().max(1)).max(1);
@@ -111,13 +143,38 @@ impl Filter {
             let mut accs = vec![];
             for &t in &group {
                 for i in 0..g.accs() {
-                    accs.push(em.load(vector, dwc, t as i64 * self.w_tap + i as i64 * ib));
+                    accs.push(em.load_rw(vector, dwc, t as i64 * self.w_tap + i as i64 * ib));
                 }
             }
-            let (zero, ow_n) = (em.iconst(0), em.iconst(self.axes[1].out as i64));
-            let accs = em.for_vals((zero, ow_n, 1), &accs, &mut |em, ow, accs| {
-                self.pixel(em, row, g, (x_off, dy_off), &group, ow, accs)
-            });
+            // A run of interior columns in an interior row takes the untested code; any
+            // other the tested code.
+            let walk = |em: &mut Em, interior: bool, accs: &[Value]| {
+                em.for_vals((ow0, ow1, 1), accs, &mut |em, ow, accs| {
+                    self.pixel(em, row, g, (x_off, dy_off), &group, (ow, interior), accs)
+                })
+            };
+            let accs = if cols_inner {
+                let (fast, slow, join) = (
+                    em.b.create_block(),
+                    em.b.create_block(),
+                    em.b.create_block(),
+                );
+                for &v in &accs {
+                    let t = em.b.func.dfg.value_type(v);
+                    em.b.append_block_param(join, t);
+                }
+                em.b.ins().brif(row.inner, fast, &[], slow, &[]);
+                for (blk, interior) in [(fast, true), (slow, false)] {
+                    em.b.switch_to_block(blk);
+                    let out = walk(em, interior, &accs);
+                    let args: Vec<BlockArg> = out.into_iter().map(BlockArg::Value).collect();
+                    em.b.ins().jump(join, &args);
+                }
+                em.b.switch_to_block(join);
+                em.b.block_params(join).to_vec()
+            } else {
+                walk(em, false, &accs)
+            };
             let mut it = accs.into_iter();
             for &t in &group {
                 for i in 0..g.accs() {
@@ -128,8 +185,8 @@ impl Filter {
         }
     }
 
-    /// Adds pixel `ow` of the row into the accumulators of `group`'s taps: the interior code
-    /// or the border code, chosen at run time.
+    /// Adds pixel `ow` of the row into the accumulators of `group`'s taps: by the interior
+    /// code (no tests) or the border code.
     #[allow(clippy::too_many_arguments)]
     fn pixel(
         &self,
@@ -138,33 +195,14 @@ impl Filter {
         g: Group,
         (x_off, dy_off): (Value, Value),
         group: &[usize],
-        ow: Value,
+        (ow, interior): (Value, bool),
         accs: &[Value],
     ) -> Vec<Value> {
-        let (clo, chi) = (
-            em.iconst(self.cols.lo as i64),
-            em.iconst(self.cols.hi as i64),
-        );
-        let ge = em.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, ow, clo);
-        let lt = em.lt(ow, chi);
-        let c = em.b.ins().band(ge, lt);
-        let inner = em.b.ins().band(c, row.inner);
-        let (fast, slow, join) = (
-            em.b.create_block(),
-            em.b.create_block(),
-            em.b.create_block(),
-        );
-        for &v in accs {
-            let t = em.b.func.dfg.value_type(v);
-            em.b.append_block_param(join, t);
-        }
         let ax_w = self.axes[1];
         let kw_n = ax_w.k;
         let dy = em.offset(row.dyrow, ow, self.dy_pix);
         let dy = em.b.ins().iadd(dy, dy_off);
-        em.b.ins().brif(inner, fast, &[], slow, &[]);
-        for (blk, interior) in [(fast, true), (slow, false)] {
-            em.b.switch_to_block(blk);
+        {
             // (address, imm, inside) of each tap's `x` (None: known inside).
             let srcs: Vec<(Value, i64, Option<Value>)> = if interior {
                 let col = em.b.ins().imul_imm_s(ow, (ax_w.s as i64) * self.x_pix);
@@ -201,12 +239,8 @@ impl Filter {
                     })
                     .collect()
             };
-            let out = self.add_taps(em, g, dy, &srcs, accs);
-            let args: Vec<BlockArg> = out.into_iter().map(BlockArg::Value).collect();
-            em.b.ins().jump(join, &args);
+            self.add_taps(em, g, dy, &srcs, accs)
         }
-        em.b.switch_to_block(join);
-        em.b.block_params(join).to_vec()
     }
 
     /// `acc[t][i] += x(t, i) · dy(i)` for one pixel, taps in order.
