@@ -137,7 +137,7 @@ fn compare<T: Elem + Into<f64>>(
 #[test]
 fn kernels_match_the_loops_bitwise() {
     let mut rng = Rng(0x5eed_d0c5);
-    for case in 0..60 {
+    for case in 0..150 {
         let geo = random_geo(&mut rng);
         let kinds = [
             ConvKind::Forward,
