@@ -681,6 +681,7 @@ fn main() {
         pool(&cfg, &mut report, [26, 26, 32], max);
         pool(&cfg, &mut report, [11, 11, 64], max);
     }
+    cnn::depthwise::depthwise(&cfg, &mut report);
     cnn::mnist_cnn(&cfg, &mut report);
     cnn::mnist_cnn_compile(&cfg, &mut report);
     kiln::threads::set_threads(0);

@@ -8,6 +8,8 @@
 //! `benches/peers/bench_jax_cnn.py` (the same model without dropout, measured on this
 //! machine kind on 2026-11-30, not in this run).
 
+pub mod depthwise;
+
 use crate::harness::{fmt_time, measure, median, Config, Report, Target};
 use crate::{baseline, ramp};
 use kiln::prelude::*;

@@ -209,6 +209,15 @@ pub(super) fn schedule(
             }
             Op::Conv { kind, .. } => {
                 let conv = conv_step(p, id, *kind)?;
+                let t0 = std::time::Instant::now();
+                let geo = (conv.kind, &conv.geo, conv.dtype);
+                let index = s.steps.len();
+                if let Some(fid) =
+                    super::conv_dw::lower(module, &mut fctx, geo, index, &mut s.lowered)?
+                {
+                    s.pending.push((index, fid));
+                }
+                times.lowering += t0.elapsed();
                 s.scratch_bytes = s.scratch_bytes.max(conv.scratch_bytes());
                 s.steps.push(Step::Conv {
                     conv: Box::new(conv),

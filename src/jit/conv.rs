@@ -46,6 +46,8 @@ pub(super) struct ConvStep {
     /// One input channel per group and more than one group: direct loops (`conv_dw.rs`),
     /// one image per tile.
     depthwise: bool,
+    /// The depthwise step's Cranelift kernel (`conv_dw::lower`), set once compiled.
+    pub(super) dw: Option<super::module::KernelFn>,
 }
 
 impl ConvStep {
@@ -92,6 +94,7 @@ impl ConvStep {
             lanes,
             partials,
             depthwise,
+            dw: None,
         }
     }
 
@@ -395,8 +398,8 @@ unsafe fn depthwise<T: Elem>(st: &ConvStep, p: Ptrs, u: usize) {
     // SAFETY (whole block): `run_conv`'s contract, and unit `u`'s outputs are this call's.
     unsafe {
         match st.kind {
-            ConvKind::Forward => super::conv_dw::forward::<T>(geo, p, u),
-            ConvKind::InputGrad { .. } => super::conv_dw::input_grad::<T>(geo, p, u),
+            ConvKind::Forward => super::conv_dw::forward::<T>(geo, st.dw, p, u),
+            ConvKind::InputGrad { .. } => super::conv_dw::input_grad::<T>(geo, st.dw, p, u),
             ConvKind::FilterGrad => {
                 let images = (geo.n * u / st.partials, geo.n * (u + 1) / st.partials);
                 let dst = if u == 0 {
@@ -404,7 +407,7 @@ unsafe fn depthwise<T: Elem>(st: &ConvStep, p: Ptrs, u: usize) {
                 } else {
                     (p.scratch as *mut T).add((u - 1) * st.filter_len())
                 };
-                super::conv_dw::filter_grad::<T>(geo, p, images, dst)
+                super::conv_dw::filter_grad::<T>(geo, st.dw, p, images, dst)
             }
         }
     }

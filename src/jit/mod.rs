@@ -201,6 +201,7 @@ impl Executable {
             match &mut sched.steps[si] {
                 Step::Kernel { f, .. } => *f = Some(ptr),
                 Step::Pool(p) => p.set_fn(ptr),
+                Step::Conv { conv, .. } => conv.dw = Some(ptr),
                 _ => {}
             }
         }
