@@ -79,10 +79,15 @@ fn check(
     (steps.unwrap(), program_dump(&p))
 }
 
-/// conv → bias → ReLU → 2×2 max pool on `[n, hw, hw, c]`, and `sum(pooled · r)`.
+/// The input, filter and bias of a 3×3 convolution of `[n, hw, hw, c]` into `o` channels.
 fn block<'g>(g: &'g Graph, n: usize, hw: usize, c: usize, o: usize) -> Vec<Tensor<'g>> {
+    block_k(g, n, hw, [3, c, c, o])
+}
+
+/// `block` with a `k`×`k` filter of `cg` of the `c` input channels per group.
+fn block_k<'g>(g: &'g Graph, n: usize, hw: usize, [k, c, cg, o]: [usize; 4]) -> Vec<Tensor<'g>> {
     let x = g.placeholder("x", DType::F32, [n, hw, hw, c]);
-    let w = g.placeholder("w", DType::F32, [3, 3, c, o]);
+    let w = g.placeholder("w", DType::F32, [k, k, cg, o]);
     let b = g.placeholder("b", DType::F32, [o]);
     vec![x, w, b]
 }
@@ -109,6 +114,30 @@ fn conv_bias_relu_pool_and_gradients_match_the_interpreter_when_chained() {
         // Forward: the kernel and the pool; backward: the mask after the pool's gradient.
         assert_eq!(steps.chained, 3, "{what}: {steps:?}\n{dump}");
         assert!(dump.contains("chained into"), "{dump}");
+    }
+}
+
+/// A 1×1 convolution (`gemm` on the input in place, here in whole-image tiles) and a
+/// depthwise one (direct loops, one image per tile) chain like the others.
+#[test]
+fn pointwise_and_depthwise_convolutions_chain_too() {
+    for (what, k, c, cg, o, groups) in [("1x1", 1, 3, 3, 8, 1), ("depthwise", 3, 6, 1, 6, 6)] {
+        let g = Graph::new();
+        let v = block_k(&g, 5, 10, [k, c, cg, o]);
+        let (x, w, b) = (v[0], v[1], v[2]);
+        let y = (x.conv2d(w, &Conv2dOptions::new().groups(groups)) + b).relu();
+        let pooled = y.max_pool2d(&Pool2dOptions::new([2, 2]));
+        let r = g.placeholder("r", DType::F32, pooled.shape());
+        let loss = (pooled * r).sum_all();
+        let mut fetch = vec![pooled, loss];
+        fetch.extend(kiln::autodiff::grad(loss, &[x, w, b]).unwrap());
+        let feeds: Vec<_> = [x, w, b, r]
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| feed(t, 40 + i as u64))
+            .collect();
+        let (steps, dump) = check(&g, &fetch, &feeds, what);
+        assert_eq!(steps.chained, 3, "{what}: {steps:?}\n{dump}");
     }
 }
 

@@ -93,3 +93,41 @@ fn chained_runs_are_bitwise_the_unchained_ones_at_1_2_and_3_threads() {
         }
     }
 }
+
+#[test]
+fn pointwise_and_depthwise_chains_are_bitwise_the_unchained_ones() {
+    // (kernel, input channels, filter input channels, output channels, groups)
+    for (k, c, cg, o, groups) in [(1, 3, 3, 8, 1), (3, 6, 1, 6, 6)] {
+        let (n, hw) = (5, 10);
+        let g = Graph::new();
+        let x = g.placeholder("x", DType::F32, [n, hw, hw, c]);
+        let w = g.placeholder("w", DType::F32, [k, k, cg, o]);
+        let b = g.placeholder("b", DType::F32, [o]);
+        let y = (x.conv2d(w, &Conv2dOptions::new().groups(groups)) + b).relu();
+        let pooled = y.max_pool2d(&Pool2dOptions::new([2, 2]));
+        let loss = pooled.sum_all();
+        let mut fetch = vec![pooled, loss];
+        fetch.extend(crate::autodiff::grad(loss, &[x, w, b]).unwrap());
+        let feeds = vec![
+            (
+                x,
+                Array::new([n, hw, hw, c], values(n * hw * hw * c, 4)).unwrap(),
+            ),
+            (
+                w,
+                Array::new([k, k, cg, o], values(k * k * cg * o, 5)).unwrap(),
+            ),
+            (b, Array::new([o], values(o, 6)).unwrap()),
+        ];
+        let (plain, _) = without_chains(|| run(&g, &fetch, &feeds));
+        for t in [1, 2, 3] {
+            crate::threads::set_threads(t);
+            let (chained, count) = run(&g, &fetch, &feeds);
+            crate::threads::set_threads(0);
+            assert_eq!(count, 3, "k={k} groups={groups}");
+            for (i, (a, b)) in chained.iter().zip(&plain).enumerate() {
+                assert!(a.bits_eq(b), "k={k} groups={groups} threads={t}: fetch {i}");
+            }
+        }
+    }
+}
