@@ -165,3 +165,49 @@ fn a_compile_without_memplan_plans_explicitly() {
         want[0].to_vec::<f32>().unwrap()
     );
 }
+
+/// conv(exp(x)) → bias + ReLU → max pool, with the convolution's output fetched too (so the
+/// ReLU kernel cannot write over it in place): `(program, exp kernel X, ReLU kernel K)`.
+/// `X` dies at the convolution, and the kernel is chained into its tiles.
+fn conv_chain() -> (Program, NodeId, NodeId) {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [4, 10, 10, 8]);
+    let w = g.placeholder("w", DType::F32, [3, 3, 8, 8]);
+    let b = g.placeholder("b", DType::F32, [8]);
+    let y = x.exp().conv2d(w, &crate::Conv2dOptions::new());
+    let pooled = (y + b)
+        .relu()
+        .max_pool2d(&crate::Pool2dOptions::new([2, 2]));
+    let p = planned(&g, vec![pooled.id(), y.id()]);
+    let kernels = planned_kernels(&p);
+    assert_eq!(kernels.len(), 2, "{}", crate::passes::program_dump(&p));
+    (p, kernels[0], kernels[1])
+}
+
+#[test]
+fn a_chained_kernel_never_takes_the_slot_of_its_convolutions_input() {
+    // Unchained, the ReLU kernel runs after the convolution, when `X` is dead: it may have
+    // `X`'s slot, and does.
+    let (p, x, k) = super::chains::without_chains(conv_chain);
+    let m = p.memory().unwrap();
+    assert_eq!(
+        m.slot_of[&x], m.slot_of[&k],
+        "the unchained plan reuses X's slot"
+    );
+    // Chained, it runs on tile 0 before the convolution reads tile 1 of `X`: the plan keeps
+    // them apart, the dump says so, and a plan that shares the slot is refused.
+    let (mut p, x, k) = conv_chain();
+    let dump = crate::passes::program_dump(&p);
+    assert!(dump.contains("chained into"), "{dump}");
+    let m = p.memory.as_mut().unwrap();
+    assert_ne!(
+        m.slot_of[&x], m.slot_of[&k],
+        "the chained plan shares X's slot"
+    );
+    validate(&p, p.memory().unwrap()).unwrap();
+    let m = p.memory.as_mut().unwrap();
+    let slot = m.slot_of[&x];
+    m.slot_of.insert(k, slot);
+    m.slots[slot] = m.slots.iter().copied().max().unwrap();
+    refused(&p, "chained into");
+}
