@@ -22,7 +22,6 @@ use crate::error::{Error, Result};
 use crate::graph::op::{Op, RandomDist, Ty};
 use crate::graph::{GraphData, NodeId};
 use crate::kernel::{Core, Kernel};
-use crate::passes::memplan::chains::Schedule as ChainSchedule;
 use crate::passes::memplan::MemoryPlan;
 use crate::passes::Program;
 use cranelift_codegen::ir::Function;
@@ -68,14 +67,6 @@ pub(super) enum Step {
     /// (seed, run, i), so the bits never depend on the thread count.
     /// A pooling node: its Cranelift function over ranges of images (`jit/pool/`).
     Pool(super::pool::PoolStep),
-    /// A head step (a forward convolution, a max pooling's gradient) whose members (an
-    /// elementwise kernel, then a pooling step) run on each of its ranges of `images` as
-    /// soon as the head has computed them (`jit/chain.rs`, `memplan::chains`).
-    Chain {
-        head: Box<Step>,
-        members: Vec<Step>,
-        plan: ChainPlan,
-    },
     Random {
         dist: RandomDist,
         seed: u64,
@@ -166,32 +157,12 @@ pub(super) struct Schedule {
     pub(super) scratch_bytes: usize,
     /// The number of kernel functions.
     pub(super) kernels: usize,
-    /// The chains the JIT runs interleaved: each one's members are the steps right after
-    /// its head (`fold_chains` nests them).
-    pub(super) chains: Vec<ChainPlan>,
 }
 
-/// A chain as the JIT runs it.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct ChainPlan {
-    /// The head's index in the flat steps.
-    pub(super) head: usize,
-    /// How many members run on the head's image ranges.
-    pub(super) members: usize,
-    /// The head output's images.
-    pub(super) images: usize,
-    /// Images per block of a pooling head (a convolution's tiles are its own plan's).
-    pub(super) block: usize,
-}
-
-/// Output bytes a pooling head computes per block before its members run on them.
-const BLOCK_BYTES: usize = 1 << 17;
-
-/// One step per computed value of `order` (`chains.order`), lowering each kernel into
-/// `module`.
+/// One step per computed value of `order`, lowering each kernel into `module`.
 pub(super) fn schedule(
     p: &Program,
-    chains: &ChainSchedule,
+    order: &[NodeId],
     lay: &Layout,
     module: &mut JITModule,
     helpers: &Helpers,
@@ -203,17 +174,10 @@ pub(super) fn schedule(
         pending: vec![],
         scratch_bytes: 0,
         kernels: 0,
-        chains: vec![],
     };
-    let order = &chains.order;
     let mut fctx = FunctionBuilderContext::new();
     let loc = &lay.loc;
     for &id in order {
-        if let Some(mut c) = runnable_chain(p, chains, id) {
-            c.head = s.steps.len();
-            s.chains.push(c);
-        }
-        let chained = s.chains.last().is_some_and(|c| c.head == s.steps.len());
         let n = p.graph.node(id);
         let out = loc[&id];
         match &n.op {
@@ -244,7 +208,7 @@ pub(super) fn schedule(
                 })
             }
             Op::Conv { kind, .. } => {
-                let conv = conv_step(p, id, *kind, chained)?;
+                let conv = conv_step(p, id, *kind)?;
                 let t0 = std::time::Instant::now();
                 let geo = (conv.kind, &conv.geo, conv.dtype);
                 let index = s.steps.len();
@@ -299,12 +263,7 @@ pub(super) fn schedule(
 /// The plan of convolution `id`, after checking what its native code assumes: f32 or f64
 /// operands of its dtype, and operand and output element counts that are exactly the
 /// geometry's (so every index the step computes is inside its buffers).
-fn conv_step(
-    p: &Program,
-    id: NodeId,
-    kind: crate::graph::op::ConvKind,
-    chained: bool,
-) -> Result<ConvStep> {
+fn conv_step(p: &Program, id: NodeId, kind: crate::graph::op::ConvKind) -> Result<ConvStep> {
     let n = p.graph.node(id);
     let ty = |i: usize| &p.graph.node(n.inputs[i]).ty;
     let bad = |why: &str| Error::invalid(format!("jit: convolution {}: {why}", n.label()));
@@ -341,58 +300,7 @@ fn conv_step(
     if !ok || !lens || !counts {
         return Err(bad("operand shapes do not match its window and groups"));
     }
-    Ok(ConvStep::plan(kind, geo, dt, chained))
-}
-
-/// How many of head `id`'s chain members (`memplan::chains`) the JIT runs on its image
-/// ranges, and the image count, if any: the members up to the first kernel whose split is
-/// not by images of the head or that uses scratch (which the head's tiles use). The others
-/// run after the head as steps of their own, which the chain's buffer assignment allows.
-fn runnable_chain(p: &Program, chains: &ChainSchedule, id: NodeId) -> Option<ChainPlan> {
-    let members = chains.members.get(&id)?;
-    let ty = &p.graph.node(id).ty;
-    let images = *ty.shape.to_fixed()?.first()?;
-    let run = members
-        .iter()
-        .take_while(|&&m| match &p.graph.node(m).op {
-            Op::Fusion(k) => p.kernels().lookup(*k).is_ok_and(|k| {
-                matches!(k.core, Core::None)
-                    && codegen::scratch_bytes(k) == 0
-                    && codegen::split_of(k).is_some_and(|sp| sp.extent == images && sp.align == 1)
-            }),
-            Op::Pool { .. } => true,
-            _ => false,
-        })
-        .count();
-    let per_image = bytes_of(ty) / images.max(1);
-    (run > 0).then_some(ChainPlan {
-        head: 0,
-        members: run,
-        images,
-        block: (BLOCK_BYTES / per_image.max(1)).max(1),
-    })
-}
-
-/// Nests each chain's members (the steps right after its head) into a [`Step::Chain`].
-pub(super) fn fold_chains(steps: Vec<Step>, chains: &[ChainPlan]) -> Vec<Step> {
-    let mut out = Vec::with_capacity(steps.len());
-    let mut it = steps.into_iter().enumerate();
-    let mut heads = chains.iter().peekable();
-    while let Some((i, step)) = it.next() {
-        match heads.peek() {
-            Some(&&plan) if plan.head == i => {
-                heads.next();
-                let members = it.by_ref().take(plan.members).map(|(_, s)| s).collect();
-                out.push(Step::Chain {
-                    head: Box::new(step),
-                    members,
-                    plan,
-                });
-            }
-            _ => out.push(step),
-        }
-    }
-    out
+    Ok(ConvStep::plan(kind, geo, dt))
 }
 
 /// Whether a value of type `b` can be the bytes of one of type `a` (a reshape reads or

@@ -30,9 +30,6 @@ const COL_BUDGET: usize = 1 << 20;
 const MAX_LANES: usize = 4;
 /// A filter gradient sums its tiles in at most this many fixed partial accumulators.
 const MAX_PARTIALS: usize = 4;
-/// A chained forward step's output tile is at most about this big, so that it and its
-/// consumers' tiles stay in L2 (512 KiB per core here) until the chain has read them.
-const CHAIN_OUT_BUDGET: usize = 1 << 18;
 
 /// A planned convolution.
 #[derive(Clone, Debug)]
@@ -54,33 +51,25 @@ pub(super) struct ConvStep {
 }
 
 impl ConvStep {
-    /// Plans `kind` over `geo` in `dtype` (f32 or f64). A `chained` step (a forward one
-    /// whose consumers run on its tiles, `jit/chain.rs`) has tiles of whole images whose
-    /// output fits `CHAIN_OUT_BUDGET`.
-    pub(super) fn plan(kind: ConvKind, geo: ConvGeom, dtype: DType, chained: bool) -> ConvStep {
+    /// Plans `kind` over `geo` in `dtype` (f32 or f64).
+    pub(super) fn plan(kind: ConvKind, geo: ConvGeom, dtype: DType) -> ConvStep {
         let size = dtype.size_bytes();
         let m = geo.n * geo.out_pixels();
         let k = geo.k().max(1);
-        let whole_images = |budget: usize, per_image: usize| {
-            let images = (budget / per_image.max(1)).clamp(1, 16);
-            // Two tiles at least when there are two images, so two threads share work.
-            images.min(geo.n.div_ceil(2)).max(1) * geo.out_pixels()
-        };
         let rows = match kind {
-            ConvKind::InputGrad { .. } => whole_images(COL_BUDGET, geo.out_pixels() * k * size),
-            ConvKind::Forward if chained => {
-                let col = whole_images(COL_BUDGET, geo.out_pixels() * k * size);
-                col.min(whole_images(
-                    CHAIN_OUT_BUDGET,
-                    geo.out_pixels() * geo.o * size,
-                ))
+            ConvKind::InputGrad { .. } => {
+                let per_image = geo.out_pixels() * k * size;
+                let images = (COL_BUDGET / per_image.max(1)).clamp(1, 16);
+                // Two tiles at least when there are two images, so two threads share work.
+                let images = images.min(geo.n.div_ceil(2)).max(1);
+                images * geo.out_pixels()
             }
             _ => (COL_BUDGET / (k * size)).max(16).min(m.div_ceil(2)).max(1),
         };
         let depthwise = geo.groups > 1 && geo.groups == geo.c;
         let rows = if depthwise {
             geo.out_pixels()
-        } else if direct(&geo) && !matches!(kind, ConvKind::FilterGrad) && !chained {
+        } else if direct(&geo) && !matches!(kind, ConvKind::FilterGrad) {
             // A 1×1 window copies nothing: one `gemm` over all rows, split by `gemm` itself.
             m
         } else {
@@ -326,16 +315,13 @@ unsafe fn col2im<T: Elem>(
 /// `a`, `b` and `out` hold the step's operand and output types (`compile` checked the
 /// geometry against them), `out` overlaps neither operand, and `scratch` is the step's own
 /// for the duration of the call.
-///
-/// `after`, for a forward step planned `chained`, is called with each tile's image range
-/// `[lo, hi)` once the tile's output is written, on the thread that wrote it; calls for
-/// different tiles may run at the same time, and must be safe to.
 pub(super) unsafe fn run_conv(
     step: &ConvStep,
-    (a, b, out): (*const u8, *const u8, *mut u8),
+    a: *const u8,
+    b: *const u8,
+    out: *mut u8,
     scratch: *mut u8,
     threads: usize,
-    after: Option<&dyn Fn(usize, usize)>,
 ) {
     let p = Ptrs {
         a: a as usize,
@@ -345,9 +331,9 @@ pub(super) unsafe fn run_conv(
     };
     match step.dtype {
         // SAFETY: the caller's contract, in the step's dtype.
-        DType::F64 => unsafe { run_typed::<f64>(step, p, threads, after) },
+        DType::F64 => unsafe { run_typed::<f64>(step, p, threads) },
         // SAFETY: as above (the compile admits only f32 and f64).
-        _ => unsafe { run_typed::<f32>(step, p, threads, after) },
+        _ => unsafe { run_typed::<f32>(step, p, threads) },
     }
 }
 
@@ -360,15 +346,7 @@ pub(super) struct Ptrs {
     pub(super) scratch: usize,
 }
 
-unsafe fn run_typed<T: Elem>(
-    st: &ConvStep,
-    p: Ptrs,
-    threads: usize,
-    after: Option<&dyn Fn(usize, usize)>,
-) {
-    // Only a forward step has whole-image tiles to hand on (`plan`'s `chained`).
-    let after = after.filter(|_| matches!(st.kind, ConvKind::Forward));
-    let op = st.geo.out_pixels().max(1);
+unsafe fn run_typed<T: Elem>(st: &ConvStep, p: Ptrs, threads: usize) {
     let tiles = st.tiles();
     let units = match st.kind {
         ConvKind::FilterGrad => st.partials,
@@ -390,9 +368,6 @@ unsafe fn run_typed<T: Elem>(
                 // SAFETY: worker `wk` alone writes image `u` (forward, input gradient) or
                 // partial `u` (filter gradient: `dW` or its accumulator in scratch).
                 unsafe { depthwise::<T>(st, p, u) };
-                if let Some(f) = after {
-                    f(u, u + 1);
-                }
             }
             return;
         }
@@ -406,10 +381,6 @@ unsafe fn run_typed<T: Elem>(
                     ConvKind::InputGrad { .. } => input_grad::<T>(st, p, u, col, gemm_threads),
                     ConvKind::FilterGrad => filter_partial::<T>(st, p, u, col, gemm_threads),
                 }
-            }
-            if let Some(f) = after {
-                let (r0, r1) = tile_rows(st, u);
-                f(r0 / op, r1.div_ceil(op));
             }
         }
     };

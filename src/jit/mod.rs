@@ -23,7 +23,6 @@
 //! One file per job: `module.rs` (the Cranelift module, helper symbols, compiling kernels in
 //! parallel), `compile.rs` (locations and steps from the program), `exec.rs` (running the
 //! steps), `native.rs` (the proof that every node runs natively, and the step counts),
-//! `chain.rs` (a convolution's or pooling gradient's consumers run on its image ranges),
 //! `buffers.rs` (locations to pointers), `gemm.rs` (the matmul step), `runtime.rs`
 //! (what native code calls), `codegen.rs` and `math.rs`/`vmath.rs` (the kernels' code).
 //!
@@ -39,7 +38,6 @@
 //! these facts it relies on.
 
 mod buffers;
-mod chain;
 mod codegen;
 mod compile;
 mod conv;
@@ -178,10 +176,8 @@ impl Executable {
         } else {
             p
         };
-        // The schedule, with the chains the buffer assignment plans for (`memplan::chains`).
-        let chains = memplan::chains::schedule(p);
-        let order = &chains.order;
-        for &id in order {
+        let order = p.live_order();
+        for &id in &order {
             concrete(&p.graph.node(id).ty)?;
         }
         // The buffer assignment: the pipeline's, or (a pipeline without `memplan`) planned
@@ -196,9 +192,9 @@ impl Executable {
         };
         memplan::validate(p, plan)?;
         let (mut module, helpers) = module::new_module(tile_math)?;
-        let lay = compile::layout(p, order, plan)?;
+        let lay = compile::layout(p, &order, plan)?;
         let mut times = CompileTimes::default();
-        let mut sched = compile::schedule(p, &chains, &lay, &mut module, &helpers, &mut times)?;
+        let mut sched = compile::schedule(p, &order, &lay, &mut module, &helpers, &mut times)?;
         module::define_all(&mut module, std::mem::take(&mut sched.lowered), &mut times)?;
         let t_fin = std::time::Instant::now();
         for (si, ptr) in module::finalize(&mut module, std::mem::take(&mut sched.pending))? {
@@ -210,14 +206,12 @@ impl Executable {
             }
         }
         times.finalize = t_fin.elapsed();
-        times.steps.chained = sched.chains.iter().map(|c| c.members).sum();
-        let steps = compile::fold_chains(std::mem::take(&mut sched.steps), &sched.chains);
         times.kernels = sched.kernels;
         let outs = compile::outputs(p, &lay);
         let label =
             |v: &[(NodeId, Ty)]| v.iter().map(|(id, _)| p.graph.node(*id).label()).collect();
         Ok(Executable {
-            steps,
+            steps: sched.steps,
             labels: (label(&lay.placeholders), label(&lay.variables)),
             placeholders: lay.placeholders,
             variables: lay.variables,

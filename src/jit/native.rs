@@ -5,9 +5,7 @@
 //! running 50 times slower that way). Every compute node of the optimized program must be
 //! covered by exactly one native step: a kernel call (with or without a `gemm`), a copy or
 //! an alias of a reshape, a random fill, a convolution (`conv.rs`) or a pooling step (`pool/`). [`StepCounts`] says how many of each kind an
-//! executable has, and [`covers`] proves the coverage at compile time (a chain's members,
-//! run on its head's image ranges, are counted as steps of their kinds and in
-//! [`StepCounts::chained`]); the session hands the
+//! executable has, and [`covers`] proves the coverage at compile time; the session hands the
 //! counts out with the compile times, and the test suite checks them on every JIT run.
 
 use super::buffers::Loc;
@@ -38,9 +36,6 @@ pub struct StepCounts {
     /// Pooling steps that run a Cranelift kernel (the others run native loops: see
     /// `jit/pool/native.rs`).
     pub pool_kernels: usize,
-    /// Steps that run on the image ranges of a convolution or pooling step as it computes
-    /// them, while they are in cache (counted in their own kinds too; `jit/chain.rs`).
-    pub chained: usize,
     /// Compute nodes of the program (everything but placeholders, variables and constants).
     pub nodes: usize,
     /// Nodes covered by one of the above.
@@ -64,13 +59,8 @@ pub(super) fn covers(
 ) -> Result<StepCounts> {
     let mut c = StepCounts::default();
     let mut covered: Vec<NodeId> = vec![];
-    let mut flat: Vec<&Step> = steps.iter().collect();
-    while let Some(s) = flat.pop() {
+    for s in steps {
         match s {
-            Step::Chain { head, members, .. } => {
-                flat.push(head);
-                flat.extend(members);
-            }
             Step::Kernel { f, gemm, node, .. } => {
                 c.kernels += usize::from(f.is_some());
                 c.gemm += usize::from(gemm.is_some());

@@ -39,8 +39,6 @@ use crate::graph::NodeId;
 use crate::kernel::{Core, Expr};
 use std::collections::{HashMap, HashSet};
 
-pub(crate) mod chains;
-
 /// See the module docs.
 pub struct MemPlan;
 
@@ -153,14 +151,12 @@ fn overwrites_safely(p: &Program, id: NodeId, in_buf: impl Fn(NodeId) -> bool) -
 
 /// Plans the program's memory (its shapes must be concrete).
 pub fn plan(p: &Program) -> MemoryPlan {
-    // Positions are times: a chain's steps share one (`chains`).
-    let sched = chains::schedule(p);
-    let (order, time) = (&sched.order, &sched.time);
+    let order = p.live_order();
     // Last reader of each value (outputs live to the end).
     let mut last_use: HashMap<NodeId, usize> = HashMap::new();
     for (i, &id) in order.iter().enumerate() {
         for &input in &p.graph.node(id).inputs {
-            last_use.insert(input, time[i]);
+            last_use.insert(input, i);
         }
     }
     for &o in &p.outputs {
@@ -175,9 +171,7 @@ pub fn plan(p: &Program) -> MemoryPlan {
     // until its backward pass).
     let mut dies_at: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     let mut holder_end: HashMap<usize, usize> = HashMap::new();
-    // The values in each slot since it was last taken afresh.
-    let mut holders: HashMap<usize, Vec<NodeId>> = HashMap::new();
-    for (&id, &i) in order.iter().zip(time) {
+    for (i, &id) in order.iter().enumerate() {
         // Release slots whose holders' last use is before this node.
         while let Some(entry) = dies_at.first_entry().filter(|e| *e.key() < i) {
             let (k, slots) = entry.remove_entry();
@@ -217,17 +211,7 @@ pub fn plan(p: &Program) -> MemoryPlan {
                             last_use.get(&param) == Some(&i) && holder_end.get(&slot) == Some(&i);
                         // Inputs in this slot are its current holders (they are alive here).
                         let in_slot = |x: NodeId| plan.slot_of.get(&x) == Some(&slot);
-                        let dying_here = holders.get(&slot).map_or(&[][..], |v| v.as_slice());
-                        let dying_here: Vec<NodeId> = dying_here
-                            .iter()
-                            .copied()
-                            .filter(|h| last_use.get(h) == Some(&i))
-                            .collect();
-                        if dying
-                            && plan.slots[slot] >= need
-                            && overwrites_safely(p, id, in_slot)
-                            && chain_allows(p, &sched, id, &dying_here)
-                        {
+                        if dying && plan.slots[slot] >= need && overwrites_safely(p, id, in_slot) {
                             chosen = Some(slot);
                             plan.in_place.push((id, param));
                             break;
@@ -252,12 +236,6 @@ pub fn plan(p: &Program) -> MemoryPlan {
             }
         };
         plan.slot_of.insert(id, slot);
-        match n.op {
-            Op::Reshape if chosen.is_some() => holders.entry(slot).or_default().push(id),
-            _ => {
-                holders.insert(slot, vec![id]);
-            }
-        }
         let prev_end = holder_end.get(&slot).copied().unwrap_or(0);
         let new_end = prev_end.max(end);
         holder_end.insert(slot, new_end);
@@ -267,28 +245,14 @@ pub fn plan(p: &Program) -> MemoryPlan {
     plan
 }
 
-/// Whether chain member `id` (any other node: always) may write over the slot of `dying`,
-/// the values there that die at its time: each must be an operand of `id` that no other
-/// step of its chain reads, since those steps run interleaved with it (`chains`).
-fn chain_allows(p: &Program, sched: &chains::Schedule, id: NodeId, dying: &[NodeId]) -> bool {
-    !sched.head.contains_key(&id)
-        || dying.iter().all(|&v| {
-            p.graph.node(id).inputs.contains(&v) && !sched.read_elsewhere_in_chain(p, id, v)
-        })
-}
-
-/// Each live value's time (`time[i]` for `order[i]`) and the time of its last reader (its
-/// own if it has none); outputs are read by the caller after the last step.
-fn live_ranges(
-    p: &Program,
-    order: &[NodeId],
-    time: &[usize],
-) -> (HashMap<NodeId, usize>, HashMap<NodeId, usize>) {
-    let pos: HashMap<NodeId, usize> = order.iter().zip(time).map(|(&id, &t)| (id, t)).collect();
+/// Each live value's schedule position and the position of its last reader (its own if it
+/// has none); outputs are read by the caller after the last step.
+fn live_ranges(p: &Program, order: &[NodeId]) -> (HashMap<NodeId, usize>, HashMap<NodeId, usize>) {
+    let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let mut last = HashMap::new();
-    for (&id, &t) in order.iter().zip(time) {
+    for (i, &id) in order.iter().enumerate() {
         for &input in &p.graph.node(id).inputs {
-            last.insert(input, t);
+            last.insert(input, i);
         }
     }
     for &o in &p.outputs {
@@ -308,21 +272,12 @@ fn internal(msg: String) -> Error {
 /// Entries for nodes that are not live are ignored. A failure is [`Error::Internal`]: a plan
 /// is made by the compiler, never by the user.
 pub(crate) fn validate(p: &Program, plan: &MemoryPlan) -> Result<()> {
-    let sched = chains::schedule(p);
-    let order = &sched.order;
-    let (pos, last) = live_ranges(p, order, &sched.time);
+    let order = p.live_order();
+    let (pos, last) = live_ranges(p, &order);
     let outputs: HashSet<NodeId> = p.outputs.iter().copied().collect();
     let label = |id: NodeId| format!("%{} {}", pos[&id], p.graph.node(id).label());
-    // The values of `group` whose last reader runs at time `at`.
-    let dying_at = |group: &[NodeId], at: usize| -> Vec<NodeId> {
-        group
-            .iter()
-            .copied()
-            .filter(|g| last.get(g) == Some(&at))
-            .collect()
-    };
     let mut holders: Vec<Vec<NodeId>> = vec![vec![]; plan.slots.len()];
-    for &id in order {
+    for &id in &order {
         if !computed(&p.graph.node(id).op) || outputs.contains(&id) {
             continue;
         }
@@ -363,10 +318,7 @@ pub(crate) fn validate(p: &Program, plan: &MemoryPlan) -> Result<()> {
                 group.push(id);
                 in_group.insert(id);
                 group_end = group_end.max(end);
-            } else if group_end == at
-                && overwrites_safely(p, id, |x| in_group.contains(&x))
-                && chain_allows(p, &sched, id, &dying_at(&group, at))
-            {
+            } else if group_end == at && overwrites_safely(p, id, |x| in_group.contains(&x)) {
                 group = vec![id];
                 in_group = HashSet::from([id]);
                 group_end = end;
@@ -383,13 +335,8 @@ pub(crate) fn validate(p: &Program, plan: &MemoryPlan) -> Result<()> {
                         format!("%{l}")
                     }
                 });
-                let chained = match sched.head.get(&id) {
-                    Some(h) => format!(" (chained into {}'s tiles)", label(*h)),
-                    None => String::new(),
-                };
                 return Err(internal(format!(
-                    "slot {slot}: {}{chained} is written while {} (read until {until}) still \
-                     lives there",
+                    "slot {slot}: {} is written while {} (read until {until}) still lives there",
                     label(id),
                     label(alive)
                 )));
@@ -407,10 +354,8 @@ impl MemoryPlan {
         p: &Program,
         num: &HashMap<NodeId, usize>,
     ) -> Vec<(NodeId, String)> {
-        let sched = chains::schedule(p);
-        let order = &sched.order;
-        let positions: Vec<usize> = (0..order.len()).collect();
-        let (_, last) = live_ranges(p, order, &positions);
+        let order = p.live_order();
+        let (_, last) = live_ranges(p, &order);
         let mut out = vec![];
         let Some(&first) = order.first() else {
             return out;
@@ -432,8 +377,7 @@ impl MemoryPlan {
             ),
         ));
         let n_of = |id: &NodeId| num.get(id).map_or("%?".to_string(), |n| format!("%{n}"));
-        chain_notes(&sched, &n_of, &mut out);
-        for &id in order {
+        for &id in &order {
             let Some(&slot) = self.slot_of.get(&id) else {
                 continue;
             };
@@ -456,33 +400,6 @@ impl MemoryPlan {
             out.push((id, line));
         }
         out
-    }
-}
-
-/// The chains as dump comments: on each head, its members; on each member, its head; on
-/// each candidate that was not chained, why.
-fn chain_notes(
-    sched: &chains::Schedule,
-    n_of: &dyn Fn(&NodeId) -> String,
-    out: &mut Vec<(NodeId, String)>,
-) {
-    let mut heads: Vec<(&NodeId, &Vec<NodeId>)> = sched.members.iter().collect();
-    heads.sort();
-    for (h, members) in heads {
-        let list: Vec<String> = members.iter().map(n_of).collect();
-        out.push((
-            *h,
-            format!(
-                "tiles of whole images, each running {} on its images while they are in cache",
-                list.join(" then ")
-            ),
-        ));
-        for m in members {
-            out.push((*m, format!("chained into {}'s tiles", n_of(h))));
-        }
-    }
-    for (u, h, why) in &sched.refused {
-        out.push((*u, format!("not chained after {}: {why}", n_of(h))));
     }
 }
 

@@ -245,6 +245,7 @@ impl PoolStep {
     /// Runs images `[lo, hi)` of the step on the calling thread (`hi <= n`): what a caller
     /// that produces the operand image by image (a convolution's tiles) runs while those
     /// images are in cache. Images outside the range are neither read nor written.
+    #[allow(dead_code)]
     pub(super) fn run_images(&self, bufs: &mut Buffers<'_>, lo: usize, hi: usize) {
         let ptrs = self.pointers(bufs);
         self.images_at(&ptrs, lo, hi.min(self.n));
