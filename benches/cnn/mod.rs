@@ -9,6 +9,7 @@
 //! machine kind on 2026-11-30, not in this run).
 
 pub mod depthwise;
+pub mod window;
 
 use crate::harness::{fmt_time, measure, median, Config, Report, Target};
 use crate::{baseline, ramp};
