@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use prost::Message;
 use std::path::Path;
 
-/// The largest model file [`read_model`] reads: 2 GiB, protobuf's own limit for one message
+/// The largest model file [`import`](crate::onnx::import) reads: 2 GiB, protobuf's own limit for one message
 /// (larger models keep their weights as external data, which kiln does not read yet).
 pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 
