@@ -62,11 +62,11 @@ pub(super) enum Step {
         bytes: usize,
         node: NodeId,
     },
+    /// A pooling node: its Cranelift function over ranges of images (`jit/pool/`).
+    Pool(super::pool::PoolStep),
     /// Random numbers written straight into the output, by the same function the
     /// interpreter uses (`rng`), split over the pool: element `i` depends only on
     /// (seed, run, i), so the bits never depend on the thread count.
-    /// A pooling node: its Cranelift function over ranges of images (`jit/pool/`).
-    Pool(super::pool::PoolStep),
     Random {
         dist: RandomDist,
         seed: u64,

@@ -5,6 +5,10 @@
 //! the builder puts permutes around the NHWC op, which the passes fold into kernels (an
 //! operand's permute becomes the kernel that writes the transposed buffer, a result's permute
 //! joins its consumers' index maps).
+//!
+//! A filter variable created for an OIHW filter should say so to its initializer
+//! (`glorot_uniform(seed).with_layout(KernelLayout::Oihw)`, both in [`crate::init`]): fans are
+//! read from the kernel's layout, and the default is Keras' HWIO.
 
 use super::Tensor;
 use crate::graph::op::{ConvKind, DataFormat, Op, Padding, Window2d};
