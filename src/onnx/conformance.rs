@@ -2,7 +2,7 @@
 //!
 //! Each case is a directory with a one-node (or, for `_expanded` cases, a few-node)
 //! `model.onnx` and `test_data_set_N/{input,output}_K.pb` tensors, as onnx's
-//! `backend/test/case/node` generators write them (`/work/shared/onnx/gen_node_tests.py` makes
+//! `backend/test/case/node` generators write them (`tests/data/gen_onnx_node_tests.py` makes
 //! the 1,858 cases of onnx 1.23.2 offline). [`run_case`] imports the model, runs every data set
 //! on both backends (the JIT and the interpreter) and compares the outputs at onnx's own
 //! backend-test tolerances (`rtol` 1e-3, `atol` 1e-7; NaN matches NaN). The node tests feed

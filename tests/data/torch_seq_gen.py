@@ -19,7 +19,7 @@ input batch `x` (NCHW, f32[2,2,5,5], as PyTorch takes it) and `y`, the model's o
 mode (BatchNorm uses the running statistics, eps = 1e-5) computed here with numpy in float64
 and rounded to f32.
 
-Run: /work/main/.peers-venv/bin/python tests/data/torch_seq_gen.py
+Run from the repository's root: .peers-venv/bin/python tests/data/torch_seq_gen.py
 """
 
 import os
