@@ -38,6 +38,7 @@
 mod baseline;
 mod cnn;
 mod harness;
+mod resnet50;
 
 use harness::{fmt_time, measure, median, Config, Report, Target, PUBLISHED};
 use kiln::prelude::*;
@@ -530,6 +531,7 @@ fn main() {
     cnn::depthwise::depthwise(&cfg, &mut report);
     cnn::mnist_cnn(&cfg, &mut report);
     cnn::mnist_cnn_compile(&cfg, &mut report);
+    resnet50::resnet50(&cfg, &mut report);
     kiln::threads::set_threads(0);
 
     report.print(&cfg);
