@@ -30,6 +30,7 @@ pub mod cse;
 pub mod dce;
 pub mod fold;
 pub mod fusion;
+pub mod layout;
 pub mod lower_effects;
 pub mod memplan;
 pub mod simplify;
@@ -311,7 +312,8 @@ fn verify_default() -> bool {
 
 impl Default for Pipeline {
     /// `concretize`, one round each of `fold`, `simplify`, `cse`, `dce`, then those four
-    /// again to a fixpoint (`cleanup`), then `fusion` and `memplan`.
+    /// and [`layout`] (after `simplify`) again to a fixpoint (`cleanup`), then `fusion` and
+    /// `memplan`.
     fn default() -> Pipeline {
         Pipeline {
             passes: vec![
@@ -325,6 +327,7 @@ impl Default for Pipeline {
                     vec![
                         Box::new(fold::Fold),
                         Box::new(simplify::Simplify),
+                        Box::new(layout::Layout),
                         Box::new(cse::Cse),
                         Box::new(dce::Dce),
                     ],
