@@ -476,3 +476,55 @@ fn a_failed_export_leaves_no_file() {
     assert!(kiln::onnx::export(&g, &[x], &[bad], &file).is_err());
     assert_eq!(std::fs::read(&file).unwrap(), before);
 }
+
+#[test]
+fn a_convolution_input_gradient_exports_as_conv_transpose() {
+    // A saliency map: d(sum of the convolution)/d(image), with a stride that leaves a row
+    // and a column over (ConvTranspose's output_padding).
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(8), Some(8), Some(2)]);
+    let w = g.variable("conv/kernel", [3, 3, 2, 4], kiln::init::he_uniform(3));
+    let y = x.conv2d(w, &Conv2dOptions::new().strides(2, 2));
+    let loss = (y * y).sum(&[0, 1, 2, 3], false);
+    let dx = kiln::autodiff::grad(loss, &[x]).unwrap()[0];
+    let mut sess = Session::new(&g).unwrap();
+    round_trip(
+        &mut sess,
+        &[(x, values(&[2, 8, 8, 2], 5))],
+        &[],
+        &[dx],
+        &["saliency"],
+    );
+}
+
+#[test]
+fn a_mean_over_the_batch_is_valid_onnx_that_kiln_does_not_import_yet() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [None, Some(3)]);
+    let m = x.mean(&[0], false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    kiln::onnx::export_with(
+        &g,
+        &[x],
+        &[m],
+        &path,
+        &ExportOptions::new().output_names(["m"]),
+    )
+    .unwrap();
+    // The batch size is Shape -> Gather -> ReduceProd -> Cast: onnxruntime runs it, kiln's
+    // importer (which folds shapes at import) refuses it by name rather than guess.
+    let e = kiln::onnx::import(&path).err().map(|e| e.to_string());
+    assert!(
+        e.as_deref().is_some_and(|e| e.contains("ReduceProd")),
+        "{e:?}"
+    );
+    let xv = values(&[5, 3], 2);
+    let want = Session::new(&g)
+        .unwrap()
+        .run(&[m], &[(x, xv.clone())])
+        .unwrap();
+    write_npy(&dir.path().join("in_x.npy"), &xv);
+    write_npy(&dir.path().join("out_m.npy"), &want[0]);
+    onnxruntime_agrees(dir.path());
+}
