@@ -43,6 +43,7 @@ mod callbacks;
 mod check;
 mod conv;
 mod csv_logger;
+mod export;
 mod fit;
 mod fit_config;
 mod layers;

@@ -28,12 +28,14 @@
 //! ```
 
 mod conformance;
+pub mod export;
 mod import;
 mod ops;
 mod proto;
 mod tensor;
 
 pub use conformance::{run_case, run_suite, CaseOutcome, CaseReport, SuiteReport};
+pub use export::{export, export_with, ExportOptions, Weights, EXPORT_OPSET};
 pub use import::{MAX_OPSET, MIN_OPSET};
 pub use proto::MAX_MODEL_BYTES;
 
