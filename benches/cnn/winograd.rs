@@ -6,6 +6,7 @@
 //! of the direct path's im2col shape on ready matrices (`[M, 9·C]·[9·C, O]` forward,
 //! `[M, O]·[O, 9·C]` for the input gradient, whose col2im it leaves out). Winograd does
 //! fewer FLOPs, so its "GFLOP/s" are the direct FLOPs over its time (effective rate).
+//! Last, the MNIST convnet's step and inference with and without Winograd, interleaved.
 
 use crate::harness::{fmt_time, measure, Config, Report, Target};
 use crate::{gemm_rect, ramp, THREADS};
@@ -23,7 +24,7 @@ struct Case {
     dx: bool,
 }
 
-/// The three cases.
+/// The three cases, then the convnet A/B.
 pub fn winograd(cfg: &Config, report: &mut Report) {
     let cases = [
         (128, 13, 32, 64, false, false),
@@ -44,6 +45,7 @@ pub fn winograd(cfg: &Config, report: &mut Report) {
             },
         );
     }
+    convnet(cfg, report);
 }
 
 fn one(cfg: &Config, report: &mut Report, cs: &Case) {
@@ -145,6 +147,63 @@ fn one(cfg: &Config, report: &mut Report, cs: &Case) {
             kd / kw,
             base / kw,
         ));
+    }
+    kiln::threads::set_threads(0);
+}
+
+/// The MNIST convnet's training step and inference (`super::Cnn`, batch 128) compiled with
+/// Winograd (the default) and with `KILN_WINOGRAD=0`, the four sessions' samples
+/// interleaved in one `measure`, at 1 and 2 threads.
+fn convnet(cfg: &Config, report: &mut Report) {
+    let case = "winograd convnet b128";
+    if !cfg.wants(case) {
+        return;
+    }
+    eprintln!("{case}");
+    let g = Graph::new();
+    let m = super::Cnn::new(&g);
+    let train_feeds = m.feeds(true);
+    let mut infer_feeds = m.feeds(false);
+    infer_feeds.remove(1); // the labels
+    let train = [m.loss, m.train];
+    for t in THREADS {
+        kiln::threads::set_threads(t);
+        // A session compiled now (its first run), with or without Winograd.
+        let session = |on: bool, fetch: &[Tensor<'_>], feeds: &[(Tensor<'_>, Array)]| {
+            if !on {
+                std::env::set_var("KILN_WINOGRAD", "0");
+            }
+            let mut sess = Session::new(&g).unwrap();
+            sess.run(fetch, feeds).unwrap();
+            std::env::remove_var("KILN_WINOGRAD");
+            let wino = sess.last_compile_times().unwrap().steps.conv_winograd;
+            assert_eq!(wino > 0, on, "{case}: Winograd steps {wino}");
+            sess
+        };
+        let mut tw = session(true, &train, &train_feeds);
+        let mut td = session(false, &train, &train_feeds);
+        let mut iw = session(true, &[m.logits], &infer_feeds);
+        let mut id = session(false, &[m.logits], &infer_feeds);
+        let [a, b, c, d] = measure(
+            cfg,
+            [
+                &mut || {
+                    black_box(tw.run(&train, &train_feeds).unwrap());
+                },
+                &mut || {
+                    black_box(td.run(&train, &train_feeds).unwrap());
+                },
+                &mut || {
+                    black_box(iw.run(&[m.logits], &infer_feeds).unwrap());
+                },
+                &mut || {
+                    black_box(id.run(&[m.logits], &infer_feeds).unwrap());
+                },
+            ],
+        );
+        let base = "the same with KILN_WINOGRAD=0";
+        report.row(&format!("{case} train step"), t, a, base, b, Target::None);
+        report.row(&format!("{case} inference"), t, c, base, d, Target::None);
     }
     kiln::threads::set_threads(0);
 }
