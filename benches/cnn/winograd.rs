@@ -1,7 +1,8 @@
 //! Winograd F(2×2, 3×3) against im2col + `gemm` (`src/jit/conv_wino.rs`): MNIST conv2's
 //! forward (`[128,13,13,32]`, 3×3, 32→64, valid) and input gradient, and issue 17's 3×3
 //! 64→64 `same` forward at 56×56 × 8. Each case times, samples interleaved in one
-//! `measure`: the Winograd step (the plan's default), the same graph compiled with
+//! `measure`: the Winograd step (forced by `KILN_WINOGRAD=1`: the plan keeps conv2's input
+//! gradient direct, and this is the measurement why), the same graph compiled with
 //! `KILN_WINOGRAD=0` (im2col tiles and `gemm`, col2im for the gradient), and a bare `gemm`
 //! of the direct path's im2col shape on ready matrices (`[M, 9·C]·[9·C, O]` forward,
 //! `[M, O]·[O, 9·C]` for the input gradient, whose col2im it leaves out). Winograd does
@@ -92,10 +93,9 @@ fn one(cfg: &Config, report: &mut Report, cs: &Case) {
     for t in THREADS {
         kiln::threads::set_threads(t);
         // A session compiled now (its first run), with or without Winograd.
+        // `=1` forces it: the plan leaves conv2's input gradient (13×13, ragged) direct.
         let session = |on: bool| {
-            if !on {
-                std::env::set_var("KILN_WINOGRAD", "0");
-            }
+            std::env::set_var("KILN_WINOGRAD", if on { "1" } else { "0" });
             let mut sess = Session::new(&g).unwrap();
             let mut out = vec![];
             sess.run_into(&[fetch], &feeds, &mut out).unwrap();
