@@ -529,6 +529,7 @@ fn main() {
         cnn::window::pool(&cfg, &mut report, [11, 11, 64], max);
     }
     cnn::depthwise::depthwise(&cfg, &mut report);
+    cnn::winograd::winograd(&cfg, &mut report);
     cnn::mnist_cnn(&cfg, &mut report);
     cnn::mnist_cnn_compile(&cfg, &mut report);
     resnet50::resnet50(&cfg, &mut report);

@@ -10,6 +10,7 @@
 
 pub mod depthwise;
 pub mod window;
+pub mod winograd;
 
 use crate::harness::{fmt_time, measure, median, Config, Report, Target};
 use crate::{baseline, ramp};

@@ -48,6 +48,8 @@ pub(super) struct ConvStep {
     depthwise: bool,
     /// The depthwise step's Cranelift kernel (`conv_dw::lower`), set once compiled.
     pub(super) dw: Option<super::module::KernelFn>,
+    /// Winograd F(2×2, 3×3) instead of im2col (`conv_wino.rs` says when).
+    pub(super) wino: Option<super::conv_wino::Plan>,
 }
 
 impl ConvStep {
@@ -86,6 +88,7 @@ impl ConvStep {
             (true, ConvKind::FilterGrad) => partials,
             (true, _) => tiles.clamp(1, MAX_LANES),
         };
+        let wino = super::conv_wino::Plan::new(kind, &geo, dtype);
         ConvStep {
             kind,
             geo,
@@ -95,11 +98,15 @@ impl ConvStep {
             partials,
             depthwise,
             dw: None,
+            wino,
         }
     }
 
     /// The scratch bytes the step uses.
     pub(super) fn scratch_bytes(&self) -> usize {
+        if let Some(w) = &self.wino {
+            return w.scratch_bytes();
+        }
         (self.lanes * self.col_len() + (self.partials - 1) * self.filter_len())
             * self.dtype.size_bytes()
     }
@@ -323,6 +330,10 @@ pub(super) unsafe fn run_conv(
     scratch: *mut u8,
     threads: usize,
 ) {
+    if let Some(w) = &step.wino {
+        // SAFETY: the caller's contract (the plan exists only for f32 steps).
+        return unsafe { super::conv_wino::run(w, a, b, out, scratch, threads) };
+    }
     let p = Ptrs {
         a: a as usize,
         b: b as usize,

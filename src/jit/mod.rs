@@ -42,6 +42,7 @@ mod codegen;
 mod compile;
 mod conv;
 mod conv_dw;
+mod conv_wino;
 mod exec;
 mod gemm;
 #[allow(missing_docs)]

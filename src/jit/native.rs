@@ -31,6 +31,8 @@ pub struct StepCounts {
     pub random: usize,
     /// Convolutions (im2col and `gemm` steps).
     pub conv: usize,
+    /// Convolutions among `conv` that run Winograd F(2×2, 3×3) (`jit/conv_wino.rs`).
+    pub conv_winograd: usize,
     /// Pooling steps.
     pub pools: usize,
     /// Pooling steps that run a Cranelift kernel (the others run native loops: see
@@ -74,8 +76,9 @@ pub(super) fn covers(
                 c.random += 1;
                 covered.push(*node);
             }
-            Step::Conv { node, .. } => {
+            Step::Conv { node, conv, .. } => {
                 c.conv += 1;
+                c.conv_winograd += usize::from(conv.wino.is_some());
                 covered.push(*node);
             }
             Step::Pool(p) => {
