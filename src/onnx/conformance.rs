@@ -5,10 +5,11 @@
 //! `backend/test/case/node` generators write them (`tests/data/gen_onnx_node_tests.py` makes
 //! the 1,858 cases of onnx 1.23.2 offline). [`run_case`] imports the model, runs every data set
 //! on both backends (the JIT and the interpreter) and compares the outputs at onnx's own
-//! backend-test tolerances (`rtol` 1e-3, `atol` 1e-7; NaN matches NaN). The node tests feed
-//! shape, axes and index tensors as graph inputs; as tract's harness does, inputs of a dtype
-//! kiln has no values of (`int64`) are frozen into constants of the case's values, and if the
-//! import then still needs a constant input, every input but the first is frozen.
+//! backend-test tolerances (`rtol` 1e-3, 2^-6 for `bfloat16`, `atol` 1e-7; NaN matches NaN;
+//! integers and booleans exactly). The node tests feed shape, axes and index tensors as graph
+//! inputs; as tract's harness does with its `input:` tags, an input the import says must be a
+//! constant (named in its error) is frozen into a constant of the case's value, one at a time,
+//! when every data set feeds it the same value.
 //!
 //! A case is *skipped* when one of its ops is not in kiln's table, *refused* when the import
 //! stops with an error (an attribute value or dtype kiln does not handle: the error names the
@@ -20,6 +21,7 @@ use super::ops;
 use super::proto::{self, type_proto, ModelProto, TensorProto};
 use super::tensor::{kiln_dtype, Static};
 use crate::array::Array;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::session::Backend;
 use std::collections::{BTreeMap, HashMap};
@@ -153,8 +155,8 @@ fn unsupported_op(m: &ModelProto) -> Option<String> {
     None
 }
 
-fn close(a: f64, e: f64) -> bool {
-    (a.is_nan() && e.is_nan()) || a == e || (a - e).abs() <= ATOL + RTOL * e.abs()
+fn close(a: f64, e: f64, rtol: f64) -> bool {
+    (a.is_nan() && e.is_nan()) || a == e || (a - e).abs() <= ATOL + rtol * e.abs()
 }
 
 /// Compares one output; the reason if it differs.
@@ -175,10 +177,28 @@ fn compare(got: &Array, want: &TensorProto) -> std::result::Result<(), String> {
             s.dims
         ));
     }
+    if !got.dtype().is_float() && !got.dtype().is_half() {
+        // Integers and booleans exactly.
+        let want = s.as_ints()?;
+        let have = got
+            .cast(DType::I64)
+            .to_vec::<i64>()
+            .map_err(|e| e.to_string())?;
+        if let Some(i) = (0..want.len()).find(|&i| have[i] != want[i]) {
+            return Err(format!("element {i} is {}, expected {}", have[i], want[i]));
+        }
+        return Ok(());
+    }
+    // onnx's runner allows two bfloat16 ulps.
+    let rtol = if got.dtype() == DType::BF16 {
+        RTOL.max(2f64.powi(-6))
+    } else {
+        RTOL
+    };
     let want = s.as_f64()?;
     let have = got.to_f64_vec();
     for (i, (&a, &e)) in have.iter().zip(&want).enumerate() {
-        if !close(a, e) {
+        if !close(a, e, rtol) {
             return Err(format!("element {i} is {a}, expected {e}"));
         }
     }
@@ -256,29 +276,64 @@ fn case(dir: &Path) -> std::result::Result<String, (String, CaseOutcome)> {
     if let Some(why) = unsupported_op(&m) {
         return Err((op, CaseOutcome::Skipped(why)));
     }
-    let inputs: Vec<_> = m
-        .graph
-        .as_ref()
-        .map(|g| g.input.clone())
-        .unwrap_or_default();
-    let first = sets.first().map(|(i, _)| i.clone()).unwrap_or_default();
-    let freeze = |all_but_first: bool| -> HashMap<String, TensorProto> {
-        let mut f = HashMap::new();
-        for (i, (v, t)) in inputs.iter().zip(&first).enumerate() {
-            let kiln_has = kiln_dtype(t.data_type.unwrap_or(0)).is_some();
-            if !kiln_has || (all_but_first && i > 0) {
-                f.insert(v.name.clone().unwrap_or_default(), t.clone());
+    // Freeze, one at a time, each input the import says must be a constant (a Reshape's
+    // shape, Gather's indices), as tract's harness does with its `input:` tags; only an input
+    // that holds the same value in every data set can be frozen.
+    let mut frozen = HashMap::new();
+    let r = loop {
+        match run_sets(&m, &path, &sets, &frozen) {
+            Err(CaseOutcome::Refused(e)) => {
+                let Some(name) = import::needed_constant(&e).filter(|n| !frozen.contains_key(n))
+                else {
+                    break Err(CaseOutcome::Refused(e));
+                };
+                if let Some(t) = constant_input(&m, &sets, &name) {
+                    frozen.insert(name, t);
+                    continue;
+                }
+                // The value is computed from inputs (a function body's shape arithmetic):
+                // freeze every integer input that is the same in every data set.
+                let before = frozen.len();
+                for v in m.graph.iter().flat_map(|g| &g.input) {
+                    let n = v.name.clone().unwrap_or_default();
+                    if frozen.contains_key(&n) || !is_integer_input(v) {
+                        continue;
+                    }
+                    if let Some(t) = constant_input(&m, &sets, &n) {
+                        frozen.insert(n, t);
+                    }
+                }
+                if frozen.len() == before {
+                    break Err(CaseOutcome::Refused(e));
+                }
             }
+            r => break r,
         }
-        f
-    };
-    let r = match run_sets(&m, &path, &sets, &freeze(false)) {
-        Err(CaseOutcome::Refused(e)) if e.contains("must be a constant") && sets.len() == 1 => {
-            run_sets(&m, &path, &sets, &freeze(true))
-        }
-        r => r,
     };
     r.map(|()| op.clone()).map_err(|o| (op, o))
+}
+
+/// True for a graph input of an integer element type (shapes, axes, indices).
+fn is_integer_input(v: &proto::ValueInfoProto) -> bool {
+    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => kiln_dtype(t.elem_type.unwrap_or(0))
+            .is_some_and(|d| matches!(d, DType::I32 | DType::I64 | DType::I8 | DType::U8)),
+        _ => false,
+    }
+}
+
+/// Graph input `name`'s value if every data set feeds it the same one.
+fn constant_input(m: &ModelProto, sets: &DataSets, name: &str) -> Option<TensorProto> {
+    let k = m
+        .graph
+        .as_ref()?
+        .input
+        .iter()
+        .position(|v| v.name.as_deref() == Some(name))?;
+    let first = sets.first()?.0.get(k)?;
+    sets.iter()
+        .all(|(ins, _)| ins.get(k) == Some(first))
+        .then(|| first.clone())
 }
 
 /// Runs the case in `dir` (see the module docs). A panic inside kiln is caught and reported as

@@ -18,7 +18,7 @@ use super::proto::{
     tensor_shape_proto::dimension::Value as DimValue, type_proto, AttributeProto, GraphProto,
     ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
-use super::tensor::{dtype_name, kiln_dtype, Static};
+use super::tensor::{dtype_name, kiln_dtype, SData, Static, BATCH};
 use super::{Imported, ImportedVariable};
 use crate::dtype::DType;
 use crate::graph::{Graph, Tensor};
@@ -31,6 +31,20 @@ pub const MIN_OPSET: i64 = 7;
 /// The newest opset kiln's op table knows the version history of (onnx 1.23.2's); a model
 /// past it may use op versions kiln has never seen, so it is refused.
 pub const MAX_OPSET: i64 = 28;
+
+/// The words of the error for a run-time value where kiln needs a constant, after the
+/// value's quoted name (the conformance runner finds the name by them, see
+/// [`needed_constant`]).
+const NEEDS_CONSTANT: &str = "must be a constant (an initializer or a Constant's output)";
+
+/// The name of the value an import error says must be a constant, if it says so.
+pub(crate) fn needed_constant(err: &str) -> Option<String> {
+    let end = err.find(&format!(") {NEEDS_CONSTANT}"))?;
+    let head = &err[..end];
+    let start = head.rfind(", \"")? + 3;
+    let name = head.get(start..head.len().checked_sub(1)?)?;
+    Some(name.replace("\\\"", "\""))
+}
 
 /// A value during import.
 #[derive(Clone)]
@@ -52,6 +66,9 @@ pub(crate) struct State<'g> {
     g: &'g Graph,
     values: HashMap<String, Slot<'g>>,
     variables: Vec<ImportedVariable>,
+    /// A graph input whose first axis is the open batch `?` (kiln has one batch size per
+    /// graph): what a static holding the batch sentinel reads its value from at run time.
+    batch: Option<Tensor<'g>>,
 }
 
 /// One node's view of the import, handed to its op's builder in `ops.rs`.
@@ -73,17 +90,42 @@ impl<'g> State<'g> {
         })
     }
 
+    /// A static as a graph tensor: a constant, except that the open batch size `?` in an
+    /// integer static (the output of `Shape` on a batched input) is read at run time from a
+    /// batched graph input (`size` of its first axis).
+    fn static_tensor(&self, s: &Static) -> Result<Tensor<'g>, String> {
+        let g = self.g;
+        let SData::Int(v) = &s.data else {
+            return Ok(g.constant(s.to_array()?));
+        };
+        if !v.contains(&BATCH) {
+            return Ok(g.constant(s.to_array()?));
+        }
+        let r = self
+            .batch
+            .ok_or("it holds the open batch size `?`, and no graph input has it")?;
+        let fixed = Static {
+            data: SData::Int(v.iter().map(|&x| if x == BATCH { 0 } else { x }).collect()),
+            ..s.clone()
+        };
+        let known = g.constant(fixed.to_array()?);
+        let mask = g.constant(
+            crate::Array::new(&s.dims, v.iter().map(|&x| x == BATCH).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())?,
+        );
+        // `size` is an f32 count: exact for any batch below 2^24.
+        let n = r.size(&[0]).cast(known.dtype());
+        Ok(g.where_(mask, n, known))
+    }
+
     /// The tensor for `name`, making a variable or constant of a static.
     fn tensor(&mut self, name: &str, trainable: bool) -> Result<Tensor<'g>, String> {
         let g = self.g;
         match self.slot(name)? {
             Slot::Val(Val::T(t)) => Ok(*t),
-            Slot::Val(Val::S(s)) => {
-                let a = s
-                    .to_array()
-                    .map_err(|e| format!("input {name:?} cannot be used: {e}"))?;
-                Ok(g.constant(a))
-            }
+            Slot::Val(Val::S(s)) => self
+                .static_tensor(s)
+                .map_err(|e| format!("input {name:?} cannot be used: {e}")),
             Slot::Init(_, Some(t)) => Ok(*t),
             Slot::Init(s, None) => {
                 let s = s.clone();
@@ -91,6 +133,9 @@ impl<'g> State<'g> {
                     .to_array()
                     .map_err(|e| format!("initializer {name:?} cannot be used: {e}"))?;
                 let v = g.variable_of(name, a.dtype(), a.shape(), crate::init::zeros());
+                // Half-precision weights are kept as they are, but kiln's optimizers compute
+                // in f32/f64, so they are not trained.
+                let trainable = trainable && a.dtype().is_float();
                 self.variables.push(ImportedVariable {
                     name: name.to_string(),
                     id: v.id(),
@@ -149,8 +194,8 @@ impl<'a, 'g> Ctx<'a, 'g> {
         match self.val(i)? {
             Val::S(s) => Ok(s),
             Val::T(_) => Err(format!(
-                "input {i} ({what}, {:?}) must be a constant (an initializer or a Constant's \
-                 output): kiln needs it at import, and it is computed at run time",
+                "input {i} ({what}, {:?}) {NEEDS_CONSTANT}: kiln needs it at import, and it is \
+                 computed at run time",
                 self.node.input[i]
             )),
         }
@@ -293,10 +338,9 @@ fn input_type(v: &ValueInfoProto) -> Result<(DType, Shape), String> {
         return Err(format!("graph input {name:?} is not a tensor"));
     };
     let code = tt.elem_type.unwrap_or(0);
-    // after dtypes land: INT64 (token ids), INT8, UINT8 and the half types become placeholders.
     let dtype = kiln_dtype(code).ok_or_else(|| {
         format!(
-            "graph input {name:?} is {}, and kiln has no {} values yet",
+            "graph input {name:?} is {}, and kiln has no {} values",
             dtype_name(code),
             dtype_name(code)
         )
@@ -342,6 +386,7 @@ pub(crate) fn import_model(
         g: &g,
         values: HashMap::new(),
         variables: vec![],
+        batch: None,
     };
     let static_of = |t: &TensorProto, what: &str| {
         Static::from_proto(t)
@@ -351,7 +396,7 @@ pub(crate) fn import_model(
         let s = static_of(t, "initializer")?;
         let name = t.name.clone().unwrap_or_default();
         let slot = match s.to_array() {
-            Ok(a) if a.dtype().is_float() => Slot::Init(s, None),
+            Ok(a) if a.dtype().is_float() || a.dtype().is_half() => Slot::Init(s, None),
             _ => Slot::Val(Val::S(s)),
         };
         st.values.insert(name, slot);
@@ -368,7 +413,11 @@ pub(crate) fn import_model(
             continue; // an initializer listed as an input: its default value is used
         }
         let (dtype, shape) = input_type(v).map_err(fail)?;
+        let batched = shape.dims().first() == Some(&Dim::Batch);
         let p = g.placeholder(&name, dtype, shape);
+        if batched && st.batch.is_none() {
+            st.batch = Some(p);
+        }
         inputs.push((name.clone(), p.id()));
         st.values.insert(name, Slot::Val(Val::T(p)));
     }
@@ -432,4 +481,19 @@ fn build_node(st: &mut State<'_>, n: &NodeProto, opset: i64) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_value_needing_a_constant_is_found_in_the_error() {
+        let e = format!(
+            "m.onnx: node \"r\" (Reshape, opset 21): input 1 (shape, \"a, \\\"b\\\"\") \
+             {NEEDS_CONSTANT}: kiln needs it at import"
+        );
+        assert_eq!(needed_constant(&e).as_deref(), Some("a, \"b\""));
+        assert_eq!(needed_constant("node \"r\": mode = \"reflect\""), None);
+    }
 }

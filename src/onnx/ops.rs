@@ -7,16 +7,24 @@
 //! where the forms differ (Squeeze's axes: an attribute before 13, an input from 13). Later
 //! versions that only widened the type list (bfloat16 in 13, 19, 21...) build the same way.
 //! The elementwise and reduction ops are here; `ops/nn.rs` has the layers (Conv, pooling,
-//! BatchNormalization, Gemm, MatMul, Softmax, LRN) and `ops/shape.rs` the movement and
-//! import-time ops (Reshape, Gather, Slice, Shape, Constant, ...).
+//! BatchNormalization, Gemm, MatMul, Softmax, LRN), `ops/norm.rs` Layer/RMS normalization,
+//! `ops/resize.rs` Resize, `ops/shape.rs` the movement ops (Reshape, Gather, Slice, ...),
+//! `ops/consts.rs` the import-time values (Constant, Shape, Size, Cast), `ops/index.rs` the
+//! index ops (ArgMax, Trilu, Range, Tile, ...) and `ops/logic.rs` the boolean ops, Mod and
+//! small activations. Operands of a half or 8-bit type compute widened ([`widen`]).
 
 mod consts;
 mod fold;
+mod index;
+mod logic;
 mod nn;
+mod norm;
+mod resize;
 mod shape;
 
 use super::import::{Ctx, Val};
 use super::tensor::Static;
+use crate::dtype::DType;
 use crate::graph::Tensor;
 use crate::shape::normalize_axes;
 use fold::IntOp;
@@ -109,6 +117,7 @@ pub(crate) static OPS: &[OpDef] = table! {
     "Size" [1, 13, 19, 21, 23, 24, 25], from 1 => consts::size;
     "Gather" [1, 11, 13], from 1 => shape::gather;
     "Cast" [1, 6, 9, 13, 19, 21, 23, 24, 25], from 6 => consts::cast;
+    "CastLike" [15, 19, 21, 23, 24, 25], from 15 => consts::cast_like;
     "ReduceMean" [1, 11, 13, 18], from 1 => |c| reduce(c, Red::Mean, 18);
     "ReduceSum" [1, 11, 13], from 1 => |c| reduce(c, Red::Sum, 13);
     "ReduceMax" [1, 11, 12, 13, 18, 20], from 1 => |c| reduce(c, Red::Max, 18);
@@ -118,6 +127,34 @@ pub(crate) static OPS: &[OpDef] = table! {
     "ReduceL2" [1, 11, 13, 18], from 1 => |c| reduce(c, Red::L2, 18);
     "ReduceLogSum" [1, 11, 13, 18], from 1 => |c| reduce(c, Red::LogSum, 18);
     "ReduceLogSumExp" [1, 11, 13, 18], from 1 => |c| reduce(c, Red::LogSumExp, 18);
+    "ReduceProd" [1, 11, 13, 18], from 1 => |c| reduce(c, Red::Prod, 18);
+    "ArgMax" [1, 11, 12, 13], from 1 => |c| index::arg(c, true);
+    "ArgMin" [1, 11, 12, 13], from 1 => |c| index::arg(c, false);
+    "Hardmax" [1, 11, 13], from 1 => index::hardmax;
+    "Trilu" [14], from 14 => index::trilu;
+    "Range" [11, 27], from 11 => index::range;
+    "EyeLike" [9, 22], from 9 => index::eye_like;
+    "Tile" [1, 6, 13], from 6 => index::tile;
+    "DepthToSpace" [1, 11, 13, 28], from 1 => |c| index::depth_space(c, true);
+    "SpaceToDepth" [1, 13, 28], from 1 => |c| index::depth_space(c, false);
+    "Not" [1], from 1 => logic::not;
+    "And" [1, 7], from 7 => |c| logic::logic(c, b'&');
+    "Or" [1, 7], from 7 => |c| logic::logic(c, b'|');
+    "Xor" [1, 7], from 7 => |c| logic::logic(c, b'^');
+    "Mod" [10, 13, 28], from 10 => logic::modulo;
+    "IsNaN" [9, 13, 20], from 9 => logic::is_nan;
+    "IsInf" [10, 20], from 10 => logic::is_inf;
+    "Sign" [9, 13], from 9 => logic::sign;
+    "Softsign" [1, 22], from 1 => logic::softsign;
+    "Celu" [12, 28], from 12 => logic::celu;
+    "ThresholdedRelu" [10, 22], from 10 => logic::thresholded_relu;
+    "HardSwish" [14, 22], from 14 => logic::hard_swish;
+    "Mish" [18, 22], from 18 => logic::mish;
+    "Swish" [24], from 24 => logic::swish;
+    "Shrink" [9], from 9 => logic::shrink;
+    "Resize" [10, 11, 13, 18, 19], from 11 => resize::resize;
+    "LayerNormalization" [17], from 17 => norm::layer_norm;
+    "RMSNormalization" [23], from 23 => norm::rms_norm;
 };
 
 /// The table's row for `op`.
@@ -144,9 +181,40 @@ fn float_only(x: Tensor<'_>) -> Result<(), String> {
     }
 }
 
+/// `x` in the dtype kiln computes an ONNX op on it in: `f16`/`bf16` in `f32`, `i8`/`u8` in
+/// `i32`, the rest (`i64` included, which kiln computes natively) as it is. The op's result
+/// goes back with [`restore`]. That is what ONNX's reference computes: numpy's half ufuncs
+/// compute in `f32` and round once (and for `+ - × ÷ √` an `f32` result rounded to `f16` is the
+/// correctly rounded `f16` one, since `f32` has more than twice the bits), and 8-bit integer
+/// arithmetic done in `i32` and wrapped back is numpy's wrapping arithmetic.
+pub(crate) fn widen(x: Tensor<'_>) -> Tensor<'_> {
+    match x.dtype() {
+        DType::F16 | DType::BF16 | DType::I8 | DType::U8 => x.cast(x.dtype().compute_dtype()),
+        _ => x,
+    }
+}
+
+/// The result `y` of an op computed on [`widen`]ed operands of dtype `d`, back in `d` (a
+/// comparison's `bool` stays `bool`).
+pub(crate) fn restore(y: Tensor<'_>, d: DType) -> Tensor<'_> {
+    if matches!(d, DType::F16 | DType::BF16 | DType::I8 | DType::U8) && y.dtype() == widen_dtype(d)
+    {
+        y.cast(d)
+    } else {
+        y
+    }
+}
+
+fn widen_dtype(d: DType) -> DType {
+    match d {
+        DType::F16 | DType::BF16 | DType::I8 | DType::U8 => d.compute_dtype(),
+        _ => d,
+    }
+}
+
 fn unary<'g>(c: &mut Ctx<'_, 'g>, f: fn(Tensor<'g>) -> Tensor<'g>) -> Built<'g> {
     let x = c.t(0)?;
-    one(f(x))
+    one(restore(f(widen(x)), x.dtype()))
 }
 
 /// Two operands with numpy broadcasting (the builder inserts `broadcast_to`); their dtypes
@@ -168,7 +236,7 @@ fn binary<'g>(
             b.dtype()
         ));
     }
-    one(f(a, b))
+    one(restore(f(widen(a), widen(b)), a.dtype()))
 }
 
 /// A unary op that folds on an integer constant with `fold`.
@@ -197,75 +265,103 @@ fn variadic<'g>(
         }
         return Ok(vec![Val::S(acc)]);
     }
-    let mut acc = c.t(0)?;
-    for i in 1..n {
-        acc = f(acc, c.t(i)?);
+    let (acc, d) = variadic_wide(c, f)?;
+    one(restore(acc, d))
+}
+
+/// The inputs combined by `f`, computed [`widen`]ed, and their dtype.
+fn variadic_wide<'g>(
+    c: &mut Ctx<'_, 'g>,
+    f: fn(Tensor<'g>, Tensor<'g>) -> Tensor<'g>,
+) -> Result<(Tensor<'g>, DType), String> {
+    let first = c.t(0)?;
+    let mut acc = widen(first);
+    for i in 1..c.n_inputs() {
+        let t = c.t(i)?;
+        if t.dtype() != first.dtype() {
+            return Err(format!(
+                "operands have different dtypes, {} and {}",
+                first.dtype(),
+                t.dtype()
+            ));
+        }
+        // Each step rounds (or wraps) back to the operands' type, as the reference's
+        // pairwise numpy ops do.
+        acc = widen(restore(f(acc, widen(t)), first.dtype()));
     }
-    one(acc)
+    Ok((acc, first.dtype()))
 }
 
 fn mean<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let n = c.n_inputs();
-    let Val::T(sum) = variadic(c, |a, b| a + b, None)?.remove(0) else {
-        return Err("Mean of constants is not supported".into());
-    };
+    let (sum, d) = variadic_wide(c, |a, b| a + b)?;
     float_only(sum)?;
-    one(sum / n as f64)
+    one(restore(sum / n as f64, d))
 }
 
 fn pow<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let (a, b) = (c.t(0)?, c.t(1)?);
-    float_only(a)?;
+    let w = widen(a);
+    if !w.dtype().is_float() {
+        return Err(format!(
+            "an integer base ({}) is not supported: kiln's pow computes in floats, and an \
+             integer power computed so is not exact past 2^53",
+            a.dtype()
+        ));
+    }
     // Pow-12 allows an exponent of another type: it is converted to the base's.
-    one(a.pow(b.cast(a.dtype())))
+    one(restore(w.pow(b.cast(w.dtype())), a.dtype()))
+}
+
+/// A float-only op on input 0, computed [`widen`]ed and brought back.
+fn float_unary<'g>(c: &mut Ctx<'_, 'g>, f: impl FnOnce(Tensor<'g>) -> Tensor<'g>) -> Built<'g> {
+    let x0 = c.t(0)?;
+    let x = widen(x0);
+    float_only(x)?;
+    one(restore(f(x), x0.dtype()))
 }
 
 fn leaky_relu<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let x = c.t(0)?;
     let alpha = c.float("alpha", 0.01) as f64;
-    one(x.less(0.0).select(x * alpha, x))
+    float_unary(c, |x| x.less(0.0).select(x * alpha, x))
 }
 
 fn prelu<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let (x, slope) = (c.t(0)?, c.t(1)?);
-    one(x.less(0.0).select(x * slope, x))
+    let (x0, slope) = (c.t(0)?, c.t(1)?);
+    let (x, slope) = (widen(x0), widen(slope));
+    one(restore(x.less(0.0).select(x * slope, x), x0.dtype()))
 }
 
 fn elu<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let x = c.t(0)?;
-    float_only(x)?;
     let alpha = c.float("alpha", 1.0) as f64;
-    one(x.less(0.0).select((x.exp() - 1.0) * alpha, x))
+    float_unary(c, |x| x.less(0.0).select((x.exp() - 1.0) * alpha, x))
 }
 
 fn selu<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let x = c.t(0)?;
-    float_only(x)?;
     let alpha = c.float("alpha", 1.673_263_2) as f64;
     let gamma = c.float("gamma", 1.050_701) as f64;
-    one(x
-        .less_equal(0.0)
-        .select((x.exp() * alpha - alpha) * gamma, x * gamma))
+    float_unary(c, |x| {
+        x.less_equal(0.0)
+            .select((x.exp() * alpha - alpha) * gamma, x * gamma)
+    })
 }
 
 fn hard_sigmoid<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let x = c.t(0)?;
-    float_only(x)?;
     let alpha = c.float("alpha", 0.2) as f64;
     let beta = c.float("beta", 0.5) as f64;
-    let zero = c.g.scalar_of(x.dtype(), 0.0);
-    one(zero.maximum((x * alpha + beta).minimum(1.0)))
+    float_unary(c, |x| {
+        let zero = x.graph().scalar_of(x.dtype(), 0.0);
+        zero.maximum((x * alpha + beta).minimum(1.0))
+    })
 }
 
 fn gelu<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let x = c.t(0)?;
-    float_only(x)?;
     let approximate = match c.string("approximate").as_deref() {
         None | Some("none") => false,
         Some("tanh") => true,
         Some(o) => return Err(format!("approximate={o:?} is not an ONNX value")),
     };
-    one(x.gelu(approximate))
+    float_unary(c, |x| x.gelu(approximate))
 }
 
 fn where_<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
@@ -279,7 +375,8 @@ fn where_<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
 /// `Clip`: `min(max(x, lo), hi)`; the bounds are attributes before opset 11 and optional
 /// inputs (static or not) from 11.
 fn clip<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let mut x = c.t(0)?;
+    let x0 = c.t(0)?;
+    let mut x = widen(x0);
     if c.version < 11 {
         let lo = c.attr("min").and_then(|a| a.f);
         let hi = c.attr("max").and_then(|a| a.f);
@@ -305,7 +402,7 @@ fn clip<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
             x = if is_min { x.maximum(b) } else { x.minimum(b) };
         }
     }
-    one(x)
+    one(restore(x, x0.dtype()))
 }
 
 /// The reductions.
@@ -320,6 +417,7 @@ pub(crate) enum Red {
     L2,
     LogSum,
     LogSumExp,
+    Prod,
 }
 
 /// A reduction: `axes` an attribute before `input_from`, the optional input 1 from it;
@@ -344,21 +442,72 @@ fn reduce<'g>(c: &mut Ctx<'_, 'g>, r: Red, input_from: u32) -> Built<'g> {
     };
     let axes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
     normalize_axes(&axes, rank)?;
-    if !matches!(r, Red::Max | Red::Min | Red::Sum) {
+    let d = x.dtype();
+    if d == DType::Bool && matches!(r, Red::Max | Red::Min) {
+        // A bool max/min (ReduceMax-20) is an any/all: the max of 0/1 integers (of 1 − x for
+        // all), so an empty reduction gives the integer minimum, false for any, true for all.
+        let i = x.cast(DType::I32);
+        return one(match r {
+            Red::Max => i.max(&axes, keep).greater(0.0),
+            _ => (-i + 1.0).max(&axes, keep).less_equal(0.0),
+        });
+    }
+    let x = widen(x);
+    if !matches!(r, Red::Max | Red::Min | Red::Sum | Red::Prod) {
         float_only(x)?;
     }
+    // The composite reductions round to a half type between their steps, as the
+    // reference's numpy steps do (`sqrt(sum(square(x)))` is three roundings in float16).
+    let q = |t: Tensor<'g>| widen(restore(t, d));
     let y = match r {
         Red::Mean => x.mean(&axes, keep),
         Red::Sum => x.sum(&axes, keep),
         Red::Max => x.max(&axes, keep),
         Red::Min => x.min(&axes, keep),
-        Red::SumSquare => (x * x).sum(&axes, keep),
+        Red::SumSquare => q(x * x).sum(&axes, keep),
         Red::L1 => x.abs().sum(&axes, keep),
-        Red::L2 => (x * x).sum(&axes, keep).sqrt(),
-        Red::LogSum => x.sum(&axes, keep).log(),
-        Red::LogSumExp => x.exp().sum(&axes, keep).log(),
+        Red::L2 => q(q(x * x).sum(&axes, keep)).sqrt(),
+        Red::LogSum => q(x.sum(&axes, keep)).log(),
+        Red::LogSumExp => q(q(x.exp()).sum(&axes, keep)).log(),
+        Red::Prod => prod(x, &axes, keep)?,
     };
-    one(y)
+    one(restore(y, d))
+}
+
+/// The product over `axes`: kiln has no product reduction, so the slices along each axis are
+/// multiplied in order (numpy's `multiply.reduce` order), for axes of up to 1,024.
+fn prod<'g>(x: Tensor<'g>, axes: &[isize], keep: bool) -> Result<Tensor<'g>, String> {
+    let norm = normalize_axes(axes, x.rank())?;
+    let mut y = x;
+    for &a in &norm {
+        let n = y.shape().dims()[a]
+            .fixed()
+            .ok_or("cannot multiply along the open batch axis")?;
+        if n > 1024 {
+            return Err(format!("a product over {n} elements is not supported"));
+        }
+        y = if n == 0 {
+            let mut d = y.shape().0.clone();
+            d[a] = crate::shape::Dim::Fixed(1);
+            x.graph()
+                .scalar_of(x.dtype(), 1.0)
+                .broadcast_to(crate::shape::Shape(d))
+        } else {
+            let mut acc = y.narrow(a as isize, 0, 1);
+            for i in 1..n {
+                acc = acc * y.narrow(a as isize, i, 1);
+            }
+            acc
+        };
+    }
+    if keep {
+        return Ok(y);
+    }
+    let d: Vec<_> = (0..y.rank())
+        .filter(|i| !norm.contains(i))
+        .map(|i| y.shape().dims()[i])
+        .collect();
+    Ok(y.reshape(crate::shape::Shape(d.into())))
 }
 
 /// A static's values as integers, named for errors.

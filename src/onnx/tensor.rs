@@ -3,9 +3,10 @@
 //!
 //! A `Static` is what the importer knows at build time: shapes, axes, indices, pads and the
 //! initializers' values. Any ONNX dtype decodes (integers as `i64`, `f16`/`bf16` widened to
-//! `f32`), because an `int64` shape tensor is read at import and never becomes a graph value;
-//! only a `Static` that flows into the graph as data ([`Static::to_array`]) must have a dtype
-//! kiln computes in, and any other is an error naming it.
+//! `f32`, exactly), so shape arithmetic folds whatever its type; a `Static` that flows into
+//! the graph as data ([`Static::to_array`]) becomes an array of its own dtype (`int64` as
+//! `i64`, `float16` as `f16`, ...), and one of a dtype kiln has no values of (`uint16`,
+//! float8, strings) is an error naming it.
 
 use super::proto::{tensor_proto::DataType, TensorProto};
 use crate::array::Array;
@@ -45,16 +46,36 @@ pub(crate) fn dtype_name(code: i32) -> String {
         .unwrap_or_else(|_| format!("data type {code}"))
 }
 
-/// The kiln dtype of an ONNX element type, if kiln has it.
-// after dtypes land: INT64, INT8, UINT8, FLOAT16 and BFLOAT16 map here too.
+/// The kiln dtype of an ONNX element type, if kiln has it (not the 16- and 32-bit unsigned
+/// integers, `int16`, `uint64`, strings, complex numbers, float8/float4 and int4).
 pub(crate) fn kiln_dtype(code: i32) -> Option<DType> {
     match DataType::try_from(code).ok()? {
         DataType::Float => Some(DType::F32),
         DataType::Double => Some(DType::F64),
         DataType::Int32 => Some(DType::I32),
         DataType::Bool => Some(DType::Bool),
+        DataType::Int64 => Some(DType::I64),
+        DataType::Int8 => Some(DType::I8),
+        DataType::Uint8 => Some(DType::U8),
+        DataType::Float16 => Some(DType::F16),
+        DataType::Bfloat16 => Some(DType::BF16),
         _ => None,
     }
+}
+
+/// The ONNX element type of a kiln dtype (every kiln dtype has one).
+pub(crate) fn onnx_code(d: DType) -> i32 {
+    (match d {
+        DType::F32 => DataType::Float,
+        DType::F64 => DataType::Double,
+        DType::I32 => DataType::Int32,
+        DType::Bool => DataType::Bool,
+        DType::I64 => DataType::Int64,
+        DType::I8 => DataType::Int8,
+        DType::U8 => DataType::Uint8,
+        DType::F16 => DataType::Float16,
+        DType::BF16 => DataType::Bfloat16,
+    }) as i32
 }
 
 fn le_chunks<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
@@ -267,22 +288,78 @@ impl Static {
         }
     }
 
+    /// A kiln array as a static of the matching ONNX type (halves widened to `f32`, exactly).
+    pub(crate) fn from_array(a: &Array) -> Static {
+        let data = match a.dtype() {
+            DType::F32 | DType::F16 | DType::BF16 => {
+                SData::F32(a.cast(DType::F32).to_vec::<f32>().unwrap_or_default())
+            }
+            DType::F64 => SData::F64(a.to_vec::<f64>().unwrap_or_default()),
+            DType::I32 | DType::I64 | DType::I8 | DType::U8 | DType::Bool => {
+                SData::Int(a.cast(DType::I64).to_vec::<i64>().unwrap_or_default())
+            }
+        };
+        Static {
+            dtype: onnx_code(a.dtype()),
+            dims: a.shape().to_vec(),
+            data,
+        }
+    }
+
+    /// The value as a kiln array of its own dtype, or, for an ONNX integer type kiln has no
+    /// values of (`uint16`, `int16`, `uint32`, `uint64`), of `i64` (which holds them all,
+    /// `uint64` up to 2^63): what casting a static starts from.
+    pub(crate) fn to_array_widened(&self) -> Result<Array, String> {
+        match (&self.data, kiln_dtype(self.dtype)) {
+            (SData::Int(v), None) if !v.contains(&BATCH) => {
+                if self.dtype == DataType::Uint64 as i32 && v.iter().any(|&x| x < 0) {
+                    return Err("a uint64 value past 2^63 does not fit kiln's i64".into());
+                }
+                Array::new(&self.dims, v.clone()).map_err(|e| e.to_string())
+            }
+            _ => self.to_array(),
+        }
+    }
+
     /// The value as a kiln array, if kiln has its dtype (exact: `f32` stays `f32` bits).
     pub(crate) fn to_array(&self) -> Result<Array, String> {
         let Some(dt) = kiln_dtype(self.dtype) else {
-            // after dtypes land: i64/i8/u8/f16/bf16 constants become arrays of those dtypes.
             return Err(format!(
-                "it is a {} tensor used as data, and kiln has no {} values yet",
+                "it is a {} tensor used as data, and kiln has no {} values",
                 dtype_name(self.dtype),
                 dtype_name(self.dtype)
             ));
         };
+        if matches!(&self.data, SData::Int(v) if v.contains(&BATCH)) {
+            return Err("it holds the open batch size `?`, which is not known at import".into());
+        }
         let dims = self.dims.clone();
+        // Every value was decoded from this dtype, so each conversion back is exact (a half
+        // widened to f32 narrows to the same half).
         let r = match (&self.data, dt) {
             (SData::F32(v), DType::F32) => Array::new(dims, v.clone()),
             (SData::F64(v), DType::F64) => Array::new(dims, v.clone()),
+            (SData::F32(v), DType::F16) => Array::new(
+                dims,
+                v.iter()
+                    .map(|&x| half::f16::from_f32(x))
+                    .collect::<Vec<_>>(),
+            ),
+            (SData::F32(v), DType::BF16) => Array::new(
+                dims,
+                v.iter()
+                    .map(|&x| half::bf16::from_f32(x))
+                    .collect::<Vec<_>>(),
+            ),
+            (SData::Int(v), DType::I64) => Array::new(dims, v.clone()),
             (SData::Int(v), DType::I32) => {
                 Array::new(dims, v.iter().map(|&x| x as i32).collect::<Vec<_>>())
+            }
+            (SData::Int(v), DType::I8) => {
+                Array::new(dims, v.iter().map(|&x| x as i8).collect::<Vec<_>>())
+            }
+            (SData::Int(v), DType::U8) => {
+                Array::new(dims, v.iter().map(|&x| x as u8).collect::<Vec<_>>())
             }
             (SData::Int(v), DType::Bool) => {
                 Array::new(dims, v.iter().map(|&x| x != 0).collect::<Vec<_>>())

@@ -3,8 +3,9 @@
 
 use super::shape::dims_of;
 use super::{one, static_ints, Built};
+use crate::dtype::DType;
 use crate::onnx::import::{Ctx, Val};
-use crate::onnx::tensor::{dtype_name, kiln_dtype, SData, Static, BATCH};
+use crate::onnx::tensor::{dtype_name, kiln_dtype, onnx_code, SData, Static, BATCH};
 
 pub(super) fn constant<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let s = if let Some(t) = c.tensor_attr("value")? {
@@ -82,45 +83,58 @@ pub(super) fn shape<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     Ok(vec![Val::S(Static::ints(v))])
 }
 
+/// `Size`: a constant, or, on an input with the open batch axis, the batch size (read at run
+/// time; `size` is an f32 count, exact below 2^24) times the known sizes, as `int64`.
 pub(super) fn size<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let d = dims_of(&c.val(0)?);
-    let n: Option<usize> = d.iter().map(|x| x.fixed()).product();
-    let n = n.ok_or("the size depends on the open batch size")?;
-    Ok(vec![Val::S(Static {
-        dims: vec![],
-        ..Static::ints(vec![n as i64])
-    })])
-}
-
-/// `Cast` to a dtype kiln has; a static (shape arithmetic) casts at import to any type.
-pub(super) fn cast<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let to = c.int("to", 0) as i32;
-    if let Val::S(s) = c.val(0)? {
-        let f = s.as_f64();
-        let data = match to {
-            1 | 10 | 16 => SData::F32(f?.iter().map(|&v| v as f32).collect()),
-            11 => SData::F64(f?),
-            9 => SData::Int(f?.iter().map(|&v| (v != 0.0) as i64).collect()),
-            2..=7 | 12 | 13 => match &s.data {
-                SData::Int(v) => SData::Int(v.clone()),
-                _ => SData::Int(f?.iter().map(|&v| v.trunc() as i64).collect()),
-            },
-            _ => return Err(format!("casting to {} is not supported", dtype_name(to))),
-        };
+    let known: usize = d.iter().filter_map(|x| x.fixed()).product();
+    if d.iter().all(|x| x.fixed().is_some()) {
         return Ok(vec![Val::S(Static {
-            dtype: to,
-            dims: s.dims,
-            data,
+            dims: vec![],
+            ..Static::ints(vec![known as i64])
         })]);
     }
     let x = c.t(0)?;
+    let batch = x.size(&[0]).cast(DType::I64);
+    one(batch * c.g.scalar_of(DType::I64, known as f64))
+}
+
+/// `Cast` to a dtype kiln has, by kiln's cast table (the graph's `cast`; a static is cast at
+/// import by the same table, so folding changes no bit).
+pub(super) fn cast<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
+    let to = c.int("to", 0) as i32;
+    cast_to(c, to)
+}
+
+/// `CastLike`: `Cast` to input 1's element type.
+pub(super) fn cast_like<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
+    let to = match c.val(1)? {
+        Val::S(s) => s.dtype,
+        Val::T(t) => onnx_code(t.dtype()),
+    };
+    cast_to(c, to)
+}
+
+fn cast_to<'g>(c: &mut Ctx<'_, 'g>, to: i32) -> Built<'g> {
     let dt = kiln_dtype(to).ok_or_else(|| {
-        // after dtypes land: casts to i64/i8/u8/f16/bf16 tensors.
         format!(
-            "casting a tensor to {} is not supported: kiln has no {} values yet",
+            "casting to {} is not supported: kiln has no {} values",
             dtype_name(to),
             dtype_name(to)
         )
     })?;
+    if let Val::S(s) = c.val(0)? {
+        let batch = matches!(&s.data, SData::Int(v) if v.contains(&BATCH));
+        if !batch {
+            let a = s.to_array_widened()?;
+            return Ok(vec![Val::S(Static::from_array(&a.cast(dt)))]);
+        }
+        // Shape arithmetic carries the open batch size: an integer-to-integer cast keeps it;
+        // any other cast is of the run-time value (the tensor below reads the batch size).
+        if !dt.is_float() && !dt.is_half() && dt != DType::Bool {
+            return Ok(vec![Val::S(Static { dtype: to, ..s })]);
+        }
+    }
+    let x = c.t(0)?;
     one(x.cast(dt))
 }

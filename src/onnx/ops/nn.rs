@@ -2,7 +2,8 @@
 //! LRN. ONNX images are NCHW with OIHW filters; the 2-D builders take that format directly,
 //! and a 1-D op is lifted to 2-D with a height of 1 (a reshape, which costs nothing).
 
-use super::{axis, float_only, one, Built};
+use super::{axis, float_only, one, restore, widen, Built};
+use crate::dtype::DType;
 use crate::graph::op::{ConvKind, DataFormat, Padding, Window2d};
 use crate::graph::{Conv2dOptions, Tensor};
 use crate::onnx::import::Ctx;
@@ -86,7 +87,9 @@ fn lift<'g>(x: Tensor<'g>, one_d: bool) -> Tensor<'g> {
 }
 
 fn unlift<'g>(y: Tensor<'g>, one_d: bool) -> Tensor<'g> {
-    if !one_d {
+    // A builder that failed returns a placeholder of no particular rank (the error is
+    // reported after the op): leave it alone.
+    if !one_d || y.rank() < 3 {
         return y;
     }
     let mut d = y.shape().0.clone();
@@ -111,7 +114,9 @@ fn add_channel_bias<'g>(y: Tensor<'g>, b: Tensor<'g>) -> Tensor<'g> {
 
 /// `Conv` (1-D and 2-D, any groups, dilations, `auto_pad`), NCHW/OIHW.
 pub(super) fn conv<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let (x, w) = (c.t(0)?, c.t(1)?);
+    let (x0, w) = (c.t(0)?, c.t(1)?);
+    let (x, w) = (widen(x0), widen(w));
+    float_only(x)?;
     let input = spatial(x)?;
     let n = input.len();
     let ws = w.shape();
@@ -137,13 +142,15 @@ pub(super) fn conv<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     if c.has(2) {
         y = add_channel_bias(y, c.t(2)?);
     }
-    one(unlift(y, one_d))
+    one(restore(unlift(y, one_d), x0.dtype()))
 }
 
 /// `ConvTranspose` as the input gradient of the convolution it transposes: `x` is that
 /// convolution's output gradient, `W` (`[Cin, Cout/groups, k..]`) its OIHW filter.
 pub(super) fn conv_transpose<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let (x, w) = (c.t(0)?, c.t(1)?);
+    let (x0, w) = (c.t(0)?, c.t(1)?);
+    let (x, w) = (widen(x0), widen(w));
+    float_only(x)?;
     let input = spatial(x)?;
     let n = input.len();
     let ws = w.shape();
@@ -243,7 +250,7 @@ pub(super) fn conv_transpose<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     if c.has(2) {
         y = add_channel_bias(y, c.t(2)?);
     }
-    one(unlift(y, one_d))
+    one(restore(unlift(y, one_d), x0.dtype()))
 }
 
 /// `BatchNormalization` in inference form: `(x − mean) / √(var + ε) · scale + bias`, the
@@ -280,10 +287,14 @@ pub(super) fn batch_norm<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
 /// `count_include_pad`, where an extra ceil window is refused).
 pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
     if c.wants_output(1) {
-        // after dtypes land: MaxPool's Indices output is an int64 tensor.
-        return Err("the Indices output (int64) is not supported".into());
+        return Err("the Indices output is not supported: kiln's max pool has no argmax".into());
     }
-    let x = c.t(0)?;
+    let x0 = c.t(0)?;
+    // An 8-bit max pool is exact in f32 (which holds every 8-bit value; only comparisons).
+    let x = match x0.dtype() {
+        DType::I8 | DType::U8 if max => x0.cast(DType::F32),
+        _ => widen(x0),
+    };
     float_only(x)?;
     let input = spatial(x)?;
     let n = input.len();
@@ -330,7 +341,8 @@ pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
     } else {
         x.avg_pool2d(&opts)
     };
-    one(unlift(y, one_d))
+    // Back to the input's dtype (8-bit max pools ran in f32, halves in f32).
+    one(unlift(y, one_d).cast(x0.dtype()))
 }
 
 /// `GlobalAveragePool`/`GlobalMaxPool`: over every axis after the channels, kept as 1s.
@@ -353,7 +365,8 @@ pub(super) fn global_pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
 
 /// `Gemm`: `alpha · A' · B' + beta · C` (C broadcast one way, optional from opset 11).
 pub(super) fn gemm<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let (mut a, mut b) = (c.t(0)?, c.t(1)?);
+    let (a0, b0) = (c.t(0)?, c.t(1)?);
+    let (mut a, mut b) = (widen(a0), widen(b0));
     float_only(a)?;
     if a.rank() != 2 || b.rank() != 2 {
         return Err(format!(
@@ -380,13 +393,14 @@ pub(super) fn gemm<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
         }
         y = y + cc;
     }
-    one(y)
+    one(restore(y, a0.dtype()))
 }
 
 /// `MatMul` with numpy's rules: 1-D operands get a unit axis (removed after), batch axes
 /// broadcast.
 pub(super) fn matmul<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let (a, b) = (c.t(0)?, c.t(1)?);
+    let (a0, b0) = (c.t(0)?, c.t(1)?);
+    let (a, b) = (widen(a0), widen(b0));
     let (ra, rb) = (a.rank(), b.rank());
     if ra == 0 || rb == 0 {
         return Err("operands must have rank 1 or more".into());
@@ -420,23 +434,45 @@ pub(super) fn matmul<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     if d.len() != r {
         y = y.reshape(Shape(d));
     }
-    one(y)
+    one(restore(y, a0.dtype()))
+}
+
+/// Softmax of an `f32` tensor widened from the half type `h`, each step rounded to `h` as
+/// ONNX's reference computes it in numpy (`x − max`, `exp`, the sum, the quotient; for
+/// LogSoftmax `x − max − log(sum)`): computed in `f32` and rounded once, a half softmax can
+/// be several half ulps from the reference's.
+fn half_softmax<'g>(x: Tensor<'g>, a: isize, h: DType, log: bool) -> Tensor<'g> {
+    let r = |t: Tensor<'g>| t.cast(h).cast(DType::F32);
+    let t = r(x - x.max(&[a], true));
+    let e = r(t.exp());
+    let s = r(e.sum(&[a], true));
+    if log {
+        r(t - r(s.log()))
+    } else {
+        r(e / s)
+    }
 }
 
 /// `Softmax`/`LogSoftmax`: over one axis from opset 13 (default −1); before it, over the
 /// input coerced to 2-D at `axis` (default 1), as those versions define.
 pub(super) fn softmax<'g>(c: &mut Ctx<'_, 'g>, log: bool) -> Built<'g> {
-    let x = c.t(0)?;
+    let x0 = c.t(0)?;
+    let x = widen(x0);
     float_only(x)?;
     let rank = x.rank();
-    let f = |t: Tensor<'g>, a: isize| if log { t.log_softmax(a) } else { t.softmax(a) };
+    let half = x0.dtype().is_half();
+    let f = |t: Tensor<'g>, a: isize| match (half, log) {
+        (true, _) => half_softmax(t, a, x0.dtype(), log),
+        (false, true) => t.log_softmax(a),
+        (false, false) => t.softmax(a),
+    };
     if c.version >= 13 {
         let a = axis(c.int("axis", -1), rank)?;
-        return one(f(x, a as isize));
+        return one(restore(f(x, a as isize), x0.dtype()));
     }
     let a = axis(c.int("axis", 1), rank.max(1))?;
     if a + 1 == rank {
-        return one(f(x, -1));
+        return one(restore(f(x, -1), x0.dtype()));
     }
     let s = x.shape();
     let right: Option<usize> = s.dims()[a..].iter().map(|d| d.fixed()).product();
@@ -459,7 +495,7 @@ pub(super) fn softmax<'g>(c: &mut Ctx<'_, 'g>, log: bool) -> Built<'g> {
         }
     };
     let y = f(x.reshape(Shape(vec![lead, Dim::Fixed(right)].into())), -1);
-    one(y.reshape(s))
+    one(restore(y.reshape(s), x0.dtype()))
 }
 
 /// `LRN` across channels: `x / (bias + alpha/size · Σ x²)^beta`, the sum over a window of

@@ -8,6 +8,7 @@
 
 use super::{axis, one, static_ints, Built};
 use crate::array::Array;
+use crate::dtype::DType;
 use crate::graph::Tensor;
 use crate::onnx::import::{Ctx, Val};
 use crate::onnx::tensor::{SData, Static, BATCH};
@@ -185,7 +186,11 @@ pub(super) fn concat<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
 }
 
 /// `x`'s slices at `idx` along `axis`, in order (runs of consecutive indices are one slice).
-fn gather_along<'g>(x: Tensor<'g>, a: usize, idx: &[usize]) -> Result<Tensor<'g>, String> {
+pub(super) fn gather_along<'g>(
+    x: Tensor<'g>,
+    a: usize,
+    idx: &[usize],
+) -> Result<Tensor<'g>, String> {
     if idx.len() > MAX_GATHER {
         return Err(format!(
             "{} indices: kiln gathers at most {MAX_GATHER}",
@@ -433,11 +438,12 @@ pub(super) fn pad<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     if value == 0.0 {
         return one(padded);
     }
-    let ones =
-        c.g.scalar_of(x.dtype(), 1.0)
+    // True inside, false in the padding (a bool pads with false).
+    let inside =
+        c.g.scalar_of(DType::Bool, 1.0)
             .broadcast_to(x.shape())
             .pad(&lo, &hi);
-    one(ones.greater(0.5).select(padded, value))
+    one(inside.select(padded, value))
 }
 
 pub(super) fn expand<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {

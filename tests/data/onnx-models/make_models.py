@@ -84,8 +84,8 @@ def unsupported():
     """Two nodes kiln has no import for: the error must name both, with op and opset."""
     nodes = [
         helper.make_node("Relu", ["x"], ["r"], name="relu_1"),
-        helper.make_node("Hardmax", ["r"], ["h"], name="hardmax_1"),
-        helper.make_node("Mod", ["h", "h"], ["y"], name="mod_1", fmod=1),
+        helper.make_node("Sin", ["r"], ["h"], name="sin_1"),
+        helper.make_node("Cos", ["h"], ["y"], name="cos_1"),
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
@@ -93,10 +93,25 @@ def unsupported():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
+def batch_shape():
+    """Shape and Size of an input with a symbolic batch, used as data: kiln reads the batch
+    size at run time."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Cast", ["s"], ["y"], to=TensorProto.FLOAT),
+        helper.make_node("Size", ["x"], ["n"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    n = helper.make_tensor_value_info("n", TensorProto.INT64, [])
+    g = helper.make_graph(nodes, "batch_shape", [x], [y, n])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
 def main(out):
-    m = unsupported()
-    onnx.checker.check_model(m, full_check=True)
-    onnx.save(m, os.path.join(out, "unsupported.onnx"))
+    for name, m in [("unsupported", unsupported()), ("batch_shape", batch_shape())]:
+        onnx.checker.check_model(m, full_check=True)
+        onnx.save(m, os.path.join(out, f"{name}.onnx"))
     for name, (model, shape) in [("cnn", cnn()), ("mlp", mlp())]:
         onnx.checker.check_model(model, full_check=True)
         path = os.path.join(out, f"{name}.onnx")
