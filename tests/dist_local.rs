@@ -189,3 +189,37 @@ fn a_process_started_by_mpirun_must_join_the_world() {
     assert_eq!(kiln::dist::world_size(), 1);
     assert_eq!(kiln::dist::rank(), 0);
 }
+
+/// The dependency rule of ARCHITECTURE.md's "Distributed training": only `src/dist` names
+/// the `mpi` crate, so the rest of kiln builds and runs the same without the feature.
+#[test]
+fn only_src_dist_names_mpi() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![];
+    walk(&root, &mut files);
+    assert!(files.len() > 50, "found the sources");
+    let mut offenders = vec![];
+    for f in files.iter().filter(|f| !f.starts_with(root.join("dist"))) {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("mpi::") || code.contains("use mpi") {
+                offenders.push(format!("{}:{}", f.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "MPI named outside src/dist: {offenders:?}"
+    );
+}
