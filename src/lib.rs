@@ -31,6 +31,7 @@ pub mod autodiff;
 mod cast;
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod dtype;
 pub mod error;
 mod feeds;

@@ -81,6 +81,7 @@ impl Movement<'_> {
             | Op::Assign
             | Op::Group
             | Op::Pool { .. }
+            | Op::AllReduce
             | Op::Fusion(_) => None,
         }
     }

@@ -103,10 +103,17 @@ fn the_generator_covers_every_op() {
     }
     // Every op kind of the table (but the effects, which the generator leaves to
     // tests/effects.rs, the argmax gather, which only a second-order gradient makes, and
-    // fusion, which only the passes make), then dtypes, an open batch, empty axes, keepdims.
+    // fusion, which only the passes make; and the collective all_reduce, which
+    // tests/dist_local.rs checks on both backends and tests/dist.rs under mpirun), then
+    // dtypes, an open batch, empty axes, keepdims.
     let kinds = kiln::graph::op::OpKind::all()
         .map(|k| k.name())
-        .filter(|n| !matches!(*n, "assign" | "group" | "max_pool2d_gather" | "fusion"))
+        .filter(|n| {
+            !matches!(
+                *n,
+                "assign" | "group" | "max_pool2d_gather" | "fusion" | "all_reduce"
+            )
+        })
         .map(|n| format!("{n}("));
     let extra = ["i32[", "f64[", "bool[", "?", ",0", "keepdims=true"];
     let ops: Vec<String> = kinds.chain(extra.iter().map(|s| s.to_string())).collect();

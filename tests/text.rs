@@ -125,6 +125,7 @@ fn every_op(g: &Graph) {
     let _ = m.matmul(m.permute(&[0, 2, 1]));
     let _ = x.stop_gradient();
     let _ = x.size(&[0]);
+    let _ = g.all_reduce(&[x, x]);
     // Composites dump as their primitives and round-trip like them.
     let _ = x.gelu(false);
     let _ = x.gelu(true);

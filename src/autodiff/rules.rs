@@ -111,6 +111,9 @@ pub(super) fn vjp<'g>(
             groups,
         } => Ok(conv(*kind, window, *groups, x, g)),
         Op::Pool { kind, window } => Ok(pool(*kind, window, x, g)),
+        // y = Σ over ranks and parts; each rank's loss reads y, so a part's gradient is the
+        // sum over ranks of the output's gradient: all_reduce again (JAX's psum rule).
+        Op::AllReduce => Ok(x.iter().map(|_| d(move || g.all_reduce())).collect()),
         Op::Fusion(_) => {
             Err("fused kernels have no gradient: differentiate before the fusion pass".into())
         }

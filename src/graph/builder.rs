@@ -17,6 +17,7 @@ use crate::init::Init;
 use crate::shape::{broadcast_shapes, normalize_axes, Shape};
 use std::sync::Arc;
 
+mod collective;
 mod conv;
 mod movement;
 mod pool;

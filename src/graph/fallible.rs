@@ -54,6 +54,7 @@ impl Node {
             | Op::Size { .. }
             | Op::Assign
             | Op::Group
+            | Op::AllReduce
             // A kernel's own members are recorded when it is built.
             | Op::Fusion(_) => false,
         }

@@ -21,6 +21,7 @@
 //! So adding a unary op is: a variant here (the `listed!` macro keeps `ALL` complete), its
 //! row in `props.rs`, then whatever the compiler reports as a non-exhaustive match.
 
+mod collective;
 mod conv;
 mod infer;
 pub mod pool;
@@ -262,6 +263,13 @@ pub enum Op {
     /// A target that groups other nodes (typically assigns) into one fetchable train op. Its
     /// output is the `bool` scalar `true`.
     Group,
+    // ---- communication ----
+    /// The sum of every operand on every process of the distributed world, in one fixed
+    /// order: rank 0's operands first to last, then rank 1's, and so on, folded left to right
+    /// (see `crate::dist`). Every operand has the output's type (`f32` or `f64`). In a
+    /// one-process world it is the ordered sum of the operands. It runs as a host step that
+    /// communicates, so it is never folded, fused or evaluated at compile time.
+    AllReduce,
     // ---- produced by the optimizer ----
     /// A fused kernel made by the fusion pass; its operands are the kernel's parameters.
     /// Never built by users, never differentiated. The graph holds only the kernel's id: the
@@ -310,6 +318,8 @@ pub enum OpGroup {
     Effect,
     /// a fused kernel
     Fused,
+    /// all_reduce: a value exchanged with the other processes
+    Collective,
 }
 
 impl UnaryOp {
@@ -371,6 +381,7 @@ impl Op {
             Op::Pool { .. } => OpGroup::Window,
             Op::Assign | Op::Group => OpGroup::Effect,
             Op::Fusion(_) => OpGroup::Fused,
+            Op::AllReduce => OpGroup::Collective,
         }
     }
 }

@@ -217,6 +217,7 @@ pub(super) fn eval_node(
         Op::Conv { .. } => super::conv::conv(&n.op, ins[0], ins[1], &shape, dt, prec)
             .map_err(|m| Error::Internal(format!("{}: {m}", n.label())))?,
         Op::Pool { kind, window } => super::pool::pool(*kind, window, ins, &shape, dt, prec),
+        Op::AllReduce => all_reduce(ins, dt, prec).map_err(|e| rt(n, e.to_string()))?,
         Op::Fusion(k) => kernels
             .lookup(*k)
             .and_then(|k| eval_kernel(k, ins, dt, prec))
@@ -302,4 +303,25 @@ fn movement(n: &Node, ins: &[&Value], out: &[usize]) -> Result<Vec<f64>> {
         })
     });
     Ok(data)
+}
+
+/// `all_reduce` through [`crate::dist`]: `f32` slots summed in `f32` (in the precise mode,
+/// and for `f64`, in `f64`), in the one order every backend and process count shares.
+fn all_reduce(ins: &[&Value], dt: DType, prec: Precision) -> Result<Vec<f64>> {
+    let n = ins[0].data.len();
+    if dt == DType::F32 && prec == Precision::F32 {
+        let parts: Vec<Vec<f32>> = ins
+            .iter()
+            .map(|v| v.data.iter().map(|&x| x as f32).collect())
+            .collect();
+        let refs: Vec<&[f32]> = parts.iter().map(Vec::as_slice).collect();
+        let mut out = vec![0f32; n];
+        crate::dist::all_reduce_f32(&refs, &mut out)?;
+        Ok(out.into_iter().map(f64::from).collect())
+    } else {
+        let refs: Vec<&[f64]> = ins.iter().map(|v| v.data.as_slice()).collect();
+        let mut out = vec![0f64; n];
+        crate::dist::all_reduce_f64(&refs, &mut out)?;
+        Ok(out)
+    }
 }

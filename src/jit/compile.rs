@@ -64,6 +64,8 @@ pub(super) enum Step {
     },
     /// A pooling node: its Cranelift function over ranges of images (`jit/pool/`).
     Pool(super::pool::PoolStep),
+    /// An `all_reduce`: a host step that communicates (`jit/collective.rs`).
+    AllReduce(super::collective::CollectiveStep),
     /// Random numbers written straight into the output, by the same function the
     /// interpreter uses (`rng`), split over the pool: element `i` depends only on
     /// (seed, run, i), so the bits never depend on the thread count.
@@ -235,6 +237,9 @@ pub(super) fn schedule(
                 }
                 s.steps.push(Step::Pool(step));
             }
+            Op::AllReduce => s
+                .steps
+                .push(Step::AllReduce(super::collective::step(p, id, loc)?)),
             Op::Reshape if !same_bytes(&p.graph.node(n.inputs[0]).ty, &n.ty) => {
                 return Err(Error::invalid(format!(
                     "jit: reshape {} to {} of {}",
@@ -459,6 +464,7 @@ pub(super) fn needs_kernel(op: &Op) -> bool {
         | Op::Reshape
         | Op::Conv { .. }
         | Op::Pool { .. }
+        | Op::AllReduce
         | Op::Fusion(_) => false,
         Op::Unary(_)
         | Op::Binary(_)

@@ -209,6 +209,7 @@ impl Executable {
                     unsafe { super::conv::run_conv(conv, a, b, out, scratch, threads) };
                 }
                 Step::Pool(p) => p.run(&mut bufs, threads),
+                Step::AllReduce(c) => c.run(&mut bufs)?,
                 Step::Copy {
                     from, to, bytes, ..
                 } => {

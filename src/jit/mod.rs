@@ -39,6 +39,7 @@
 
 mod buffers;
 mod codegen;
+mod collective;
 mod compile;
 mod conv;
 mod conv_dw;

@@ -4,7 +4,7 @@
 //! interpreter at run time (the issue that removed host steps measured a fetched transpose
 //! running 50 times slower that way). Every compute node of the optimized program must be
 //! covered by exactly one native step: a kernel call (with or without a `gemm`), a copy or
-//! an alias of a reshape, a random fill, a convolution (`conv.rs`) or a pooling step (`pool/`). [`StepCounts`] says how many of each kind an
+//! an alias of a reshape, a random fill, a convolution (`conv.rs`), a pooling step (`pool/`) or an `all_reduce` host step (`collective.rs`, which calls `crate::dist`). [`StepCounts`] says how many of each kind an
 //! executable has, and [`covers`] proves the coverage at compile time; the session hands the
 //! counts out with the compile times, and the test suite checks them on every JIT run.
 
@@ -35,6 +35,8 @@ pub struct StepCounts {
     pub conv_winograd: usize,
     /// Pooling steps.
     pub pools: usize,
+    /// `all_reduce` steps (host steps that communicate: `jit/collective.rs`).
+    pub collectives: usize,
     /// Pooling steps that run a Cranelift kernel (the others run native loops: see
     /// `jit/pool/native.rs`).
     pub pool_kernels: usize,
@@ -80,6 +82,10 @@ pub(super) fn covers(
                 c.conv += 1;
                 c.conv_winograd += usize::from(conv.wino.is_some());
                 covered.push(*node);
+            }
+            Step::AllReduce(s) => {
+                c.collectives += 1;
+                covered.push(s.node);
             }
             Step::Pool(p) => {
                 c.pools += 1;

@@ -36,7 +36,8 @@ impl Pass for Fold {
         let no_vars = HashMap::new();
         for id in p.live_order() {
             let n = p.graph.node(id);
-            if n.op.group() == OpGroup::Source || matches!(n.op, Op::BroadcastTo) {
+            // A collective communicates: never evaluated at compile time.
+            if n.op.group() == OpGroup::Source || matches!(n.op, Op::BroadcastTo | Op::AllReduce) {
                 continue;
             }
             if let Some(c) = fold_broadcast_scalars(p, id) {

@@ -307,6 +307,7 @@ fn build_op(name: &str, attrs: &[(String, String)], ty: &Ty) -> Result<Op, Strin
         },
         OpKind::Assign => Op::Assign,
         OpKind::Group => Op::Group,
+        OpKind::AllReduce => Op::AllReduce,
         OpKind::MaxPool2d
         | OpKind::AvgPool2d
         | OpKind::MaxPool2dGrad

@@ -42,9 +42,11 @@
 //!   [`crate::graph::effects`]).
 
 pub(crate) mod args;
+mod distributed;
 mod optimizers;
 mod schedules;
 
+pub use distributed::Distributed;
 pub use optimizers::{Adam, AdamW, RmsProp, Sgd};
 pub use schedules::{
     CosineDecay, ExponentialDecay, LearningRate, LearningRateSchedule, PiecewiseConstant,

@@ -61,7 +61,7 @@ pub(crate) fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<T
         | Op::Size { .. } => ins.len() == 1,
         Op::Binary(_) | Op::MatMul | Op::Conv { .. } | Op::Assign => ins.len() == 2,
         Op::Where => ins.len() == 3,
-        Op::Concat { .. } | Op::Group => !ins.is_empty(),
+        Op::Concat { .. } | Op::Group | Op::AllReduce => !ins.is_empty(),
         Op::Pool { kind, .. } => ins.len() == kind.arity(),
         // A kernel's parameters are checked against its operands by the pass verifier.
         Op::Fusion(_) => true,
@@ -118,6 +118,7 @@ pub(crate) fn infer(op: &Op, ins: &[Arg<'_>], declared: Option<&Ty>) -> Result<T
             groups,
         } => super::conv::conv_shape(kind, window, *groups, ins)?,
         Op::Pool { kind, window } => super::pool::infer(kind, window, ins)?,
+        Op::AllReduce => super::collective::infer(ins)?,
     };
     if let Some(d) = declared {
         if *d != out {

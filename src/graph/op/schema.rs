@@ -110,6 +110,8 @@ op_kinds! {
         MaxPool2dGather => "max_pool2d_gather" ["kernel", "strides", "dilations", "pad_lo", "pad_hi"],
         /// [`Op::Pool`] with [`PoolKind::AvgGrad`](super::PoolKind::AvgGrad)
         AvgPool2dGrad => "avg_pool2d_grad" ["kernel", "strides", "dilations", "pad_lo", "pad_hi", "count_include_pad", "input_hw"],
+        /// [`Op::AllReduce`]
+        AllReduce => "all_reduce" [],
         /// [`Op::Fusion`] (printed, never parsed: kernels are compiler output)
         Fusion => "fusion" ["kernel"],
     }
@@ -176,6 +178,7 @@ impl Op {
             Op::Group => OpKind::Group,
             Op::Pool { kind, .. } => kind.op_kind(),
             Op::Fusion(_) => OpKind::Fusion,
+            Op::AllReduce => OpKind::AllReduce,
         }
     }
 
@@ -194,7 +197,8 @@ impl Op {
             | Op::MatMul
             | Op::StopGradient
             | Op::Assign
-            | Op::Group => vec![],
+            | Op::Group
+            | Op::AllReduce => vec![],
             Op::Variable { init } => vec![init.describe()],
             Op::Random { dist, seed } => match dist {
                 RandomDist::Uniform { low, high } => {
@@ -299,6 +303,7 @@ mod tests {
             OpKind::Size => Op::Size { axes: axes() },
             OpKind::Assign => Op::Assign,
             OpKind::Group => Op::Group,
+            OpKind::AllReduce => Op::AllReduce,
             OpKind::MaxPool2d
             | OpKind::AvgPool2d
             | OpKind::MaxPool2dGrad

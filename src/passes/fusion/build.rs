@@ -185,6 +185,7 @@ impl Group<'_> {
             | Op::Size { .. }
             | Op::Assign
             | Op::Group
+            | Op::AllReduce
             | Op::Fusion(_)) => unreachable!("{} is not computed in a body", op.name()),
         };
         self.push(e, n.ty.dtype)

@@ -216,6 +216,7 @@ pub(super) fn is_cheap(op: &Op) -> bool {
         | Op::Assign
         | Op::Group
         | Op::Pool { .. }
+        | Op::AllReduce
         | Op::Fusion(_) => false,
     }
 }

@@ -112,6 +112,9 @@ fn role(op: &Op) -> Role {
         // kernel: its operands must exist as buffers, and its consumers read its output.
         Op::Conv { .. } => Role::Native,
         Op::Pool { .. } => Role::Native,
+        // A collective is a host step (`crate::dist`): its operands are buffers it sends,
+        // its output a buffer it receives into.
+        Op::AllReduce => Role::Native,
     }
 }
 
