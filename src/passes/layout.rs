@@ -138,7 +138,8 @@ fn kind(op: &Op) -> Kind {
         }
         // Sources have no operand; the other movement ops, reductions, contractions and
         // windows look at axes, so a permute does not cross them unchanged; effects are
-        // lowered before any editable pass; a fused kernel is opaque.
+        // lowered before any editable pass; a fused kernel is opaque; a collective sums
+        // across processes and keeps the layout its operands were reduced in.
         Op::Placeholder
         | Op::Variable { .. }
         | Op::Constant(_)
@@ -154,6 +155,7 @@ fn kind(op: &Op) -> Kind {
         | Op::Size { .. }
         | Op::Assign
         | Op::Group
+        | Op::AllReduce
         | Op::Fusion(_) => Kind::None,
     }
 }

@@ -156,6 +156,9 @@ pub(super) fn emit(e: &mut Emitter<'_>, id: NodeId) -> R<()> {
         Op::Assign | Op::Group => Err("a variable update is an effect, not a value: export \
              the values a model computes, not its train op"
             .into()),
+        Op::AllReduce => Err("an all-reduce is communication between training processes; \
+             ONNX's default domain has no collective: export the one-process graph"
+            .into()),
         Op::Fusion(_) => Err(
             "a fused kernel belongs to an optimized program: export the \
              graph as built"
