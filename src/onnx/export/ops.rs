@@ -156,9 +156,11 @@ pub(super) fn emit(e: &mut Emitter<'_>, id: NodeId) -> R<()> {
         Op::Assign | Op::Group => Err("a variable update is an effect, not a value: export \
              the values a model computes, not its train op"
             .into()),
-        Op::AllReduce => Err("an all-reduce is communication between training processes; \
+        Op::AllReduce => Err(
+            "an all-reduce is communication between training processes; \
              ONNX's default domain has no collective: export the one-process graph"
-            .into()),
+                .into(),
+        ),
         Op::Fusion(_) => Err(
             "a fused kernel belongs to an optimized program: export the \
              graph as built"
