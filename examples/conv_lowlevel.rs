@@ -8,20 +8,31 @@
 //! and the passes fold the transposes that this inserts.
 //!
 //! ```sh
-//! cargo run --release --example conv_lowlevel              # 3 epochs on 5,000 MNIST images
-//! cargo run --release --example conv_lowlevel -- 5 20000   # epochs, training images
+//! cargo run --release --example conv_lowlevel                              # 3 epochs, 5,000 images
+//! cargo run --release --example conv_lowlevel -- --epochs 5 --rows 20000
 //! ```
 
 mod lab;
 
+use clap::Parser;
 use kiln::data;
 use kiln::prelude::*;
 use kiln::{Conv2dOptions, DataFormat, Pool2dOptions};
 
+/// A small convnet trained TF1 style on MNIST images fed NCHW.
+#[derive(Parser, Debug)]
+#[command(name = "conv_lowlevel", version)]
+struct Args {
+    /// Epochs to train.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    epochs: usize,
+    /// Training images (the first N of MNIST's training set).
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    rows: usize,
+}
+
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().ok());
-    let epochs = args.next().flatten().unwrap_or(3);
-    let rows = args.next().flatten().unwrap_or(5000);
+    let Args { epochs, rows } = Args::parse();
     let m = lab::mnist(None)?;
     let (xs, ys) = lab::head(&m.train_x, &m.train_y, rows)?;
     // One grey channel: [n, 784] is already [n, 1, 28, 28] in memory.

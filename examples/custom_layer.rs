@@ -42,6 +42,10 @@ impl Layer for Gated {
 }
 
 fn main() -> Result<()> {
+    lab::no_args(
+        "custom_layer",
+        "A layer of your own (a gated linear unit) inside a Sequential model",
+    );
     let d = lab::iris(42)?;
     let mut model = Sequential::new([
         Input::new([4]).into(),

@@ -25,6 +25,11 @@ fn dense<'g>(
 }
 
 fn main() -> Result<()> {
+    // No arguments: `--help` and `--version` work, anything else is clap's error.
+    clap::Command::new("explain")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("What the optimizer does to a training step")
+        .get_matches();
     let batch = 128;
     let g = Graph::new();
     let x = g.placeholder("x", DType::F32, [None, Some(784)]);

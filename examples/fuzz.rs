@@ -13,37 +13,40 @@ mod fuzz;
 
 use std::time::Duration;
 
+/// Fuzzes kiln for a bounded time: random graphs (JIT vs interpreter), the parser on
+/// mutated dumps, the loaders on damaged files.
+#[derive(clap::Parser, Debug)]
+#[command(name = "fuzz", version)]
+struct Args {
+    /// How long to fuzz, in seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// The first case's seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fuzz one target only (default: all).
+    #[arg(long, value_parser = ["graphs", "text", "files"])]
+    target: Option<String>,
+    /// Replay the case of this seed and exit.
+    #[arg(long, value_name = "SEED")]
+    case: Option<u64>,
+    /// Print each case's target and seed before running it.
+    #[arg(long)]
+    verbose: bool,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let num = |name: &str, default: u64| {
-        arg(name).map_or(default, |v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number, got {v:?}"))
-        })
-    };
-    let seconds = num("--seconds", 60);
-    let seed = num("--seed", 1);
-    let verbose = args.iter().any(|a| a == "--verbose");
-    let targets: Vec<(&'static str, fuzz::Target)> = match arg("--target") {
+    let args = <Args as clap::Parser>::parse();
+    let (seconds, seed, verbose) = (args.seconds, args.seed, args.verbose);
+    let targets: Vec<(&'static str, fuzz::Target)> = match &args.target {
         Some(t) => fuzz::TARGETS
             .iter()
             .copied()
-            .filter(|(n, _)| *n == t)
+            .filter(|(n, _)| n == t)
             .collect(),
         None => fuzz::TARGETS.to_vec(),
     };
-    if targets.is_empty() {
-        eprintln!("--target is one of graphs, text, files");
-        std::process::exit(2);
-    }
-    if let Some(case) = arg("--case") {
-        let s: u64 = case.parse().expect("--case takes a seed");
+    if let Some(s) = args.case {
         let mut failed = false;
         for (name, t) in &targets {
             match fuzz::run_case(name, *t, s) {

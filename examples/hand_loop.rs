@@ -12,6 +12,10 @@ use kiln::nn::*;
 use kiln::prelude::*;
 
 fn main() -> Result<()> {
+    lab::no_args(
+        "hand_loop",
+        "A Sequential model's graph trained by a hand-written Session loop",
+    );
     let d = lab::iris(42)?;
     let mut model = Sequential::new([
         Input::new([4]).into(),

@@ -15,6 +15,10 @@ use kiln::nn::*;
 use kiln::prelude::*;
 
 fn main() -> Result<()> {
+    lab::no_args(
+        "iris",
+        "Iris with softmax regression and a small MLP, trained with fit",
+    );
     let d = lab::iris(42)?;
     println!(
         "Iris: {} training and {} test flowers, classes {:?}",

@@ -75,6 +75,10 @@ fn fit_polynomial(
 }
 
 fn main() -> Result<()> {
+    lab::no_args(
+        "overfitting",
+        "The lab's lesson on overfitting: capacity, then early stopping",
+    );
     // 1. Capacity.
     // One draw of five points (any draw shows the same pattern, with other numbers).
     let train = line_points(5, 12);

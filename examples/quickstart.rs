@@ -5,6 +5,11 @@
 use kiln::prelude::*;
 
 fn main() -> Result<()> {
+    // No arguments: `--help` and `--version` work, anything else is clap's error.
+    clap::Command::new("quickstart")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Builds a small graph, prints its dump and runs it")
+        .get_matches();
     let g = Graph::new();
 
     // A batch of 3-feature rows; the batch size is left open, as TF1's `None`.

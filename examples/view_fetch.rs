@@ -44,13 +44,20 @@ fn time(
     Ok((median(ts), kernels))
 }
 
+/// Times fetching views of computed values against fetching the values.
+#[derive(clap::Parser, Debug)]
+#[command(name = "view_fetch", version)]
+struct Args {
+    /// The side of the square inputs.
+    #[arg(default_value_t = 1000)]
+    n: usize,
+    /// Timed runs per case (the median is printed).
+    #[arg(default_value_t = 9)]
+    reps: usize,
+}
+
 fn main() -> Result<()> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let n = args.first().copied().unwrap_or(1000);
-    let reps = args.get(1).copied().unwrap_or(9);
+    let Args { n, reps } = <Args as clap::Parser>::parse();
     let data = |seed: u32| {
         let v: Vec<f32> = (0..n * n)
             .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32)

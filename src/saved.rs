@@ -31,7 +31,8 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::op::{Op, Ty};
+use crate::graph::{Graph, GraphData, NodeId};
 use crate::session::{Backend, Session};
 use std::path::Path;
 
@@ -66,6 +67,135 @@ pub fn load_with_backend(dir: impl AsRef<Path>, backend: Backend) -> Result<(Gra
     let mut session = Session::with_backend(&graph, backend)?;
     session.restore(dir.join(VARIABLES_FILE))?;
     Ok((graph, session))
+}
+
+/// A saved graph's interface: its feeds, its results and its state, each with its type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signature {
+    /// The placeholders, by name, in the graph's order.
+    pub inputs: Vec<(String, Ty)>,
+    /// The nodes of the dump's `return` line; without one, every named node that nothing
+    /// reads and that is not a placeholder, a variable or an update (an `assign`).
+    pub outputs: Vec<(String, Ty)>,
+    /// The variables, by name, in the graph's order.
+    pub variables: Vec<(String, Ty)>,
+}
+
+impl Signature {
+    /// The signature of `graph` whose results are `outputs` (or, if empty, its named
+    /// sinks).
+    pub fn of(graph: &GraphData, outputs: &[NodeId]) -> Signature {
+        let entry = |id: NodeId| {
+            let n = graph.node(id);
+            let name = n.name.as_deref().map_or_else(|| n.label(), str::to_string);
+            (name, n.ty.clone())
+        };
+        let sinks: Vec<NodeId> = graph
+            .ids()
+            .into_iter()
+            .filter(|&id| {
+                let n = graph.node(id);
+                n.name.is_some()
+                    && graph.users(id).is_empty()
+                    && !matches!(
+                        n.op,
+                        Op::Placeholder | Op::Variable { .. } | Op::Assign | Op::Group
+                    )
+            })
+            .collect();
+        let outputs = if outputs.is_empty() { &sinks } else { outputs };
+        Signature {
+            inputs: graph.placeholders().into_iter().map(entry).collect(),
+            outputs: outputs.iter().copied().map(entry).collect(),
+            variables: graph.variables().into_iter().map(entry).collect(),
+        }
+    }
+}
+
+/// The [`Signature`] of the saved graph in `dir` (read from `graph.kiln` alone).
+///
+/// ```
+/// use kiln::prelude::*;
+/// let dir = std::env::temp_dir().join(format!("kiln-signature-doc-{}", std::process::id()));
+/// let g = Graph::new();
+/// let x = g.placeholder("x", DType::F32, [None, Some(2)]);
+/// let w = g.variable("w", [2, 1], init::constant(0.5));
+/// let _y = x.matmul(w).named("y");
+/// kiln::saved::save(&dir, &Session::new(&g)?)?;
+/// let s = kiln::saved::signature(&dir)?;
+/// assert_eq!(s.inputs[0].0, "x");
+/// assert_eq!(s.outputs[0].0, "y");
+/// assert_eq!(s.variables[0].1.to_string(), "f32[2,1]");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), kiln::Error>(())
+/// ```
+pub fn signature(dir: impl AsRef<Path>) -> Result<Signature> {
+    let path = dir.as_ref().join(GRAPH_FILE);
+    let bytes = read_bounded(&path, MAX_GRAPH_BYTES, "the saved graph")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::invalid_file(&path, format!("the saved graph is not UTF-8: {e}")))?;
+    let parsed =
+        crate::text::parse(&text).map_err(|e| Error::invalid_file(&path, e.to_string()))?;
+    let d = parsed.graph.data();
+    Ok(Signature::of(&d, &parsed.outputs))
+}
+
+/// The dump (with a `return` line) of the ops of `graph` that `outputs` need, each
+/// placeholder of `fixed` replaced by its value and the result folded, simplified and
+/// pruned as a session's pipeline does before fusion (so `where(training, ...)` keeps one
+/// branch and the other's ops are gone), output `i` named `names[i]`. What
+/// `Model::save_inference` writes: the text format holds graph ops only, so no fusion.
+pub(crate) fn pruned_dump(
+    graph: &GraphData,
+    outputs: &[NodeId],
+    names: &[String],
+    fixed: Vec<(NodeId, crate::Array)>,
+) -> Result<String> {
+    use crate::passes::{self, Pass, PassOptions, Program};
+    let mut p = Program::new(graph.cone(outputs), outputs.to_vec());
+    let opts = PassOptions {
+        fixed_feeds: fixed,
+        ..PassOptions::default()
+    };
+    passes::concretize::Concretize.run(&mut p, &opts)?;
+    let cleanup: [&dyn Pass; 4] = [
+        &passes::fold::Fold,
+        &passes::simplify::Simplify,
+        &passes::cse::Cse,
+        &passes::dce::Dce,
+    ];
+    for _ in 0..16 {
+        let mut changed = false;
+        for pass in cleanup {
+            changed |= pass.run(&mut p, &opts)?;
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        let id = p.outputs[i];
+        let keeps_its_name = matches!(p.graph.node(id).op, Op::Placeholder | Op::Variable { .. });
+        if keeps_its_name || p.outputs[..i].contains(&id) {
+            // An output that is an input, a weight or another output keeps its own name:
+            // the output is a named copy of it instead.
+            p.outputs[i] = copy_of(&mut p.graph, id)?;
+        }
+        p.graph.rename(p.outputs[i], name)?;
+    }
+    Ok(crate::text::Dumper::new(&p.graph)
+        .outputs(&p.outputs)
+        .only_live(true)
+        .to_string())
+}
+
+/// A copy of `id` (`id * 1`, bitwise the same for every float) that can carry another name.
+fn copy_of(g: &mut GraphData, id: NodeId) -> Result<NodeId> {
+    let graph = Graph::from_data(std::mem::take(g));
+    let copy = (graph.tensor(id) * 1.0).id();
+    let result = graph.check();
+    *g = graph.snapshot();
+    result.map(|()| copy)
 }
 
 /// The largest `graph.kiln` [`load`] reads (256 MiB; a graph of a million ops is ~100 MB).

@@ -108,39 +108,59 @@ pub fn mnist_cnn(lr: f64) -> Result<Model> {
     Ok(m)
 }
 
-/// The MNIST examples' command line: `[DIR] [--epochs N] [--subset N]`.
+/// The MNIST examples' command line: `[DIR] [--epochs N] [--subset N]`, parsed by `clap`
+/// (`--help`, `--version`; an unknown option or a bad number is an error with clap's message).
+#[derive(Debug, clap::Parser)]
+#[command(
+    version,
+    about = "Trains on MNIST: the shipped data/mnist, or any IDX set in its format"
+)]
 pub struct MnistArgs {
     /// An IDX data directory other than the shipped `data/mnist`.
     pub dir: Option<PathBuf>,
     /// Epochs to train.
-    pub epochs: usize,
+    #[arg(long = "epochs", value_name = "N")]
+    epochs_given: Option<usize>,
     /// Train on the first N images only.
+    #[arg(long, value_name = "N")]
     pub subset: Option<usize>,
+    /// Epochs to train (`--epochs`, or the example's default).
+    #[arg(skip)]
+    pub epochs: usize,
 }
 
-/// Parses the MNIST examples' command line; `-h` prints the usage of example `name` and exits.
-pub fn mnist_args(name: &str, epochs: usize) -> Result<MnistArgs> {
-    let mut a = MnistArgs {
-        dir: None,
-        epochs,
-        subset: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(s) = it.next() {
-        let mut num = |what: &str| -> Result<usize> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| Error::invalid(format!("{what} needs a number")))
-        };
-        match s.as_str() {
-            "--epochs" => a.epochs = num("--epochs")?,
-            "--subset" => a.subset = Some(num("--subset")?),
-            "-h" | "--help" => {
-                println!("usage: {name} [DIR] [--epochs N] [--subset N]");
-                std::process::exit(0);
-            }
-            _ => a.dir = Some(PathBuf::from(s)),
-        }
-    }
+/// Parses the MNIST examples' command line for example `name`, whose default is `epochs`
+/// epochs; `--help` prints the usage and exits, a bad argument exits with clap's error.
+pub fn mnist_args(name: &'static str, epochs: usize) -> Result<MnistArgs> {
+    Ok(mnist_args_from(name, epochs, std::env::args_os()).unwrap_or_else(|e| e.exit()))
+}
+
+/// [`mnist_args`] on the given command line (its first item is the program's name).
+pub fn mnist_args_from<I, T>(
+    name: &'static str,
+    epochs: usize,
+    args: I,
+) -> std::result::Result<MnistArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = MnistArgs::command()
+        .name(name)
+        .mut_arg("epochs_given", |a| {
+            a.help(format!("Epochs to train [default: {epochs}]"))
+        });
+    let mut a = MnistArgs::from_arg_matches(&cmd.try_get_matches_from(args)?)?;
+    a.epochs = a.epochs_given.unwrap_or(epochs);
     Ok(a)
+}
+
+/// The command line of an example that takes no argument: `--help` and `--version` work,
+/// anything else is an error with clap's message (never silently ignored).
+pub fn no_args(name: &'static str, about: &'static str) {
+    clap::Command::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(about)
+        .get_matches();
 }

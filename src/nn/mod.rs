@@ -54,6 +54,7 @@ mod plateau;
 mod pool;
 mod regularizers;
 mod reshape;
+pub mod save;
 mod weights;
 
 pub use crate::progress::Verbosity;
@@ -75,4 +76,5 @@ pub use plateau::ReduceLROnPlateau;
 pub use pool::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 pub use regularizers::Regularizer;
 pub use reshape::Reshape;
+pub use save::load_model;
 pub use weights::{TorchLayout, WeightMap};

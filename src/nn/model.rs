@@ -18,14 +18,16 @@ use crate::train::Optimizer;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// One row of `summary()`.
-#[derive(Clone, Debug)]
-struct Row {
-    name: String,
-    kind: &'static str,
-    shape: Shape,
-    params: usize,
-    trainable: usize,
+/// One row of `summary()` (also written by [`Model::save`](super::save)).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Row {
+    pub name: String,
+    /// The layer's type (`Dense`); a `String` because a loaded model's rows come from a file.
+    pub kind: String,
+    /// The output shape as Keras prints it (`(None, 10)`).
+    pub shape: String,
+    pub params: usize,
+    pub trainable: usize,
 }
 
 /// What building the layers produced (all ids in the model's graph).
@@ -34,7 +36,7 @@ pub(crate) struct Built {
     pub inputs: Vec<NodeId>,
     pub outputs: Vec<NodeId>,
     pub training: NodeId,
-    rows: Vec<Row>,
+    pub rows: Vec<Row>,
     /// Every layer variable (trainable or not), in creation order.
     pub weights: Vec<NodeId>,
     pub trainable: Vec<NodeId>,
@@ -98,8 +100,8 @@ impl<'g> Builder<'g> {
             .extend(created.iter().filter(|c| c.1).map(|c| c.0));
         self.rows.push(Row {
             name,
-            kind: layer.kind(),
-            shape: y.shape(),
+            kind: layer.kind().to_string(),
+            shape: keras_shape(&y.shape()),
             params,
             trainable,
         });
@@ -114,13 +116,13 @@ impl<'g> Builder<'g> {
 
 /// A Keras-style model: see the [module docs](crate::nn).
 pub struct Model {
-    name: String,
+    pub(crate) name: String,
     pending: Vec<Box<dyn Layer>>,
-    seed: u64,
+    pub(crate) seed: u64,
     graph: Graph,
     pub(crate) built: Option<Built>,
     pub(crate) compiled: Option<Compiled>,
-    optimizer: Option<Box<dyn Optimizer>>,
+    pub(crate) optimizer: Option<Box<dyn Optimizer>>,
     pub(crate) loss: Option<Loss>,
     pub(crate) session: Option<Session>,
 }
@@ -149,6 +151,22 @@ impl Sequential {
 }
 
 impl Model {
+    /// A model over `graph` whose layers are already built (and maybe compiled): what
+    /// [`load_model`](super::load_model) assembles from a saved directory.
+    pub(crate) fn from_parts(name: String, seed: u64, graph: Graph, built: Built) -> Model {
+        Model {
+            name,
+            pending: vec![],
+            seed,
+            graph,
+            built: Some(built),
+            compiled: None,
+            optimizer: None,
+            loss: None,
+            session: None,
+        }
+    }
+
     /// Appends a layer (before the model is built). A layer made with an argument out of
     /// its domain (`Dropout::new(1.5)`) is refused here, with the line where it was made.
     pub fn add(&mut self, layer: impl Into<Box<dyn Layer>>) -> Result<()> {
@@ -355,7 +373,7 @@ impl Model {
             .map(|r| {
                 (
                     format!("{} ({})", r.name, r.kind),
-                    keras_shape(&r.shape),
+                    r.shape.clone(),
                     r.params,
                 )
             })
@@ -442,6 +460,12 @@ impl Model {
     /// The optimizer given to `compile`.
     pub fn optimizer(&self) -> Option<&dyn Optimizer> {
         self.optimizer.as_deref()
+    }
+
+    /// The loss given to `compile` (for a model from [`load_model`](super::load_model), the
+    /// one it was saved with).
+    pub fn loss(&self) -> Option<Loss> {
+        self.loss
     }
 
     /// The current value of every layer variable, by name.

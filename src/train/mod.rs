@@ -113,6 +113,13 @@ impl Config {
             args,
         }
     }
+
+    /// Records that the optimizer's learning rate and step count are nodes `lr` and
+    /// `iterations` of graph `graph_id`: a model loaded from disk (`nn::load_model`) points
+    /// its restored optimizer at the loaded graph's nodes this way.
+    pub(crate) fn set_built(&mut self, graph_id: u64, lr: NodeId, iterations: NodeId) {
+        self.built = Some((graph_id, lr, iterations));
+    }
 }
 
 /// What one variable's update sees.
