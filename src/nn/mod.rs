@@ -45,6 +45,8 @@ mod conv;
 mod csv_logger;
 mod fit;
 mod fit_config;
+mod fit_dataset;
+mod fit_pass;
 mod layers;
 mod losses;
 mod metrics;
@@ -53,6 +55,7 @@ mod plateau;
 mod pool;
 mod regularizers;
 mod reshape;
+mod sample_weight;
 mod weights;
 
 pub use crate::progress::Verbosity;
