@@ -144,7 +144,19 @@ type Source = Arc<dyn Fn(u64) -> Result<ItemIter> + Send + Sync>;
 /// `Model::fit_dataset`, `evaluate_dataset` and `predict_dataset` take one whose items are
 /// batches (call [`batch`](Dataset::batch) on a dataset of single examples). Each epoch is
 /// one full iteration from the start ([`iter_epoch`](Dataset::iter_epoch) with the epoch
-/// number, so shuffling differs per epoch). See the [module docs](self) for an example.
+/// number, so shuffling differs per epoch).
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::data::Dataset;
+/// let x = Array::new([5, 2], (0..10).map(|v| v as f32).collect::<Vec<_>>())?;
+/// let y = Array::new([5], vec![0i32, 1, 0, 1, 0])?;
+/// let ds = Dataset::from_arrays(x, y)?.shuffle(5, 7).batch(2).prefetch(2);
+/// assert_eq!(ds.len(), Some(3));
+/// let rows: usize = ds.iter().map(|b| Ok(b?.x[0].shape()[0])).sum::<kiln::Result<usize>>()?;
+/// assert_eq!(rows, 5);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Dataset {
     source: Source,

@@ -29,7 +29,7 @@ impl Dataset {
     /// size runs in constant memory. Every column but `label_column` and `ignore` is an
     /// `f32` feature (`x: f32 [features]`); the label (`y: i32 []`) must be an integer
     /// class index, since numbering string classes needs the whole file first
-    /// ([`csv_to_features`](super::csv_to_features) does that). `None` as the label gives
+    /// ([`csv_to_features`](crate::data::csv_to_features) does that). `None` as the label gives
     /// items of features only (for `predict`).
     ///
     /// The header is read here, so a missing file or an unknown column is an error now; a
@@ -74,7 +74,7 @@ impl Dataset {
 
     /// MNIST-format IDX files (an image file and its label file, gzip-compressed or plain),
     /// one item per image: `x: f32 [rows · cols]` scaled to `[0, 1]`, `y: i32 []`, as
-    /// [`load_mnist_files`](super::load_mnist_files) reads them (whole: IDX files are
+    /// [`load_mnist_files`](crate::data::load_mnist_files) reads them (whole: IDX files are
     /// small, and gzip cannot seek).
     pub fn from_mnist_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Dataset> {
         let s = super::super::load_mnist_files(images, labels)?;
