@@ -6,7 +6,16 @@
 //!   only when stderr is a terminal and one plain line per epoch otherwise.
 //! - **Bar on stderr, lines on stdout.** The bar is transient decoration and must not end up in
 //!   redirected output; the per-epoch lines are the run's record, so they go to stdout where
-//!   `> log.txt` captures them.
+//!   `> log.txt` captures them, in bar mode too: a finished bar is cleared and its epoch's
+//!   line printed to stdout in its place (Keras prints to stdout).
+//! - **One metric format.** The running bar and the finished line both write
+//!   `loss: 0.2345 - accuracy: 0.9312`, so a value reads the same while and after it is
+//!   computed; the bar shows them from the first step, and says `validating` while the
+//!   validation pass runs.
+//! - **A finished line fits 100 columns.** It gives the epoch's time Keras' way (`3s 6ms/step`,
+//!   or `us/step` below a millisecond), and when the metrics would run past 100 columns the
+//!   validation ones continue on a second, indented line (metric names long enough to pass
+//!   100 columns on their own still do).
 //! - **Cheap per step.** [`Progress::step`] runs after every batch, inside the training loop.
 //!   Silent and line modes do nothing there. Bar mode moves the position (an atomic store)
 //!   and rebuilds the metrics message at most every [`MESSAGE_INTERVAL`]; indicatif itself
@@ -40,9 +49,6 @@ const MESSAGE_INTERVAL: Duration = Duration::from_millis(100);
 /// Bar layout while an epoch runs.
 #[cfg(feature = "ui")]
 const RUNNING_TEMPLATE: &str = "{prefix} [{bar:30}] {pos}/{len} ETA {eta} {msg}";
-/// Bar layout once the epoch is over: the ETA gives way to the time taken (in the message).
-#[cfg(feature = "ui")]
-const DONE_TEMPLATE: &str = "{prefix} [{bar:30}] {pos}/{len} {msg}";
 
 /// How much `fit` reports while it trains; Keras' `verbose=0`, `1` and `2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -142,20 +148,32 @@ impl Progress {
         }
     }
 
-    /// Ends epoch `epoch` (0-based) with its final `logs` (training and validation metrics)
-    /// and the `seconds` it took: bar mode finishes the bar with them, line mode prints
-    /// [`format_epoch_line`] to stdout.
-    pub(crate) fn end_epoch(&mut self, epoch: usize, logs: &[(&str, f64)], seconds: f64) {
-        match self.verbosity {
-            Verbosity::Silent => {}
-            Verbosity::Bar => self.finish_bar(logs, seconds),
-            Verbosity::Lines => {
-                let line = format_epoch_line(epoch, self.epochs, logs, seconds);
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
+    /// Marks the validation pass of the current epoch (bar mode: the message says
+    /// `validating`).
+    pub(crate) fn validating(&mut self) {
+        if self.bar.is_some() {
+            self.show_validating();
         }
+    }
+
+    /// Ends epoch `epoch` (0-based) with its final `logs` (training and validation metrics),
+    /// the `seconds` it took and its training `steps`: bar mode clears the bar, and both bar
+    /// and line mode print [`format_epoch_line`] to stdout.
+    pub(crate) fn end_epoch(
+        &mut self,
+        epoch: usize,
+        logs: &[(&str, f64)],
+        seconds: f64,
+        steps: usize,
+    ) {
+        if self.verbosity == Verbosity::Silent {
+            return;
+        }
+        self.clear_bar();
+        let line = format_epoch_line(epoch, self.epochs, logs, seconds, steps);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
     }
 }
 
@@ -165,7 +183,8 @@ impl Progress {
 impl Progress {
     fn start_bar(&mut self, _epoch: usize) {}
     fn advance_bar(&mut self, _step: usize, _running: &[(&str, f64)]) {}
-    fn finish_bar(&mut self, _logs: &[(&str, f64)], _seconds: f64) {}
+    fn show_validating(&mut self) {}
+    fn clear_bar(&mut self) {}
 }
 
 /// The bar, drawn with indicatif.
@@ -195,21 +214,22 @@ impl Progress {
             .last_message
             .is_none_or(|t| now.duration_since(t) >= MESSAGE_INTERVAL);
         if due || step + 1 == self.steps_per_epoch {
-            bar.set_message(format_metrics(running, " "));
+            bar.set_message(format_metrics(running));
             self.last_message = Some(now);
         }
     }
 
-    /// Finishes the bar with the epoch's time and final logs.
-    fn finish_bar(&mut self, logs: &[(&str, f64)], seconds: f64) {
+    /// The bar's message during the validation pass.
+    fn show_validating(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message("- validating");
+        }
+    }
+
+    /// Removes the bar: the epoch's line replaces it on stdout.
+    fn clear_bar(&mut self) {
         if let Some(bar) = self.bar.take() {
-            bar.set_style(style(DONE_TEMPLATE));
-            let mut msg = format!("- {}", format_seconds(seconds));
-            if !logs.is_empty() {
-                msg.push_str(" - ");
-                msg.push_str(&format_metrics(logs, " - "));
-            }
-            bar.finish_with_message(msg);
+            bar.finish_and_clear();
         }
     }
 }
@@ -222,40 +242,72 @@ fn style(template: &str) -> ProgressStyle {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
-/// `name: value` pairs with four decimals, joined by `sep` (`loss 0.2345` style when `sep`
-/// is a space and the colon would be noise, so the bar message drops it).
-#[cfg(any(feature = "ui", test))]
-fn format_metrics(logs: &[(&str, f64)], sep: &str) -> String {
-    let colon = if sep == " " { "" } else { ":" };
+/// The widest a finished epoch line may be.
+const COLUMNS: usize = 100;
+
+/// `name: value` pairs with four decimals, joined by ` - `: the one metric format of the
+/// running bar and the finished line.
+fn format_metrics(logs: &[(&str, f64)]) -> String {
     logs.iter()
-        .map(|(name, v)| format!("{name}{colon} {v:.4}"))
+        .map(|(name, v)| format!("{name}: {v:.4}"))
         .collect::<Vec<_>>()
-        .join(sep)
+        .join(" - ")
 }
 
-/// Seconds with two decimals, as in `1.23s`.
-fn format_seconds(seconds: f64) -> String {
-    format!("{seconds:.2}s")
+/// The epoch's time as Keras gives it: whole seconds, then the time per step, `3s 6ms/step`
+/// (`us/step` below a millisecond); no step part without steps.
+fn format_time(seconds: f64, steps: usize) -> String {
+    let total = format!("{seconds:.0}s");
+    if steps == 0 {
+        return total;
+    }
+    let per = seconds / steps as f64;
+    if per >= 1e-3 {
+        format!("{total} {:.0}ms/step", per * 1e3)
+    } else {
+        format!("{total} {:.0}us/step", per * 1e6)
+    }
 }
 
 /// One epoch's summary line, as Keras prints it with `verbose=2`; `epoch` is 0-based, so
-/// epoch 2 of 20 prints as `Epoch 3/20 - 1.23s - loss: 0.2345 - val_loss: 0.2500`.
+/// epoch 2 of 20 (of 40 steps) prints as
+/// `Epoch 3/20 1s 31ms/step - loss: 0.2345 - val_loss: 0.2500`. A line that would be
+/// wider than 100 columns puts the validation metrics on a second, indented line.
 pub(crate) fn format_epoch_line(
     epoch: usize,
     epochs: usize,
     logs: &[(&str, f64)],
     seconds: f64,
+    steps: usize,
 ) -> String {
-    let mut line = format!(
-        "Epoch {}/{} - {}",
+    let head = format!(
+        "Epoch {}/{} {}",
         epoch + 1,
         epochs,
-        format_seconds(seconds)
+        format_time(seconds, steps)
     );
-    for (name, v) in logs {
-        line.push_str(&format!(" - {name}: {v:.4}"));
+    let join = |part: &[(&str, f64)]| {
+        if part.is_empty() {
+            String::new()
+        } else {
+            format!(" - {}", format_metrics(part))
+        }
+    };
+    let line = format!("{head}{}", join(logs));
+    let split = logs.iter().position(|(n, _)| n.starts_with("val_"));
+    match split {
+        Some(k) if k > 0 && line.chars().count() > COLUMNS => {
+            let (train, val) = logs.split_at(k);
+            format!(
+                "{head}{}\n{:w$}{}",
+                join(train),
+                "",
+                join(val),
+                w = "Epoch ".len()
+            )
+        }
+        _ => line,
     }
-    line
 }
 
 #[cfg(test)]
@@ -271,22 +323,59 @@ mod tests {
             ("val_accuracy", 0.925),
         ];
         assert_eq!(
-            format_epoch_line(2, 20, &logs, 1.234),
-            "Epoch 3/20 - 1.23s - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2501 - val_accuracy: 0.9250"
+            format_epoch_line(2, 20, &logs, 1.234, 40),
+            "Epoch 3/20 1s 31ms/step - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2501 - \
+             val_accuracy: 0.9250"
         );
-        assert_eq!(format_epoch_line(0, 1, &[], 0.0), "Epoch 1/1 - 0.00s");
+        assert_eq!(format_epoch_line(0, 1, &[], 0.0, 0), "Epoch 1/1 0s");
         assert_eq!(
-            format_epoch_line(0, 1, &[("loss", f64::NAN)], 12.0),
-            "Epoch 1/1 - 12.00s - loss: NaN"
+            format_epoch_line(0, 1, &[("loss", f64::NAN)], 12.0, 30_000),
+            "Epoch 1/1 12s 400us/step - loss: NaN"
         );
     }
 
+    /// The README's MLP line (four metrics, two-digit epochs) fits 100 columns; more metrics
+    /// put the validation ones on a second line, each line within 100 columns.
     #[test]
-    fn bar_message_format() {
-        assert_eq!(
-            format_metrics(&[("loss", 0.23454), ("accuracy", 0.93119)], " "),
-            "loss 0.2345 accuracy 0.9312"
+    fn finished_lines_fit_100_columns() {
+        let logs = [
+            ("loss", 0.0263),
+            ("accuracy", 0.9906),
+            ("val_loss", 0.0647),
+            ("val_accuracy", 0.9847),
+        ];
+        let line = format_epoch_line(13, 30, &logs, 2.55, 422);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(
+            line.chars().count() <= COLUMNS,
+            "{} columns: {line}",
+            line.len()
         );
+        let many = [
+            ("loss", 0.0263),
+            ("accuracy", 0.9906),
+            ("top_k_categorical_accuracy", 0.999),
+            ("val_loss", 0.0647),
+            ("val_accuracy", 0.9847),
+            ("val_top_k_categorical_accuracy", 0.998),
+        ];
+        let text = format_epoch_line(13, 30, &many, 125.0, 422);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with("Epoch 14/30 125s 296ms/step - loss: 0.0263"),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("       - val_loss: 0.0647"), "{text}");
+        assert!(lines.iter().all(|l| l.chars().count() <= COLUMNS), "{text}");
+    }
+
+    #[test]
+    fn running_and_finished_metrics_share_one_format() {
+        let m = format_metrics(&[("loss", 0.23454), ("accuracy", 0.93119)]);
+        assert_eq!(m, "loss: 0.2345 - accuracy: 0.9312");
+        let line = format_epoch_line(0, 1, &[("loss", 0.23454), ("accuracy", 0.93119)], 1.0, 1);
+        assert!(line.ends_with(&m), "{line}");
     }
 
     fn run(p: &mut Progress, epochs: usize, steps: usize) {
@@ -295,7 +384,7 @@ mod tests {
             for s in 0..steps {
                 p.step(s, &[("loss", 1.0 / (s + 1) as f64), ("accuracy", 0.5)]);
             }
-            p.end_epoch(e, &[("loss", 0.1), ("val_loss", 0.2)], 0.5);
+            p.end_epoch(e, &[("loss", 0.1), ("val_loss", 0.2)], 0.5, steps);
         }
     }
 
@@ -333,11 +422,18 @@ mod tests {
         }
         let bar = p.bar.clone().unwrap();
         assert_eq!(bar.position(), 50);
-        assert_eq!(bar.message(), "loss 0.3000"); // last step always refreshes the message
+        assert_eq!(bar.message(), "loss: 0.3000"); // last step always refreshes the message
         assert_eq!(bar.prefix(), "Epoch 1/3");
-        p.end_epoch(0, &[("loss", 0.3), ("val_loss", 0.4)], 1.5);
-        assert!(bar.is_finished());
-        assert_eq!(bar.message(), "- 1.50s - loss: 0.3000 - val_loss: 0.4000");
+        p.validating();
+        assert_eq!(bar.message(), "- validating");
+        p.end_epoch(0, &[("loss", 0.3), ("val_loss", 0.4)], 1.5, 50);
+        // The bar is cleared; the epoch's line went to stdout in its place.
+        assert!(bar.is_finished() && p.bar.is_none());
+        // Metrics show from the first step.
+        p.begin_epoch(1);
+        p.step(0, &[("loss", 0.7)]);
+        assert_eq!(p.bar.clone().unwrap().message(), "loss: 0.7000");
+        p.end_epoch(1, &[], 0.1, 1);
         run(&mut p, 3, 50);
         // Unknown length, steps before begin_epoch, and an epoch never ended: no panic.
         let mut p = Progress::with_target(Verbosity::Bar, 2, 0, ProgressDrawTarget::hidden);
@@ -345,7 +441,7 @@ mod tests {
         p.begin_epoch(0);
         p.step(0, &[("loss", 1.0)]);
         p.begin_epoch(1);
-        p.end_epoch(1, &[], 0.1);
-        p.end_epoch(1, &[], 0.1);
+        p.end_epoch(1, &[], 0.1, 0);
+        p.end_epoch(1, &[], 0.1, 0);
     }
 }

@@ -4,7 +4,7 @@
 //! then `d` u32 dimension sizes — followed by the elements, row-major. Only unsigned bytes
 //! (type `0x08`) are supported, which covers MNIST and its drop-ins (Fashion-MNIST, EMNIST).
 
-use super::Dataset;
+use super::Split;
 use crate::array::Array;
 use crate::error::{Error, Result};
 use flate2::read::GzDecoder;
@@ -243,7 +243,7 @@ fn as_images(x: Array, name: &str) -> Result<Array> {
 /// Loads one IDX image file (magic `0x00000803`) and its label file (magic `0x00000801`),
 /// gzip-compressed or plain: `x: f32 [n, rows * cols]` with pixels scaled to `[0, 1]` and
 /// `y: i32 [n]`. The two files must hold the same number of items.
-pub fn load_mnist_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Dataset> {
+pub fn load_mnist_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Split> {
     let (images, labels) = (images.as_ref(), labels.as_ref());
     let (img, lab) = std::thread::scope(|s| {
         let l = s.spawn(|| read_raw(labels, Some(1), "labels"));
@@ -268,7 +268,7 @@ pub fn load_mnist_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> R
     let pixels = img.dims[1] * img.dims[2];
     let x: Vec<f32> = img.data.iter().map(|&b| b as f32 / 255.0).collect();
     let y: Vec<i32> = lab.data.iter().map(|&b| i32::from(b)).collect();
-    Ok(Dataset {
+    Ok(Split {
         x: Array::new([n, pixels], x)?,
         y: Array::new([n], y)?,
     })

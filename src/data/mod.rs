@@ -2,11 +2,15 @@
 //!
 //! A compiled graph is only useful once real data flows through it, and every example or
 //! benchmark otherwise re-implements the same plumbing. This module is that plumbing, kept
-//! small and dependency-light (only `flate2`, for gzip):
+//! small and dependency-light (`flate2` for gzip, `csv` for CSV files):
 //!
 //! - loaders for the two formats the shipped datasets use: CSV ([`read_csv`],
-//!   [`csv_to_features`], [`load_iris`]) and gzip-compressed IDX ([`read_idx`],
-//!   [`load_mnist`], [`load_mnist_files`]);
+//!   [`csv_to_features`], [`load_iris`], with [`CsvOptions`] for other delimiters or no
+//!   header) and gzip-compressed IDX ([`read_idx`], [`load_mnist`], [`load_mnist_files`]);
+//! - [`Dataset`], a lazily computed, re-iterable stream of [`Item`]s as in `tf.data`: from
+//!   arrays, a generator, a CSV file or MNIST's files, then `map`, `shuffle`, `batch`,
+//!   `prefetch` (a background thread), `repeat` and `take`; `Model::fit_dataset` trains on
+//!   one, so data larger than memory streams;
 //! - preprocessing: [`one_hot`], [`MinMax`] and [`Standard`] scaling;
 //! - [`train_test_split`] (optionally stratified), [`take_rows`] and the [`batches`] iterator.
 //!
@@ -29,24 +33,30 @@
 //! ```
 
 mod csv;
+mod dataset;
 mod idx;
 
-pub use csv::{csv_to_features, load_iris, read_csv, Table};
+pub use csv::{csv_to_features, csv_to_features_with, load_iris, read_csv, read_csv_with};
+pub use csv::{CsvOptions, Table};
+pub use dataset::{Dataset, DatasetIter, Item};
 pub use idx::{load_mnist, load_mnist_files, read_idx, Mnist};
 
 use crate::array::{Array, ArrayData, Element};
 use crate::error::{Error, Result};
 
-/// Features and targets for one split of a dataset.
+/// Features and targets for one split of a dataset, as [`load_mnist_files`] returns them.
+///
+/// (Named `Dataset` before the streaming [`Dataset`] took the name `tf.data` gives it; its
+/// fields are unchanged, so code reading `.x` and `.y` compiles as before.)
 #[derive(Clone, Debug, PartialEq)]
-pub struct Dataset {
+pub struct Split {
     /// Features: `f32 [n, features...]`, one example per row.
     pub x: Array,
     /// Targets: `i32 [n]` class indices (or `f32` regression targets), one per row of `x`.
     pub y: Array,
 }
 
-impl Dataset {
+impl Split {
     /// The number of examples (rows of `x`).
     pub fn len(&self) -> usize {
         self.x.shape().first().copied().unwrap_or(0)
@@ -225,7 +235,7 @@ impl Standard {
 }
 
 /// SplitMix64: a tiny, fast, seedable generator, ample for shuffling.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
@@ -237,7 +247,7 @@ impl SplitMix64 {
     }
 
     /// A uniform index in `0..n` (`n > 0`), by multiply-shift.
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         ((self.next() as u128 * n as u128) >> 64) as usize
     }
 

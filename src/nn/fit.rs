@@ -1,16 +1,19 @@
 //! Running a model: `fit` (the epoch loop, validation, callbacks, the `History`), `evaluate`
-//! and `predict`.
+//! and `predict` on arrays. One pass over batches is `fit_pass`; the dataset forms of these
+//! methods are in `fit_dataset`, and share the epoch loop here.
 
 use super::batch::{concat_rows, rows_of, x_name, Inputs, Logs};
-use super::callbacks::{log_names, Callback, Control, TerminateOnNaN};
+use super::callbacks::{log_names, Control, TerminateOnNaN};
 use super::check;
 use super::fit_config::FitConfig;
-use super::losses::Metric;
+use super::fit_dataset::StreamBatches;
+use super::fit_pass::{BadBatch, Hooks, Pass, RowBatches};
 use super::model::Model;
+use super::sample_weight::{check_class_weight, check_weights, class_weights};
 use crate::array::Array;
-use crate::data::{take_rows, take_rows_into};
+use crate::data::{take_rows, Dataset};
 use crate::error::{Error, Result};
-use crate::graph::{NodeId, Tensor};
+use crate::graph::Tensor;
 use crate::progress::Progress;
 use crate::session::Session;
 use std::collections::BTreeMap;
@@ -50,29 +53,25 @@ impl History {
     }
 }
 
-/// Validation inputs and targets.
-type Split = (Vec<Array>, Array);
+/// Validation inputs, targets and sample weights.
+type Split = (Vec<Array>, Array, Option<Array>);
 
-/// What one pass over the data gives.
-struct Pass {
-    /// The means over the rows run.
-    logs: Logs,
-    /// A callback asked to stop.
-    stop: bool,
-    /// The first batch whose loss was NaN or infinite.
-    bad: Option<BadBatch>,
-}
-
-/// A batch whose loss was NaN or infinite.
-struct BadBatch {
-    /// 0-based.
-    step: usize,
-    /// Its first row (in the order run; evaluation runs rows in order).
-    first_row: usize,
-    /// How many rows it holds.
-    rows: usize,
-    /// Its loss.
-    loss: f64,
+/// What `fit` trains or validates on: rows of arrays, or a dataset's batches.
+pub(super) enum Data<'a> {
+    /// Arrays, cut into batches of `FitConfig::batch_size` (shuffled per epoch if asked),
+    /// with checked sample weights if any.
+    Rows {
+        xs: Vec<&'a Array>,
+        y: &'a Array,
+        w: Option<&'a Array>,
+    },
+    /// A dataset's items, each a batch; checked for NaN and infinity if `check_finite`;
+    /// weighted by class if `class_weight` (checked) is given.
+    Stream {
+        ds: &'a Dataset,
+        check_finite: bool,
+        class_weight: Option<&'a [(usize, f64)]>,
+    },
 }
 
 /// The error for a validation pass with a non-finite loss at 0-based `epoch`.
@@ -90,129 +89,7 @@ fn validation_failed(epoch: usize, b: &BadBatch, n: usize) -> Error {
     ))
 }
 
-/// What a training pass reports each step to: the progress display and the callbacks.
-struct Hooks<'a> {
-    epoch: usize,
-    progress: &'a mut Progress,
-    callbacks: &'a mut [Box<dyn Callback>],
-}
-
-/// The graph nodes one step feeds and fetches.
-struct StepIds {
-    inputs: Vec<NodeId>,
-    training: NodeId,
-    target: NodeId,
-    loss: NodeId,
-    metrics: Vec<(String, NodeId, Metric)>,
-    train: NodeId,
-}
-
-/// How a logged value adds up over batches: a batch mean weighted by the batch's rows, or
-/// counts summed and then divided ([`Metric::counts`]).
-#[derive(Clone, Copy)]
-enum Combine {
-    Mean,
-    Counts(Metric),
-}
-
-/// The running sums of one logged value over a pass.
-#[derive(Clone)]
-struct Sum {
-    how: Combine,
-    sums: Vec<f64>,
-}
-
-impl Sum {
-    /// Adds one batch of `rows` rows whose fetched value is `v`.
-    fn add(&mut self, v: &[f64], rows: usize) {
-        let add: Vec<f64> = match self.how {
-            Combine::Mean => vec![v.first().copied().unwrap_or(f64::NAN) * rows as f64],
-            Combine::Counts(_) => v.to_vec(),
-        };
-        if self.sums.is_empty() {
-            self.sums = add;
-        } else {
-            self.sums.iter_mut().zip(add).for_each(|(s, a)| *s += a);
-        }
-    }
-
-    /// The value over `seen` rows so far.
-    fn value(&self, seen: usize) -> f64 {
-        match self.how {
-            _ if seen == 0 => f64::NAN,
-            Combine::Mean => self.sums.first().map_or(f64::NAN, |s| s / seen as f64),
-            Combine::Counts(m) => m.result(&self.sums),
-        }
-    }
-
-    /// One batch's own value from its fetched `v`.
-    fn of_batch(&self, v: &[f64]) -> f64 {
-        match self.how {
-            Combine::Mean => v.first().copied().unwrap_or(f64::NAN),
-            Combine::Counts(m) => m.result(v),
-        }
-    }
-}
-
 impl Model {
-    fn ids(&self) -> Result<StepIds> {
-        let b = self.built()?;
-        let c = self
-            .compiled
-            .as_ref()
-            .ok_or_else(|| Error::invalid("the model is not compiled yet (call compile)"))?;
-        Ok(StepIds {
-            inputs: b.inputs.clone(),
-            training: b.training,
-            target: c.target,
-            loss: c.loss,
-            metrics: c.metrics.clone(),
-            train: c.train,
-        })
-    }
-
-    /// Runs one batch of rows `idx`; returns its loss and metrics (a batch mean, or a
-    /// metric's counts).
-    fn run_batch(
-        &mut self,
-        ids: &StepIds,
-        xs: &[&Array],
-        y: &Array,
-        idx: &[usize],
-        training: bool,
-        bufs: &mut Vec<Array>,
-    ) -> Result<Vec<Vec<f64>>> {
-        let g = self.graph().clone();
-        // The batch arrays of the previous step are refilled in place: a fresh 400 KB MNIST
-        // batch per step cost ~5% of an epoch in page faults.
-        bufs.resize_with(xs.len() + 1, || Array::scalar(0f32));
-        for (a, buf) in xs.iter().chain([&y]).zip(bufs.iter_mut()) {
-            take_rows_into(a, idx, buf)?;
-        }
-        let mut feeds: Vec<(Tensor<'_>, Array)> = ids
-            .inputs
-            .iter()
-            .chain([&ids.target])
-            .zip(bufs.drain(..))
-            .map(|(&id, a)| (g.tensor(id), a))
-            .collect();
-        feeds.push((g.tensor(ids.training), Array::scalar(training)));
-        let mut fetch = vec![g.tensor(ids.loss)];
-        fetch.extend(ids.metrics.iter().map(|m| g.tensor(m.1)));
-        if training {
-            fetch.push(g.tensor(ids.train));
-        }
-        let out = self.session()?.run(&fetch, &feeds);
-        feeds.pop();
-        bufs.extend(feeds.into_iter().map(|(_, a)| a));
-        let out = out?;
-        Ok(out
-            .iter()
-            .take(1 + ids.metrics.len())
-            .map(|a| a.to_f64_vec())
-            .collect())
-    }
-
     /// Loss and metrics over `x`, `y` in batches (dropout off), weighted by batch size.
     ///
     /// `x` and `y` are checked first as `fit` checks them (dtype, shape, label range, and
@@ -226,8 +103,48 @@ impl Model {
     /// [`FitConfig::terminate_on_nan(false)`](FitConfig::terminate_on_nan), which records the
     /// NaN in the history, as Keras does.
     pub fn evaluate(&mut self, x: impl Inputs, y: &Array, batch_size: usize) -> Result<Logs> {
+        self.evaluate_inner(&x.arrays(), y, None, batch_size)
+    }
+
+    /// [`evaluate`](Model::evaluate) with the loss weighted by `sample_weight`, one weight
+    /// per row (Keras' `evaluate(x, y, sample_weight=w)`): `sum(w · loss) / batch size` per
+    /// batch, as [`FitConfig::sample_weight`] trains; metrics are not weighted (Keras 3
+    /// weights only `weighted_metrics`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// use kiln::nn::*;
+    /// let mut m = Sequential::new([Input::new([1]).into(), Dense::new(1).into()]);
+    /// m.compile(Sgd::new(0.1), Loss::MeanSquaredError, &[])?;
+    /// m.set_weights(&[("dense/kernel".into(), Array::new([1, 1], vec![0f32])?),
+    ///     ("dense/bias".into(), Array::new([1], vec![0f32])?)])?;
+    /// let x = Array::new([2, 1], vec![0f32, 0.])?;
+    /// let y = Array::new([2, 1], vec![1f32, 3.])?; // squared errors 1 and 9
+    /// let w = Array::new([2], vec![2f32, 0.])?;
+    /// let logs = m.evaluate_weighted(&x, &y, &w, 2)?;
+    /// assert_eq!(logs["loss"], (2.0 * 1.0 + 0.0 * 9.0) / 2.0); // divided by 2 examples
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn evaluate_weighted(
+        &mut self,
+        x: impl Inputs,
+        y: &Array,
+        sample_weight: &Array,
+        batch_size: usize,
+    ) -> Result<Logs> {
+        self.evaluate_inner(&x.arrays(), y, Some(sample_weight), batch_size)
+    }
+
+    /// `evaluate` with optional sample weights.
+    fn evaluate_inner(
+        &mut self,
+        xs: &[&Array],
+        y: &Array,
+        w: Option<&Array>,
+        batch_size: usize,
+    ) -> Result<Logs> {
         let y = &*super::losses::sparse_labels_i32(self.loss, "evaluate: y", y)?;
-        let xs = x.arrays();
+        let xs = xs.to_vec();
         check::batch_size("evaluate", batch_size)?;
         check::inputs("evaluate", self, &xs)?;
         check::targets("evaluate", "y", self, y)?;
@@ -237,7 +154,10 @@ impl Model {
         }
         check::finite("evaluate", "y", y, hint)?;
         let n = rows_of(&xs, Some(y))?;
-        let pass = self.evaluate_rows(&xs, y, batch_size)?;
+        let w = w
+            .map(|w| check_weights("evaluate: sample_weight", w, n))
+            .transpose()?;
+        let pass = self.evaluate_rows(&xs, y, w.as_ref(), batch_size)?;
         match pass.bad {
             None => Ok(pass.logs),
             Some(b) => Err(Error::invalid(format!(
@@ -254,89 +174,22 @@ impl Model {
     }
 
     /// `evaluate` without its checks: one pass over all rows in order, dropout off.
-    fn evaluate_rows(&mut self, xs: &[&Array], y: &Array, batch_size: usize) -> Result<Pass> {
-        let n = rows_of(xs, Some(y))?;
-        let order: Vec<usize> = (0..n).collect();
-        self.epoch_pass(xs, y, &order, batch_size, false, None)
-    }
-
-    /// One pass over `order` in batches: the logs, whether a callback asked to stop (after a
-    /// batch), and the first batch whose loss was not finite.
-    fn epoch_pass(
+    fn evaluate_rows(
         &mut self,
         xs: &[&Array],
         y: &Array,
-        order: &[usize],
+        w: Option<&Array>,
         batch_size: usize,
-        training: bool,
-        mut hooks: Option<Hooks<'_>>,
     ) -> Result<Pass> {
-        let ids = self.ids()?;
-        let mut names = vec!["loss".to_string()];
-        names.extend(ids.metrics.iter().map(|m| m.0.clone()));
-        let hows = std::iter::once(Combine::Mean).chain(ids.metrics.iter().map(|m| {
-            if m.2.counts() {
-                Combine::Counts(m.2)
-            } else {
-                Combine::Mean
-            }
-        }));
-        let mut sums: Vec<Sum> = hows.map(|how| Sum { how, sums: vec![] }).collect();
-        let mut seen = 0usize;
-        let mut bufs = vec![];
-        let mut stop = false;
-        let mut bad = None;
-        for (step, chunk) in order.chunks(batch_size).enumerate() {
-            if let Some(h) = hooks.as_mut() {
-                for cb in h.callbacks.iter_mut() {
-                    cb.on_train_batch_begin(h.epoch, step, self)?;
-                }
-            }
-            let fetched = self.run_batch(&ids, xs, y, chunk, training, &mut bufs)?;
-            let vals: Vec<f64> = sums
-                .iter()
-                .zip(&fetched)
-                .map(|(s, v)| s.of_batch(v))
-                .collect();
-            if bad.is_none() && !vals[0].is_finite() {
-                bad = Some(BadBatch {
-                    step,
-                    first_row: chunk[0],
-                    rows: chunk.len(),
-                    loss: vals[0],
-                });
-            }
-            for (s, v) in sums.iter_mut().zip(&fetched) {
-                s.add(v, chunk.len());
-            }
-            seen += chunk.len();
-            let Some(h) = hooks.as_mut() else { continue };
-            if h.progress.shows_steps() {
-                let running: Vec<(&str, f64)> = names
-                    .iter()
-                    .zip(&sums)
-                    .map(|(n, s)| (n.as_str(), s.value(seen)))
-                    .collect();
-                h.progress.step(step, &running);
-            }
-            if !h.callbacks.is_empty() {
-                let batch: Logs = names.iter().cloned().zip(vals).collect();
-                for cb in h.callbacks.iter_mut() {
-                    if cb.on_batch_end(h.epoch, step, &batch, self)? == Control::Stop {
-                        stop = true;
-                    }
-                }
-                if stop {
-                    break;
-                }
-            }
-        }
-        let logs = names
-            .into_iter()
-            .zip(sums)
-            .map(|(n, s)| (n, s.value(seen)))
-            .collect();
-        Ok(Pass { logs, stop, bad })
+        let n = rows_of(xs, Some(y))?;
+        let order: Vec<usize> = (0..n).collect();
+        let mut src = RowBatches {
+            xs,
+            y,
+            w,
+            chunks: order.chunks(batch_size),
+        };
+        self.epoch_pass(&mut src, false, None)
     }
 
     /// Everything `fit` checks before training: the config's arguments (with the lines they
@@ -344,21 +197,10 @@ impl Model {
     /// values (NaN and infinity) unless switched off.
     fn fit_checks(&self, xs: &[&Array], y: &Array, config: &FitConfig) -> Result<()> {
         config.args.result()?;
+        config.check_validation()?;
         check::batch_size("fit", config.batch_size)?;
         check::inputs("fit", self, xs)?;
         check::targets("fit", "y", self, y)?;
-        if let Some((vx, vy)) = &config.validation_data {
-            if config.validation_split > 0.0 {
-                return Err(Error::invalid(format!(
-                    "fit: both validation_split({}) and validation_data were given; choose \
-                     one (Keras would ignore the split)",
-                    config.validation_split
-                )));
-            }
-            let vrefs: Vec<&Array> = vx.iter().collect();
-            check::inputs("fit (validation_data x)", self, &vrefs)?;
-            check::targets("fit", "validation_data's y", self, vy)?;
-        }
         if rows_of(xs, Some(y))? == 0 {
             return Err(Error::invalid("fit: no training rows"));
         }
@@ -370,16 +212,60 @@ impl Model {
         for (i, a) in xs.iter().enumerate() {
             check::finite("fit", &x_name(xs, i, "x"), a, hint)?;
         }
-        check::finite("fit", "y", y, hint)?;
-        if let Some((vx, vy)) = &config.validation_data {
-            let vrefs: Vec<&Array> = vx.iter().collect();
-            for (i, a) in vrefs.iter().enumerate() {
-                let name = x_name(&vrefs, i, "validation_data's x");
-                check::finite("fit", &name, a, hint)?;
-            }
-            check::finite("fit", "validation_data's y", vy, hint)?;
+        check::finite("fit", "y", y, hint)
+    }
+
+    /// `validation_data`'s arrays checked against the model as `x` and `y` are (their `i64`
+    /// labels converted first), for `fit` and `fit_dataset`.
+    pub(super) fn validation_arrays_checks(&self, config: &mut FitConfig) -> Result<()> {
+        let Some((vx, vy)) = &mut config.validation_data else {
+            return Ok(());
+        };
+        let what = "fit: validation_data's y";
+        *vy = super::losses::sparse_labels_i32(self.loss, what, vy)?.into_owned();
+        let vrefs: Vec<&Array> = vx.iter().collect();
+        check::inputs("fit (validation_data x)", self, &vrefs)?;
+        check::targets("fit", "validation_data's y", self, vy)?;
+        if !config.check_finite {
+            return Ok(());
         }
-        Ok(())
+        let hint = "a non-finite input makes the loss NaN. Remove or replace that value \
+                    (FitConfig::check_finite(false) skips this check)";
+        for (i, a) in vrefs.iter().enumerate() {
+            let name = x_name(&vrefs, i, "validation_data's x");
+            check::finite("fit", &name, a, hint)?;
+        }
+        check::finite("fit", "validation_data's y", vy, hint)
+    }
+
+    /// The checked sample weights of the training rows, from `sample_weight` or
+    /// `class_weight` (not both, as in Keras), or `None`.
+    fn training_weights(
+        &self,
+        config: &mut FitConfig,
+        y: &Array,
+        n: usize,
+    ) -> Result<Option<Array>> {
+        match (config.sample_weight.take(), &config.class_weight) {
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "fit: both sample_weight and class_weight were given; Keras refuses both at \
+                 once too: fold the class weights into the sample weights",
+            )),
+            (Some(w), None) => Ok(Some(check_weights("fit: sample_weight", &w, n)?)),
+            (None, Some(map)) => {
+                check_class_weight(map, self.classes()?)?;
+                Ok(Some(class_weights(map, y)?))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The number of classes `class_weight` may name: the output's last size, or 2 for a
+    /// single (binary) output.
+    pub(super) fn classes(&self) -> Result<usize> {
+        let out = self.graph().tensor(self.built()?.outputs[0]).shape();
+        let k = out.dims().last().and_then(|d| d.fixed()).unwrap_or(1);
+        Ok(if k == 1 { 2 } else { k })
     }
 
     /// Trains for `config.epochs` epochs and returns the per-epoch history. Calling `fit`
@@ -395,37 +281,65 @@ impl Model {
     /// loss (see [`FitConfig::terminate_on_nan`]), training or validation.
     pub fn fit(&mut self, x: impl Inputs, y: &Array, mut config: FitConfig) -> Result<History> {
         let y = &*super::losses::sparse_labels_i32(self.loss, "fit: y", y)?;
-        if let Some((_, vy)) = &mut config.validation_data {
-            let what = "fit: validation_data's y";
-            *vy = super::losses::sparse_labels_i32(self.loss, what, vy)?.into_owned();
-        }
         let xs_all = x.arrays();
         self.fit_checks(&xs_all, y, &config)?;
+        self.validation_arrays_checks(&mut config)?;
         let n = rows_of(&xs_all, Some(y))?;
+        let w_all = self.training_weights(&mut config, y, n)?;
         // Keras holds out the last rows, before any shuffling.
         let n_val = (n as f64 * config.validation_split).floor() as usize;
         let n_train = n - n_val;
-        let (xs_owned, y_train, val): (Vec<Array>, Array, Option<Split>) = if n_val > 0 {
-            let ti: Vec<usize> = (0..n_train).collect();
-            let vi: Vec<usize> = (n_train..n).collect();
-            let xt = xs_all
-                .iter()
-                .map(|a| take_rows(a, &ti))
-                .collect::<Result<_>>()?;
-            let xv = xs_all
-                .iter()
-                .map(|a| take_rows(a, &vi))
-                .collect::<Result<_>>()?;
-            (xt, take_rows(y, &ti)?, Some((xv, take_rows(y, &vi)?)))
-        } else {
-            (
-                xs_all.iter().map(|a| (*a).clone()).collect(),
-                y.clone(),
-                config.validation_data.take(),
-            )
-        };
+        let cut = |a: &Array, r: std::ops::Range<usize>| take_rows(a, &r.collect::<Vec<_>>());
+        let (xs_owned, y_train, w_train, val): (Vec<Array>, Array, Option<Array>, Option<Split>) =
+            if n_val > 0 {
+                let xt = xs_all
+                    .iter()
+                    .map(|a| cut(a, 0..n_train))
+                    .collect::<Result<_>>()?;
+                let xv = xs_all
+                    .iter()
+                    .map(|a| cut(a, n_train..n))
+                    .collect::<Result<_>>()?;
+                let wt = w_all.as_ref().map(|w| cut(w, 0..n_train)).transpose()?;
+                let wv = w_all.as_ref().map(|w| cut(w, n_train..n)).transpose()?;
+                let yv = cut(y, n_train..n)?;
+                (xt, cut(y, 0..n_train)?, wt, Some((xv, yv, wv)))
+            } else {
+                let val = config.validation_data.take().map(|(vx, vy)| (vx, vy, None));
+                let xt = xs_all.iter().map(|a| (*a).clone()).collect();
+                (xt, y.clone(), w_all, val)
+            };
         let xs: Vec<&Array> = xs_owned.iter().collect();
         let steps = n_train.div_ceil(config.batch_size);
+        let train = Data::Rows {
+            xs,
+            y: &y_train,
+            w: w_train.as_ref(),
+        };
+        let val_rows = val.as_ref().map(|(vx, vy, vw)| Data::Rows {
+            xs: vx.iter().collect(),
+            y: vy,
+            w: vw.as_ref(),
+        });
+        let val_ds = config.validation_dataset.take();
+        let check_finite = config.check_finite;
+        let val = val_rows.or(val_ds.as_ref().map(|ds| Data::Stream {
+            ds,
+            check_finite,
+            class_weight: None,
+        }));
+        self.fit_loop(&train, val.as_ref(), steps, config)
+    }
+
+    /// The epoch loop of `fit` and `fit_dataset`, after their checks: `steps` batches per
+    /// epoch for the progress bar (0 if unknown).
+    pub(super) fn fit_loop(
+        &mut self,
+        train: &Data<'_>,
+        val: Option<&Data<'_>>,
+        steps: usize,
+        mut config: FitConfig,
+    ) -> Result<History> {
         let mut progress = Progress::new(config.verbosity, config.epochs, steps);
         let mut history = History::default();
         let mut callbacks = std::mem::take(&mut config.callbacks);
@@ -443,24 +357,22 @@ impl Model {
                 cb.on_epoch_begin(epoch, self)?;
             }
             progress.begin_epoch(epoch);
-            let order = if config.shuffle {
-                crate::data::permutation(n_train, config.seed.wrapping_add(epoch as u64))
-            } else {
-                (0..n_train).collect()
-            };
             let hooks = Hooks {
                 epoch,
                 progress: &mut progress,
                 callbacks: &mut callbacks,
             };
-            let pass =
-                self.epoch_pass(&xs, &y_train, &order, config.batch_size, true, Some(hooks))?;
-            let (mut logs, mut stop) = (pass.logs, pass.stop);
-            if let Some((vx, vy)) = &val {
-                let vrefs: Vec<&Array> = vx.iter().collect();
-                let vp = self.evaluate_rows(&vrefs, vy, config.batch_size)?;
+            let seed = config
+                .shuffle
+                .then(|| config.seed.wrapping_add(epoch as u64));
+            let bs = config.batch_size;
+            let pass = self.data_pass(train, epoch, bs, seed, Some(hooks))?;
+            let (mut logs, mut stop, pass_steps) = (pass.logs, pass.stop, pass.steps);
+            if let Some(v) = val {
+                progress.validating();
+                let vp = self.data_pass(v, epoch, config.batch_size, None, None)?;
                 if let (Some(b), true) = (&vp.bad, config.terminate_on_nan) {
-                    return Err(validation_failed(epoch, b, vy.shape()[0]));
+                    return Err(validation_failed(epoch, b, vp.seen));
                 }
                 for (k, v) in vp.logs {
                     logs.insert(format!("val_{k}"), v);
@@ -481,7 +393,7 @@ impl Model {
             };
             let mut shown: Vec<(&str, f64)> = logs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             shown.sort_by_key(|(k, _)| rank(k));
-            progress.end_epoch(epoch, &shown, t0.elapsed().as_secs_f64());
+            progress.end_epoch(epoch, &shown, t0.elapsed().as_secs_f64(), pass_steps);
             for cb in callbacks.iter_mut() {
                 if cb.on_epoch_end(epoch, &logs, self)? == Control::Stop {
                     stop = true;
@@ -496,6 +408,57 @@ impl Model {
             cb.on_train_end(self)?;
         }
         Ok(history)
+    }
+
+    /// One pass over `data` at `epoch`: training (with `hooks`) when there are hooks,
+    /// evaluation otherwise. Arrays run in batches of `batch_size`, in the order of the
+    /// permutation of `shuffle`'s seed or in order; a dataset runs its own batches.
+    fn data_pass(
+        &mut self,
+        data: &Data<'_>,
+        epoch: usize,
+        batch_size: usize,
+        shuffle: Option<u64>,
+        hooks: Option<Hooks<'_>>,
+    ) -> Result<Pass> {
+        let training = hooks.is_some();
+        match data {
+            Data::Rows { xs, y, w } => {
+                let n = rows_of(xs, Some(y))?;
+                let order = match shuffle {
+                    Some(seed) => crate::data::permutation(n, seed),
+                    None => (0..n).collect(),
+                };
+                let mut src = RowBatches {
+                    xs,
+                    y,
+                    w: *w,
+                    chunks: order.chunks(batch_size),
+                };
+                self.epoch_pass(&mut src, training, hooks)
+            }
+            Data::Stream {
+                ds,
+                check_finite,
+                class_weight,
+            } => {
+                let what = if training {
+                    "fit_dataset"
+                } else {
+                    "validation"
+                };
+                let iter = ds.iter_epoch(epoch as u64);
+                let mut src = StreamBatches::new(iter, what, *check_finite, *class_weight);
+                let pass = self.epoch_pass(&mut src, training, hooks)?;
+                if pass.seen == 0 && !pass.stop {
+                    return Err(Error::invalid(format!(
+                        "{what}: the dataset gave no batches in epoch {}",
+                        epoch + 1
+                    )));
+                }
+                Ok(pass)
+            }
+        }
     }
 
     /// The (first) output on `x`, in batches of `batch_size`, with dropout off.

@@ -5,6 +5,8 @@
 use super::batch::Inputs;
 use super::callbacks::Callback;
 use crate::array::Array;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
 use crate::progress::Verbosity;
 use crate::train::args::{float, unit_open, ArgErrors};
 
@@ -14,6 +16,9 @@ pub struct FitConfig {
     pub(super) batch_size: usize,
     pub(super) validation_split: f64,
     pub(super) validation_data: Option<(Vec<Array>, Array)>,
+    pub(super) validation_dataset: Option<Dataset>,
+    pub(super) sample_weight: Option<Array>,
+    pub(super) class_weight: Option<Vec<(usize, f64)>>,
     pub(super) shuffle: bool,
     pub(super) seed: u64,
     pub(super) callbacks: Vec<Box<dyn Callback>>,
@@ -43,6 +48,9 @@ impl FitConfig {
             batch_size: 32,
             validation_split: 0.0,
             validation_data: None,
+            validation_dataset: None,
+            sample_weight: None,
+            class_weight: None,
             shuffle: true,
             seed: 0,
             callbacks: vec![],
@@ -86,7 +94,93 @@ impl FitConfig {
         self.validation_data = Some((x.arrays().into_iter().cloned().collect(), y.clone()));
         self
     }
-    /// Shuffle the training rows each epoch (default true).
+    /// Validate on a dataset's batches instead (Keras' `validation_data` given a
+    /// `tf.data.Dataset`): one full iteration per epoch, epoch `e` iterating its epoch `e`.
+    /// Not together with [`validation_data`](Self::validation_data) or a
+    /// [`validation_split`](Self::validation_split).
+    ///
+    /// ```no_run
+    /// use kiln::data::Dataset;
+    /// use kiln::nn::FitConfig;
+    /// # let (vx, vy) = (kiln::Array::scalar(0f32), kiln::Array::scalar(0i32));
+    /// let val = Dataset::from_arrays(vx, vy)?.batch(256);
+    /// let config = FitConfig::new().epochs(5).validation_dataset(&val);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn validation_dataset(mut self, data: &Dataset) -> Self {
+        self.validation_dataset = Some(data.clone());
+        self
+    }
+    /// Weights of the training examples in the loss, one per row of `x` (Keras'
+    /// `sample_weight`): the loss becomes `sum(w · loss) / batch size`, Keras 3's
+    /// `"sum_over_batch_size"`, so a weight of 0 removes an example from the sum but not
+    /// from the count. With a [`validation_split`](Self::validation_split) the held-out
+    /// rows keep theirs and `val_loss` is weighted too. Metrics are not weighted (Keras 3
+    /// weights only `weighted_metrics`). `f32` or `f64`, finite and not negative; a wrong
+    /// length or a bad weight is an error when `fit` starts. Not together with
+    /// [`class_weight`](Self::class_weight) (Keras refuses both). For
+    /// `fit_dataset`, give the weights in the items instead (`(x, y, w)`).
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// use kiln::nn::*;
+    /// let x = Array::new([4, 1], vec![0f32, 1., 2., 3.])?;
+    /// let y = Array::new([4, 1], vec![0f32, 2., 4., 60.])?; // the last target is an outlier
+    /// let w = Array::new([4], vec![1f32, 1., 1., 0.])?; // ... that weighs nothing
+    /// let mut m = Sequential::new([Input::new([1]).into(), Dense::new(1).into()]);
+    /// m.compile(Sgd::new(0.05), Loss::MeanSquaredError, &[])?;
+    /// let config = FitConfig::new().epochs(200).batch_size(4).sample_weight(&w)
+    ///     .verbosity(Verbosity::Silent);
+    /// m.fit(&x, &y, config)?;
+    /// let p = m.predict(&Array::new([1, 1], vec![3f32])?, 1)?.to_vec::<f32>()?[0];
+    /// assert!((p - 6.0).abs() < 0.5, "{p}"); // y = 2x, the outlier ignored
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn sample_weight(mut self, w: &Array) -> Self {
+        self.sample_weight = Some(w.clone());
+        self
+    }
+    /// Weights by class (Keras' `class_weight`): each training example weighs its class's
+    /// weight in the loss, its class being the label of a sparse target, the `argmax` of a
+    /// one-hot row or the rounded value of a `[n, 1]` binary target. A class the map does
+    /// not name weighs 1, as in Keras; a class outside the model's output, a class named
+    /// twice, or a negative or non-finite weight is an error when `fit` starts. Training
+    /// only (validation is not weighted by class, as in Keras); works for `fit_dataset` too.
+    ///
+    /// ```
+    /// use kiln::nn::FitConfig;
+    /// // Class 1 is rare: count each of its examples five times.
+    /// let config = FitConfig::new().class_weight([(0, 1.0), (1, 5.0)]);
+    /// # let _ = config;
+    /// ```
+    #[track_caller]
+    pub fn class_weight(mut self, map: impl IntoIterator<Item = (usize, f64)>) -> Self {
+        self.class_weight = Some(map.into_iter().collect());
+        self
+    }
+    /// At most one source of validation data, or an error naming the two given.
+    pub(super) fn check_validation(&self) -> Result<()> {
+        let split = format!("validation_split({})", self.validation_split);
+        let given = [
+            (self.validation_split > 0.0).then_some(split.as_str()),
+            self.validation_data.as_ref().map(|_| "validation_data"),
+            self.validation_dataset
+                .as_ref()
+                .map(|_| "validation_dataset"),
+        ];
+        let given: Vec<&str> = given.into_iter().flatten().collect();
+        if given.len() > 1 {
+            return Err(Error::invalid(format!(
+                "fit: both {} and {} were given; choose one (Keras would ignore the split)",
+                given[0], given[1]
+            )));
+        }
+        Ok(())
+    }
+    /// Shuffle the training rows each epoch (default true). Arrays only: a dataset
+    /// shuffles itself ([`Dataset::shuffle`]).
     #[track_caller]
     pub fn shuffle(mut self, on: bool) -> Self {
         self.shuffle = on;

@@ -46,6 +46,8 @@ mod csv_logger;
 mod export;
 mod fit;
 mod fit_config;
+mod fit_dataset;
+mod fit_pass;
 mod layers;
 mod losses;
 mod metrics;
@@ -55,6 +57,7 @@ mod pool;
 mod regularizers;
 mod reshape;
 pub mod save;
+mod sample_weight;
 mod weights;
 
 pub use crate::progress::Verbosity;

@@ -53,6 +53,9 @@ pub(crate) struct Compiled {
     /// Each metric's log name, its node and what it is (a batch mean, or counts).
     pub metrics: Vec<(String, NodeId, Metric)>,
     pub train: NodeId,
+    /// The sample-weight placeholder, weighted loss and weighted train op, built by `fit`
+    /// the first time it is given weights (`nn/sample_weight.rs`).
+    pub weighted: Option<(NodeId, NodeId, NodeId)>,
 }
 
 /// Wires layers inside [`Model::functional`]: applies a layer to a tensor under a unique name.
@@ -344,6 +347,7 @@ impl Model {
             loss: l.id(),
             metrics: ms,
             train: train.id(),
+            weighted: None,
         });
         self.loss = Some(loss);
         self.optimizer = Some(opt);

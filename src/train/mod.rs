@@ -78,6 +78,10 @@ pub struct Config {
     pub name: String,
     /// The state built by the last `apply_gradients`: (graph id, learning rate, iterations).
     built: Option<(u64, NodeId, NodeId)>,
+    /// The next `apply_gradients` on the graph of `built` reuses that state (step count,
+    /// learning rate, slots) instead of making its own: `fit`'s weighted train op steps
+    /// the same optimizer as the unweighted one (`nn/sample_weight.rs`).
+    pub(crate) share_state: bool,
     /// Arguments found invalid by the constructor and builders, with the user's lines.
     pub(crate) args: args::ArgErrors,
 }
@@ -110,6 +114,7 @@ impl Config {
             weight_decay: 0.0,
             name: name.to_string(),
             built: None,
+            share_state: false,
             args,
         }
     }
@@ -131,6 +136,8 @@ pub struct Step<'g> {
     /// The 1-based step number of this update, a scalar of the variable's dtype.
     pub t: Tensor<'g>,
     prefix: String,
+    /// Slots that exist already are reused (`Config::share_state`).
+    share: bool,
 }
 
 impl<'g> Step<'g> {
@@ -144,12 +151,13 @@ impl<'g> Step<'g> {
             (n.name.clone(), n.ty.dtype, n.ty.shape.clone())
         };
         let vname = name.as_deref().unwrap_or("var").to_string();
-        self.graph.variable_of(
-            &format!("{}/{vname}/{slot}", self.prefix),
-            dtype,
-            shape,
-            init::zeros(),
-        )
+        let full = format!("{}/{vname}/{slot}", self.prefix);
+        if self.share {
+            if let Some(t) = self.graph.by_name(&full) {
+                return t;
+            }
+        }
+        self.graph.variable_of(&full, dtype, shape, init::zeros())
     }
 
     /// A scalar constant of `like`'s dtype.
@@ -235,6 +243,25 @@ pub trait Optimizer: Send {
             }
         }
         let cfg = self.config().clone();
+        let shared = match cfg.built {
+            Some((gid, lr, it)) if cfg.share_state && gid == g.data().graph_id() => {
+                Some((g.tensor(lr), g.tensor(it)))
+            }
+            _ => None,
+        };
+        if let Some((lr, iterations)) = shared {
+            let name = g
+                .data()
+                .node(iterations.id())
+                .name
+                .clone()
+                .unwrap_or_default();
+            let prefix = name
+                .strip_suffix("/iterations")
+                .unwrap_or(&cfg.name)
+                .to_string();
+            return apply_with(self, grads_and_vars, &cfg, prefix, lr, iterations, true);
+        }
         let prefix = unique_prefix(g, &cfg.name);
         // The learning-rate variable comes before the step count, as it always has, so the
         // graphs (and their dumps) of optimizers without a schedule keep their node order.
@@ -275,29 +302,7 @@ pub trait Optimizer: Send {
                 ))
             }
         };
-        let t = (iterations + 1i32).cast(DType::F32);
-        let grads = match cfg.clip_global_norm {
-            Some(c) => clip_by_global_norm(grads_and_vars.iter().map(|p| p.0).collect(), c),
-            None => grads_and_vars.iter().map(|p| p.0).collect(),
-        };
-        let mut assigns = vec![iterations.assign_add(1i32)];
-        for (&(_, var), grad) in grads_and_vars.iter().zip(grads) {
-            let dt = var.dtype();
-            let step = Step {
-                graph: g,
-                lr: lr.cast(dt),
-                t: t.cast(dt),
-                prefix: prefix.clone(),
-            };
-            let mut new = self.update(&step, var, grad, &mut assigns);
-            if cfg.weight_decay != 0.0 {
-                new = new - var * step.lr * cfg.weight_decay;
-            }
-            assigns.push(var.assign(new));
-        }
-        g.check()?;
-        self.config_mut().built = Some((g.data().graph_id(), lr.id(), iterations.id()));
-        Ok(g.group(&assigns))
+        apply_with(self, grads_and_vars, &cfg, prefix, lr, iterations, false)
     }
 
     /// The learning-rate tensor the last `apply_gradients` on `g` used: a variable (set it
@@ -339,6 +344,45 @@ pub fn clip_by_global_norm<'g>(grads: Vec<Tensor<'g>>, c: f64) -> Vec<Tensor<'g>
         .into_iter()
         .map(|x| x * scale.cast(x.dtype()))
         .collect()
+}
+
+/// The rest of `apply_gradients` once the learning rate and step count exist: clipping,
+/// each variable's update (slots made, or reused when `share`), the step increment.
+#[track_caller]
+fn apply_with<'g, O: Optimizer + ?Sized>(
+    opt: &mut O,
+    grads_and_vars: &[(Tensor<'g>, Tensor<'g>)],
+    cfg: &Config,
+    prefix: String,
+    lr: Tensor<'g>,
+    iterations: Tensor<'g>,
+    share: bool,
+) -> Result<Tensor<'g>> {
+    let g = lr.graph();
+    let t = (iterations + 1i32).cast(DType::F32);
+    let grads = match cfg.clip_global_norm {
+        Some(c) => clip_by_global_norm(grads_and_vars.iter().map(|p| p.0).collect(), c),
+        None => grads_and_vars.iter().map(|p| p.0).collect(),
+    };
+    let mut assigns = vec![iterations.assign_add(1i32)];
+    for (&(_, var), grad) in grads_and_vars.iter().zip(grads) {
+        let dt = var.dtype();
+        let step = Step {
+            graph: g,
+            lr: lr.cast(dt),
+            t: t.cast(dt),
+            prefix: prefix.clone(),
+            share,
+        };
+        let mut new = opt.update(&step, var, grad, &mut assigns);
+        if cfg.weight_decay != 0.0 {
+            new = new - var * step.lr * cfg.weight_decay;
+        }
+        assigns.push(var.assign(new));
+    }
+    g.check()?;
+    opt.config_mut().built = Some((g.data().graph_id(), lr.id(), iterations.id()));
+    Ok(g.group(&assigns))
 }
 
 /// `name`, or `name_1`, `name_2`, ... : the first prefix no variable of `g` uses yet.
