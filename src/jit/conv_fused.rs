@@ -13,9 +13,10 @@
 //! three steps (the first maximum in scan order, the first NaN winning; `+0.0 + dy` at the
 //! argmax, `+0.0` elsewhere; the select; the sum from `+0.0` pixel after pixel), so the
 //! results are bitwise those of the unfused steps. The sum keeps the reduction kernel's
-//! order, one sequential sum over the pixels: with several threads the first range of
-//! images adds its images inline and the rest are added after the pass (read back once),
-//! so the bits do not depend on the thread count (invariant 13).
+//! order, one sequential sum per channel over the pixels: with several threads the first
+//! range of images adds its images inline and the rest are added after the pass (read back
+//! once, the channels split over the threads), so the bits do not depend on the thread
+//! count (invariant 13).
 //!
 //! **When.** The pool gradient and the mask must be next to each other in the schedule,
 //! `dx` read by nothing else, and the kernels exactly the shapes above (a structural match on

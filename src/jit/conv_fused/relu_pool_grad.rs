@@ -55,8 +55,9 @@ pub(super) struct Ptrs {
 
 impl ReluPoolGrad {
     /// Runs the pass: images split over `threads` in contiguous ranges; the bias sum is
-    /// one sequential sum over the pixels in order (the reduction kernel's order), taken
-    /// inline by the first range and continued over the others' images once they are done.
+    /// one sequential sum over the pixels in order per channel (the reduction kernel's
+    /// order), taken inline by the first range and continued over the others' images once
+    /// they are done, channels split over the threads.
     ///
     /// # Safety
     /// The addresses hold the step's types (checked at compile time against the graph;
@@ -98,7 +99,7 @@ impl ReluPoolGrad {
                 unsafe { self.image::<T>(p, b, best, val, &mut arg) };
                 if let Some(acc) = local.as_mut() {
                     // SAFETY: image `b` of `dpre`, just written by this call.
-                    unsafe { self.sum_image::<T>(p, b, acc) };
+                    unsafe { self.sum_image::<T>(p, b, 0, acc) };
                 }
             }
             if let (Some(l), Ok(mut a)) = (local, acc.lock()) {
@@ -113,10 +114,30 @@ impl ReluPoolGrad {
         let Ok(mut acc) = acc.into_inner() else {
             return;
         };
-        for b in first_end..n {
-            // SAFETY: every image of `dpre` is written; the pool calls have returned.
-            unsafe { self.sum_image::<T>(p, b, &mut acc) };
+        // The other ranges' images, continuing each channel's sum in order; the channels are
+        // split over the threads in runs of 16 elements (whole cache lines of `f32`).
+        let runs = c.div_ceil(16);
+        let groups = chunks.min(runs).max(1);
+        let bound = |k: usize| (runs * k / groups * 16).min(c);
+        let mut parts = vec![];
+        let mut tail: &mut [T] = &mut acc;
+        for k in 0..groups {
+            let (part, rest) = std::mem::take(&mut tail).split_at_mut(bound(k + 1) - bound(k));
+            parts.push(std::sync::Mutex::new((bound(k), part)));
+            tail = rest;
         }
+        let rest = |k: usize| {
+            if let Ok(mut g) = parts[k].lock() {
+                let (c0, part) = &mut *g;
+                for b in first_end..n {
+                    // SAFETY: every image of `dpre` is written (the pass has returned).
+                    unsafe { self.sum_image::<T>(p, b, *c0, part) };
+                }
+            }
+        };
+        // SAFETY: each call adds into its own channels of the sum; all only read `dpre`.
+        unsafe { crate::jit::exec::on_pool(groups, &rest) };
+        drop(parts);
         let db = p.db as *mut T;
         for (i, &v) in acc.iter().enumerate() {
             // SAFETY: `db` is a region of `C` elements of scratch that only this step writes.
@@ -124,16 +145,16 @@ impl ReluPoolGrad {
         }
     }
 
-    /// `acc[ch] = acc[ch] + dpre[b, pixel, ch]` over image `b`'s pixels in order.
+    /// `acc[i] = acc[i] + dpre[b, pixel, c0 + i]` over image `b`'s pixels in order.
     ///
     /// # Safety
-    /// `dpre` holds image `b`, written.
-    unsafe fn sum_image<T: Float>(&self, p: Ptrs, b: usize, acc: &mut [T]) {
-        let len = self.image_len();
+    /// `dpre` holds image `b`, written; `c0 + acc.len() <= C`.
+    unsafe fn sum_image<T: Float>(&self, p: Ptrs, b: usize, c0: usize, acc: &mut [T]) {
+        let (len, c) = (self.image_len(), self.hwc[2]);
         // SAFETY: the caller's contract.
         let d = unsafe { std::slice::from_raw_parts((p.dpre as *const T).add(b * len), len) };
-        for px in d.chunks_exact(acc.len()) {
-            for (a, &v) in acc.iter_mut().zip(px) {
+        for px in d.chunks_exact(c) {
+            for (a, &v) in acc.iter_mut().zip(&px[c0..]) {
                 *a = *a + v;
             }
         }
