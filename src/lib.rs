@@ -85,7 +85,7 @@ pub use shape::{Dim, Shape};
 /// any release. A user's program goes through [`session::Session`] and [`prelude`].
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::jit::Executable;
+    pub use crate::jit::{Executable, StepTime};
     pub use crate::rng::{standard_normal, uniform};
 
     use crate::graph::op::{Op, Ty};

@@ -66,6 +66,8 @@ pub(super) enum Step {
     Pool(super::pool::PoolStep),
     /// An `all_reduce`: a host step that communicates (`jit/collective.rs`).
     AllReduce(super::collective::CollectiveStep),
+    /// Several nodes around a convolution's activation in one pass (`jit/conv_fused.rs`).
+    ConvFused(Box<super::conv_fused::Fused>),
     /// Random numbers written straight into the output, by the same function the
     /// interpreter uses (`rng`), split over the pool: element `i` depends only on
     /// (seed, run, i), so the bits never depend on the thread count.
@@ -179,7 +181,15 @@ pub(super) fn schedule(
     };
     let mut fctx = FunctionBuilderContext::new();
     let loc = &lay.loc;
+    let mut fused = super::conv_fused::plan(p, order, lay);
     for &id in order {
+        if let Some(f) = fused.at.remove(&id) {
+            s.steps.push(Step::ConvFused(Box::new(f)));
+            continue;
+        }
+        if fused.members.contains(&id) {
+            continue;
+        }
         let n = p.graph.node(id);
         let out = loc[&id];
         match &n.op {
@@ -261,6 +271,7 @@ pub(super) fn schedule(
             op => return Err(super::native::unsupported(op, &n.label())),
         }
     }
+    s.scratch_bytes = super::conv_fused::reserve(&mut s.steps, s.scratch_bytes);
     times.steps = super::native::covers(p, order, &s.steps, loc)?;
     Ok(s)
 }

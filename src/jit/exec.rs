@@ -164,68 +164,86 @@ impl Executable {
             ws,
             outs,
         };
-        for step in &self.steps {
-            match step {
-                Step::Kernel {
-                    f,
-                    args,
-                    out,
-                    split,
-                    gemm,
-                    fails,
-                    ..
-                } => run_kernel(
-                    &mut bufs,
-                    *f,
-                    args,
-                    *out,
-                    fails.as_deref(),
-                    split.as_ref(),
-                    gemm.as_ref(),
-                    threads,
-                )?,
-                Step::Random {
-                    dist,
-                    seed,
-                    out,
-                    dtype,
-                    len,
-                    ..
-                } => {
-                    let dst = bufs.ptr(*out);
-                    run_random(dst, *dist, *seed, *dtype, *len, run_index, threads);
-                }
-                Step::Conv {
-                    conv, a, b, out, ..
-                } => {
-                    let (a, b, out) = (bufs.ptr(*a), bufs.ptr(*b), bufs.ptr(*out));
-                    let scratch = bufs.ws.scratch.as_mut_ptr();
-                    // SAFETY: `compile::conv_step` checked the geometry against the operand
-                    // and output types, which the buffers have (feeds and variables checked
-                    // by `run_into`, outputs allocated from their types, slots validated);
-                    // the output is a slot or output array of its own (the buffer assignment
-                    // shares a slot only with an elementwise kernel), and scratch holds
-                    // `scratch_bytes`, at least the step's.
-                    unsafe { super::conv::run_conv(conv, a, b, out, scratch, threads) };
-                }
-                Step::Pool(p) => p.run(&mut bufs, threads),
-                Step::AllReduce(c) => c.run(&mut bufs)?,
-                Step::Copy {
-                    from, to, bytes, ..
-                } => {
-                    let src = bufs.ptr(*from);
-                    let dst = bufs.ptr(*to);
-                    if *bytes > 0 && src != dst {
-                        // SAFETY: both locations hold at least `bytes`, the reshape's
-                        // size (slots are validated, feeds checked, outputs allocated from
-                        // their types), in distinct allocations (`src != dst`).
-                        unsafe { std::ptr::copy_nonoverlapping(src, dst, *bytes) };
-                    }
-                }
+        if !self.profile.on() {
+            for step in &self.steps {
+                run_step(&mut bufs, step, run_index, threads)?;
             }
+            return Ok(());
         }
+        // `KILN_PROFILE=1`: time each step (`profile.rs`).
+        let mut times = vec![std::time::Duration::ZERO; self.steps.len()];
+        for (step, t) in self.steps.iter().zip(&mut times) {
+            let t0 = std::time::Instant::now();
+            run_step(&mut bufs, step, run_index, threads)?;
+            *t = t0.elapsed();
+        }
+        self.profile.add(&times);
         Ok(())
     }
+}
+
+/// Runs one step on `bufs`.
+fn run_step(bufs: &mut Buffers<'_>, step: &Step, run_index: u64, threads: usize) -> Result<()> {
+    match step {
+        Step::Kernel {
+            f,
+            args,
+            out,
+            split,
+            gemm,
+            fails,
+            ..
+        } => run_kernel(
+            bufs,
+            *f,
+            args,
+            *out,
+            fails.as_deref(),
+            split.as_ref(),
+            gemm.as_ref(),
+            threads,
+        )?,
+        Step::Random {
+            dist,
+            seed,
+            out,
+            dtype,
+            len,
+            ..
+        } => {
+            let dst = bufs.ptr(*out);
+            run_random(dst, *dist, *seed, *dtype, *len, run_index, threads);
+        }
+        Step::Conv {
+            conv, a, b, out, ..
+        } => {
+            let (a, b, out) = (bufs.ptr(*a), bufs.ptr(*b), bufs.ptr(*out));
+            let scratch = bufs.ws.scratch.as_mut_ptr();
+            // SAFETY: `compile::conv_step` checked the geometry against the operand
+            // and output types, which the buffers have (feeds and variables checked
+            // by `run_into`, outputs allocated from their types, slots validated);
+            // the output is a slot or output array of its own (the buffer assignment
+            // shares a slot only with an elementwise kernel), and scratch holds
+            // `scratch_bytes`, at least the step's.
+            unsafe { super::conv::run_conv(conv, a, b, out, scratch, threads) };
+        }
+        Step::Pool(p) => p.run(bufs, threads),
+        Step::ConvFused(f) => f.run(bufs, threads),
+        Step::AllReduce(c) => c.run(bufs)?,
+        Step::Copy {
+            from, to, bytes, ..
+        } => {
+            let src = bufs.ptr(*from);
+            let dst = bufs.ptr(*to);
+            if *bytes > 0 && src != dst {
+                // SAFETY: both locations hold at least `bytes`, the reshape's
+                // size (slots are validated, feeds checked, outputs allocated from
+                // their types), in distinct allocations (`src != dst`).
+                unsafe { std::ptr::copy_nonoverlapping(src, dst, *bytes) };
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The error a kernel reports when one of its integer divisions divides by zero, naming the

@@ -43,6 +43,7 @@ mod collective;
 mod compile;
 mod conv;
 mod conv_dw;
+mod conv_fused;
 mod conv_wino;
 mod exec;
 mod gemm;
@@ -51,6 +52,7 @@ mod math;
 mod module;
 mod native;
 mod pool;
+mod profile;
 mod runtime;
 #[cfg(test)]
 mod tests;
@@ -67,6 +69,7 @@ use buffers::{Loc, Workspace};
 use compile::Step;
 use module::Code;
 pub use native::StepCounts;
+pub use profile::StepTime;
 use std::sync::{Arc, Mutex};
 
 /// Where the time of one compile went (see [`crate::session::Session::last_compile_times`]).
@@ -132,6 +135,8 @@ pub struct Executable {
     pool: Mutex<Vec<Workspace>>,
     kernels: usize,
     times: CompileTimes,
+    /// Per-step timers (`KILN_PROFILE=1`).
+    profile: profile::Profile,
     _code: Code,
 }
 
@@ -212,6 +217,7 @@ impl Executable {
         let outs = compile::outputs(p, &lay);
         let label =
             |v: &[(NodeId, Ty)]| v.iter().map(|(id, _)| p.graph.node(*id).label()).collect();
+        let profile = profile::Profile::new(p, &sched.steps);
         Ok(Executable {
             steps: sched.steps,
             labels: (label(&lay.placeholders), label(&lay.variables)),
@@ -226,6 +232,7 @@ impl Executable {
             pool: Mutex::new(vec![]),
             kernels: sched.kernels,
             times,
+            profile,
             _code: Code(Some(module)),
         })
     }

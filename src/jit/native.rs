@@ -40,6 +40,9 @@ pub struct StepCounts {
     /// Pooling steps that run a Cranelift kernel (the others run native loops: see
     /// `jit/pool/native.rs`).
     pub pool_kernels: usize,
+    /// Fused steps around a convolution's activation, each replacing several nodes
+    /// (`KILN_CONV_FUSE=0` turns them off).
+    pub conv_fused: usize,
     /// Compute nodes of the program (everything but placeholders, variables and constants).
     pub nodes: usize,
     /// Nodes covered by one of the above.
@@ -86,6 +89,10 @@ pub(super) fn covers(
             Step::AllReduce(s) => {
                 c.collectives += 1;
                 covered.push(s.node);
+            }
+            Step::ConvFused(f) => {
+                c.conv_fused += 1;
+                covered.extend(f.members());
             }
             Step::Pool(p) => {
                 c.pools += 1;

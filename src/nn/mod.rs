@@ -56,8 +56,8 @@ mod plateau;
 mod pool;
 mod regularizers;
 mod reshape;
-pub mod save;
 mod sample_weight;
+pub mod save;
 mod weights;
 
 pub use crate::progress::Verbosity;

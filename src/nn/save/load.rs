@@ -64,6 +64,8 @@ pub fn load_model(dir: impl AsRef<Path>) -> Result<Model> {
                     .map(|(n, i, m)| Ok((n.clone(), nodes.get(*i, n, Kind::Any)?, *m)))
                     .collect::<std::result::Result<_, String>>()
                     .map_err(bad)?,
+                // Built by `fit` on its first call with sample or class weights.
+                weighted: None,
             },
             c.loss,
             restored_optimizer(&parsed.graph, c, &nodes).map_err(bad)?,
