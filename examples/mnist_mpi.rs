@@ -3,8 +3,8 @@
 //!
 //! ```sh
 //! cargo build --release --features mpi --example mnist_mpi
-//! mpirun -np 2 target/release/examples/mnist_mpi --steps 300 --out /tmp/w2.safetensors
-//! target/release/examples/mnist_mpi --steps 300 --out /tmp/w1.safetensors   # reference
+//! mpirun -np 2 target/release/examples/mnist_mpi --steps 300 --out w2.safetensors
+//! target/release/examples/mnist_mpi --steps 300 --out w1.safetensors   # reference
 //! ```
 //!
 //! Both print the same weight hash: 4 micro-shards per global batch of 128, summed in one

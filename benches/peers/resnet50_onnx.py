@@ -6,8 +6,8 @@ file. The weights are random (He-normal convolutions, BatchNormalization with ra
 statistics), which costs the same as trained ones; no network is needed, only `numpy` and
 `onnx` (and `onnxruntime` for --time).
 
-    .peers-venv/bin/python benches/peers/resnet50_onnx.py --out /tmp/resnet50.onnx
-    .peers-venv/bin/python benches/peers/resnet50_onnx.py --out /tmp/resnet50.onnx --time --threads 1 2
+    .peers-venv/bin/python benches/peers/resnet50_onnx.py --out target/peers/resnet50.onnx
+    .peers-venv/bin/python benches/peers/resnet50_onnx.py --out target/peers/resnet50.onnx --time --threads 1 2
 
 The graph is what PyTorch's exporter writes for torchvision's `resnet50()` at opset 17:
 Conv (with bias off) → BatchNormalization → Relu, MaxPool 3×3/2 after the stem, the stride of

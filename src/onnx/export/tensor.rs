@@ -14,21 +14,8 @@ use crate::shape::{Dim, Shape};
 /// The `dim_param` the open batch dimension `?` becomes.
 pub const BATCH_PARAM: &str = "batch";
 
-/// The ONNX element type of a kiln dtype (every kiln dtype has one).
-pub(crate) fn onnx_dtype(dt: DType) -> i32 {
-    let t = match dt {
-        DType::F32 => DataType::Float,
-        DType::F64 => DataType::Double,
-        DType::I32 => DataType::Int32,
-        DType::Bool => DataType::Bool,
-        DType::I64 => DataType::Int64,
-        DType::I8 => DataType::Int8,
-        DType::U8 => DataType::Uint8,
-        DType::F16 => DataType::Float16,
-        DType::BF16 => DataType::Bfloat16,
-    };
-    t as i32
-}
+/// The ONNX element type of a kiln dtype: one table for import and export (`onnx::tensor`).
+pub(crate) use crate::onnx::tensor::onnx_code as onnx_dtype;
 
 /// The array's elements as little-endian bytes (booleans one byte each, halves as their
 /// bit patterns), the form of `TensorProto.raw_data`.
