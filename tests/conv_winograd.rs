@@ -361,15 +361,15 @@ fn same_bits_at_every_thread_count() {
         Case {
             n: 6,
             hw: [13, 13],
-            c: 32,
+            c: 64,
             o: 64,
             pad: [(0, 0); 2],
         },
         Case {
             n: 4,
             hw: [21, 18],
-            c: 32,
-            o: 40,
+            c: 64,
+            o: 72,
             pad: [(1, 1); 2],
         },
     ];
@@ -388,9 +388,10 @@ fn same_bits_at_every_thread_count() {
     kiln::threads::set_threads(0);
 }
 
-/// The plan's rule: MNIST's conv2 (32→64) runs Winograd forward, but its input gradient
-/// (13×13: too ragged to pay) stays direct, while a `same`-padded 14×14 one runs both;
-/// conv1 (one input channel), 16 channels, f64, strides, dilations and groups stay direct;
+/// The plan's rule: a 64→64 convolution on MNIST's conv2 size runs Winograd forward, but its
+/// input gradient (13×13: too ragged to pay) stays direct, while a `same`-padded 14×14 one
+/// runs both; MNIST's own conv2 (32 input channels, measured not to pay), conv1 (one input
+/// channel), 16 channels, f64, strides, dilations and groups stay direct;
 /// `KILN_WINOGRAD=0` turns it off and `=1` forces it on any f32 3×3 stride-1 form.
 #[test]
 fn the_plan_picks_winograd_for_wide_3x3_stride_1_f32_convolutions_only() {
@@ -420,10 +421,16 @@ fn the_plan_picks_winograd_for_wide_3x3_stride_1_f32_convolutions_only() {
     let o = Conv2dOptions::new;
     let conv2 = [4, 13, 13, 32];
     with_setting(None, || {
-        assert_eq!(count(DType::F32, conv2, 64, o()), 1, "conv2: forward only");
+        let wide = [4, 13, 13, 64];
+        assert_eq!(count(DType::F32, wide, 64, o()), 1, "64→64: forward only");
+        assert_eq!(
+            count(DType::F32, conv2, 64, o()),
+            0,
+            "MNIST's conv2: 32 channels"
+        );
         let same = o().padding(Padding::Same);
         assert_eq!(
-            count(DType::F32, [2, 14, 14, 32], 64, same),
+            count(DType::F32, [2, 14, 14, 64], 64, same),
             2,
             "same, 14×14"
         );

@@ -50,10 +50,12 @@ use crate::graph::op::{ConvGeom, ConvKind};
 
 /// Fewer input or output channels than this leave the transforms' cost (about `16·(Cin +
 /// Cout)` additions and stores per tile, against `16·Cin·Cout` multiply-adds) too large a
-/// share. Measured (`benches/cnn/winograd.rs`, timers around each phase, 1 thread): on
-/// MNIST's conv2 forward (32→64) the transforms already take 2.4 ms beside 3.1 ms of
-/// products, a 10–20% gain over im2col; narrower convolutions were not measured to pay.
-const MIN_CHANNELS: usize = 32;
+/// share. Measured (`benches/cnn/winograd.rs`, interleaved with `KILN_WINOGRAD=0` in one
+/// run): on a loaded machine MNIST's conv2 forward (32→64; transforms 2.4 ms beside 3.1 ms
+/// of products) looked 10–20% faster, but on a quiet one (2026-12-01, load ~1) the convnet's
+/// inference was 0.89× at 1 thread and 0.93× at 2 with it, so 32 channels do not pay;
+/// 64→64 at 56×56 gained 1.2–1.7× over im2col.
+const MIN_CHANNELS: usize = 64;
 /// The direct multiplies per Winograd multiply (`9·forward output pixels / (16·tiles)`)
 /// must reach this. MNIST's conv2 input gradient (a 13×13 output: 49 tiles for 121 forward
 /// pixels, 1.39) measured no faster than im2col (input transform 2.6 ms, products 4.0 ms,
