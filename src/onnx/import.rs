@@ -149,7 +149,66 @@ impl<'g> State<'g> {
     }
 }
 
+/// `[O, I, H, W]` data as `[H, W, I, O]`: a 2-D convolution filter in kiln's layout.
+fn oihw_to_hwio<T: crate::array::Element + Copy>(a: &crate::Array) -> Result<crate::Array, String> {
+    let d = a.shape().to_vec();
+    let v: Vec<T> = a.to_vec().map_err(|e| e.to_string())?;
+    let (o, i, h, w) = (d[0], d[1], d[2], d[3]);
+    let mut out = Vec::with_capacity(v.len());
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..i {
+                for k in 0..o {
+                    out.push(v[((k * i + c) * h + y) * w + x]);
+                }
+            }
+        }
+    }
+    crate::Array::new([h, w, i, o], out).map_err(|e| e.to_string())
+}
+
+impl<'g> State<'g> {
+    /// A 2-D convolution's filter: an `f32`/`f64` initializer not used yet becomes a variable
+    /// in kiln's HWIO layout, seen by the model as OIHW through one permute, which the passes
+    /// cancel against the NCHW convolution builder's own (`passes::layout`): otherwise every
+    /// run would transpose every filter. Anything else is [`State::tensor`].
+    fn filter(&mut self, name: &str) -> Result<Tensor<'g>, String> {
+        let Ok(Slot::Init(s, None)) = self.slot(name) else {
+            return self.tensor(name, true);
+        };
+        let a = s
+            .to_array()
+            .map_err(|e| format!("initializer {name:?} cannot be used: {e}"))?;
+        let hwio = match (a.shape().len(), a.dtype()) {
+            (4, DType::F32) => oihw_to_hwio::<f32>(&a)?,
+            (4, DType::F64) => oihw_to_hwio::<f64>(&a)?,
+            _ => return self.tensor(name, true),
+        };
+        let s = s.clone();
+        let v = self
+            .g
+            .variable_of(name, hwio.dtype(), hwio.shape(), crate::init::zeros());
+        self.variables.push(ImportedVariable {
+            name: name.to_string(),
+            id: v.id(),
+            value: hwio,
+            trainable: true,
+        });
+        let oihw = v.permute(&[3, 2, 0, 1]);
+        self.values
+            .insert(name.to_string(), Slot::Init(s, Some(oihw)));
+        Ok(oihw)
+    }
+}
+
 impl<'a, 'g> Ctx<'a, 'g> {
+    /// Input `i` as a 2-D convolution's OIHW filter; an initializer becomes an HWIO variable
+    /// (see [`State::filter`]).
+    pub(crate) fn filter(&mut self, i: usize) -> Result<Tensor<'g>, String> {
+        let n = self.input_name(i)?;
+        self.st.filter(n)
+    }
+
     /// The number of inputs (trailing empty names included).
     pub(crate) fn n_inputs(&self) -> usize {
         self.node.input.len()

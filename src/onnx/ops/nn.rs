@@ -114,7 +114,7 @@ fn add_channel_bias<'g>(y: Tensor<'g>, b: Tensor<'g>) -> Tensor<'g> {
 
 /// `Conv` (1-D and 2-D, any groups, dilations, `auto_pad`), NCHW/OIHW.
 pub(super) fn conv<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let (x0, w) = (c.t(0)?, c.t(1)?);
+    let (x0, w) = (c.t(0)?, c.filter(1)?);
     let (x, w) = (widen(x0), widen(w));
     float_only(x)?;
     let input = spatial(x)?;
