@@ -258,6 +258,38 @@ impl Array {
         }
     }
 
+    /// The array with its axes reordered: output axis `j` is input axis `perm[j]` (exact for
+    /// every dtype; `perm` is a permutation of the axes, which callers guarantee). Filter
+    /// layouts (HWIO ↔ OIHW) at import, export and weight loading use it.
+    pub(crate) fn permuted(&self, perm: &[usize]) -> Array {
+        let shape = self.shape();
+        let mut strides = vec![1usize; shape.len()];
+        for a in (0..shape.len().saturating_sub(1)).rev() {
+            strides[a] = strides[a + 1] * shape[a + 1];
+        }
+        let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
+        let src = self.to_slots();
+        let mut out = Vec::with_capacity(src.len());
+        let mut idx = vec![0usize; perm.len()];
+        for _ in 0..src.len() {
+            out.push(
+                src[idx
+                    .iter()
+                    .zip(perm)
+                    .map(|(&i, &a)| i * strides[a])
+                    .sum::<usize>()],
+            );
+            for j in (0..idx.len()).rev() {
+                idx[j] += 1;
+                if idx[j] < out_shape[j] {
+                    break;
+                }
+                idx[j] = 0;
+            }
+        }
+        Array::from_slots(self.dtype(), out_shape, out)
+    }
+
     /// The inverse of [`Array::to_slots`]: an array of `dtype` from slots of that dtype.
     pub(crate) fn from_slots(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Array {
         use crate::cast::{slot_half, slot_i64};

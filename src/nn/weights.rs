@@ -122,16 +122,8 @@ impl TorchLayout {
                 // out[r, oo] = in[oo, col(r)]
                 Ok(gather(a, vec![i, o], |k| (k % o) * i + col(k / o)))
             }
-            4 => {
-                let (o, i, kh, kw) = (s[0], s[1], s[2], s[3]);
-                // out[y, x, ii, oo] = in[oo, ii, y, x]
-                Ok(gather(a, vec![kh, kw, i, o], |k| {
-                    let (oo, k) = (k % o, k / o);
-                    let (ii, k) = (k % i, k / i);
-                    let (x, y) = (k % kw, k / kw);
-                    ((oo * i + ii) * kh + y) * kw + x
-                }))
-            }
+            // OIHW → HWIO.
+            4 => Ok(a.permuted(&[2, 3, 1, 0])),
             r => Err(Error::invalid(format!(
                 "{name:?} has rank {r}: a PyTorch kernel kiln maps is a Linear [out, in] or a \
                  Conv2d [O, I, kh, kw] weight"

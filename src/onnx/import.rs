@@ -149,24 +149,6 @@ impl<'g> State<'g> {
     }
 }
 
-/// `[O, I, H, W]` data as `[H, W, I, O]`: a 2-D convolution filter in kiln's layout.
-fn oihw_to_hwio<T: crate::array::Element + Copy>(a: &crate::Array) -> Result<crate::Array, String> {
-    let d = a.shape().to_vec();
-    let v: Vec<T> = a.to_vec().map_err(|e| e.to_string())?;
-    let (o, i, h, w) = (d[0], d[1], d[2], d[3]);
-    let mut out = Vec::with_capacity(v.len());
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..i {
-                for k in 0..o {
-                    out.push(v[((k * i + c) * h + y) * w + x]);
-                }
-            }
-        }
-    }
-    crate::Array::new([h, w, i, o], out).map_err(|e| e.to_string())
-}
-
 impl<'g> State<'g> {
     /// A 2-D convolution's filter: an `f32`/`f64` initializer not used yet becomes a variable
     /// in kiln's HWIO layout, seen by the model as OIHW through one permute, which the passes
@@ -179,11 +161,10 @@ impl<'g> State<'g> {
         let a = s
             .to_array()
             .map_err(|e| format!("initializer {name:?} cannot be used: {e}"))?;
-        let hwio = match (a.shape().len(), a.dtype()) {
-            (4, DType::F32) => oihw_to_hwio::<f32>(&a)?,
-            (4, DType::F64) => oihw_to_hwio::<f64>(&a)?,
-            _ => return self.tensor(name, true),
-        };
+        if a.shape().len() != 4 || !matches!(a.dtype(), DType::F32 | DType::F64) {
+            return self.tensor(name, true);
+        }
+        let hwio = a.permuted(&[2, 3, 1, 0]);
         let s = s.clone();
         let v = self
             .g

@@ -91,36 +91,10 @@ pub(crate) fn value_info(name: &str, dtype: DType, shape: &Shape) -> ValueInfoPr
 /// An HWIO filter's data reordered to OIHW (`[kh, kw, i, o]` → `[o, i, kh, kw]`), the layout
 /// of ONNX's `Conv` and PyTorch's weights.
 pub(crate) fn hwio_to_oihw(a: &Array) -> Result<Array, String> {
-    let &[kh, kw, ci, co] = a.shape() else {
+    if a.shape().len() != 4 {
         return Err(format!("a filter must be 4-D, got {:?}", a.shape()));
-    };
-    fn perm<T: Copy>(v: &[T], [kh, kw, ci, co]: [usize; 4]) -> Vec<T> {
-        let mut out = Vec::with_capacity(v.len());
-        for o in 0..co {
-            for i in 0..ci {
-                for h in 0..kh {
-                    for w in 0..kw {
-                        out.push(v[((h * kw + w) * ci + i) * co + o]);
-                    }
-                }
-            }
-        }
-        out
     }
-    let s = [kh, kw, ci, co];
-    let shape = [co, ci, kh, kw];
-    let r = match a.data() {
-        ArrayData::F32(v) => Array::new(shape, perm(v, s)),
-        ArrayData::F64(v) => Array::new(shape, perm(v, s)),
-        ArrayData::I32(v) => Array::new(shape, perm(v, s)),
-        ArrayData::Bool(v) => Array::new(shape, perm(v, s)),
-        ArrayData::I64(v) => Array::new(shape, perm(v, s)),
-        ArrayData::I8(v) => Array::new(shape, perm(v, s)),
-        ArrayData::U8(v) => Array::new(shape, perm(v, s)),
-        ArrayData::F16(v) => Array::new(shape, perm(v, s)),
-        ArrayData::BF16(v) => Array::new(shape, perm(v, s)),
-    };
-    r.map_err(|e| e.to_string())
+    Ok(a.permuted(&[3, 2, 0, 1]))
 }
 
 #[cfg(test)]
