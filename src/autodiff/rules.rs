@@ -162,6 +162,9 @@ fn binary<'g>(
             d(move || g * c * a.pow(c - 1.0)),
             d(move || g * y * a.greater(0.0).select(a.log(), 0.0)),
         ],
+        // a = trunc(a/b)·b + rem: d/da = 1; d/db = −trunc(a/b) = −(a − y)/b, taken piecewise
+        // (the quotient's jumps have no derivative), as PyTorch's fmod.
+        BinaryOp::Rem => vec![d(move || g), d(move || -(g * (a - y)) / c)],
         // Ties go to the first operand. The mask `y == a` is `a >= c` (for `max`;
         // `a <= c` for `min`), NaNs included, but reads the output: with a constant
         // first operand (`relu` is `max(0, x)`) the backward pass needs only `y`.

@@ -402,6 +402,14 @@ impl<'g> Tensor<'g> {
         }
     }
 
+    /// C's `fmod`: `self − trunc(self / rhs) · rhs` computed exactly, with `self`'s sign
+    /// (floats only; NaN for a zero divisor or an infinite dividend, `self` for an infinite
+    /// divisor).
+    #[track_caller]
+    pub fn rem(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
+        self.binary(BinaryOp::Rem, rhs)
+    }
+
     /// `a ^ b`
     #[track_caller]
     pub fn pow(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {

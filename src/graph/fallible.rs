@@ -24,6 +24,7 @@ impl Node {
                 | BinaryOp::Sub
                 | BinaryOp::Mul
                 | BinaryOp::Pow
+                | BinaryOp::Rem
                 | BinaryOp::Max
                 | BinaryOp::Min
                 | BinaryOp::Eq

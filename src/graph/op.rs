@@ -107,6 +107,9 @@ pub enum BinaryOp {
     Div,
     /// `a ^ b` (floats only)
     Pow,
+    /// C's `fmod(a, b)`: the remainder of the truncated quotient, exact, with the dividend's
+    /// sign (floats only; ONNX `Mod` with `fmod = 1`)
+    Rem,
     /// elementwise maximum (`NaN` if either is `NaN`)
     Max,
     /// elementwise minimum (`NaN` if either is `NaN`)

@@ -78,6 +78,8 @@ pub(crate) fn binary(op: BinaryOp, dt: DType, a: f64, b: f64) -> std::result::Re
             BinaryOp::Max => x.max(y),
             BinaryOp::Min => x.min(y),
             BinaryOp::Pow => (a.powf(b)) as i64,
+            // Refused on integers by the shape rule.
+            BinaryOp::Rem => return Err("rem is not defined on i32".into()),
             // i32 values are exact in f64, so the float comparison is the integer one.
             BinaryOp::Eq
             | BinaryOp::Ne
@@ -107,6 +109,7 @@ fn binary_i64(op: BinaryOp, a: f64, b: f64) -> std::result::Result<f64, String> 
         BinaryOp::Max => x.max(y),
         BinaryOp::Min => x.min(y),
         BinaryOp::Pow => return Err("pow is not defined on i64".into()),
+        BinaryOp::Rem => return Err("rem is not defined on i64".into()),
         BinaryOp::Eq => return flag(x == y),
         BinaryOp::Ne => return flag(x != y),
         BinaryOp::Lt => return flag(x < y),

@@ -78,6 +78,8 @@ pub(super) struct Helpers {
     pub pow_f32: FuncId,
     pub pow_f64: FuncId,
     pub pow_i32: FuncId,
+    pub rem_f32: FuncId,
+    pub rem_f64: FuncId,
     pub unary_f64: FuncId,
     /// The half conversions of `convert.rs`.
     pub f16_to_f32: FuncId,

@@ -40,6 +40,8 @@ pub(super) fn new_module(tile_math: bool) -> Result<(JITModule, Helpers)> {
     jb.symbol("kiln_pow_f32", runtime::kiln_pow_f32 as *const u8);
     jb.symbol("kiln_pow_f64", runtime::kiln_pow_f64 as *const u8);
     jb.symbol("kiln_pow_i32", runtime::kiln_pow_i32 as *const u8);
+    jb.symbol("kiln_rem_f32", runtime::kiln_rem_f32 as *const u8);
+    jb.symbol("kiln_rem_f64", runtime::kiln_rem_f64 as *const u8);
     jb.symbol("kiln_unary_f64", runtime::kiln_unary_f64 as *const u8);
     use super::codegen::convert as cv;
     jb.symbol("kiln_f16_to_f32", cv::kiln_f16_to_f32 as *const u8);
@@ -90,6 +92,8 @@ fn declare_helpers(module: &mut JITModule, tile_math: bool) -> Result<Helpers> {
         pow_f32: declare("kiln_pow_f32", &[F32, F32], Some(F32))?,
         pow_f64: declare("kiln_pow_f64", &[F64, F64], Some(F64))?,
         pow_i32: declare("kiln_pow_i32", &[I32, I32], Some(I32))?,
+        rem_f32: declare("kiln_rem_f32", &[F32, F32], Some(F32))?,
+        rem_f64: declare("kiln_rem_f64", &[F64, F64], Some(F64))?,
         unary_f64: declare("kiln_unary_f64", &[I32, F64], Some(F64))?,
         f16_to_f32: declare("kiln_f16_to_f32", &[I32], Some(F32))?,
         f32_to_f16: declare("kiln_f32_to_f16", &[F32], Some(I32))?,

@@ -86,6 +86,16 @@ pub(super) extern "C" fn kiln_pow_f32(a: f32, b: f32) -> f32 {
     (a as f64).powf(b as f64) as f32
 }
 
+/// C's `fmod(a, b)` on f32 (exact, as the interpreter's f64 `%` rounded once is).
+pub(super) extern "C" fn kiln_rem_f32(a: f32, b: f32) -> f32 {
+    a % b
+}
+
+/// C's `fmod(a, b)` on f64.
+pub(super) extern "C" fn kiln_rem_f64(a: f64, b: f64) -> f64 {
+    a % b
+}
+
 /// `a^b` in f64.
 pub(super) extern "C" fn kiln_pow_f64(a: f64, b: f64) -> f64 {
     a.powf(b)

@@ -182,12 +182,12 @@ fn binary(b: &BinaryOp, ins: &[Arg<'_>]) -> Result<Ty, String> {
         return Err(format!("operand shapes differ: {x} vs {y}"));
     }
     // i64 has the i32 ops but `pow` (see the module docs of `crate::dtype`).
-    if x.dtype != DType::I64 || *b == BinaryOp::Pow {
+    if x.dtype != DType::I64 || matches!(b, BinaryOp::Pow | BinaryOp::Rem) {
         compute(b.name(), x.dtype)?;
     }
     match b {
         BinaryOp::Eq | BinaryOp::Ne => {}
-        BinaryOp::Pow => need_float("pow", x.dtype)?,
+        BinaryOp::Pow | BinaryOp::Rem => need_float(b.name(), x.dtype)?,
         BinaryOp::Add
         | BinaryOp::Sub
         | BinaryOp::Mul

@@ -203,6 +203,14 @@ impl BinaryOp {
                 f64: f64::powf,
                 ..base
             },
+            // An extern call in the JIT (Rust's `%`, libm's `fmod`), exact.
+            B::Rem => BinaryProps {
+                name: "rem",
+                cost: Expensive,
+                vectorizable: false,
+                f64: f64_rem,
+                ..base
+            },
             B::Max => BinaryProps {
                 name: "maximum",
                 commutative: true,
@@ -249,6 +257,10 @@ impl BinaryOp {
             },
         }
     }
+}
+
+fn f64_rem(a: f64, b: f64) -> f64 {
+    a % b
 }
 
 fn f64_neg(x: f64) -> f64 {

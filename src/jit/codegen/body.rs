@@ -312,7 +312,7 @@ impl Gen<'_, '_> {
                 B::Gt => FloatCC::GreaterThan,
                 B::Ge => FloatCC::GreaterThanOrEqual,
                 // Only called for the comparisons (the arm below).
-                B::Add | B::Sub | B::Mul | B::Div | B::Pow | B::Max | B::Min => {
+                B::Add | B::Sub | B::Mul | B::Div | B::Pow | B::Rem | B::Max | B::Min => {
                     unreachable!("{} is not a comparison", op.name())
                 }
             };
@@ -331,6 +331,14 @@ impl Gen<'_, '_> {
                     };
                     self.call_helper(f, &[a, c])
                 }
+                B::Rem => {
+                    let f = if dt == DType::F64 {
+                        self.helpers.rem_f64
+                    } else {
+                        self.helpers.rem_f32
+                    };
+                    self.call_helper(f, &[a, c])
+                }
                 B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => {
                     // A bool scalar, or an i32x4 lane mask when lanes == 4.
                     let _ = lanes;
@@ -346,7 +354,7 @@ impl Gen<'_, '_> {
             B::Gt => IntCC::SignedGreaterThan,
             B::Ge => IntCC::SignedGreaterThanOrEqual,
             // Only called for the comparisons (the last arm below).
-            B::Add | B::Sub | B::Mul | B::Div | B::Pow | B::Max | B::Min => {
+            B::Add | B::Sub | B::Mul | B::Div | B::Pow | B::Rem | B::Max | B::Min => {
                 unreachable!("{} is not a comparison", op.name())
             }
         };
@@ -361,6 +369,8 @@ impl Gen<'_, '_> {
                 self.call_helper(f, &[a, c])
             }
             B::Div => self.int_div(a, c),
+            // Float-only: the shape rule refuses integer operands.
+            B::Rem => unreachable!("rem on integers is refused by its shape rule"),
             B::Eq | B::Ne | B::Lt | B::Le | B::Gt | B::Ge => self.b.ins().icmp(icc(op), a, c),
         }
     }

@@ -46,6 +46,7 @@ fn binary_name(b: BinaryOp) -> Option<&'static str> {
         BinaryOp::Mul => "Mul",
         BinaryOp::Div => "Div",
         BinaryOp::Pow => "Pow",
+        BinaryOp::Rem => "Mod",
         BinaryOp::Max => "Max",
         BinaryOp::Min => "Min",
         BinaryOp::Eq => "Equal",
@@ -94,7 +95,13 @@ pub(super) fn emit(e: &mut Emitter<'_>, id: NodeId) -> R<()> {
             Some(op) => {
                 let ins = broadcasting_operands(e, id)?;
                 let out = e.out(id);
-                e.add(op, ins, vec![out], vec![]);
+                // ONNX's float `Mod` must say it is C's (`fmod = 1`).
+                let attrs = if *b == BinaryOp::Rem {
+                    vec![attr::int("fmod", 1)]
+                } else {
+                    vec![]
+                };
+                e.add(op, ins, vec![out], attrs);
                 Ok(())
             }
             None => not_equal(e, id),
