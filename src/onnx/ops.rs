@@ -18,7 +18,9 @@ mod fold;
 mod index;
 mod logic;
 mod nn;
+mod nn3d;
 mod norm;
+mod pool_index;
 mod resize;
 mod shape;
 
@@ -303,14 +305,56 @@ fn pow<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let (a, b) = (c.t(0)?, c.t(1)?);
     let w = widen(a);
     if !w.dtype().is_float() {
-        return Err(format!(
-            "an integer base ({}) is not supported: kiln's pow computes in floats, and an \
-             integer power computed so is not exact past 2^53",
-            a.dtype()
-        ));
+        let top = fold::int_statics(c, &[1]).and_then(|s| s[0].as_ints().ok());
+        return one(restore(int_pow(w, widen(b), top)?, a.dtype()));
     }
     // Pow-12 allows an exponent of another type: it is converted to the base's.
     one(restore(w.pow(b.cast(w.dtype())), a.dtype()))
+}
+
+/// An integer base to a power, as numpy's `power` (ONNX's reference) computes it: an
+/// integer exponent by square-and-multiply on the exponent's bits, wrapping as numpy's
+/// integer products do (exact, where a float `pow` is not past 2^53); a float exponent in
+/// `f64`, truncated back. A negative integer exponent (an error in numpy) gives the
+/// truncated real power, as the float path would. `exps` are the exponent's values when
+/// known at import, which bounds the bits looked at.
+fn int_pow<'g>(x: Tensor<'g>, e: Tensor<'g>, exps: Option<Vec<i64>>) -> Result<Tensor<'g>, String> {
+    let g = x.graph();
+    let real = |e: Tensor<'g>| x.cast(DType::F64).pow(e.cast(DType::F64)).cast(x.dtype());
+    if e.dtype().is_float() || e.dtype().is_half() {
+        return Ok(real(e));
+    }
+    if !matches!(e.dtype(), DType::I32 | DType::I64) {
+        return Err(format!(
+            "an exponent of dtype {} is not supported",
+            e.dtype()
+        ));
+    }
+    let width = if e.dtype() == DType::I32 { 31 } else { 63 };
+    let bits = match &exps {
+        Some(v) => v
+            .iter()
+            .map(|&k| 64 - k.max(0).leading_zeros())
+            .max()
+            .unwrap_or(0),
+        None => width,
+    };
+    let shape = crate::shape::broadcast_shapes(&x.shape(), &e.shape())?;
+    let mut acc = g.scalar_of(x.dtype(), 1.0).broadcast_to(shape);
+    let (mut p, mut rest) = (x, e);
+    for j in 0..bits {
+        let half = rest / 2.0;
+        let odd = (rest - half * 2.0).equal(1.0);
+        acc = g.where_(odd, acc * p, acc);
+        if j + 1 < bits {
+            p = p * p;
+            rest = half;
+        }
+    }
+    if exps.is_some_and(|v| v.iter().all(|&k| k >= 0)) {
+        return Ok(acc);
+    }
+    Ok(g.where_(e.less(0.0), real(e), acc))
 }
 
 /// A float-only op on input 0, computed [`widen`]ed and brought back.

@@ -79,9 +79,10 @@ fn py_mod(a: i64, b: i64) -> Option<i64> {
     })
 }
 
-/// `Mod` on integers: `fmod = 1` is C's remainder (the dividend's sign), `fmod = 0` Python's
-/// (the divisor's sign); both from kiln's truncating division, exact. A float `Mod` is refused:
-/// kiln has no exact floating remainder, and `a − trunc(a/b)·b` is not one.
+/// `Mod`: `fmod = 1` is C's remainder (the dividend's sign), `fmod = 0` Python's (the
+/// divisor's sign). On integers both come from kiln's truncating division, exact; on floats
+/// from the `rem` primitive (C's `fmod`, exact), moved by one divisor as numpy's `divmod`
+/// does (a zero result takes the divisor's sign).
 pub(super) fn modulo<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let fmod = c.int("fmod", 0) != 0;
     let fold_op: IntOp = if fmod { i64::checked_rem } else { py_mod };
@@ -89,13 +90,6 @@ pub(super) fn modulo<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
         return Ok(vec![Val::S(fold::binary(&s[0], &s[1], fold_op, false)?)]);
     }
     let (a, b) = (c.t(0)?, c.t(1)?);
-    if a.dtype().is_float() || a.dtype().is_half() {
-        return Err(format!(
-            "a {} remainder is not supported: kiln has no exact floating-point fmod",
-            a.dtype()
-        ));
-    }
-    let f: fn(Tensor<'g>, Tensor<'g>) -> Tensor<'g> = if fmod { c_rem } else { py_rem };
     if a.dtype() != b.dtype() {
         return Err(format!(
             "operands have different dtypes, {} and {}",
@@ -103,7 +97,32 @@ pub(super) fn modulo<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
             b.dtype()
         ));
     }
-    one(restore(f(widen(a), widen(b)), a.dtype()))
+    let float = a.dtype().is_float() || a.dtype().is_half();
+    let (wa, wb) = (widen(a), widen(b));
+    // A half remainder computes in f32 and rounds once, as numpy's does (C's remainder is
+    // exact in any width).
+    let y = match (float, fmod) {
+        (true, true) => wa.rem(wb),
+        (true, false) => float_py_rem(wa, wb),
+        (false, true) => c_rem(wa, wb),
+        (false, false) => py_rem(wa, wb),
+    };
+    one(restore(y, a.dtype()))
+}
+
+/// Python's remainder on floats, as numpy's `divmod`: C's `fmod`, plus the divisor where
+/// it is nonzero and its sign differs from the divisor's; a zero takes the divisor's sign.
+fn float_py_rem<'g>(a: Tensor<'g>, b: Tensor<'g>) -> Tensor<'g> {
+    let g = a.graph();
+    let r = a.rem(b);
+    let dt = r.dtype();
+    let zero = g.scalar_of(dt, 0.0);
+    let b_neg = b.less(zero);
+    let signs_differ = r.less(zero).not_equal(b_neg);
+    let fix = g.where_(r.not_equal(zero), signs_differ, fals(r));
+    let moved = g.where_(fix, r + b, r);
+    let signed_zero = g.where_(b_neg, g.scalar_of(dt, -0.0), zero);
+    g.where_(r.equal(zero), signed_zero, moved)
 }
 
 /// C's remainder: `a − (a / b)·b` with truncating division.
