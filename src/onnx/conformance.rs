@@ -159,8 +159,8 @@ fn close(a: f64, e: f64, rtol: f64) -> bool {
     (a.is_nan() && e.is_nan()) || a == e || (a - e).abs() <= ATOL + rtol * e.abs()
 }
 
-/// Compares one output; the reason if it differs.
-fn compare(got: &Array, want: &TensorProto) -> std::result::Result<(), String> {
+/// Checks one output's dtype and shape against the expected one, which it returns.
+fn same_type(got: &Array, want: &TensorProto) -> std::result::Result<Static, String> {
     let s = Static::from_proto(want).map_err(|e| format!("the expected output: {e}"))?;
     let code = want.data_type.unwrap_or(0);
     if kiln_dtype(code) != Some(got.dtype()) {
@@ -177,6 +177,12 @@ fn compare(got: &Array, want: &TensorProto) -> std::result::Result<(), String> {
             s.dims
         ));
     }
+    Ok(s)
+}
+
+/// Compares one output; the reason if it differs.
+fn compare(got: &Array, want: &TensorProto) -> std::result::Result<(), String> {
+    let s = same_type(got, want)?;
     if !got.dtype().is_float() && !got.dtype().is_half() {
         // Integers and booleans exactly.
         let want = s.as_ints()?;
@@ -246,10 +252,94 @@ fn run_sets(
             let got = sess
                 .run(&fetches, &feeds)
                 .map_err(|e| fail(e.to_string()))?;
+            if let Some((x, ratio)) = dropping(m, &names, ins) {
+                compare_dropout(&got, outs, &x, ratio)
+                    .map_err(|e| fail(format!("data set {k}: {e}")))?;
+                continue;
+            }
             for (j, (g, w)) in got.iter().zip(outs).enumerate() {
                 compare(g, w).map_err(|e| fail(format!("data set {k}, output {j}: {e}")))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// For a one-node Dropout case fed `training_mode = true` and a ratio above 0: its input
+/// and ratio. Its mask is random (numpy's generator in the reference, kiln's Philox stream
+/// here), so [`compare_dropout`] checks what the suite allows: the rule, not the draw.
+fn dropping(m: &ModelProto, names: &[String], ins: &[TensorProto]) -> Option<(Vec<f64>, f64)> {
+    let [n] = m.graph.as_ref()?.node.as_slice() else {
+        return None;
+    };
+    if n.op_type.as_deref() != Some("Dropout") {
+        return None;
+    }
+    let input = |k: usize| {
+        let name = n.input.get(k).filter(|s| !s.is_empty())?;
+        let i = names.iter().position(|v| v == name)?;
+        Static::from_proto(ins.get(i)?).ok()
+    };
+    if input(2)?.as_ints().ok()? != [1] {
+        return None;
+    }
+    let ratio = match input(1) {
+        Some(r) => r.scalar_f64().ok()?,
+        None if n.input.get(1).is_none_or(|s| s.is_empty()) => 0.5,
+        None => return None,
+    };
+    if ratio <= 0.0 {
+        return None; // nothing dropped: the exact comparison applies
+    }
+    Some((input(0)?.as_f64().ok()?, ratio))
+}
+
+/// A training-mode Dropout's outputs against the rule: each element is 0 (mask false) or
+/// `x / (1 − ratio)` (mask true, at the suite's tolerance), and the number dropped is
+/// within 5 standard deviations of the binomial's mean (a false alarm about once in 3.5
+/// million runs); dtypes and shapes as the reference's.
+fn compare_dropout(
+    got: &[Array],
+    want: &[TensorProto],
+    x: &[f64],
+    ratio: f64,
+) -> std::result::Result<(), String> {
+    for (j, (g, w)) in got.iter().zip(want).enumerate() {
+        same_type(g, w).map_err(|e| format!("output {j}: {e}"))?;
+    }
+    let y = got.first().ok_or("no output")?.to_f64_vec();
+    let mask: Option<Vec<i64>> = match got.get(1) {
+        Some(m) => Some(
+            m.cast(DType::I64)
+                .to_vec::<i64>()
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let scale = 1.0 / (1.0 - ratio);
+    let mut dropped = 0usize;
+    for (i, (&yi, &xi)) in y.iter().zip(x).enumerate() {
+        let kept_value = close(yi, xi * scale, RTOL);
+        let kept = match &mask {
+            Some(mk) => mk[i] != 0,
+            None => !(yi == 0.0 && xi != 0.0),
+        };
+        let ok = if kept { kept_value } else { yi == 0.0 };
+        if !ok {
+            return Err(format!(
+                "element {i} is {yi} with mask {kept}: expected {} or 0",
+                xi * scale
+            ));
+        }
+        dropped += usize::from(!kept);
+    }
+    let n = x.len() as f64;
+    let sd = (n * ratio * (1.0 - ratio)).sqrt();
+    if (dropped as f64 - n * ratio).abs() > 5.0 * sd + 1.0 {
+        return Err(format!(
+            "{dropped} of {n} elements dropped at ratio {ratio}: expected about {}",
+            n * ratio
+        ));
     }
     Ok(())
 }

@@ -45,21 +45,75 @@ pub(super) fn identity<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     Ok(vec![c.val(0)?])
 }
 
-/// `Dropout` at inference: the identity, and an all-true mask if asked for.
+/// `Dropout`: at inference the identity, and an all-true mask if asked for; in training
+/// mode [`training_dropout`].
 pub(super) fn dropout<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    if c.version >= 12 && c.has(2) {
-        let on = c.s(2, "training_mode")?.as_ints()?;
-        if on.iter().any(|&v| v != 0) {
-            return Err("training_mode = true is not supported: kiln imports the inference form (use kiln's own dropout to train)".into());
-        }
-    }
     let x = c.t(0)?;
-    let mut out = vec![Val::T(x)];
+    // `training_mode` (from version 12): absent or a constant false is the inference form;
+    // a constant true or a run-time switch builds the training form.
+    let on = if c.version >= 12 && c.has(2) {
+        match c.val(2)? {
+            Val::S(s) if s.as_ints()?.iter().all(|&v| v == 0) => None,
+            Val::S(_) => Some(c.g.constant(Array::scalar(true))),
+            Val::T(t) if t.dtype() == DType::Bool && t.rank() == 0 => Some(t),
+            Val::T(t) => {
+                return Err(format!(
+                    "training_mode must be a bool scalar, got {}",
+                    t.ty()
+                ))
+            }
+        }
+    } else {
+        None
+    };
+    let Some(on) = on else {
+        let mut out = vec![Val::T(x)];
+        if c.wants_output(1) {
+            out.push(Val::T(true_like(c, x)));
+        }
+        return Ok(out);
+    };
+    training_dropout(c, x, on)
+}
+
+/// Dropout's training form, as ONNX's reference: `keep = u ≥ ratio` for `u` uniform on
+/// `[0, 1)`, `y = keep · x · 1/(1 − ratio)`, the mask `keep`; `on` switches between it and
+/// the identity (mask all true). The numbers are kiln's Philox stream under the node's
+/// `seed` (0 when absent), not numpy's, so only their distribution matches the reference.
+fn training_dropout<'g>(c: &mut Ctx<'_, 'g>, x0: Tensor<'g>, on: Tensor<'g>) -> Built<'g> {
+    let x = super::widen(x0);
+    super::float_only(x)?;
+    let ratio = if c.has(1) {
+        match c.val(1)? {
+            Val::S(s) => {
+                let r = s.scalar_f64()?;
+                if !(0.0..1.0).contains(&r) {
+                    return Err(format!("ratio = {r} is outside [0, 1)"));
+                }
+                c.g.scalar_of(DType::F32, r)
+            }
+            Val::T(t) if t.rank() == 0 && (t.dtype().is_float() || t.dtype().is_half()) => {
+                t.cast(DType::F32)
+            }
+            Val::T(t) => return Err(format!("ratio must be a float scalar, got {}", t.ty())),
+        }
+    } else {
+        c.g.scalar_of(DType::F32, 0.5)
+    };
+    let seed = c.int("seed", 0) as u64;
+    let u = c.g.random_uniform(x.shape(), 0.0, 1.0, seed);
+    let keep = u.greater_equal(ratio);
+    let scale = (c.g.scalar_of(x.dtype(), 1.0) - ratio.cast(x.dtype())).recip();
+    let kept = keep.select(x * scale, 0.0);
+    let mut out = vec![Val::T(super::restore(on.select(kept, x), x0.dtype()))];
     if c.wants_output(1) {
-        let t = c.g.constant(Array::scalar(true)).broadcast_to(x.shape());
-        out.push(Val::T(t));
+        out.push(Val::T(on.select(keep, true_like(c, x))));
     }
     Ok(out)
+}
+
+fn true_like<'g>(c: &Ctx<'_, 'g>, x: Tensor<'g>) -> Tensor<'g> {
+    c.g.constant(Array::scalar(true)).broadcast_to(x.shape())
 }
 
 /// The product of `dims` as one dim: `?` only if every other is 1.
@@ -378,14 +432,21 @@ pub(super) fn squeeze<'g>(c: &mut Ctx<'_, 'g>, insert: bool) -> Built<'g> {
     reshape_to(x, d)
 }
 
-/// `Pad`, `constant` mode (zero or another value); negative pads crop.
+/// `Pad`: `constant` mode (zero or another value), or `reflect`, `edge` and `wrap` as a
+/// gather of the input's own positions along each padded axis; negative pads crop first.
 pub(super) fn pad<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let mode = c.string("mode").unwrap_or_else(|| "constant".into());
-    if mode != "constant" {
-        return Err(format!(
-            "mode = {mode:?} is not supported (only \"constant\")"
-        ));
-    }
+    let source: fn(i64, i64) -> i64 = match mode.as_str() {
+        "constant" => |i, _| i,
+        "edge" => |i, n| i.clamp(0, n - 1),
+        "wrap" => |i, n| i.rem_euclid(n),
+        "reflect" => reflect_index,
+        o => {
+            return Err(format!(
+                "mode = {o:?} is not an ONNX pad mode (constant, reflect, edge, wrap)"
+            ))
+        }
+    };
     let mut x = c.t(0)?;
     let r = x.rank();
     let (pads, value) = if c.version < 11 {
@@ -434,6 +495,25 @@ pub(super) fn pad<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
         lo[a] = b.max(0) as usize;
         hi[a] = e.max(0) as usize;
     }
+    if mode != "constant" {
+        // Each padded axis is a gather of the (cropped) input's own positions.
+        for a in 0..r {
+            if lo[a] == 0 && hi[a] == 0 {
+                continue;
+            }
+            let n = x.shape().dims()[a]
+                .fixed()
+                .ok_or("cannot pad the open batch axis")? as i64;
+            if n == 0 {
+                return Err(format!("mode = {mode:?} cannot pad the empty axis {a}"));
+            }
+            let idx: Vec<usize> = (-(lo[a] as i64)..n + hi[a] as i64)
+                .map(|i| source(i, n) as usize)
+                .collect();
+            x = gather_along(x, a, &idx)?;
+        }
+        return one(x);
+    }
     let padded = x.pad(&lo, &hi);
     if value == 0.0 {
         return one(padded);
@@ -444,6 +524,20 @@ pub(super) fn pad<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
             .broadcast_to(x.shape())
             .pad(&lo, &hi);
     one(inside.select(padded, value))
+}
+
+/// The position that `reflect` padding copies into position `i` of an axis of `n` (numpy's
+/// `reflect`: mirrored about the edge elements, which are not repeated, as often as needed).
+fn reflect_index(i: i64, n: i64) -> i64 {
+    if n == 1 {
+        return 0;
+    }
+    let m = i.rem_euclid(2 * (n - 1));
+    if m >= n {
+        2 * (n - 1) - m
+    } else {
+        m
+    }
 }
 
 pub(super) fn expand<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
