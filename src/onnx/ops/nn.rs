@@ -2,20 +2,28 @@
 //! LRN. ONNX images are NCHW with OIHW filters; the 2-D builders take that format directly,
 //! and a 1-D op is lifted to 2-D with a height of 1 (a reshape, which costs nothing).
 
+use super::nn3d::{conv3d, pool3d, Geom3};
+use super::pool_index::max_pool_with_indices;
 use super::{axis, float_only, one, restore, widen, Built};
 use crate::dtype::DType;
 use crate::graph::op::{ConvKind, DataFormat, Padding, Window2d};
 use crate::graph::{Conv2dOptions, Tensor};
-use crate::onnx::import::Ctx;
+use crate::onnx::import::{Ctx, Val};
 use crate::shape::{broadcast_shapes, Dim, Shape};
 use crate::Pool2dOptions;
 
-/// The spatial sizes of an NC... tensor, all known.
-fn spatial(x: Tensor<'_>) -> Result<Vec<usize>, String> {
+/// The spatial sizes of an NC... tensor, all known; `three_d` allows 3-D windows.
+fn spatial(x: Tensor<'_>, three_d: bool) -> Result<Vec<usize>, String> {
     let s = x.shape();
-    if !(3..=4).contains(&s.rank()) {
+    let top = if three_d { 5 } else { 4 };
+    if !(3..=top).contains(&s.rank()) {
         return Err(format!(
-            "kiln imports 1-D and 2-D windows (a rank-3 or rank-4 NC.. input), got {}",
+            "kiln imports {} windows (a rank-3 to rank-{top} NC.. input), got {}",
+            if three_d {
+                "1-D, 2-D and 3-D"
+            } else {
+                "1-D and 2-D"
+            },
             s
         ));
     }
@@ -117,7 +125,7 @@ pub(super) fn conv<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let (x0, w) = (c.t(0)?, c.filter(1)?);
     let (x, w) = (widen(x0), widen(w));
     float_only(x)?;
-    let input = spatial(x)?;
+    let input = spatial(x, true)?;
     let n = input.len();
     let ws = w.shape();
     let kernel: Vec<usize> = match c.ints("kernel_shape") {
@@ -131,6 +139,14 @@ pub(super) fn conv<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let dil = per_axis(c, "dilations", n, 1)?;
     let pads = window_pads(c, &input, &kernel, &strides, &dil)?;
     let groups = usize::try_from(c.int("group", 1)).map_err(|_| "group must be positive")?;
+    if n == 3 {
+        let geo = Geom3::new(&kernel, &strides, &dil, &pads);
+        let mut y = conv3d(x, w, &geo, groups)?;
+        if c.has(2) {
+            y = add_channel_bias(y, c.t(2)?);
+        }
+        return one(restore(y, x0.dtype()));
+    }
     let one_d = n == 1;
     let opts = Conv2dOptions::new()
         .strides(two(&strides, one_d, 1)[0], two(&strides, one_d, 1)[1])
@@ -151,7 +167,7 @@ pub(super) fn conv_transpose<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let (x0, w) = (c.t(0)?, c.t(1)?);
     let (x, w) = (widen(x0), widen(w));
     float_only(x)?;
-    let input = spatial(x)?;
+    let input = spatial(x, false)?;
     let n = input.len();
     let ws = w.shape();
     let kernel: Vec<usize> = ws.dims().iter().skip(2).filter_map(|d| d.fixed()).collect();
@@ -253,17 +269,22 @@ pub(super) fn conv_transpose<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     one(restore(unlift(y, one_d), x0.dtype()))
 }
 
-/// `BatchNormalization` in inference form: `(x − mean) / √(var + ε) · scale + bias`, the
-/// running statistics as non-trainable variables.
+/// `BatchNormalization`: `(x − mean) / √(var + ε) · scale + bias`. In inference form the
+/// statistics are the running ones, non-trainable variables. In training mode (from version
+/// 14, `training_mode = 1`) they are the batch's, over every axis but the channels (the
+/// population variance), and the optional outputs are the updated running statistics,
+/// `running · momentum + batch · (1 − momentum)`, as ONNX's reference computes them.
 pub(super) fn batch_norm<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     if c.version < 9 && c.int("spatial", 1) == 0 {
         return Err("spatial = 0 (per-activation statistics) is not supported".into());
     }
-    if c.version >= 14 && c.int("training_mode", 0) != 0 {
-        return Err("training_mode = 1 is not supported: kiln imports the inference form".into());
-    }
-    if (1..c.n_outputs()).any(|i| c.wants_output(i)) {
-        return Err("the running-statistics outputs (training mode) are not supported".into());
+    let training = c.version >= 14 && c.int("training_mode", 0) != 0;
+    if !training && (1..c.n_outputs()).any(|i| c.wants_output(i)) {
+        return Err(
+            "the running-statistics outputs are only supported with training_mode = 1 \
+             (version 14 and later)"
+                .into(),
+        );
     }
     let x = c.t(0)?;
     float_only(x)?;
@@ -279,16 +300,30 @@ pub(super) fn batch_norm<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let mut d = vec![Dim::Fixed(1); x.rank()];
     d[1] = x.shape().dims()[1];
     let r = |t: Tensor<'g>| t.reshape(Shape(d.clone().into()));
-    one((x - r(mean)) / (r(var) + eps).sqrt() * r(scale) + r(bias))
+    let norm = |m: Tensor<'g>, v: Tensor<'g>| (x - m) / (v + eps).sqrt() * r(scale) + r(bias);
+    if !training {
+        return one(norm(r(mean), r(var)));
+    }
+    let axes: Vec<isize> = (0..x.rank() as isize).filter(|&a| a != 1).collect();
+    let bm = x.mean(&axes, true);
+    let bv = (x - bm).square().mean(&axes, true);
+    let momentum = c.float("momentum", 0.9) as f64;
+    let flat = |t: Tensor<'g>| t.reshape(mean.shape());
+    let mut out = vec![Val::T(norm(bm, bv))];
+    // Outputs are positional: the running mean is built when the variance is wanted.
+    if c.wants_output(1) || c.wants_output(2) {
+        out.push(Val::T(mean * momentum + flat(bm) * (1.0 - momentum)));
+    }
+    if c.wants_output(2) {
+        out.push(Val::T(var * momentum + flat(bv) * (1.0 - momentum)));
+    }
+    Ok(out)
 }
 
 /// `MaxPool` and `AveragePool` (1-D and 2-D), with `ceil_mode` done as extra end padding
 /// (padding taps never count for kiln's pools, as for ONNX's, except under
 /// `count_include_pad`, where an extra ceil window is refused).
 pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
-    if c.wants_output(1) {
-        return Err("the Indices output is not supported: kiln's max pool has no argmax".into());
-    }
     let x0 = c.t(0)?;
     // An 8-bit max pool is exact in f32 (which holds every 8-bit value; only comparisons).
     let x = match x0.dtype() {
@@ -296,14 +331,16 @@ pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
         _ => widen(x0),
     };
     float_only(x)?;
-    let input = spatial(x)?;
+    let input = spatial(x, true)?;
     let n = input.len();
     let kernel = per_axis(c, "kernel_shape", n, 0)?;
     let strides = per_axis(c, "strides", n, 1)?;
     let dil = per_axis(c, "dilations", n, 1)?;
-    if c.int("storage_order", 0) != 0 {
-        return Err("storage_order = 1 is not supported".into());
-    }
+    let column_major = match c.int("storage_order", 0) {
+        0 => false,
+        1 => true,
+        o => return Err(format!("storage_order = {o} is not 0 or 1")),
+    };
     let mut pads = window_pads(c, &input, &kernel, &strides, &dil)?;
     let include_pad = !max && c.int("count_include_pad", 0) != 0;
     if c.int("ceil_mode", 0) != 0 {
@@ -327,6 +364,15 @@ pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
             }
             pads[a].1 += extra;
         }
+    }
+    if max && c.wants_output(1) {
+        let (y, idx) = max_pool_with_indices(x, &kernel, &strides, &dil, &pads, column_major)?;
+        return Ok(vec![Val::T(y.cast(x0.dtype())), Val::T(idx)]);
+    }
+    if n == 3 {
+        let geo = Geom3::new(&kernel, &strides, &dil, &pads);
+        let y = pool3d(x, &geo, max, include_pad)?;
+        return one(y.cast(x0.dtype()));
     }
     let one_d = n == 1;
     let opts = Pool2dOptions::new(two(&kernel, one_d, 1))
