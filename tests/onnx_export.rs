@@ -308,7 +308,8 @@ fn elementwise_and_movement_ops_round_trip_bitwise() {
     let pos = c.abs() + 0.5;
     let un = pos.sqrt().exp().log().tanh() + pos.sigmoid() + c.erf() + c.softplus() - pos.recip()
         + (-c).minimum(pos.pow(1.5))
-        + c / pos;
+        + c / pos
+        + c.rem(pos);
     let ints = (c * 4.0).cast(DType::I32) + 3i32;
     let t = c
         .narrow(1, 0, 12)
