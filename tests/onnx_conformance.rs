@@ -16,14 +16,6 @@ const REFUSED: &[(&str, &str)] = &[
         "test_sub_uint16",
         "graph input \"x\" is UINT16, and kiln has no UINT16 values",
     ),
-    (
-        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
-        "(AveragePool, opset 22): ceil_mode with count_include_pad and a partial last window",
-    ),
-    (
-        "test_convtranspose_3d",
-        "(ConvTranspose, opset 22): kiln imports 1-D and 2-D windows",
-    ),
 ];
 
 #[test]

@@ -1,10 +1,11 @@
 //! The ONNX ops that needed more than a table row: the `rem` primitive behind a float `Mod`
 //! (both backends against Rust's `%`, bitwise), and kiln's own node cases
 //! (`tests/data/onnx-kiln`, written by its `make_cases.py` with onnx's reference evaluator)
-//! for what the standard suite leaves out: 3-D convolutions (none in it), open batch axes
+//! for what the standard suite leaves out: 3-D convolutions (none in it) and grouped, strided
+//! 3-D transposed ones, open batch axes
 //! through the 3-D lowerings, MaxPool's indices in 3-D and column-major, pads wider than
 //! their axis, integer powers that wrap, float remainders of large quotients, training-mode
-//! BatchNormalization with a momentum. The imported 3-D convolution's gradients are checked
+//! BatchNormalization with a momentum, ceil-mode averages under `count_include_pad`. The imported 3-D convolution's gradients are checked
 //! against finite differences.
 
 use kiln::onnx::CaseOutcome;
@@ -18,7 +19,7 @@ fn kiln_cases() -> PathBuf {
 #[test]
 fn kiln_node_cases_pass_on_both_backends() {
     let report = kiln::onnx::run_suite(&kiln_cases()).unwrap();
-    assert_eq!(report.cases.len(), 17, "{}", report.table());
+    assert_eq!(report.cases.len(), 21, "{}", report.table());
     let bad: Vec<String> = report
         .cases
         .iter()

@@ -19,16 +19,16 @@
 //!
 //! What kiln does not import is an error naming the node, the op and the model's opset, never
 //! a wrong result: an op missing from the table, an attribute value the table does not handle
-//! (a `reflect` pad, a dilated `ConvTranspose`), or a value of a dtype kiln has no values of.
+//! (a dilated `ConvTranspose`), or a value of a dtype kiln has no values of.
 //! The refusals that remain in the ONNX backend node tests, and why:
 //! - dtypes kiln does not have: float8, float4, int4, int2, strings, `int16`, `uint16`,
-//!   `uint32`, `uint64` (most of them Cast/CastLike cases); adding a dtype is kiln-wide work;
-//! - 3-D convolution and pooling: kiln's window ops are 1-D and 2-D;
-//! - a floating `Mod`: kiln has no exact remainder, and `a − trunc(a/b)·b` is not one;
-//! - an integer `Pow`: kiln's `pow` computes in floats, inexact past 2^53;
-//! - training-mode BatchNormalization and Dropout: the importer builds the inference forms;
-//! - `reflect`, `edge` and `wrap` pads, and MaxPool's `Indices` output (kiln's max pool has
-//!   no argmax): each needs a new primitive or a gather kiln does not have.
+//!   `uint32`, `uint64` (most of them Cast/CastLike cases); adding a dtype is kiln-wide work.
+//!
+//! 3-D Conv, ConvTranspose and pooling are lowered exactly onto the 2-D ops (`ops/nn3d.rs`).
+//!
+//! Training mode is imported: BatchNormalization with batch statistics (and its running
+//! outputs), Dropout with kiln's own random stream (so its masks differ from numpy's draws;
+//! the conformance runner checks them by their rule and count).
 //!
 //! ```no_run
 //! let model = kiln::onnx::import("model.onnx")?;

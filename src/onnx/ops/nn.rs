@@ -2,7 +2,7 @@
 //! LRN. ONNX images are NCHW with OIHW filters; the 2-D builders take that format directly,
 //! and a 1-D op is lifted to 2-D with a height of 1 (a reshape, which costs nothing).
 
-use super::nn3d::{conv3d, pool3d, Geom3};
+use super::nn3d::{conv3d, conv_transpose3d, pool3d, recount_ceil_windows, Geom3};
 use super::pool_index::max_pool_with_indices;
 use super::{axis, float_only, one, restore, widen, Built};
 use crate::dtype::DType;
@@ -167,7 +167,7 @@ pub(super) fn conv_transpose<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let (x0, w) = (c.t(0)?, c.t(1)?);
     let (x, w) = (widen(x0), widen(w));
     float_only(x)?;
-    let input = spatial(x, false)?;
+    let input = spatial(x, true)?;
     let n = input.len();
     let ws = w.shape();
     let kernel: Vec<usize> = ws.dims().iter().skip(2).filter_map(|d| d.fixed()).collect();
@@ -248,6 +248,14 @@ pub(super) fn conv_transpose<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
                 ))
             }
         };
+    if n == 3 {
+        let geo = Geom3::new(&kernel, &strides, &dil, &pads);
+        let mut y = conv_transpose3d(x, w, &geo, &out, groups)?;
+        if c.has(2) {
+            y = add_channel_bias(y, c.t(2)?);
+        }
+        return one(restore(y, x0.dtype()));
+    }
     let one_d = n == 1;
     let p = two(&pads, one_d, (0, 0));
     let window = Window2d {
@@ -320,9 +328,10 @@ pub(super) fn batch_norm<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     Ok(out)
 }
 
-/// `MaxPool` and `AveragePool` (1-D and 2-D), with `ceil_mode` done as extra end padding
-/// (padding taps never count for kiln's pools, as for ONNX's, except under
-/// `count_include_pad`, where an extra ceil window is refused).
+/// `MaxPool` and `AveragePool` (1-D, 2-D, and 3-D through `nn3d`), with `ceil_mode` done as
+/// extra end padding (padding taps never count for kiln's pools, as for ONNX's, except under
+/// `count_include_pad`, where the extra taps are taken out again by
+/// [`recount_ceil_windows`]); MaxPool's `Indices` output is `pool_index`'s.
 pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
     let x0 = c.t(0)?;
     // An 8-bit max pool is exact in f32 (which holds every 8-bit value; only comparisons).
@@ -343,6 +352,9 @@ pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
     };
     let mut pads = window_pads(c, &input, &kernel, &strides, &dil)?;
     let include_pad = !max && c.int("count_include_pad", 0) != 0;
+    // The padded extent; ceil mode's extra end padding is beyond it.
+    let extent: Vec<usize> = (0..n).map(|a| input[a] + pads[a].0 + pads[a].1).collect();
+    let mut past_extent = false;
     if c.int("ceil_mode", 0) != 0 {
         for a in 0..n {
             let ext = dil[a] * (kernel[a] - 1) + 1;
@@ -356,12 +368,7 @@ pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
             }
             let need = (out - 1) * strides[a] + ext;
             let extra = need.saturating_sub(input[a] + pads[a].0 + pads[a].1);
-            if extra > 0 && include_pad {
-                return Err(
-                    "ceil_mode with count_include_pad and a partial last window is not supported"
-                        .into(),
-                );
-            }
+            past_extent |= extra > 0 && include_pad;
             pads[a].1 += extra;
         }
     }
@@ -371,7 +378,10 @@ pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
     }
     if n == 3 {
         let geo = Geom3::new(&kernel, &strides, &dil, &pads);
-        let y = pool3d(x, &geo, max, include_pad)?;
+        let mut y = pool3d(x, &geo, max, include_pad)?;
+        if past_extent {
+            y = recount_ceil_windows(y, &kernel, &strides, &dil, &extent)?;
+        }
         return one(y.cast(x0.dtype()));
     }
     let one_d = n == 1;
@@ -387,8 +397,12 @@ pub(super) fn pool<'g>(c: &mut Ctx<'_, 'g>, max: bool) -> Built<'g> {
     } else {
         x.avg_pool2d(&opts)
     };
+    let mut y = unlift(y, one_d);
+    if past_extent {
+        y = recount_ceil_windows(y, &kernel, &strides, &dil, &extent)?;
+    }
     // Back to the input's dtype (8-bit max pools ran in f32, halves in f32).
-    one(unlift(y, one_d).cast(x0.dtype()))
+    one(y.cast(x0.dtype()))
 }
 
 /// `GlobalAveragePool`/`GlobalMaxPool`: over every axis after the channels, kept as 1s.

@@ -1,4 +1,4 @@
-//! 3-D windows (Conv, MaxPool, AveragePool on `N, C, D, H, W` tensors) lowered exactly onto
+//! 3-D windows (Conv, ConvTranspose, MaxPool, AveragePool on `N, C, D, H, W` tensors) lowered exactly onto
 //! kiln's 2-D window ops, so they get the 2-D ops' gradients, JIT kernels and export for
 //! free, and no new primitive is needed:
 //! - **pooling is separable**: a window's maximum is the maximum over depth of the maxima
@@ -13,9 +13,12 @@
 //!   convolution over `(H, W)` with the output depths folded into the batch. With an open
 //!   batch axis, which kiln cannot multiply by the depth, each output depth is its own 2-D
 //!   convolution and the results are concatenated.
+//! - **a transposed convolution** is, per depth tap, the 2-D transposed convolution of every
+//!   input depth, spread to its output depths and summed ([`conv_transpose3d`]).
 
 use super::shape::gather_along;
-use crate::graph::op::{DataFormat, Padding};
+use crate::array::Array;
+use crate::graph::op::{ConvKind, DataFormat, Padding, Window2d};
 use crate::graph::{Conv2dOptions, Tensor};
 use crate::shape::{Dim, Shape};
 use crate::Pool2dOptions;
@@ -222,4 +225,186 @@ pub(super) fn conv3d<'g>(
             Ok(x.graph().concat(&outs, 2))
         }
     }
+}
+
+/// An average under `count_include_pad` whose last windows (ceil mode) reach past the padded
+/// extent: ONNX counts the taps inside `input + pads` only, kiln's pool (the extra end
+/// padding counted like the rest) divides by the whole kernel, so each output is scaled by
+/// `kernel taps / counted taps`, a constant per position (the counts are per axis, so the
+/// product of per-axis counts).
+pub(super) fn recount_ceil_windows<'g>(
+    y: Tensor<'g>,
+    kernel: &[usize],
+    strides: &[usize],
+    dil: &[usize],
+    extent: &[usize],
+) -> Result<Tensor<'g>, String> {
+    let n = kernel.len();
+    let d = dims(y);
+    if d.len() != n + 2 {
+        return Ok(y); // the pool failed; its error is reported after the op
+    }
+    let out: Vec<usize> = d[2..]
+        .iter()
+        .map(|&v| fixed(v, "output size"))
+        .collect::<Result<_, _>>()?;
+    let counts: Vec<Vec<f64>> = (0..n)
+        .map(|a| {
+            (0..out[a])
+                .map(|o| {
+                    (0..kernel[a])
+                        .filter(|t| o * strides[a] + t * dil[a] < extent[a])
+                        .count() as f64
+                })
+                .collect()
+        })
+        .collect();
+    let taps: f64 = kernel.iter().map(|&k| k as f64).product();
+    let total: usize = out.iter().product();
+    let mut factor = Vec::with_capacity(total);
+    for k in 0..total {
+        let (mut rest, mut counted) = (k, 1.0);
+        for a in (0..n).rev() {
+            counted *= counts[a][rest % out[a]];
+            rest /= out[a];
+        }
+        factor.push(taps / counted.max(1.0));
+    }
+    let mut shape = vec![1, 1];
+    shape.extend_from_slice(&out);
+    Ok(y * y
+        .graph()
+        .constant(Array::from_f64(y.dtype(), shape, factor)))
+}
+
+/// A 3-D transposed convolution (`x` `[N, Cin, D, H, W]`, filter `[Cin, Cout/groups, KD, KH,
+/// KW]`) with the output's sizes `out` and the padding `pads` already resolved: for each
+/// depth tap `kd`, the 2-D transposed convolution of every input depth by the filter's slice
+/// `kd` (the input depths folded into the batch, or one each with an open batch axis),
+/// spread to output depths `d·stride + kd·dilation` (zeros between, by a pad and a reshape),
+/// summed over the taps and cropped to the depth padding.
+pub(super) fn conv_transpose3d<'g>(
+    x: Tensor<'g>,
+    w: Tensor<'g>,
+    geo: &Geom3,
+    out: &[usize],
+    groups: usize,
+) -> Result<Tensor<'g>, String> {
+    let d = dims(x);
+    let wd = dims(w);
+    let (n, cin, depth) = (d[0], fixed(d[1], "channels")?, fixed(d[2], "depth")?);
+    let (h, wid) = (d[3], d[4]);
+    let cog = fixed(wd[1], "filter's output channels")?;
+    let cout = cog * groups;
+    let [kd, kh, kw] = geo.kernel;
+    let (sd, dd) = (geo.strides[0], geo.dil[0]);
+    let window = Window2d {
+        kernel: [kh, kw],
+        strides: [geo.strides[1], geo.strides[2]],
+        dilations: [geo.dil[1], geo.dil[2]],
+        pad_lo: [geo.pads[1].0, geo.pads[2].0],
+        pad_hi: [geo.pads[1].1, geo.pads[2].1],
+    };
+    let kind = ConvKind::InputGrad {
+        input_hw: [out[1], out[2]],
+    };
+    let (oh, ow) = (Dim::Fixed(out[1]), Dim::Fixed(out[2]));
+    // [N, D, Cin, H, W] → NHWC images, one per (batch, depth).
+    let by_depth = x.permute(&[0, 2, 1, 3, 4]);
+    let tconv = |img: Tensor<'g>, k: usize| {
+        let f = w
+            .narrow(2, k, 1)
+            .reshape(Shape(
+                vec![
+                    Dim::Fixed(cin),
+                    Dim::Fixed(cog),
+                    Dim::Fixed(kh),
+                    Dim::Fixed(kw),
+                ]
+                .into(),
+            ))
+            .permute(&[2, 3, 1, 0]);
+        img.permute(&[0, 2, 3, 1])
+            .conv(kind.clone(), window.clone(), groups, f)
+            .permute(&[0, 3, 1, 2])
+    };
+    // Every tap's 2-D result, [N, Cout, D, OH, OW].
+    let mut per_tap = vec![];
+    for k in 0..kd {
+        let y = match n {
+            Dim::Fixed(nb) => {
+                let images = nb
+                    .checked_mul(depth)
+                    .ok_or("the batch times the depth overflow")?;
+                tconv(
+                    by_depth.reshape(Shape(
+                        vec![Dim::Fixed(images), Dim::Fixed(cin), h, wid].into(),
+                    )),
+                    k,
+                )
+                .reshape(Shape(
+                    vec![n, Dim::Fixed(depth), Dim::Fixed(cout), oh, ow].into(),
+                ))
+                .permute(&[0, 2, 1, 3, 4])
+            }
+            Dim::Batch => {
+                if depth > MAX_DEPTH_CONVS {
+                    return Err(format!(
+                        "{depth} input depths with an open batch axis: kiln builds at most \
+                         {MAX_DEPTH_CONVS} (one 2-D convolution each); fix the batch size"
+                    ));
+                }
+                let slices: Vec<Tensor<'g>> = (0..depth)
+                    .map(|i| {
+                        tconv(
+                            by_depth
+                                .narrow(1, i, 1)
+                                .reshape(Shape(vec![n, Dim::Fixed(cin), h, wid].into())),
+                            k,
+                        )
+                        .reshape(Shape(
+                            vec![n, Dim::Fixed(cout), Dim::Fixed(1), oh, ow].into(),
+                        ))
+                    })
+                    .collect();
+                x.graph().concat(&slices, 2)
+            }
+        };
+        per_tap.push(y);
+    }
+    // Spread input depth i to i·sd (zeros between), then shift tap k by k·dd.
+    let full = (depth - 1) * sd + dd * (kd - 1) + 1;
+    let plane = Dim::Fixed(out[1] * out[2]);
+    let mut sum: Option<Tensor<'g>> = None;
+    for (k, y) in per_tap.into_iter().enumerate() {
+        let spread = if sd > 1 {
+            y.reshape(Shape(
+                vec![n, Dim::Fixed(cout), Dim::Fixed(depth), Dim::Fixed(1), plane].into(),
+            ))
+            .pad(&[0, 0, 0, 0, 0], &[0, 0, 0, sd - 1, 0])
+            .reshape(Shape(
+                vec![n, Dim::Fixed(cout), Dim::Fixed(depth * sd), oh, ow].into(),
+            ))
+            .narrow(2, 0, (depth - 1) * sd + 1)
+        } else {
+            y
+        };
+        let before = k * dd;
+        let after = full - before - ((depth - 1) * sd + 1);
+        let placed = spread.pad(&[0, 0, before, 0, 0], &[0, 0, after, 0, 0]);
+        sum = Some(match sum {
+            None => placed,
+            Some(s) => s + placed,
+        });
+    }
+    let sum = sum.ok_or("an empty kernel")?;
+    // Crop the depth padding; an output longer than the full one gets zeros at the end.
+    let (p0, _) = geo.pads[0];
+    let keep = full.saturating_sub(p0).min(out[0]);
+    let y = sum.narrow(2, p0.min(full), keep);
+    Ok(if keep < out[0] {
+        y.pad(&[0, 0, 0, 0, 0], &[0, 0, out[0] - keep, 0, 0])
+    } else {
+        y
+    })
 }

@@ -4,7 +4,7 @@ convolution (none in onnx 1.23.2's node tests), an open batch axis, pads wider t
 integer powers that wrap, float remainders at the edges. Expected outputs come from onnx's
 reference evaluator. Run once with the repo's .peers-venv python from this directory:
 
-    KILN_PYTHON make_cases.py .
+    KILN_PYTHON make_cases.py .   # (onnxruntime too, for the grouped ConvTranspose)
 """
 import os
 import sys
@@ -20,7 +20,13 @@ DT = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE,
       np.int32: TensorProto.INT32, np.int64: TensorProto.INT64}
 
 
-def case(name, op, inputs, attrs, n_out=1, opset=22, batch_param=False, out_names=None):
+def run_ort(model, feeds):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def case(name, op, inputs, attrs, n_out=1, opset=22, batch_param=False, out_names=None, ort=False):
     names = [f"x{i}" for i in range(len(inputs))]
     outs = out_names or [f"y{i}" for i in range(n_out)]
     node = helper.make_node(op, names, outs, **attrs)
@@ -30,12 +36,20 @@ def case(name, op, inputs, attrs, n_out=1, opset=22, batch_param=False, out_name
         if batch_param and i == 0:
             shape[0] = "N"
         vin.append(helper.make_tensor_value_info(n, DT[a.dtype.type], shape))
-    sess_outs = ReferenceEvaluator(
-        helper.make_model(
-            helper.make_graph([node], name, vin, [helper.make_tensor_value_info(o, 0, None) for o in outs]),
-            opset_imports=[helper.make_opsetid("", opset)],
-        )
-    ).run(None, dict(zip(names, inputs)))
+    if ort:
+        # onnx's reference ConvTranspose mishandles groups; onnxruntime is the reference here.
+        vout0 = [helper.make_tensor_value_info(o, DT[inputs[0].dtype.type], None) for o in outs]
+        m0 = helper.make_model(helper.make_graph([node], name, vin, vout0),
+                               opset_imports=[helper.make_opsetid("", opset)])
+        m0.ir_version = 10
+        sess_outs = run_ort(m0, dict(zip(names, inputs)))
+    else:
+        sess_outs = ReferenceEvaluator(
+            helper.make_model(
+                helper.make_graph([node], name, vin, [helper.make_tensor_value_info(o, 0, None) for o in outs]),
+                opset_imports=[helper.make_opsetid("", opset)],
+            )
+        ).run(None, dict(zip(names, inputs)))
     vout = [helper.make_tensor_value_info(o, DT[r.dtype.type], list(r.shape)) for o, r in zip(outs, sess_outs)]
     model = helper.make_model(
         helper.make_graph([node], name, vin, vout),
@@ -95,3 +109,13 @@ for f in [0, 1]:
 case("kiln_batchnorm_training_3d_momentum", "BatchNormalization",
      [r(4, 3, 5), r(3), r(3), r(3), np.abs(r(3))],
      dict(training_mode=1, momentum=0.7, epsilon=1e-3), n_out=3, opset=15)
+# 3-D transposed convolutions: groups, strides, dilations, pads, output_padding; an open batch.
+case("kiln_convtranspose3d_groups_strides_pads", "ConvTranspose", [r(2, 4, 3, 4, 3), r(4, 3, 2, 3, 2), r(6)],
+     dict(group=2, strides=[2, 1, 3], dilations=[2, 1, 1], pads=[1, 0, 0, 0, 1, 1], output_padding=[1, 0, 2]), ort=True)
+case("kiln_convtranspose3d_open_batch_output_shape", "ConvTranspose", [r(2, 2, 3, 3, 2), r(2, 3, 2, 2, 2)],
+     dict(strides=[2, 2, 1], output_shape=[7, 6, 3]), batch_param=True)
+# count_include_pad with ceil-mode windows past the padded extent (2-D and 3-D).
+case("kiln_averagepool2d_ceil_count_include_pad", "AveragePool", [r(1, 2, 6, 7)],
+     dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 0, 1], ceil_mode=1, count_include_pad=1))
+case("kiln_averagepool3d_ceil_count_include_pad", "AveragePool", [r(2, 1, 5, 4, 6)],
+     dict(kernel_shape=[2, 3, 2], strides=[2, 2, 3], pads=[0, 1, 0, 1, 0, 1], ceil_mode=1, count_include_pad=1))
