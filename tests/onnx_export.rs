@@ -309,7 +309,7 @@ fn elementwise_and_movement_ops_round_trip_bitwise() {
     let un = pos.sqrt().exp().log().tanh() + pos.sigmoid() + c.erf() + c.softplus() - pos.recip()
         + (-c).minimum(pos.pow(1.5))
         + c / pos
-        + c.rem(pos);
+        + c % pos;
     let ints = (c * 4.0).cast(DType::I32) + 3i32;
     let t = c
         .narrow(1, 0, 12)

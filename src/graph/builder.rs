@@ -402,14 +402,6 @@ impl<'g> Tensor<'g> {
         }
     }
 
-    /// C's `fmod`: `self − trunc(self / rhs) · rhs` computed exactly, with `self`'s sign
-    /// (floats only; NaN for a zero divisor or an infinite dividend, `self` for an infinite
-    /// divisor).
-    #[track_caller]
-    pub fn rem(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
-        self.binary(BinaryOp::Rem, rhs)
-    }
-
     /// `a ^ b`
     #[track_caller]
     pub fn pow(self, rhs: impl IntoOperand<'g>) -> Tensor<'g> {
@@ -554,6 +546,8 @@ binop!(Add, add, Add);
 binop!(Sub, sub, Sub);
 binop!(Mul, mul, Mul);
 binop!(Div, div, Div);
+// `a % b` is C's `fmod`, as Rust's `%` on floats (`BinaryOp::Rem`).
+binop!(Rem, rem, Rem);
 
 impl<'g> std::ops::Neg for Tensor<'g> {
     type Output = Tensor<'g>;

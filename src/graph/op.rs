@@ -107,8 +107,9 @@ pub enum BinaryOp {
     Div,
     /// `a ^ b` (floats only)
     Pow,
-    /// C's `fmod(a, b)`: the remainder of the truncated quotient, exact, with the dividend's
-    /// sign (floats only; ONNX `Mod` with `fmod = 1`)
+    /// `a % b`, C's `fmod(a, b)` (as Rust's `%` on floats): the remainder of the truncated
+    /// quotient, exact, with the dividend's sign; NaN for a zero divisor or an infinite
+    /// dividend, `a` for an infinite divisor (floats only; ONNX `Mod` with `fmod = 1`)
     Rem,
     /// elementwise maximum (`NaN` if either is `NaN`)
     Max,

@@ -19,7 +19,7 @@
 //!
 //! What kiln does not import is an error naming the node, the op and the model's opset, never
 //! a wrong result: an op missing from the table, an attribute value the table does not handle
-//! (a dilated `ConvTranspose`), or a value of a dtype kiln has no values of.
+//! (BatchNormalization's `spatial = 0`), or a value of a dtype kiln has no values of.
 //! The refusals that remain in the ONNX backend node tests, and why:
 //! - dtypes kiln does not have: float8, float4, int4, int2, strings, `int16`, `uint16`,
 //!   `uint32`, `uint64` (most of them Cast/CastLike cases); adding a dtype is kiln-wide work.

@@ -102,7 +102,7 @@ pub(super) fn modulo<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     // A half remainder computes in f32 and rounds once, as numpy's does (C's remainder is
     // exact in any width).
     let y = match (float, fmod) {
-        (true, true) => wa.rem(wb),
+        (true, true) => wa % wb,
         (true, false) => float_py_rem(wa, wb),
         (false, true) => c_rem(wa, wb),
         (false, false) => py_rem(wa, wb),
@@ -114,7 +114,7 @@ pub(super) fn modulo<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
 /// it is nonzero and its sign differs from the divisor's; a zero takes the divisor's sign.
 fn float_py_rem<'g>(a: Tensor<'g>, b: Tensor<'g>) -> Tensor<'g> {
     let g = a.graph();
-    let r = a.rem(b);
+    let r = a % b;
     let dt = r.dtype();
     let zero = g.scalar_of(dt, 0.0);
     let b_neg = b.less(zero);

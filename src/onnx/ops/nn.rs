@@ -120,7 +120,7 @@ fn add_channel_bias<'g>(y: Tensor<'g>, b: Tensor<'g>) -> Tensor<'g> {
     y + b.reshape(Shape(d.into()))
 }
 
-/// `Conv` (1-D and 2-D, any groups, dilations, `auto_pad`), NCHW/OIHW.
+/// `Conv` (1-D, 2-D, and 3-D through `nn3d`; any groups, dilations, `auto_pad`), NCHW/OIHW.
 pub(super) fn conv<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     let (x0, w) = (c.t(0)?, c.filter(1)?);
     let (x, w) = (widen(x0), widen(w));

@@ -325,7 +325,7 @@ pub(super) fn conv_transpose3d<'g>(
             ))
             .permute(&[2, 3, 1, 0]);
         img.permute(&[0, 2, 3, 1])
-            .conv(kind.clone(), window.clone(), groups, f)
+            .conv(kind, window.clone(), groups, f)
             .permute(&[0, 3, 1, 2])
     };
     // Every tap's 2-D result, [N, Cout, D, OH, OW].
