@@ -107,6 +107,8 @@ pub fn classify(d: &GraphData) -> HashMap<NodeId, Class> {
                 m.max(Class::Summed)
             }
             Op::Binary(BinaryOp::Pow) => approx,
+            // Exact on exact operands; an approximate operand moves it across its jumps.
+            Op::Binary(BinaryOp::Rem) if m >= Class::Inexact => Class::Tainted,
             Op::Binary(_) => m,
             Op::Where => m,
             Op::Cast(_) if m >= Class::Inexact && !float => Class::Tainted,

@@ -162,7 +162,12 @@ fn step<'g>(g: &'g Graph, r: &mut Rng, pool: &[NodeId], k: usize) -> Option<Tens
         }
         6..=8 if a.dtype() != DType::Bool => {
             use BinaryOp::*;
-            let op = r.pick(&[Add, Sub, Mul, Div, Pow, Max, Min, Eq, Ne, Lt, Le, Gt, Ge]);
+            // `rem` is float-only (C's fmod).
+            let op = if a.dtype().is_float() && r.one_in(14) {
+                Rem
+            } else {
+                r.pick(&[Add, Sub, Mul, Div, Pow, Max, Min, Eq, Ne, Lt, Le, Gt, Ge])
+            };
             a.binary(op, partner(g, r, pool, a))
         }
         9 => {
