@@ -102,6 +102,7 @@ fn every_op(g: &Graph) {
     let _ = x * v;
     let _ = x / v;
     let _ = x.pow(v);
+    let _ = x % v;
     let _ = x.maximum(v);
     let _ = x.minimum(v);
     let _ = x.equal(v).select(x, v);
