@@ -102,7 +102,10 @@ struct ExitAt(usize);
 impl Callback for ExitAt {
     fn on_epoch_end(&mut self, epoch: usize, _: &Logs, _: &mut Model) -> Result<Control> {
         if epoch == self.0 {
-            eprintln!("rank {}: exiting after epoch {epoch} (fault injection)", dist::rank());
+            eprintln!(
+                "rank {}: exiting after epoch {epoch} (fault injection)",
+                dist::rank()
+            );
             std::process::exit(3);
         }
         Ok(Control::Continue)
@@ -128,7 +131,8 @@ fn worker(args: &[String]) -> Result<()> {
 fn train(world: &dist::World, args: &[String]) -> Result<()> {
     let o = parse(args)?;
     let (n, r) = (world.size(), world.rank());
-    let mnist = kiln::data::load_mnist(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))?;
+    let mnist =
+        kiln::data::load_mnist(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))?;
     // 2,500 rows: 2,000 to train (15 full batches of 128 and one of 80, cut 20/20/20/20
     // into micro-shards), 500 held out for validation.
     let rows: Vec<usize> = (0..2500).collect();
@@ -274,7 +278,10 @@ fn same_on_1_2_and_4(dir: &Path) {
     std::fs::create_dir_all(&d).unwrap();
     let ds = d.to_str().unwrap();
     let (w1, h1, so1) = run(1, &["--dir", ds]);
-    assert!(h1.contains("learning_rate="), "ReduceLROnPlateau logged: {h1}");
+    assert!(
+        h1.contains("learning_rate="),
+        "ReduceLROnPlateau logged: {h1}"
+    );
     for n in [2, 4] {
         let (w, h, so) = run(n, &["--dir", ds]);
         assert_eq!(w, w1, "{n} ranks: weights against the 1-process reference");
@@ -283,7 +290,10 @@ fn same_on_1_2_and_4(dir: &Path) {
         let epochs = |s: &str| s.lines().filter(|l| l.starts_with("Epoch ")).count();
         assert_eq!(epochs(&so), epochs(&so1), "{so}");
         for r in 1..n {
-            assert!(!d.join(format!("log_rank{r}.csv")).exists(), "rank {r} wrote a log");
+            assert!(
+                !d.join(format!("log_rank{r}.csv")).exists(),
+                "rank {r} wrote a log"
+            );
         }
     }
     assert!(d.join("log_rank0.csv").exists());
@@ -309,7 +319,10 @@ fn different_settings(_: &Path) {
         se.contains("rank 0: ") && se.contains("rank 1: "),
         "every rank reports:\n{se}"
     );
-    assert!(se.contains("rank 1 disagrees with rank 0 on the fit settings"), "{se}");
+    assert!(
+        se.contains("rank 1 disagrees with rank 0 on the fit settings"),
+        "{se}"
+    );
 }
 
 fn rank_exits(dir: &Path) {

@@ -488,7 +488,10 @@ impl Model {
         let g = self.graph().clone();
         let mut feeds = Vec::with_capacity(d.layout.len());
         for ((at, len, shape), &id) in d.layout.iter().zip(&d.ids.fed) {
-            feeds.push((g.tensor(id), Array::new(shape.clone(), total[*at..*at + *len].to_vec())?));
+            feeds.push((
+                g.tensor(id),
+                Array::new(shape.clone(), total[*at..*at + *len].to_vec())?,
+            ));
         }
         d.steps += 1;
         let sess = self.session()?;
@@ -518,4 +521,3 @@ impl Model {
 fn built_trainable(m: &Model) -> Result<Vec<NodeId>> {
     Ok(m.built()?.trainable.clone())
 }
-
