@@ -91,7 +91,7 @@ struct Snapshots {
 
 impl Callback for Snapshots {
     fn on_batch_end(&mut self, _: usize, step: usize, _: &Logs, m: &mut Model) -> Result<Control> {
-        if (step + 1) % self.every == 0 || step == 0 {
+        if (step + 1).is_multiple_of(self.every) || step == 0 {
             let mut w = vec![];
             for (_, a) in m.get_weights()? {
                 w.extend(a.to_vec::<f32>()?);
