@@ -6,13 +6,24 @@
 //! mpirun -np 2 target/release/examples/dist_bench            # the three algorithms
 //! mpirun -np 4 --oversubscribe target/release/examples/dist_bench
 //! target/release/examples/dist_bench --gemm-bound 1 200      # weights: S = 1 against S = 4
+//! target/release/examples/dist_bench --scaling               # fit epochs, 1 and 2 ranks
 //! ```
 //!
 //! The buffer is the MNIST MLP's gradient (784-256-128-10: 235,146 f32, 0.94 MB), one
 //! contribution per rank. The algorithms run interleaved, `REPS` times each; the medians are
 //! printed with the count of elements that differ from the one-process ordered sum.
+//!
+//! `--scaling` (not under mpirun: it starts the runs itself) times one `fit` epoch of the
+//! MLP on MNIST in four set-ups, interleaved: 1 process × 1 thread and 1 × 2 threads (plain
+//! `fit`), 2 processes × 1 thread (`FitConfig::distributed(2)`), and 1 process × 1 thread
+//! with `distributed(2)` (the reference mode: what micro-sharding costs alone). It prints the
+//! medians, the time per step inside collectives, the paper model of N machines (compute /
+//! N + ring all-reduce `2(N−1)/N × bytes / bandwidth + 2(N−1)·latency`) and how far the
+//! reference run's weights are from the plain run's.
 
 mod dist_lab;
+#[path = "dist_lab/scaling.rs"]
+mod scaling;
 
 use kiln::dist::{self, Algorithm};
 use kiln::prelude::*;
@@ -23,7 +34,15 @@ const REPS: usize = 60;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--scaling") {
+        // Before MPI starts: the driver launches mpirun, and must not pass it a singleton
+        // MPI's environment.
+        return scaling::drive(&args[1..]);
+    }
     let world = dist::init()?;
+    if args.first().map(String::as_str) == Some("--epoch") {
+        return scaling::epoch(&world, &args[1..]);
+    }
     if args.first().map(String::as_str) == Some("--gemm-bound") {
         let steps: Vec<usize> = args[1..].iter().filter_map(|s| s.parse().ok()).collect();
         return gemm_bound(&steps);

@@ -114,6 +114,33 @@ const RULES: &[Rule] = &[
         why: "the session runs graphs; the layers above it build them",
         pending: None,
     },
+    Rule {
+        module: "dist",
+        forbidden: &[
+            "jit", "passes", "interp", "kernel", "nn", "train", "autodiff", "text", "data",
+        ],
+        why: "the distributed world is collectives and start-up agreement; it knows nothing \
+              of backends or of who trains",
+        pending: None,
+    },
+    Rule {
+        module: "passes",
+        forbidden: &["dist"],
+        why: "passes never communicate (constant folding must not run a collective)",
+        pending: None,
+    },
+    Rule {
+        module: "graph",
+        forbidden: &["dist"],
+        why: "the collective op is IR; what it sums and in which order is dist's business",
+        pending: None,
+    },
+    Rule {
+        module: "autodiff",
+        forbidden: &["dist"],
+        why: "the gradient of all_reduce is graph building, not communication",
+        pending: None,
+    },
 ];
 
 /// A source file: its path from the crate root and its lines of code (test code and
@@ -352,6 +379,64 @@ fn dependency_rules_hold() {
         failures.is_empty(),
         "dependency rules broken:\n{}",
         failures.join("\n")
+    );
+}
+
+/// Only `src/dist/mpi.rs` names the `mpi` crate (issue 19): elsewhere in `dist`, `mpi::`
+/// is that file's module (`mod mpi;` in `dist/mod.rs`), and no other module says `mpi` at all,
+/// so the default build (no `mpi` feature) and every other module stay free of MPI.
+#[test]
+fn only_dist_mpi_names_the_mpi_crate() {
+    let sources = sources();
+    let backend = Path::new("src/dist/mpi.rs");
+    let own: Vec<String> = sources
+        .iter()
+        .find(|s| s.path == backend)
+        .expect("src/dist/mpi.rs exists")
+        .lines
+        .iter()
+        .filter_map(|l| {
+            let l = l.trim();
+            let item = l
+                .strip_prefix("pub(super) fn ")
+                .or_else(|| l.strip_prefix("pub(super) use mpi::environment::"))?;
+            Some(
+                item.chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect(),
+            )
+        })
+        .collect();
+    assert!(own.iter().any(|i| i == "all_reduce"), "{own:?}");
+    let mut found = vec![];
+    for s in sources.iter().filter(|s| s.path != backend) {
+        for (i, line) in s.lines.iter().enumerate() {
+            for (at, _) in line.match_indices("mpi") {
+                let before = line[..at].chars().last();
+                if before.is_some_and(|c| c.is_alphanumeric() || "_\"`".contains(c)) {
+                    continue;
+                }
+                let rest = &line[at + 3..];
+                if rest.starts_with(|c: char| c.is_alphanumeric() || "_\"`".contains(c)) {
+                    continue; // `mpirun`, `mpi_x`, a feature's name in a string
+                }
+                let item: String = rest
+                    .trim_start_matches("::")
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let local = s.path == Path::new("src/dist/mod.rs")
+                    && (rest.starts_with(';') || own.contains(&item));
+                if !local {
+                    found.push(format!("{}:{}: {}", s.path.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the mpi crate named outside src/dist/mpi.rs:\n  {}",
+        found.join("\n  ")
     );
 }
 

@@ -1,8 +1,9 @@
 //! The distributed MNIST MLP run (issue 19), shared by `examples/mnist_mpi.rs` and
 //! `tests/dist.rs`, so the test runs exactly what the README's command runs.
 //!
-//! The MLP is 784-256-128-10 (ReLU, no dropout: a random op would need keying by global
-//! micro-shard, which the graph does not do yet), Adam at 1e-3, wrapped in
+//! The MLP is 784-256-128-10 (ReLU, no dropout: in this hand-written graph a random op
+//! would need keying by global micro-shard, which `fit` does through the run counter,
+//! `FitConfig::distributed`, but one graph with k losses cannot), Adam at 1e-3, wrapped in
 //! `Distributed`. Every global batch of `batch` rows is cut into `shards` micro-shards of
 //! `batch / shards` rows; rank `r` of `N` computes micro-shards `r·k .. r·k + k` (`k =
 //! shards / N`) with one placeholder pair and one loss each. Global batch `t` is rows

@@ -76,6 +76,13 @@ pub trait Callback {
     fn on_train_end(&mut self, _model: &mut Model) -> Result<()> {
         Ok(())
     }
+    /// Whether only rank 0 runs this callback in a distributed `fit`
+    /// ([`FitConfig::distributed`](super::FitConfig::distributed)): true for callbacks that
+    /// write files or print (checkpoints, plots, logs), false (the default) for callbacks
+    /// that decide, which every rank runs on the same reduced logs.
+    fn root_only(&self) -> bool {
+        false
+    }
 }
 
 /// The names each epoch's logs of `fit` on `model` have: `loss`, the compiled metrics, then
@@ -397,6 +404,10 @@ impl PlotCurves {
 
 #[cfg(feature = "ui")]
 impl Callback for PlotCurves {
+    /// Writes a file: rank 0 only in a distributed `fit`.
+    fn root_only(&self) -> bool {
+        true
+    }
     fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         self.args.result()?;
         self.series.clear();
@@ -458,6 +469,10 @@ pub(crate) fn check_output_path(who: &str, path: &Path) -> Result<()> {
 }
 
 impl Callback for ModelCheckpoint {
+    /// Writes a file: rank 0 only in a distributed `fit`.
+    fn root_only(&self) -> bool {
+        true
+    }
     /// Reports bad arguments, and a directory that does not exist or takes no new file,
     /// before any epoch runs.
     fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {

@@ -194,6 +194,10 @@ impl CSVLogger {
 }
 
 impl Callback for CSVLogger {
+    /// Writes a file: rank 0 only in a distributed `fit`.
+    fn root_only(&self) -> bool {
+        true
+    }
     /// Reports bad arguments and a path that cannot be written, then opens the file.
     fn on_train_begin(&mut self, _model: &mut Model) -> Result<()> {
         self.args.result()?;

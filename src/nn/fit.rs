@@ -340,6 +340,7 @@ impl Model {
         steps: usize,
         mut config: FitConfig,
     ) -> Result<History> {
+        let mut dist = self.dist_begin(&mut config, train, val)?;
         let mut progress = Progress::new(config.verbosity, config.epochs, steps);
         let mut history = History::default();
         let mut callbacks = std::mem::take(&mut config.callbacks);
@@ -366,11 +367,17 @@ impl Model {
                 .shuffle
                 .then(|| config.seed.wrapping_add(epoch as u64));
             let bs = config.batch_size;
-            let pass = self.data_pass(train, epoch, bs, seed, Some(hooks))?;
+            let pass = match dist.as_mut() {
+                Some(d) => self.dist_pass(d, train, bs, seed, Some(hooks))?,
+                None => self.data_pass(train, epoch, bs, seed, Some(hooks))?,
+            };
             let (mut logs, mut stop, pass_steps) = (pass.logs, pass.stop, pass.steps);
             if let Some(v) = val {
                 progress.validating();
-                let vp = self.data_pass(v, epoch, config.batch_size, None, None)?;
+                let vp = match dist.as_mut() {
+                    Some(d) => self.dist_pass(d, v, config.batch_size, None, None)?,
+                    None => self.data_pass(v, epoch, config.batch_size, None, None)?,
+                };
                 if let (Some(b), true) = (&vp.bad, config.terminate_on_nan) {
                     return Err(validation_failed(epoch, b, vp.seen));
                 }
@@ -399,10 +406,16 @@ impl Model {
                     stop = true;
                 }
             }
+            if dist.is_some() {
+                Model::dist_agree(epoch, &logs, stop)?;
+            }
             if stop {
                 history.stopped_epoch = Some(epoch);
                 break;
             }
+        }
+        if let Some(d) = &dist {
+            self.dist_end(d)?;
         }
         for cb in callbacks.iter_mut() {
             cb.on_train_end(self)?;

@@ -25,6 +25,8 @@ pub struct FitConfig {
     pub(super) verbosity: Verbosity,
     pub(super) terminate_on_nan: bool,
     pub(super) check_finite: bool,
+    /// Micro-shards per global batch of a distributed `fit` (`nn/fit_dist.rs`).
+    pub(super) micro_shards: Option<usize>,
     pub(super) args: ArgErrors,
 }
 
@@ -57,6 +59,7 @@ impl FitConfig {
             verbosity: Verbosity::auto(),
             terminate_on_nan: true,
             check_finite: true,
+            micro_shards: None,
             args: ArgErrors::default(),
         }
     }

@@ -52,11 +52,11 @@ pub(super) struct Hooks<'a> {
 
 /// The graph nodes one step feeds and fetches.
 pub(super) struct StepIds {
-    inputs: Vec<NodeId>,
+    pub inputs: Vec<NodeId>,
     training: NodeId,
-    target: NodeId,
-    loss: NodeId,
-    metrics: Vec<(String, NodeId, Metric)>,
+    pub target: NodeId,
+    pub loss: NodeId,
+    pub metrics: Vec<(String, NodeId, Metric)>,
     train: NodeId,
     /// The weight placeholder, weighted loss and weighted train op, once a batch has
     /// brought weights.

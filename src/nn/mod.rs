@@ -47,6 +47,7 @@ mod export;
 mod fit;
 mod fit_config;
 mod fit_dataset;
+mod fit_dist;
 mod fit_pass;
 mod layers;
 mod losses;

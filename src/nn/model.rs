@@ -56,6 +56,9 @@ pub(crate) struct Compiled {
     /// The sample-weight placeholder, weighted loss and weighted train op, built by `fit`
     /// the first time it is given weights (`nn/sample_weight.rs`).
     pub weighted: Option<(NodeId, NodeId, NodeId)>,
+    /// The gradients and the fed-gradient train op of a distributed `fit`, built on its
+    /// first call (`nn/fit_dist.rs`).
+    pub dist: Option<super::fit_dist::DistIds>,
 }
 
 /// Wires layers inside [`Model::functional`]: applies a layer to a tensor under a unique name.
@@ -348,6 +351,7 @@ impl Model {
             metrics: ms,
             train: train.id(),
             weighted: None,
+            dist: None,
         });
         self.loss = Some(loss);
         self.optimizer = Some(opt);

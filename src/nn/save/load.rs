@@ -66,6 +66,8 @@ pub fn load_model(dir: impl AsRef<Path>) -> Result<Model> {
                     .map_err(bad)?,
                 // Built by `fit` on its first call with sample or class weights.
                 weighted: None,
+                // Built by a distributed `fit` on its first call.
+                dist: None,
             },
             c.loss,
             restored_optimizer(&parsed.graph, c, &nodes).map_err(bad)?,
