@@ -66,6 +66,9 @@ pub fn load_model(dir: impl AsRef<Path>) -> Result<Model> {
                     .map_err(bad)?,
                 // Built by `fit` on its first call with sample or class weights.
                 weighted: None,
+                // Not saved (see `Model::weighted_metrics`).
+                weighted_metrics: vec![],
+                metric_weight: None,
             },
             c.loss,
             restored_optimizer(&parsed.graph, c, &nodes).map_err(bad)?,
