@@ -1,26 +1,19 @@
-//! # kiln
+// The front page is the README (its examples run as doctests); it shows `history.plot`, so
+// a build without the `ui` feature gets a short page instead.
+#![cfg_attr(feature = "ui", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "ui"),
+    doc = "A static compute-graph compiler for neural networks (the README, rendered here \
+           in the default build, needs the `ui` feature)."
+)]
 //!
-//! A static compute-graph compiler for neural networks, in the spirit of TensorFlow 1 and XLA.
-//! You declare a symbolic [`Graph`] of placeholders, variables, constants and ops; kiln checks
-//! shapes as you build, and runs the graph with feeds and fetches.
+//! ## Where things are
 //!
-//! ```
-//! use kiln::prelude::*;
-//!
-//! let g = Graph::new();
-//! let x = g.placeholder("x", DType::F32, [None, Some(3)]);
-//! let w = g.variable("w", [3, 2], init::ones());
-//! let y = x.matmul(w).relu().sum(&[1], false);
-//!
-//! let mut interp = Interpreter::new(&g).unwrap();
-//! let xv = Array::new([2, 3], vec![1.0f32, 2.0, 3.0, -1.0, -2.0, -3.0]).unwrap();
-//! let out = interp.run(&[y], &[(x, xv)]).unwrap();
-//! assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![12.0, 0.0]);
-//! ```
-//!
-//! The public modules are the user's API (graphs, sessions, `nn`, `train`, `data`, passes and
-//! dumps); the backend IR, the JIT and the other internals are crate-private (ARCHITECTURE.md,
-//! "Public API").
+//! The public modules are the user's API: [`graph`] and [`session`] (the low level),
+//! [`nn`] (the Keras-style level), [`train`], [`data`], [`init`], [`checkpoint`] and
+//! [`saved`], [`onnx`], [`passes`] and [`text`] (dumps). The backend IR, the JIT and the other
+//! internals are crate-private (ARCHITECTURE.md, "Public API"); `internals` (hidden) holds
+//! hooks for kiln's own tests and benches only.
 #![warn(missing_docs)]
 // `unsafe` is allowed in the `jit` module only (see ARCHITECTURE.md, invariant 9).
 #![deny(unsafe_code)]
@@ -57,12 +50,6 @@ pub mod threads;
 pub mod train;
 mod vars;
 mod view;
-
-/// The README's examples, compiled and run as doctests so the front door stays correct. The
-/// README describes the default build, whose `ui` feature its `history.plot` needs.
-#[doc = include_str!("../README.md")]
-#[cfg(all(doctest, feature = "ui"))]
-pub struct ReadmeDoctests;
 
 pub use array::{Array, ArrayData, Element};
 pub use dtype::DType;

@@ -62,6 +62,67 @@ pub fn plot_curves(
     series: &BTreeMap<String, Vec<f64>>,
     title: &str,
 ) -> Result<()> {
+    plot_curves_with(path, series, &PlotOptions::new().title(title))
+}
+
+/// How [`plot_curves_with`] draws: the title, and an epoch marked in every panel by a
+/// vertical line with a legend entry (`History::plot` marks the epoch whose weights
+/// `EarlyStopping` restored).
+///
+/// ```
+/// use kiln::plot::PlotOptions;
+/// let style = PlotOptions::new().title("MLP on MNIST").mark_epoch(6, "best weights (epoch 7)");
+/// # let _ = style;
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlotOptions {
+    title: String,
+    mark: Option<(usize, String)>,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        PlotOptions::new()
+    }
+}
+
+impl PlotOptions {
+    /// Titled "training curves", no epoch marked.
+    pub fn new() -> PlotOptions {
+        PlotOptions {
+            title: "training curves".into(),
+            mark: None,
+        }
+    }
+    /// The picture's title.
+    pub fn title(mut self, title: &str) -> Self {
+        self.title = title.into();
+        self
+    }
+    /// Marks the 0-based `epoch` (drawn at `epoch + 1`, as the x axis counts from 1) with a
+    /// dotted vertical line, named `label` in each panel's legend. An epoch past the last
+    /// one is not drawn.
+    pub fn mark_epoch(mut self, epoch: usize, label: &str) -> Self {
+        self.mark = Some((epoch, label.into()));
+        self
+    }
+    /// No marked epoch (undoes [`mark_epoch`](Self::mark_epoch)).
+    pub fn no_mark(mut self) -> Self {
+        self.mark = None;
+        self
+    }
+    /// The marked epoch and its label, if any.
+    pub fn marked(&self) -> Option<(usize, &str)> {
+        self.mark.as_ref().map(|(e, l)| (*e, l.as_str()))
+    }
+}
+
+/// [`plot_curves`] with a title and a marked epoch ([`PlotOptions`]).
+pub fn plot_curves_with(
+    path: impl AsRef<Path>,
+    series: &BTreeMap<String, Vec<f64>>,
+    options: &PlotOptions,
+) -> Result<()> {
     let path = path.as_ref();
     if series.is_empty() {
         return Err(Error::Invalid(format!(
@@ -77,7 +138,7 @@ pub fn plot_curves(
         )));
     }
     let panels = panels(series);
-    let svg = render(&panels, epochs, title)
+    let svg = render(&panels, epochs, options)
         .map_err(|e| Error::Internal(format!("{}: cannot render the plot: {e}", path.display())))?;
     crate::atomic::write(path, svg.as_bytes())
 }
@@ -214,7 +275,9 @@ fn format_tick(v: f64, span: f64) -> String {
 type DrawResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Renders the panels into an SVG string.
-fn render(panels: &[Panel<'_>], epochs: usize, title: &str) -> DrawResult<String> {
+fn render(panels: &[Panel<'_>], epochs: usize, options: &PlotOptions) -> DrawResult<String> {
+    let title = options.title.as_str();
+    let mark = options.mark.as_ref().filter(|(e, _)| *e < epochs);
     let n = u32::try_from(panels.len()).unwrap_or(u32::MAX).max(1);
     let width = PANEL_WIDTH.saturating_mul(n);
     let last = i32::try_from(epochs).unwrap_or(i32::MAX);
@@ -227,7 +290,7 @@ fn render(panels: &[Panel<'_>], epochs: usize, title: &str) -> DrawResult<String
         let body = root.titled(title, ("sans-serif", 22).into_font().color(&BLACK))?;
         let areas = body.split_evenly((1, panels.len().max(1)));
         for (area, panel) in areas.iter().zip(panels) {
-            draw_panel(area, panel, x.clone(), epochs)?;
+            draw_panel(area, panel, x.clone(), epochs, mark)?;
         }
         root.present()?;
     }
@@ -240,6 +303,7 @@ fn draw_panel(
     panel: &Panel<'_>,
     x: Range<i32>,
     epochs: usize,
+    mark: Option<&(usize, String)>,
 ) -> DrawResult<()> {
     let y = y_range(panel);
     let span = y.end - y.start;
@@ -293,6 +357,15 @@ fn draw_panel(
                 )?;
             }
         }
+    }
+    if let Some((epoch, label)) = mark {
+        let at = i32::try_from(epoch + 1).unwrap_or(i32::MAX);
+        let style = ShapeStyle::from(&BLACK.mix(0.55)).stroke_width(1);
+        let line = vec![(at, y.start), (at, y.end)];
+        chart
+            .draw_series(DashedLineSeries::new(line, 3, 3, style))?
+            .label(label.as_str())
+            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 20, ly)], style));
     }
     chart
         .configure_series_labels()

@@ -273,6 +273,36 @@ impl Dataset {
         })
     }
 
+    /// A generator that knows the epoch: `make(epoch)` is called at the start of every
+    /// epoch (`fit_dataset`'s epoch `e` calls `make(e)`), as [`from_generator`] calls
+    /// `make()`. A generator that shuffles by the epoch's number
+    /// ([`permutation`](crate::data::permutation)`(n, seed + epoch)`) yields the very
+    /// batches `fit` cuts from arrays with [`FitConfig::seed`](crate::nn::FitConfig::seed),
+    /// so it trains to the same bits.
+    ///
+    /// [`from_generator`]: Dataset::from_generator
+    ///
+    /// ```
+    /// use kiln::data::Dataset;
+    /// let ds = Dataset::from_epoch_generator(|epoch| {
+    ///     (0..3).map(move |i| Ok(kiln::Array::scalar((10 * epoch + i) as f32)))
+    /// });
+    /// let first = |e| ds.iter_epoch(e).next().unwrap().unwrap().x[0].scalar_value::<f32>();
+    /// assert_eq!(first(2)?, 20.0);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn from_epoch_generator<F, I, T>(make: F) -> Dataset
+    where
+        F: Fn(u64) -> I + Send + Sync + 'static,
+        I: IntoIterator<Item = Result<T>>,
+        I::IntoIter: Send + 'static,
+        T: Into<Item>,
+    {
+        Dataset::from_source(None, false, move |epoch| {
+            Ok(Box::new(make(epoch).into_iter().map(|r| r.map(Into::into))))
+        })
+    }
+
     /// A dataset from one iterator, which can run only once: a second iteration (a second
     /// epoch of `fit`) gives one error item saying so. Use [`from_generator`] with a closure
     /// that makes the iterator to run several epochs.

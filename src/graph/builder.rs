@@ -27,6 +27,17 @@ pub use conv::Conv2dOptions;
 /// A symbolic tensor: a `Copy` handle to one node of a [`Graph`].
 ///
 /// Operators build ops: `a + b`, `a * 2.0`, `-a`, `a.matmul(b)`.
+///
+/// ```
+/// use kiln::prelude::*;
+/// let g = Graph::new();
+/// let a = g.placeholder("a", DType::F32, [None, Some(2)]); // [batch, 2]
+/// let b = (a * 2.0 + 1.0).relu().sum(&[1], false); // built, checked, not run
+/// assert_eq!(b.shape().to_string(), "[?]");
+/// let out = Session::new(&g)?.run(&[b], &[(a, Array::new([1, 2], vec![1f32, -3.])?)])?;
+/// assert_eq!(out[0].to_vec::<f32>()?, [3.0]); // relu(3) + relu(-5)
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Copy)]
 pub struct Tensor<'g> {
     graph: &'g Graph,

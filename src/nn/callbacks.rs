@@ -83,6 +83,12 @@ pub trait Callback {
     fn root_only(&self) -> bool {
         false
     }
+    /// After [`on_train_end`](Self::on_train_end): the epoch (0-based) whose weights this
+    /// callback put back into the model, if it did; `fit` records it as
+    /// [`History::restored_epoch`](super::History::restored_epoch).
+    fn restored_epoch(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The names each epoch's logs of `fit` on `model` have: `loss`, the compiled metrics, then
@@ -94,6 +100,7 @@ pub(crate) fn log_names(model: &Model, validates: bool) -> Result<Vec<String>> {
         .ok_or_else(|| Error::invalid("the model is not compiled yet (call compile)"))?;
     let mut names = vec!["loss".to_string()];
     names.extend(c.metrics.iter().map(|m| m.0.clone()));
+    names.extend(c.weighted_metrics.iter().map(|m| m.0.clone()));
     if validates {
         let val: Vec<String> = names.iter().map(|n| format!("val_{n}")).collect();
         names.extend(val);
@@ -187,6 +194,22 @@ impl Monitor {
 
 /// Stops training when a monitored value has not improved for `patience` epochs, as Keras'
 /// `EarlyStopping`; optionally puts back the weights of the best epoch.
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::nn::*;
+/// let x = Array::new([8, 1], (0..8).map(|i| i as f32 / 8.0).collect::<Vec<_>>())?;
+/// let y = Array::new([8, 1], (0..8).map(|i| (i % 2) as f32).collect::<Vec<_>>())?; // noise
+/// let mut m = Sequential::new([Input::new([1]).into(), Dense::new(1).into()]);
+/// m.compile(Sgd::new(0.5), Loss::MeanSquaredError, &[])?;
+/// // A min_delta nothing reaches: no epoch after the first counts as better.
+/// let stop = EarlyStopping::on("loss").patience(2).min_delta(10.0).restore_best_weights();
+/// let h = m.fit(&x, &y, FitConfig::new().epochs(50).callback(stop)
+///     .verbosity(Verbosity::Silent))?;
+/// assert_eq!(h.stopped_epoch, Some(2)); // epochs 1 and 2 without improvement
+/// assert_eq!(h.restored_epoch, Some(0)); // the model holds epoch 0's weights
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct EarlyStopping {
     monitor: Monitor,
@@ -196,6 +219,8 @@ pub struct EarlyStopping {
     best_weights: Option<Vec<(String, Array)>>,
     best_epoch: Option<usize>,
     stopped_epoch: Option<usize>,
+    /// The epoch whose weights were put back, in this run.
+    restored: Option<usize>,
     args: ArgErrors,
 }
 
@@ -220,6 +245,7 @@ impl EarlyStopping {
             best_weights: None,
             best_epoch: None,
             stopped_epoch: None,
+            restored: None,
         }
     }
     /// Epochs without improvement before stopping (any count: 0 stops at the first epoch
@@ -264,6 +290,7 @@ impl Callback for EarlyStopping {
         self.monitor.best = None;
         self.best_weights = None;
         self.stopped_epoch = None;
+        self.restored = None;
         Ok(())
     }
 
@@ -288,15 +315,35 @@ impl Callback for EarlyStopping {
             self.stopped_epoch = Some(epoch);
             if let Some(w) = &self.best_weights {
                 model.set_weights(w)?;
+                self.restored = self.best_epoch;
             }
             return Ok(Control::Stop);
         }
         Ok(Control::Continue)
     }
+
+    fn restored_epoch(&self) -> Option<usize> {
+        self.restored
+    }
 }
 
 /// Saves the model's weights after epochs, as Keras' `ModelCheckpoint`: every epoch, or only
 /// when the monitored value improves. `{epoch}` in the path is replaced by the 1-based epoch.
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::nn::*;
+/// let dir = tempfile::tempdir().unwrap();
+/// let x = Array::new([4, 1], vec![0f32, 1., 2., 3.])?;
+/// let y = Array::new([4, 1], vec![1f32, 3., 5., 7.])?;
+/// let mut m = Sequential::new([Input::new([1]).into(), Dense::new(1).into()]);
+/// m.compile(Sgd::new(0.05), Loss::MeanSquaredError, &[])?;
+/// let every = ModelCheckpoint::new(dir.path().join("w-{epoch}.safetensors")).monitor("loss");
+/// m.fit(&x, &y, FitConfig::new().epochs(3).callback(every).verbosity(Verbosity::Silent))?;
+/// assert!(dir.path().join("w-3.safetensors").exists());
+/// m.load_weights(dir.path().join("w-1.safetensors"))?; // back to the first epoch's weights
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ModelCheckpoint {
     path: PathBuf,

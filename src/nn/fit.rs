@@ -11,7 +11,7 @@ use super::fit_pass::{BadBatch, Hooks, Pass, RowBatches};
 use super::model::Model;
 use super::sample_weight::{check_class_weight, check_weights, class_weights};
 use crate::array::Array;
-use crate::data::{take_rows, Dataset};
+use crate::data::{take_rows, Dataset, DatasetIter};
 use crate::error::{Error, Result};
 use crate::graph::Tensor;
 use crate::progress::Progress;
@@ -20,12 +20,33 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// What `fit` returns: each logged value per epoch.
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::nn::*;
+/// let x = Array::new([4, 1], vec![0f32, 1., 2., 3.])?;
+/// let y = Array::new([4, 1], vec![1f32, 3., 5., 7.])?;
+/// let mut m = Sequential::new([Input::new([1]).into(), Dense::new(1).into()]);
+/// m.compile(Sgd::new(0.05), Loss::MeanSquaredError, &[Metric::MeanAbsoluteError])?;
+/// let h = m.fit(&x, &y, FitConfig::new().epochs(4).verbosity(Verbosity::Silent))?;
+/// assert_eq!(h.epochs(), 4);
+/// let loss = h.get("loss").unwrap();
+/// assert!(loss[3] < loss[0]);
+/// assert!(h.to_csv().starts_with("epoch,loss,mean_absolute_error\n0,"));
+/// assert!(h.to_json().starts_with("{\"loss\": ["));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     /// Values by name, one per epoch run.
     pub history: BTreeMap<String, Vec<f64>>,
     /// The epoch (0-based) at which a callback stopped training, if one did.
     pub stopped_epoch: Option<usize>,
+    /// The epoch (0-based) whose weights a callback put back at the end, if one did
+    /// ([`EarlyStopping::restore_best_weights`](super::EarlyStopping::restore_best_weights)):
+    /// the model holds that epoch's weights, not the last one's. [`plot`](Self::plot)
+    /// marks it.
+    pub restored_epoch: Option<usize>,
 }
 
 impl History {
@@ -47,10 +68,59 @@ impl History {
     /// A path whose directory does not exist fails here, after training; the
     /// [`PlotCurves`](super::PlotCurves) callback draws the same picture during `fit` and
     /// reports a bad path before the first epoch.
+    ///
+    /// The picture is titled "training curves" and, when
+    /// [`restored_epoch`](Self::restored_epoch) is set, marks that epoch ("best weights
+    /// restored"); [`plot_with`](Self::plot_with) sets both.
     #[cfg(feature = "ui")]
     pub fn plot(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        crate::plot::plot_curves(path, &self.history, "training curves")
+        self.plot_with(path, &self.plot_options())
     }
+    /// [`plot`](Self::plot) with its title and marked epoch set by `options`; start from
+    /// [`plot_options`](Self::plot_options) to keep the default mark.
+    ///
+    /// ```
+    /// let mut h = kiln::nn::History::default(); // as fit with EarlyStopping returns it:
+    /// h.history.insert("loss".into(), vec![0.9, 0.5, 0.6]);
+    /// h.restored_epoch = Some(1);
+    /// let path = std::env::temp_dir().join(format!("kiln-doc-plot-with-{}.svg", std::process::id()));
+    /// h.plot_with(&path, &h.plot_options().title("MLP, early stopped"))?;
+    /// let svg = std::fs::read_to_string(&path).unwrap();
+    /// assert!(svg.contains("MLP, early stopped") && svg.contains("best weights restored"));
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[cfg(feature = "ui")]
+    pub fn plot_with(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        options: &crate::plot::PlotOptions,
+    ) -> Result<()> {
+        crate::plot::plot_curves_with(path, &self.history, options)
+    }
+    /// What [`plot`](Self::plot) draws with: titled "training curves", with
+    /// [`restored_epoch`](Self::restored_epoch) marked "best weights restored (epoch N)"
+    /// (1-based, as the axis) if set.
+    #[cfg(feature = "ui")]
+    pub fn plot_options(&self) -> crate::plot::PlotOptions {
+        let o = crate::plot::PlotOptions::new();
+        match self.restored_epoch {
+            Some(e) => o.mark_epoch(e, &format!("best weights restored (epoch {})", e + 1)),
+            None => o,
+        }
+    }
+}
+
+/// How one pass of `fit` runs: its epoch, the batch size and shuffle seed for arrays, the
+/// batches per epoch for a dataset (`steps_per_epoch`), and whether it is the run's first
+/// epoch.
+#[derive(Clone, Copy)]
+struct PassOf {
+    epoch: usize,
+    batch_size: usize,
+    shuffle: Option<u64>,
+    steps: Option<usize>,
+    first: bool,
 }
 
 /// Validation inputs, targets and sample weights.
@@ -108,8 +178,8 @@ impl Model {
 
     /// [`evaluate`](Model::evaluate) with the loss weighted by `sample_weight`, one weight
     /// per row (Keras' `evaluate(x, y, sample_weight=w)`): `sum(w · loss) / batch size` per
-    /// batch, as [`FitConfig::sample_weight`] trains; metrics are not weighted (Keras 3
-    /// weights only `weighted_metrics`).
+    /// batch, as [`FitConfig::sample_weight`] trains; the compiled metrics are not weighted,
+    /// the [`weighted_metrics`](Model::weighted_metrics) are (Keras 3's split).
     ///
     /// ```
     /// use kiln::prelude::*;
@@ -281,6 +351,12 @@ impl Model {
     /// loss (see [`FitConfig::terminate_on_nan`]), training or validation.
     pub fn fit(&mut self, x: impl Inputs, y: &Array, mut config: FitConfig) -> Result<History> {
         let y = &*super::losses::sparse_labels_i32(self.loss, "fit: y", y)?;
+        if let Some(n) = config.steps_per_epoch {
+            return Err(Error::invalid(format!(
+                "fit: steps_per_epoch({n}) is for a dataset (fit_dataset), whose length may be \
+                 unknown; arrays have one, so an epoch is all their rows (set batch_size)"
+            )));
+        }
         let xs_all = x.arrays();
         self.fit_checks(&xs_all, y, &config)?;
         self.validation_arrays_checks(&mut config)?;
@@ -352,7 +428,9 @@ impl Model {
             cb.on_train_begin(self)?;
             cb.check_log_names(&log_names)?;
         }
-        for epoch in 0..config.epochs {
+        // With `steps_per_epoch`, the dataset's iterator goes on from one epoch to the next.
+        let mut carry: Option<DatasetIter> = None;
+        for epoch in config.initial_epoch..config.epochs {
             let t0 = Instant::now();
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_begin(epoch, self)?;
@@ -366,17 +444,34 @@ impl Model {
             let seed = config
                 .shuffle
                 .then(|| config.seed.wrapping_add(epoch as u64));
-            let bs = config.batch_size;
-            let pass = match dist.as_mut() {
-                Some(d) => self.dist_pass(d, train, bs, seed, Some(hooks))?,
-                None => self.data_pass(train, epoch, bs, seed, Some(hooks))?,
+            let how = PassOf {
+                epoch,
+                batch_size: config.batch_size,
+                shuffle: seed,
+                steps: config.steps_per_epoch,
+                first: epoch == config.initial_epoch,
             };
+            let pass = match dist.as_mut() {
+                Some(d) => self.dist_pass(d, train, how.batch_size, seed, Some(hooks))?,
+                None => self.data_pass(train, &how, &mut carry, Some(hooks))?,
+            };
+            if pass.ran_out && pass.steps == 0 {
+                // The dataset ended exactly at an epoch's boundary (`steps_per_epoch`).
+                history.stopped_epoch = epoch.checked_sub(1);
+                break;
+            }
             let (mut logs, mut stop, pass_steps) = (pass.logs, pass.stop, pass.steps);
             if let Some(v) = val {
                 progress.validating();
+                let how = PassOf {
+                    steps: None,
+                    shuffle: None,
+                    first: true,
+                    ..how
+                };
                 let vp = match dist.as_mut() {
-                    Some(d) => self.dist_pass(d, v, config.batch_size, None, None)?,
-                    None => self.data_pass(v, epoch, config.batch_size, None, None)?,
+                    Some(d) => self.dist_pass(d, v, how.batch_size, None, None)?,
+                    None => self.data_pass(v, &how, &mut None, None)?,
                 };
                 if let (Some(b), true) = (&vp.bad, config.terminate_on_nan) {
                     return Err(validation_failed(epoch, b, vp.seen));
@@ -419,26 +514,29 @@ impl Model {
         }
         for cb in callbacks.iter_mut() {
             cb.on_train_end(self)?;
+            history.restored_epoch = cb.restored_epoch().or(history.restored_epoch);
         }
         Ok(history)
     }
 
-    /// One pass over `data` at `epoch`: training (with `hooks`) when there are hooks,
+    /// One pass over `data` as `how` says: training (with `hooks`) when there are hooks,
     /// evaluation otherwise. Arrays run in batches of `batch_size`, in the order of the
-    /// permutation of `shuffle`'s seed or in order; a dataset runs its own batches.
+    /// permutation of `shuffle`'s seed or in order; a dataset runs its own batches, `steps`
+    /// of them if given, from the iterator in `carry` if one was left there by the previous
+    /// epoch (and leaves its own there for the next, unless the dataset ended).
     fn data_pass(
         &mut self,
         data: &Data<'_>,
-        epoch: usize,
-        batch_size: usize,
-        shuffle: Option<u64>,
+        how: &PassOf,
+        carry: &mut Option<DatasetIter>,
         hooks: Option<Hooks<'_>>,
     ) -> Result<Pass> {
         let training = hooks.is_some();
+        let epoch = how.epoch;
         match data {
             Data::Rows { xs, y, w } => {
                 let n = rows_of(xs, Some(y))?;
-                let order = match shuffle {
+                let order = match how.shuffle {
                     Some(seed) => crate::data::permutation(n, seed),
                     None => (0..n).collect(),
                 };
@@ -446,7 +544,7 @@ impl Model {
                     xs,
                     y,
                     w: *w,
-                    chunks: order.chunks(batch_size),
+                    chunks: order.chunks(how.batch_size),
                 };
                 self.epoch_pass(&mut src, training, hooks)
             }
@@ -460,10 +558,22 @@ impl Model {
                 } else {
                     "validation"
                 };
-                let iter = ds.iter_epoch(epoch as u64);
+                let iter = match carry.take() {
+                    Some(it) => it,
+                    None => ds.iter_epoch(epoch as u64),
+                };
                 let mut src = StreamBatches::new(iter, what, *check_finite, *class_weight);
-                let pass = self.epoch_pass(&mut src, training, hooks)?;
-                if pass.seen == 0 && !pass.stop {
+                src.limit = how.steps;
+                let mut pass = self.epoch_pass(&mut src, training, hooks)?;
+                if how.steps.is_some() {
+                    // Keras 3: an input that runs out stops training after this epoch.
+                    pass.ran_out = src.ran_out;
+                    pass.stop |= src.ran_out;
+                    if !src.ran_out {
+                        *carry = Some(src.into_inner());
+                    }
+                }
+                if pass.seen == 0 && !pass.stop && (how.first || how.steps.is_none()) {
                     return Err(Error::invalid(format!(
                         "{what}: the dataset gave no batches in epoch {}",
                         epoch + 1

@@ -11,8 +11,31 @@ use crate::progress::Verbosity;
 use crate::train::args::{float, unit_open, ArgErrors};
 
 /// The settings of one `fit` call (Keras' keyword arguments).
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::nn::*;
+/// let x = Array::new([10, 1], (0..10).map(|i| i as f32).collect::<Vec<_>>())?;
+/// let y = x.clone();
+/// let mut m = Sequential::new([Input::new([1]).into(), Dense::new(1).into()]);
+/// m.compile(Sgd::new(0.01), Loss::MeanSquaredError, &[])?;
+/// let config = FitConfig::new()
+///     .epochs(3)
+///     .batch_size(4)
+///     .validation_split(0.2) // the last 2 rows
+///     .seed(7)
+///     .verbosity(Verbosity::Silent);
+/// let h = m.fit(&x, &y, config)?;
+/// assert_eq!(h.get("val_loss").unwrap().len(), 3);
+/// // A bad setting is an error from `fit`, naming the line it was given at:
+/// let err = m.fit(&x, &y, FitConfig::new().batch_size(0)).unwrap_err().to_string();
+/// assert!(err.contains("batch_size"), "{err}");
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct FitConfig {
     pub(super) epochs: usize,
+    pub(super) initial_epoch: usize,
+    pub(super) steps_per_epoch: Option<usize>,
     pub(super) batch_size: usize,
     pub(super) validation_split: f64,
     pub(super) validation_data: Option<(Vec<Array>, Array)>,
@@ -47,6 +70,8 @@ impl FitConfig {
     pub fn new() -> FitConfig {
         FitConfig {
             epochs: 1,
+            initial_epoch: 0,
+            steps_per_epoch: None,
             batch_size: 32,
             validation_split: 0.0,
             validation_data: None,
@@ -69,6 +94,55 @@ impl FitConfig {
         let f = "FitConfig::epochs";
         self.args.check(n >= 1, f, "epochs", "at least 1", n);
         self.epochs = n;
+        self
+    }
+    /// The epoch to start at (0-based), to resume an earlier run, as Keras'
+    /// `initial_epoch`: `fit` runs epochs `initial_epoch..epochs` (so `epochs` is the index
+    /// to stop at, not a count), shows them as `Epoch 4/10`, and gives callbacks and the
+    /// history's `stopped_epoch` the run's own epoch numbers. Each epoch's shuffle order (and
+    /// a dataset's `iter_epoch`) depends on the epoch's number, so a model saved after epoch
+    /// `k` and resumed with `initial_epoch(k)` trains to the same bits as a run that never
+    /// stopped. Less than [`epochs`](Self::epochs), or `fit` says so before training.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// use kiln::nn::*;
+    /// let x = Array::new([4, 1], vec![0f32, 1., 2., 3.])?;
+    /// let y = Array::new([4, 1], vec![1f32, 3., 5., 7.])?;
+    /// let model = || -> kiln::Result<Model> {
+    ///     let mut m = Sequential::new([Input::new([1]).into(), Dense::new(1).into()]);
+    ///     m.compile(Sgd::new(0.05), Loss::MeanSquaredError, &[])?;
+    ///     Ok(m)
+    /// };
+    /// let quiet = || FitConfig::new().batch_size(2).verbosity(Verbosity::Silent);
+    /// let mut whole = model()?;
+    /// let h = whole.fit(&x, &y, quiet().epochs(5))?;
+    /// let mut parts = model()?;
+    /// parts.fit(&x, &y, quiet().epochs(2))?; // epochs 0 and 1 ...
+    /// let h2 = parts.fit(&x, &y, quiet().initial_epoch(2).epochs(5))?; // ... then 2, 3, 4
+    /// assert_eq!(h2.get("loss").unwrap(), &h.get("loss").unwrap()[2..]);
+    /// assert_eq!(parts.get_weights()?, whole.get_weights()?);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn initial_epoch(mut self, epoch: usize) -> Self {
+        self.initial_epoch = epoch;
+        self
+    }
+    /// Batches per epoch for [`fit_dataset`](super::Model::fit_dataset), as Keras'
+    /// `steps_per_epoch`: an epoch ends after `n` batches, and the next epoch goes on from
+    /// the same iterator rather than starting the dataset again, so an endless dataset (a
+    /// generator that never ends) trains in epochs, and a finite one is read through once
+    /// across several epochs. If the dataset ends first, the epoch closes with the batches
+    /// it ran and training stops there (`History::stopped_epoch`), as Keras 3 does when "your
+    /// input ran out of data". At least 1. Arrays have a length, so `fit` on arrays refuses
+    /// it (use [`batch_size`](Self::batch_size)).
+    #[track_caller]
+    pub fn steps_per_epoch(mut self, n: usize) -> Self {
+        let f = "FitConfig::steps_per_epoch";
+        self.args
+            .check(n >= 1, f, "steps_per_epoch", "at least 1", n);
+        self.steps_per_epoch = Some(n);
         self
     }
     /// Rows per batch (the last batch holds the remainder), at least 1.
@@ -119,8 +193,9 @@ impl FitConfig {
     /// `sample_weight`): the loss becomes `sum(w · loss) / batch size`, Keras 3's
     /// `"sum_over_batch_size"`, so a weight of 0 removes an example from the sum but not
     /// from the count. With a [`validation_split`](Self::validation_split) the held-out
-    /// rows keep theirs and `val_loss` is weighted too. Metrics are not weighted (Keras 3
-    /// weights only `weighted_metrics`). `f32` or `f64`, finite and not negative; a wrong
+    /// rows keep theirs and `val_loss` is weighted too. The compiled metrics are not weighted;
+    /// the [`weighted_metrics`](super::Model::weighted_metrics) are (Keras 3's split).
+    /// `f32` or `f64`, finite and not negative; a wrong
     /// length or a bad weight is an error when `fit` starts. Not together with
     /// [`class_weight`](Self::class_weight) (Keras refuses both). For
     /// `fit_dataset`, give the weights in the items instead (`(x, y, w)`).
@@ -163,8 +238,18 @@ impl FitConfig {
         self.class_weight = Some(map.into_iter().collect());
         self
     }
-    /// At most one source of validation data, or an error naming the two given.
+    /// At most one source of validation data, or an error naming the two given; and an
+    /// `initial_epoch` before `epochs`.
     pub(super) fn check_validation(&self) -> Result<()> {
+        if self.initial_epoch >= self.epochs {
+            return Err(Error::invalid(format!(
+                "fit: initial_epoch({}) is not before epochs({}); epochs is the epoch to stop                  at (Keras' meaning), not a count: to run {} more, give epochs({})",
+                self.initial_epoch,
+                self.epochs,
+                self.epochs,
+                self.initial_epoch + self.epochs
+            )));
+        }
         let split = format!("validation_split({})", self.validation_split);
         let given = [
             (self.validation_split > 0.0).then_some(split.as_str()),

@@ -34,6 +34,10 @@ pub(super) struct StreamBatches<'a> {
     class_weight: Option<&'a [(usize, f64)]>,
     step: usize,
     seen: usize,
+    /// At most this many batches (`FitConfig::steps_per_epoch`).
+    pub(super) limit: Option<usize>,
+    /// The dataset ended (before `limit`, when there is one).
+    pub(super) ran_out: bool,
 }
 
 impl<'a> StreamBatches<'a> {
@@ -51,7 +55,14 @@ impl<'a> StreamBatches<'a> {
             class_weight,
             step: 0,
             seen: 0,
+            limit: None,
+            ran_out: false,
         }
+    }
+
+    /// The dataset's iterator, for the next epoch to go on from.
+    pub(super) fn into_inner(self) -> DatasetIter {
+        self.iter
     }
 
     /// `item`'s arrays into `bufs` (inputs, then target), checked as `fit` checks arrays:
@@ -110,7 +121,14 @@ fn x_label(xs: &[&Array], i: usize) -> String {
 
 impl Batches for StreamBatches<'_> {
     fn next_into(&mut self, model: &Model, bufs: &mut Vec<Array>) -> Option<Result<BatchInfo>> {
-        let item = match self.iter.next()? {
+        if self.limit.is_some_and(|l| self.step >= l) {
+            return None;
+        }
+        let Some(item) = self.iter.next() else {
+            self.ran_out = true;
+            return None;
+        };
+        let item = match item {
             Ok(item) => item,
             Err(e) => return Some(Err(e)),
         };
@@ -206,7 +224,7 @@ impl Model {
             check_finite,
             class_weight: class_weight.as_deref(),
         };
-        let steps = data.len().unwrap_or(0);
+        let steps = config.steps_per_epoch.or(data.len()).unwrap_or(0);
         self.fit_loop(&train, val.as_ref(), steps, config)
     }
 

@@ -235,6 +235,22 @@ impl Model {
                  must divide evenly among the processes (a multiple of {size})"
             )));
         }
+        if config.steps_per_epoch.is_some() {
+            return Err(Error::invalid(
+                "fit: FitConfig::distributed does not take steps_per_epoch yet (every rank \
+                 passes over all its rows each epoch); leave it unset, or train in one process",
+            ));
+        }
+        if self
+            .compiled
+            .as_ref()
+            .is_some_and(|c| !c.weighted_metrics.is_empty())
+        {
+            return Err(Error::invalid(
+                "fit: FitConfig::distributed does not reduce Model::weighted_metrics yet; \
+                 compile without them, or train in one process",
+            ));
+        }
         if !self.built()?.updates.is_empty() {
             return Err(Error::invalid(
                 "fit: FitConfig::distributed cannot train layers with state updates yet \
@@ -474,6 +490,7 @@ impl Model {
             bad,
             seen,
             steps: step,
+            ran_out: false,
         })
     }
 

@@ -29,6 +29,8 @@ pub(super) struct Pass {
     pub seen: usize,
     /// Batches run.
     pub steps: usize,
+    /// The dataset ended before `steps_per_epoch` batches (set by `fit`'s `data_pass`).
+    pub ran_out: bool,
 }
 
 /// A batch whose loss was NaN or infinite.
@@ -61,6 +63,9 @@ pub(super) struct StepIds {
     /// The weight placeholder, weighted loss and weighted train op, once a batch has
     /// brought weights.
     weighted: Option<(NodeId, NodeId, NodeId)>,
+    /// `Model::weighted_metrics` and their weight placeholder.
+    weighted_metrics: Vec<(String, NodeId, Metric)>,
+    metric_weight: Option<NodeId>,
 }
 
 /// One batch a source has put in the buffers.
@@ -115,6 +120,17 @@ impl Batches for RowBatches<'_> {
 enum Combine {
     Mean,
     Counts(Metric),
+    /// A weighted mean metric: `[sum(w · m), sum(w)]` summed, then divided.
+    WeightedMean,
+}
+
+/// `a / b`, or 0 when `b` is 0 (Keras' `divide_no_nan`).
+fn ratio(s: &[f64]) -> f64 {
+    match s {
+        [_, b] if *b == 0.0 => 0.0,
+        [a, b] => a / b,
+        _ => f64::NAN,
+    }
 }
 
 /// The running sums of one logged value over a pass.
@@ -129,7 +145,7 @@ impl Sum {
     fn add(&mut self, v: &[f64], rows: usize) {
         let add: Vec<f64> = match self.how {
             Combine::Mean => vec![v.first().copied().unwrap_or(f64::NAN) * rows as f64],
-            Combine::Counts(_) => v.to_vec(),
+            Combine::Counts(_) | Combine::WeightedMean => v.to_vec(),
         };
         if self.sums.is_empty() {
             self.sums = add;
@@ -144,6 +160,7 @@ impl Sum {
             _ if seen == 0 => f64::NAN,
             Combine::Mean => self.sums.first().map_or(f64::NAN, |s| s / seen as f64),
             Combine::Counts(m) => m.result(&self.sums),
+            Combine::WeightedMean => ratio(&self.sums),
         }
     }
 
@@ -152,6 +169,7 @@ impl Sum {
         match self.how {
             Combine::Mean => v.first().copied().unwrap_or(f64::NAN),
             Combine::Counts(m) => m.result(v),
+            Combine::WeightedMean => ratio(v),
         }
     }
 }
@@ -171,6 +189,8 @@ impl Model {
             metrics: c.metrics.clone(),
             train: c.train,
             weighted: c.weighted,
+            weighted_metrics: c.weighted_metrics.clone(),
+            metric_weight: c.metric_weight,
         })
     }
 
@@ -195,6 +215,20 @@ impl Model {
             }
         };
         let g = self.graph().clone();
+        // The weighted metrics' weights: the batch's, or ones.
+        let metric_w = match ids.metric_weight {
+            None => None,
+            Some(id) => {
+                let w = match (weighted, bufs.last()) {
+                    (true, Some(w)) => w.clone(),
+                    _ => {
+                        let rows = bufs.get(ids.inputs.len()).map_or(0, |y| y.shape()[0]);
+                        Array::new([rows], vec![1f32; rows])?
+                    }
+                };
+                Some((g.tensor(id), w))
+            }
+        };
         let mut feeds: Vec<(Tensor<'_>, Array)> = ids
             .inputs
             .iter()
@@ -203,19 +237,22 @@ impl Model {
             .zip(bufs.drain(..))
             .map(|(&id, a)| (g.tensor(id), a))
             .collect();
+        let own = feeds.len();
         feeds.push((g.tensor(ids.training), Array::scalar(training)));
+        feeds.extend(metric_w);
         let mut fetch = vec![g.tensor(loss)];
         fetch.extend(ids.metrics.iter().map(|m| g.tensor(m.1)));
+        fetch.extend(ids.weighted_metrics.iter().map(|m| g.tensor(m.1)));
         if training {
             fetch.push(g.tensor(train));
         }
         let out = self.session()?.run(&fetch, &feeds);
-        feeds.pop();
+        feeds.truncate(own);
         bufs.extend(feeds.into_iter().map(|(_, a)| a));
         let out = out?;
         Ok(out
             .iter()
-            .take(1 + ids.metrics.len())
+            .take(1 + ids.metrics.len() + ids.weighted_metrics.len())
             .map(|a| a.to_f64_vec())
             .collect())
     }
@@ -231,13 +268,22 @@ impl Model {
         let mut ids = self.ids()?;
         let mut names = vec!["loss".to_string()];
         names.extend(ids.metrics.iter().map(|m| m.0.clone()));
-        let hows = std::iter::once(Combine::Mean).chain(ids.metrics.iter().map(|m| {
-            if m.2.counts() {
-                Combine::Counts(m.2)
-            } else {
-                Combine::Mean
-            }
-        }));
+        names.extend(ids.weighted_metrics.iter().map(|m| m.0.clone()));
+        let hows = std::iter::once(Combine::Mean)
+            .chain(ids.metrics.iter().map(|m| {
+                if m.2.counts() {
+                    Combine::Counts(m.2)
+                } else {
+                    Combine::Mean
+                }
+            }))
+            .chain(ids.weighted_metrics.iter().map(|m| {
+                if m.2.counts() {
+                    Combine::Counts(m.2)
+                } else {
+                    Combine::WeightedMean
+                }
+            }));
         let mut sums: Vec<Sum> = hows.map(|how| Sum { how, sums: vec![] }).collect();
         let mut seen = 0usize;
         let mut bufs = vec![];
@@ -302,6 +348,7 @@ impl Model {
             bad,
             seen,
             steps: step,
+            ran_out: false,
         })
     }
 }

@@ -263,6 +263,20 @@ impl Layer for Input {
 }
 
 /// A fully connected layer: `activation(x · kernel + bias)`.
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::nn::*;
+/// let mut m = Sequential::new([
+///     Input::new([2]).into(),
+///     Dense::new(3).relu().kernel_regularizer(Regularizer::l2(1e-4)).into(),
+///     Dense::new(1).use_bias(false).into(),
+/// ]);
+/// m.build()?;
+/// let names: Vec<String> = m.get_weights()?.into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["dense/kernel", "dense/bias", "dense_1/kernel"]); // as Keras names them
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Dense {
     units: usize,

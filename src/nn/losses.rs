@@ -63,7 +63,7 @@ impl Loss {
         }
     }
 
-    fn on_logits(&self) -> bool {
+    pub(super) fn on_logits(&self) -> bool {
         match self {
             Loss::MeanSquaredError
             | Loss::MeanAbsoluteError

@@ -126,6 +126,28 @@ pub(super) fn binary_counts<'g>(
     t: &[f32],
     logits: bool,
 ) -> Tensor<'g> {
+    counts(p, y, t, logits, None)
+}
+
+/// [`binary_counts`] with each example counted `w` times (`w`: `[batch]` `f32`), for
+/// `weighted_metrics`.
+pub(super) fn binary_counts_weighted<'g>(
+    p: Tensor<'g>,
+    y: Tensor<'g>,
+    t: &[f32],
+    logits: bool,
+    w: Tensor<'g>,
+) -> Tensor<'g> {
+    counts(p, y, t, logits, Some(w))
+}
+
+fn counts<'g>(
+    p: Tensor<'g>,
+    y: Tensor<'g>,
+    t: &[f32],
+    logits: bool,
+    w: Option<Tensor<'g>>,
+) -> Tensor<'g> {
     let g = p.graph();
     let p = if logits { p.sigmoid() } else { p };
     let p = p.cast(DType::F32);
@@ -139,11 +161,30 @@ pub(super) fn binary_counts<'g>(
         g.constant(Array::new([t.len()], t.to_vec()).unwrap_or_else(|_| Array::scalar(0.5f32)));
     let above = pe.greater(thr).cast(DType::F32);
     let axes: Vec<isize> = (0..p.rank() as isize).collect();
+    let (te, fe, truth, untruth) = match w {
+        None => (te, -te + 1.0, truth, -truth + 1.0),
+        Some(w) => {
+            let we = broadcast_rows(w, pe.rank());
+            let wt = broadcast_rows(w, truth.rank());
+            (te * we, (-te + 1.0) * we, truth * wt, (-truth + 1.0) * wt)
+        }
+    };
     let tp = (above * te).sum(&axes, false);
-    let fp = (above * (-te + 1.0)).sum(&axes, false);
+    let fp = (above * fe).sum(&axes, false);
     let pos = truth.sum_all().reshape([1]);
-    let neg = (-truth + 1.0).sum_all().reshape([1]);
+    let neg = untruth.sum_all().reshape([1]);
     g.concat(&[tp, fp, pos, neg], 0)
+}
+
+/// `w` (`[batch]`) reshaped to broadcast against a tensor of rank `rank` whose first axis
+/// is the batch: `[batch, 1, ..., 1]`.
+pub(super) fn broadcast_rows<'g>(w: Tensor<'g>, rank: usize) -> Tensor<'g> {
+    if rank <= 1 {
+        return w;
+    }
+    let mut dims = vec![Dim::Batch];
+    dims.extend(std::iter::repeat_n(Dim::Fixed(1), rank - 1));
+    w.reshape(Shape(dims.into_iter().collect()))
 }
 
 /// `a / b`, or 0 when `b` is 0 (Keras' `divide_no_nan`).

@@ -59,6 +59,8 @@ mod regularizers;
 mod reshape;
 mod sample_weight;
 pub mod save;
+mod tensorboard;
+mod weighted_metrics;
 mod weights;
 
 pub use crate::progress::Verbosity;
@@ -81,4 +83,5 @@ pub use pool::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 pub use regularizers::Regularizer;
 pub use reshape::Reshape;
 pub use save::load_model;
+pub use tensorboard::TensorBoard;
 pub use weights::{TorchLayout, WeightMap};

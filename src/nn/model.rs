@@ -59,6 +59,11 @@ pub(crate) struct Compiled {
     /// The gradients and the fed-gradient train op of a distributed `fit`, built on its
     /// first call (`nn/fit_dist.rs`).
     pub dist: Option<super::fit_dist::DistIds>,
+    /// `Model::weighted_metrics`: each one's log name, node (a vector that adds up over
+    /// batches) and metric (`nn/weighted_metrics.rs`).
+    pub weighted_metrics: Vec<(String, NodeId, Metric)>,
+    /// Their `[batch]` weight placeholder, fed each batch (ones when it has no weights).
+    pub metric_weight: Option<NodeId>,
 }
 
 /// Wires layers inside [`Model::functional`]: applies a layer to a tensor under a unique name.
@@ -120,7 +125,26 @@ impl<'g> Builder<'g> {
     }
 }
 
-/// A Keras-style model: see the [module docs](crate::nn).
+/// A Keras-style model: see the [module docs](crate::nn). Made by [`Sequential::new`] or
+/// [`Model::functional`]; `compile`, then `fit`, `evaluate`, `predict`, `save`.
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::nn::*;
+/// // Two inputs joined by graph ops: the functional form.
+/// let mut m = Model::functional(&[&[3], &[2]], |b, x| {
+///     let h = b.apply(Dense::new(4).relu(), x[0])?;
+///     let joined = b.ctx().graph.concat(&[h, x[1]], 1);
+///     Ok(vec![b.apply(Dense::new(1), joined)?])
+/// })?;
+/// m.compile(Adam::new(0.01), Loss::MeanSquaredError, &[Metric::MeanAbsoluteError])?;
+/// let (a, c) = (Array::new([4, 3], vec![0.5f32; 12])?, Array::new([4, 2], vec![1f32; 8])?);
+/// let y = Array::new([4, 1], vec![1f32; 4])?;
+/// let h = m.fit([&a, &c], &y, FitConfig::new().epochs(3).verbosity(Verbosity::Silent))?;
+/// assert_eq!(h.epochs(), 3);
+/// assert_eq!(m.predict([&a, &c], 4)?.shape(), [4, 1]);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct Model {
     pub(crate) name: String,
     pending: Vec<Box<dyn Layer>>,
@@ -135,6 +159,21 @@ pub struct Model {
 
 /// The Keras name for a model that is a stack of layers: `Sequential::new([...])` makes a
 /// [`Model`].
+///
+/// ```
+/// use kiln::prelude::*;
+/// use kiln::nn::*;
+/// let mut m = Sequential::new([
+///     Input::new([4]).into(),
+///     Dense::new(8).relu().into(),
+///     Dense::new(3).into(),
+/// ]);
+/// m.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy { from_logits: true },
+///     &[Metric::Accuracy])?;
+/// let table = m.summary()?;
+/// assert!(table.contains("dense_1 (Dense)") && table.contains("Total params: 67"));
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct Sequential;
 
 impl Sequential {
@@ -352,6 +391,8 @@ impl Model {
             train: train.id(),
             weighted: None,
             dist: None,
+            weighted_metrics: vec![],
+            metric_weight: None,
         });
         self.loss = Some(loss);
         self.optimizer = Some(opt);

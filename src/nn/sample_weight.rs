@@ -9,8 +9,9 @@
 //!   unweighted, as Keras adds `model.losses`.
 //! - The epoch's `loss` is the mean of the batch losses weighted by their rows, as for an
 //!   unweighted loss (Keras' loss tracker).
-//! - Metrics are not weighted: Keras 3 weights only `compile(weighted_metrics=...)`, which
-//!   kiln does not have; `compile(metrics=...)`, the only kind kiln has, ignores the weights.
+//! - The compiled metrics are not weighted: Keras 3 weights only
+//!   `compile(weighted_metrics=...)`, which is kiln's [`Model::weighted_metrics`]
+//!   (`nn/weighted_metrics.rs`).
 //! - `class_weight` maps a class to a weight and becomes each example's weight: the label for
 //!   sparse targets, `argmax` for one-hot rows, the rounded value for a `[n, 1]` binary
 //!   target. A class missing from the map weighs 1, as in Keras. Both `sample_weight` and

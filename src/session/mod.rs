@@ -119,6 +119,24 @@ struct FetchPlan {
 /// values, so the branch a `select` on a switch does not take is not computed, with results
 /// bitwise those of the unspecialized graph (module docs, "Specialization on `bool`
 /// switches"; [`Session::specialize_bool_feeds`] turns it off).
+///
+/// ```
+/// use kiln::prelude::*;
+/// let g = Graph::new();
+/// let x = g.placeholder("x", DType::F32, [None, Some(2)]);
+/// let w = g.variable("w", [2, 1], init::ones());
+/// let loss = x.matmul(w).square().mean_all();
+/// let step = Sgd::new(0.1).minimize(loss, &[w])?; // an update op in the graph
+/// let mut sess = Session::new(&g)?; // variables initialized, nothing compiled yet
+/// let xv = Array::new([1, 2], vec![1f32, 1.])?;
+/// let before = sess.run(&[loss], &[(x, xv.clone())])?[0].scalar_value::<f32>()?;
+/// sess.run(&[step], &[(x, xv.clone())])?; // one training step: w changes in the session
+/// let after = sess.run(&[loss], &[(x, xv)])?[0].scalar_value::<f32>()?;
+/// assert!(after < before);
+/// let w_now = sess.variable(w).unwrap().to_vec::<f32>()?;
+/// assert!(w_now.iter().all(|v| (v - 0.6).abs() < 1e-6)); // 1 - 0.1 · 4
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct Session {
     graph: Graph,
     backend: Backend,

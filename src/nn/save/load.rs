@@ -68,6 +68,9 @@ pub fn load_model(dir: impl AsRef<Path>) -> Result<Model> {
                 weighted: None,
                 // Built by a distributed `fit` on its first call.
                 dist: None,
+                // Not saved (see `Model::weighted_metrics`).
+                weighted_metrics: vec![],
+                metric_weight: None,
             },
             c.loss,
             restored_optimizer(&parsed.graph, c, &nodes).map_err(bad)?,
