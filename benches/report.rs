@@ -339,6 +339,10 @@ fn main() {
     let cfg = Config::from_args();
     let mut report = Report::default();
     let peers = Peers::new(!cfg.no_peers);
+    report.note(format!(
+        "load average (1, 5, 15 min) at the start: {}",
+        harness::load_average()
+    ));
     let t0 = Instant::now();
     elementwise(&cfg, &mut report, &peers, false);
     elementwise(&cfg, &mut report, &peers, true);
