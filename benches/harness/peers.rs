@@ -206,8 +206,8 @@ pub fn published(fw: Fw, case: &str) -> Option<[f64; 2]> {
 }
 
 /// A row comparing kiln (`kiln` seconds at `threads`) with `fw` on the peer case `peer_case`:
-/// `measured` in this run when it is a number, else the published figure, marked so (no row
-/// if there is none).
+/// `measured` in this run when it is a number (judged against `target`), else the published
+/// figure, marked so and judged against nothing (no row if there is none).
 #[allow(clippy::too_many_arguments)]
 pub fn peer_row(
     report: &mut Report,
@@ -228,8 +228,10 @@ pub fn peer_row(
             let Some(p) = published(fw, peer_case) else {
                 return;
             };
+            // Another machine's figure: shown, but no target is judged on it.
+            let _ = target;
             let name = format!("{} ({PUBLISHED}, not measured here)", fw.label());
-            report.row(case, threads, kiln, &name, p[threads - 1], target);
+            report.row(case, threads, kiln, &name, p[threads - 1], Target::None);
         }
     }
 }
