@@ -30,17 +30,23 @@
 //!   the ratio is kiln's overhead around it; in the `+ bias + ReLU` case the baseline still
 //!   computes only the product, so the ratio is also what the fused epilogue costs.
 //!
-//! The MLP and compile cases have no Rust baseline worth beating; their reference rows are
-//! JAX, PyTorch and numpy figures measured on this machine on 2026-11-24
-//! by the project's peer scripts (kept outside this repository), printed as published and
-//! marked so.
+//! The MLP, compile and transcendental cases are also compared with peer frameworks, timed
+//! in the same run: when `.peers-venv` (or `KILN_PYTHON`) has them, `benches/peers/mlp_peers.py`
+//! runs JAX, numpy and PyTorch each as a long-lived process per thread count, and their
+//! samples are interleaved with kiln's one at a time (`harness/peers.rs`; the peer pins itself
+//! to as many cores as it has threads and sleeps 0.1 s after each sample, so that OpenBLAS's
+//! and Eigen's spinning workers are asleep before kiln runs again). Without them (or with
+//! `--no-peers`), those rows show the figures the peer scripts gave on 2026-11-24 on another
+//! machine, marked "not measured here".
 
 mod baseline;
 mod cnn;
 mod harness;
+mod mlp;
 mod resnet50;
 
-use harness::{fmt_time, measure, median, Config, Report, Target, PUBLISHED};
+use harness::peers::{peer_row, Fw, Peers};
+use harness::{fmt_time, measure, measure_timed, median, timed, Config, Report, Target, Timed};
 use kiln::prelude::*;
 use std::hint::black_box;
 use std::time::Instant;
@@ -90,7 +96,7 @@ fn agreement(got: &[f32], want: &[f32]) -> String {
 // Cases
 
 /// Cases 1 and 2: elementwise over 16M f32 against an AVX2 rustc loop on one thread.
-fn elementwise(cfg: &Config, report: &mut Report, transcendental: bool) {
+fn elementwise(cfg: &Config, report: &mut Report, peers: &Peers, transcendental: bool) {
     let case = if transcendental {
         "sigmoid(a*b+c)*tanh(a), 16M"
     } else {
@@ -136,25 +142,31 @@ fn elementwise(cfg: &Config, report: &mut Report, transcendental: bool) {
             ));
         }
         let mut kout = vec![];
-        let [k, base] = measure(
-            cfg,
-            [
-                &mut || {
-                    sess.run_into(&[y], &feeds, &mut kout).unwrap();
-                    black_box(&kout);
-                },
-                &mut || base_fn(av, bv, cv, black_box(&mut out)),
-            ],
-        );
+        let mut kiln_fn = || {
+            sess.run_into(&[y], &feeds, &mut kout).unwrap();
+            black_box(&kout);
+        };
+        let mut k = timed(&mut kiln_fn);
+        let mut base_call = || base_fn(av, bv, cv, black_box(&mut out));
+        let mut b = timed(&mut base_call);
+        let mut jax = peers.timed(Fw::Jax, t, "elementwise");
+        let mut all: Vec<Timed> = vec![&mut k, &mut b];
+        if transcendental && peers.available() {
+            all.push(&mut jax);
+        }
+        let m = measure_timed(cfg, &mut all);
+        let (k, base) = (m[0], m[1]);
         let name = "rustc loop, AVX2+FMA (1 thread)";
         if transcendental {
             report.row(case, t, k, name, base, Target::Ratio(0.7));
-            let jax = [66.7e-3, 39.8e-3][t - 1];
-            report.row(
+            let jax = m.get(2).copied();
+            peer_row(
+                report,
                 case,
                 t,
                 k,
-                &format!("JAX jit ({PUBLISHED})"),
+                Fw::Jax,
+                "elementwise",
                 jax,
                 Target::Faster,
             );
@@ -272,190 +284,6 @@ fn gemm_rect((m, k, n): (usize, usize, usize), a: &[f32], b: &[f32], dst: &mut [
     }
 }
 
-/// The 784-256-128-10 ReLU MLP with mean sparse softmax cross-entropy and an SGD (lr 0.01)
-/// train op, He-normal weights and zero biases.
-struct Mlp<'g> {
-    x: Tensor<'g>,
-    y: Tensor<'g>,
-    logits: Tensor<'g>,
-    loss: Tensor<'g>,
-    train: Tensor<'g>,
-}
-
-impl<'g> Mlp<'g> {
-    fn new(g: &'g Graph) -> Mlp<'g> {
-        let x = g.placeholder("x", DType::F32, [None, Some(784)]);
-        let y = g.placeholder("y", DType::I32, [None]);
-        let mut params = vec![];
-        let mut h = x;
-        for (i, (inp, out)) in [(784, 256), (256, 128), (128, 10)].into_iter().enumerate() {
-            let w = g.variable(&format!("w{i}"), [inp, out], init::he_normal(i as u64 + 1));
-            let b = g.variable(&format!("b{i}"), [out], init::zeros());
-            params.extend([w, b]);
-            h = h.matmul(w) + b;
-            if i < 2 {
-                h = h.relu();
-            }
-        }
-        let loss = h.sparse_softmax_cross_entropy_with_logits(y).mean_all();
-        let train = Sgd::new(0.01).minimize(loss, &params).unwrap();
-        Mlp {
-            x,
-            y,
-            logits: h,
-            loss,
-            train,
-        }
-    }
-
-    fn feeds(&self, batch: usize) -> [(Tensor<'g>, Array); 2] {
-        let labels: Vec<i32> = (0..batch as i32).map(|i| i % 10).collect();
-        [
-            (
-                self.x,
-                Array::new([batch, 784], ramp(batch * 784, 1.0, 97)).unwrap(),
-            ),
-            (self.y, Array::new([batch], labels).unwrap()),
-        ]
-    }
-}
-
-/// Case 4: one training step (forward, backward, SGD update).
-fn mlp_train(cfg: &Config, report: &mut Report, batch: usize) {
-    let case = format!("MLP train step, batch {batch}");
-    if !cfg.wants(&case) {
-        return;
-    }
-    eprintln!("{case}");
-    let g = Graph::new();
-    let m = Mlp::new(&g);
-    let feeds = m.feeds(batch);
-    let fetch = [m.loss, m.train];
-    for t in THREADS {
-        kiln::threads::set_threads(t);
-        let mut sess = Session::new(&g).unwrap();
-        let [k] = measure(
-            cfg,
-            [&mut || {
-                black_box(sess.run(&fetch, &feeds).unwrap());
-            }],
-        );
-        let (jax, torch) = match batch {
-            128 => ([1.77e-3, 1.22e-3], [2.05e-3, 1.41e-3]),
-            _ => ([0.59e-3, 0.48e-3], [0.93e-3, 0.82e-3]),
-        };
-        let jax_name = format!("JAX jit ({PUBLISHED})");
-        report.row(&case, t, k, &jax_name, jax[t - 1], Target::Faster);
-        let torch_name = format!("PyTorch eager ({PUBLISHED})");
-        report.row(&case, t, k, &torch_name, torch[t - 1], Target::None);
-    }
-}
-
-/// Case 5: inference (forward only, fetching the logits).
-fn mlp_infer(cfg: &Config, report: &mut Report) {
-    let batch = 128;
-    let case = format!("MLP inference, batch {batch}");
-    if !cfg.wants(&case) {
-        return;
-    }
-    eprintln!("{case}");
-    let g = Graph::new();
-    let m = Mlp::new(&g);
-    let [x_feed, _] = m.feeds(batch);
-    let feeds = [x_feed];
-    for t in THREADS {
-        kiln::threads::set_threads(t);
-        let mut sess = Session::new(&g).unwrap();
-        let [k] = measure(
-            cfg,
-            [&mut || {
-                black_box(sess.run(&[m.logits], &feeds).unwrap());
-            }],
-        );
-        let jax_name = format!("JAX jit ({PUBLISHED})");
-        report.row(
-            &case,
-            t,
-            k,
-            &jax_name,
-            [0.72e-3, 0.50e-3][t - 1],
-            Target::Faster,
-        );
-        let np_name = format!("numpy ({PUBLISHED})");
-        report.row(
-            &case,
-            t,
-            k,
-            &np_name,
-            [0.72e-3, 0.42e-3][t - 1],
-            Target::Faster,
-        );
-    }
-}
-
-/// Case 6: a cold compile of the train step, passes included, in a new session each time
-/// (the graph and its gradients are built once, outside the timing). The note splits the
-/// whole cold start: `Session::new` (variable initialization), the compile, the first step.
-fn cold_compile(cfg: &Config, report: &mut Report) {
-    let batch = 128;
-    let case = format!("MLP train graph cold compile, batch {batch}");
-    if !cfg.wants(&case) {
-        return;
-    }
-    eprintln!("{case}");
-    let g = Graph::new();
-    let m = Mlp::new(&g);
-    let feeds = m.feeds(batch);
-    let fetch = [m.loss, m.train];
-    let samples = if cfg.quick {
-        cfg.samples
-    } else {
-        cfg.samples.max(9)
-    };
-    for t in THREADS {
-        kiln::threads::set_threads(t);
-        // One cold start: [whole, Session::new, compile total, passes, lowering, Cranelift,
-        // finalize] in seconds, and the kernel count.
-        let once = || {
-            let t0 = Instant::now();
-            let mut sess = Session::new(&g).unwrap();
-            let new = t0.elapsed();
-            black_box(sess.run(&fetch, &feeds).unwrap());
-            let wall = t0.elapsed();
-            let c = sess.last_compile_times().expect("a JIT compile");
-            let parts = [
-                wall,
-                new,
-                c.total(),
-                c.passes,
-                c.lowering,
-                c.cranelift,
-                c.finalize,
-            ];
-            (parts.map(|d| d.as_secs_f64()), c.kernels)
-        };
-        once(); // warm-up: page in code, prime the allocator
-        let runs: Vec<_> = (0..samples).map(|_| once()).collect();
-        let m: [f64; 7] =
-            std::array::from_fn(|i| median(&mut runs.iter().map(|r| r.0[i]).collect::<Vec<_>>()));
-        // The target is the compile (passes, Cranelift IR, machine code, finalize), which is
-        // what JAX's lower + compile measures; variable initialization and the first step are
-        // in the note below.
-        let name = format!("JAX lower+compile ({PUBLISHED})");
-        let target = Target::Under(20e-3, 10e-3);
-        report.row(&case, t, m[2], &name, [0.63, 0.41][t - 1], target);
-        let [wall, new, total, passes, lowering, cranelift, finalize] = m.map(fmt_time);
-        report.note(format!(
-            "cold start at {t} thread{}, medians of {samples}: {wall} in all; Session::new \
-             {new}; compile {total} = passes {passes} + lowering {lowering} + Cranelift \
-             {cranelift} + finalize {finalize} ({} kernels); the rest is checking feeds and \
-             running the step",
-            if t > 1 { "s" } else { "" },
-            runs[0].1,
-        ));
-    }
-}
-
 /// Case 7: the cost of depth. `grad` and the cold compile (passes, Cranelift IR, machine code)
 /// of a chain of `n` elementwise ops (`tanh`, `* c`, `+ c`, `sigmoid`: the gradient reads the
 /// forward values, so the chain is cut into many kernels) and of its gradient, per op, at
@@ -510,19 +338,24 @@ fn deep_chain(cfg: &Config, report: &mut Report) {
 fn main() {
     let cfg = Config::from_args();
     let mut report = Report::default();
+    let peers = Peers::new(!cfg.no_peers);
+    report.note(format!(
+        "load average (1, 5, 15 min) at the start: {}",
+        harness::load_average()
+    ));
     let t0 = Instant::now();
-    elementwise(&cfg, &mut report, false);
-    elementwise(&cfg, &mut report, true);
+    elementwise(&cfg, &mut report, &peers, false);
+    elementwise(&cfg, &mut report, &peers, true);
     for n in [512, 1024] {
         matmul(&cfg, &mut report, n, false);
     }
     matmul(&cfg, &mut report, 1024, true);
     cnn::window::conv(&cfg, &mut report);
     for batch in [128, 32] {
-        mlp_train(&cfg, &mut report, batch);
+        mlp::mlp_train(&cfg, &mut report, &peers, batch);
     }
-    mlp_infer(&cfg, &mut report);
-    cold_compile(&cfg, &mut report);
+    mlp::mlp_infer(&cfg, &mut report, &peers);
+    mlp::cold_compile(&cfg, &mut report, &peers);
     deep_chain(&cfg, &mut report);
     for max in [true, false] {
         cnn::window::pool(&cfg, &mut report, [26, 26, 32], max);
@@ -534,6 +367,10 @@ fn main() {
     cnn::mnist_cnn_compile(&cfg, &mut report);
     resnet50::resnet50(&cfg, &mut report);
     kiln::threads::set_threads(0);
+    for f in peers.take_failures() {
+        report.note(f);
+    }
+    drop(peers);
 
     report.print(&cfg);
     println!("\n(report took {:.1} s)", t0.elapsed().as_secs_f64());

@@ -35,17 +35,29 @@ use std::collections::{HashMap, HashSet};
 /// Checks a run of `fetches` with `fed` before anything is computed: the graph holds no
 /// error, every fetch is a node of it, and the feeds fit (see the module docs). Returns the
 /// batch size the feeds give, if any placeholder has an open dimension.
+///
+/// `cache` keeps the placeholders the run reads (a walk over the fetches' cone, which cost
+/// more than the rest of the check) for the fed set that found them, the sorted fed ids: a
+/// session passes the same cache for the same fetches, so a training loop walks once. Nodes
+/// never change once made, so a new fed set is the only thing that changes the answer.
 pub(crate) fn check(
     d: &GraphData,
     fetches: &[NodeId],
     fed: &HashMap<NodeId, &Array>,
     precision: Precision,
+    cache: &mut Option<(Vec<NodeId>, Vec<NodeId>)>,
 ) -> Result<Option<usize>> {
     d.check()?;
     if fetches.iter().any(|&f| d.get(f).is_none()) {
         return Err(Error::Feed("a fetched tensor is not in this graph".into()));
     }
-    let batch = check_feeds(d, &needed_placeholders(d, fetches, fed), fed, precision)?;
+    let mut ids: Vec<NodeId> = fed.keys().copied().collect();
+    ids.sort_unstable();
+    if !matches!(cache, Some((k, _)) if *k == ids) {
+        *cache = Some((ids, needed_placeholders(d, fetches, fed)));
+    }
+    let needed: &[NodeId] = cache.as_ref().map_or(&[], |c| &c.1);
+    let batch = check_feeds(d, needed, fed, precision)?;
     if batch.is_none() {
         // No fed placeholder sets `?`: every node the run computes must then have a fixed
         // shape, on both backends (the JIT once guessed batch 1).

@@ -54,6 +54,17 @@ fn default_threads() -> usize {
 
 /// The pool for `n > 1` threads (made on first use, remade if the count changed). None if
 /// the pool cannot be built (then work runs on the caller's thread).
+///
+/// The thread that first builds a pool becomes its worker 0 (`use_current_thread`): a run
+/// started on that thread (usually the program's main thread) works inside the pool
+/// directly, where a run from any other thread is handed to a worker and waits for it to
+/// finish. The hand-off costs two wake-ups per run (the worker's, then the caller's), a few
+/// microseconds on a quiet machine and up to a scheduler time slice on a loaded one, where it
+/// made two-thread runs of small steps swing by 1.5x between reports. A thread can be worker
+/// 0 of only one pool in its life (rayon leaks that pool's registry), so a later pool (after
+/// [`set_threads`] changed the count) spawns all its workers. Side effect: rayon work the
+/// program itself starts on that thread (a `par_iter`) runs in kiln's pool, not rayon's
+/// global one.
 pub(crate) fn pool(n: usize) -> Option<Arc<rayon::ThreadPool>> {
     let mut guard = POOL.lock().ok()?;
     if let Some((k, p)) = guard.as_ref() {
@@ -61,13 +72,17 @@ pub(crate) fn pool(n: usize) -> Option<Arc<rayon::ThreadPool>> {
             return Some(p.clone());
         }
     }
-    let p = Arc::new(
+    let builder = || {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("kiln-worker-{i}"))
-            .build()
-            .ok()?,
-    );
+    };
+    let built = builder()
+        .use_current_thread()
+        .build()
+        .or_else(|_| builder().build())
+        .ok()?;
+    let p = Arc::new(built);
     *guard = Some((n, p.clone()));
     Some(p)
 }

@@ -160,3 +160,27 @@ fn variables_added_between_runs_are_initialized() {
         );
     }
 }
+
+/// Issue 21: the feed check keeps the placeholders a set of fetches reads, walked once; the
+/// answer depends on which tensors are fed, so a run feeding another set (here an
+/// intermediate, which the interpreter accepts, in place of `x`) must walk again rather than
+/// ask for `x`, and a run missing a placeholder must still be refused.
+#[test]
+fn the_feed_check_follows_each_runs_fed_set() {
+    let g = Graph::new();
+    let x = g.placeholder("x", DType::F32, [2]);
+    let z = g.placeholder("z", DType::F32, [2]);
+    let w = x * 2.0;
+    let y = w + z;
+    let mut s = Session::with_backend(&g, Backend::Interpreter).unwrap();
+    let a = Array::new([2], vec![1f32, 2.0]).unwrap();
+    let got = |r: Vec<Array>| r[0].to_vec::<f32>().unwrap();
+    let full = s.run(&[y], &[(x, a.clone()), (z, a.clone())]).unwrap();
+    assert_eq!(got(full), vec![3.0, 6.0]);
+    let cut = s.run(&[y], &[(w, a.clone()), (z, a.clone())]).unwrap();
+    assert_eq!(got(cut), vec![2.0, 4.0]);
+    let err = s.run(&[y], &[(w, a.clone())]).unwrap_err().to_string();
+    assert!(err.contains('z'), "{err}");
+    let again = s.run(&[y], &[(x, a.clone()), (z, a)]).unwrap();
+    assert_eq!(got(again), vec![3.0, 6.0]);
+}

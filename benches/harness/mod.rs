@@ -1,13 +1,17 @@
 //! The report's timing and table: interleaved samples and medians, rows and their targets.
 
+pub mod peers;
+
 use std::time::{Duration, Instant};
 
 /// Where the published reference figures come from.
 pub const PUBLISHED: &str = "published 2026-11-24";
 
-/// Command-line settings: `--quick`, and filter substrings (any other `--flag` is ignored).
+/// Command-line settings: `--quick`, `--no-peers`, and filter substrings (any other `--flag` is ignored).
 pub struct Config {
     pub quick: bool,
+    /// `--no-peers`: never start the Python peers (their rows show published figures).
+    pub no_peers: bool,
     pub samples: usize,
     pub min_sample: Duration,
     pub warmup: Duration,
@@ -18,6 +22,7 @@ impl Config {
     pub fn from_args() -> Config {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let quick = args.iter().any(|a| a == "--quick");
+        let no_peers = args.iter().any(|a| a == "--no-peers");
         // Anything else starting with `--` (cargo passes `--bench`) is ignored.
         let filters = args
             .into_iter()
@@ -32,6 +37,7 @@ impl Config {
         };
         Config {
             quick,
+            no_peers,
             samples,
             min_sample,
             warmup,
@@ -116,9 +122,11 @@ impl Report {
         );
         println!(
             "Ratio = baseline median / kiln median: above 1 means kiln is faster. Rows marked \
-             \"{PUBLISHED}\" compare with the peer scripts' figures published on that date, not measured \
-             in this run.\n"
+             \"this run\" timed the peer framework in this run, its samples interleaved with \
+             kiln's; rows marked \"{PUBLISHED}, not measured here\" show the peer scripts' \
+             figures from that date on another machine.\n"
         );
+        println!("Load average at the end: {}\n", load_average());
         println!(
             "| case | threads | kiln median | baseline | baseline median | ratio (baseline / kiln, \
              > 1 = kiln faster) | target |"
@@ -134,6 +142,14 @@ impl Report {
             }
         }
     }
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), or "unknown".
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `s` seconds with three significant digits in s, ms or µs.
@@ -197,38 +213,69 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Seconds per call over `iters` calls.
-fn sample(f: &mut dyn FnMut(), iters: u32) -> f64 {
-    let t0 = Instant::now();
-    for _ in 0..iters {
-        f();
+/// A workload as the sampler sees it: run it `calls` times back to back and return the
+/// seconds per call (measured by the caller, or by a peer process in its own clock), or NaN
+/// if it failed.
+pub type Timed<'a> = &'a mut dyn FnMut(u32) -> f64;
+
+/// `f` as a [`Timed`] workload, timed here.
+pub fn timed(f: &mut dyn FnMut()) -> impl FnMut(u32) -> f64 + '_ {
+    move |calls| {
+        let t0 = Instant::now();
+        for _ in 0..calls {
+            f();
+        }
+        t0.elapsed().as_secs_f64() / f64::from(calls.max(1))
     }
-    t0.elapsed().as_secs_f64() / iters as f64
 }
 
 /// Warms `f` up (at least two calls and `cfg.warmup`) and returns the calls per sample.
-fn calibrate(cfg: &Config, f: &mut dyn FnMut()) -> u32 {
-    f();
+fn calibrate(cfg: &Config, f: Timed) -> u32 {
+    if f(1).is_nan() {
+        return 1;
+    }
     let t0 = Instant::now();
-    let mut calls = 0u32;
+    let (mut calls, mut sum) = (0u32, 0.0);
     while calls < 2 || t0.elapsed() < cfg.warmup {
-        f();
+        let s = f(1);
+        if s.is_nan() {
+            return 1;
+        }
+        sum += s;
         calls += 1;
     }
-    let per_call = t0.elapsed().as_secs_f64() / calls as f64;
+    let per_call = sum / f64::from(calls);
     (cfg.min_sample.as_secs_f64() / per_call)
         .ceil()
         .clamp(1.0, 1e6) as u32
 }
 
-/// The median seconds per call of each function, samples interleaved (f0, f1, f0, f1, ...).
-pub fn measure<const N: usize>(cfg: &Config, mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
+/// The median seconds per call of each workload, samples interleaved (f0, f1, f0, f1, ...);
+/// NaN for a workload that failed.
+pub fn measure_timed(cfg: &Config, fs: &mut [Timed]) -> Vec<f64> {
     let iters: Vec<u32> = fs.iter_mut().map(|f| calibrate(cfg, *f)).collect();
-    let mut times = [(); N].map(|_| Vec::with_capacity(cfg.samples));
+    let mut times = vec![Vec::with_capacity(cfg.samples); fs.len()];
     for _ in 0..cfg.samples {
         for (i, f) in fs.iter_mut().enumerate() {
-            times[i].push(sample(*f, iters[i]));
+            times[i].push(f(iters[i]));
         }
     }
-    times.map(|mut t| median(&mut t))
+    times
+        .into_iter()
+        .map(|mut t| {
+            if t.iter().any(|s| s.is_nan()) {
+                f64::NAN
+            } else {
+                median(&mut t)
+            }
+        })
+        .collect()
+}
+
+/// The median seconds per call of each function, samples interleaved (f0, f1, f0, f1, ...).
+pub fn measure<const N: usize>(cfg: &Config, fs: [&mut dyn FnMut(); N]) -> [f64; N] {
+    let mut wrapped: Vec<_> = fs.into_iter().map(timed).collect();
+    let mut refs: Vec<Timed> = wrapped.iter_mut().map(|f| f as Timed).collect();
+    let m = measure_timed(cfg, &mut refs);
+    std::array::from_fn(|i| m[i])
 }

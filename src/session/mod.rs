@@ -72,9 +72,11 @@ use std::time::Instant;
 
 mod limits;
 mod lru;
+mod plan;
 
 use limits::{check_sizes, check_workspace};
 use lru::Lru;
+use plan::FetchPlan;
 
 pub use crate::jit::{CompileTimes, StepCounts};
 
@@ -101,15 +103,6 @@ struct Key {
     /// The value of each `bool` switch the executable is specialized on, by id (empty when
     /// specialization is off).
     switches: Vec<(NodeId, bool)>,
-}
-
-/// What a set of fetches needs besides its executable, found once by walking the graph.
-struct FetchPlan {
-    /// The assigns behind the fetches.
-    updates: Arc<[effects::Update]>,
-    /// The scalar `bool` placeholders the fetches (with their updates) depend on: the
-    /// switches an executable is specialized on.
-    switches: Vec<NodeId>,
 }
 
 /// Runs a graph: holds variable values and compiled executables.
@@ -387,7 +380,7 @@ impl Session {
         let plan = match self.plans.get(&user) {
             Some(p) => p,
             None => {
-                let p = Arc::new(self.plan(&user)?);
+                let p = Arc::new(plan::plan(&self.graph.data(), self.backend, &user)?);
                 self.plans.insert(user.clone(), p.clone());
                 p
             }
@@ -400,7 +393,16 @@ impl Session {
         // The feeds are checked by one checker for both backends, before anything is
         // compiled or run, so both report the same errors.
         let fed: HashMap<NodeId, &Array> = feeds.iter().map(|(t, a)| (t.id(), a)).collect();
-        let batch = crate::feeds::check(&self.graph.data(), &fetch_ids, &fed, Precision::F32)?;
+        let batch = {
+            let mut cache = plan.needed.lock().unwrap_or_else(|e| e.into_inner());
+            crate::feeds::check(
+                &self.graph.data(),
+                &fetch_ids,
+                &fed,
+                Precision::F32,
+                &mut cache,
+            )?
+        };
         if self.check_finite {
             crate::feeds::check_finite(&self.graph.data(), &fed)?;
         }
@@ -430,32 +432,6 @@ impl Session {
         self.vars.apply(updates, out.drain(user.len()..));
         *outputs = out;
         Ok(())
-    }
-
-    /// The assigns behind `user`'s fetches and, for the JIT, the `bool` switches they depend
-    /// on (a walk over their cone, made once per set of fetches).
-    fn plan(&self, user: &[NodeId]) -> Result<FetchPlan> {
-        let d = self.graph.data();
-        let updates: Arc<[effects::Update]> = effects::collect(&d, user)?.into();
-        let switches = match self.backend {
-            Backend::Interpreter => vec![],
-            Backend::Jit => {
-                let all = effects::with_updates(user, &updates);
-                let mut s: Vec<NodeId> = d
-                    .topo_order_from(&all)
-                    .into_iter()
-                    .filter(|&id| {
-                        let n = d.node(id);
-                        n.op == Op::Placeholder
-                            && n.ty.dtype == crate::DType::Bool
-                            && n.ty.shape.rank() == 0
-                    })
-                    .collect();
-                s.sort_unstable();
-                s
-            }
-        };
-        Ok(FetchPlan { updates, switches })
     }
 
     /// The fed value of each switch, for the cache key (none when specialization is off).
