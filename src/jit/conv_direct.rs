@@ -238,7 +238,7 @@ pub(super) fn plan(
     if clash(pl) || y.is_some_and(|y| clash(y) || y == pl) {
         return None;
     }
-    let geo = kernel::Geometry::new(geo, bias.0, rows, cols, [ps[1], ps[2]]);
+    let geo = kernel::Geometry::new(geo, bias.0, rows, cols, [ps[1], ps[2]])?;
     Some(Direct {
         conv,
         act,

@@ -21,52 +21,86 @@ pub(super) struct Ptrs {
     pub(super) p: usize,
 }
 
+/// The most entries of the per-pixel tap table (`OH·OW·K`, 4 bytes each): 1 MB.
+const MAX_TABLE: usize = 1 << 18;
+
 /// The step's geometry, fixed at compile time.
 pub(crate) struct Geometry {
     geo: ConvGeom,
     bias: Bias,
-    /// Per convolution output row (column): the input row (column) of each kernel row
-    /// (column), None in the padding.
-    src: [Vec<Vec<Option<usize>>>; 2],
-    /// Per pooled row (column): the convolution rows (columns) of its window, in order.
-    win: [Vec<Vec<usize>>; 2],
-    /// Whether each convolution row (column) lies in some window.
-    in_window: [Vec<bool>; 2],
+    /// Per convolution output pixel, `K` offsets into its image of the input (im2col's
+    /// column order `(kh, kw, c)`), −1 in the padding.
+    taps: Vec<i32>,
+    /// The convolution pixels (`oy·OW + ox`) of each pooled pixel's window in scan order:
+    /// window `i` is `win[start[i] .. start[i + 1]]`.
+    win: Vec<u32>,
+    start: Vec<u32>,
+    /// The convolution pixels in no window (the activation only).
+    uncovered: Vec<u32>,
     /// Pooled height and width.
     pooled: [usize; 2],
 }
 
 impl Geometry {
+    /// The geometry, or None when its tables would be too large (then the chain runs
+    /// unfused).
     pub(super) fn new(
         geo: ConvGeom,
         bias: Bias,
         rows: Vec<Vec<usize>>,
         cols: Vec<Vec<usize>>,
         pooled: [usize; 2],
-    ) -> Geometry {
-        let src = |a: usize| -> Vec<Vec<Option<usize>>> {
-            (0..geo.out_hw[a])
-                .map(|o| {
-                    (0..geo.window.kernel[a])
-                        .map(|k| geo.src(a, o, k))
-                        .collect()
-                })
-                .collect()
-        };
-        let mark = |lists: &[Vec<usize>], size: usize| {
-            let mut v = vec![false; size];
-            lists.iter().flatten().for_each(|&i| v[i] = true);
-            v
-        };
-        let in_window = [mark(&rows, geo.out_hw[0]), mark(&cols, geo.out_hw[1])];
-        Geometry {
-            src: [src(0), src(1)],
-            win: [rows, cols],
-            in_window,
+    ) -> Option<Geometry> {
+        let [oh, ow] = geo.out_hw;
+        let image = geo.in_pixels().checked_mul(geo.c)?;
+        let entries = oh.checked_mul(ow)?.checked_mul(geo.k())?;
+        if entries > MAX_TABLE || image > i32::MAX as usize {
+            return None;
+        }
+        let mut taps = Vec::with_capacity(entries);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for kh in 0..geo.window.kernel[0] {
+                    for kw in 0..geo.window.kernel[1] {
+                        for ci in 0..geo.c {
+                            let at = match (geo.src(0, oy, kh), geo.src(1, ox, kw)) {
+                                (Some(ih), Some(iw)) => {
+                                    ((ih * geo.in_hw[1] + iw) * geo.c + ci) as i32
+                                }
+                                _ => -1,
+                            };
+                            taps.push(at);
+                        }
+                    }
+                }
+            }
+        }
+        let (mut win, mut start) = (vec![], vec![0u32]);
+        let mut covered = vec![false; oh * ow];
+        for r in &rows {
+            for c in &cols {
+                for &oy in r {
+                    for &ox in c {
+                        win.push((oy * ow + ox) as u32);
+                        covered[oy * ow + ox] = true;
+                    }
+                }
+                start.push(win.len() as u32);
+            }
+        }
+        let uncovered = (0..oh * ow)
+            .filter(|&i| !covered[i])
+            .map(|i| i as u32)
+            .collect();
+        Some(Geometry {
+            taps,
+            win,
+            start,
+            uncovered,
             pooled,
             bias,
             geo,
-        }
+        })
     }
 
     /// Runs the step: images split over `threads` in contiguous ranges.
@@ -136,30 +170,20 @@ mod avx2 {
     }
 
     impl Geometry {
-        /// Gathers pixel `(oy, ox)` of image `b`'s column row into `xs` (`K` values in
-        /// im2col's order `(kh, kw, c)`, `+0.0` in the padding).
+        /// Gathers convolution pixel `px` of image `b`'s column row into `xs` (`K` values
+        /// in im2col's order, `+0.0` in the padding).
         ///
         /// # Safety
-        /// `x` holds the input; `(oy, ox)` is a convolution output pixel.
+        /// `x` is image `b`'s first element; `px` is a convolution output pixel.
         #[inline(always)]
-        unsafe fn gather(&self, x: *const f32, b: usize, oy: usize, ox: usize, xs: &mut [f32]) {
-            let geo = &self.geo;
-            let (c, [h, w]) = (geo.c, geo.in_hw);
-            let mut k = 0;
-            for ih in &self.src[0][oy] {
-                for iw in &self.src[1][ox] {
-                    match (ih, iw) {
-                        (Some(ih), Some(iw)) => {
-                            let at = ((b * h + ih) * w + iw) * c;
-                            for ci in 0..c {
-                                // SAFETY: an in-bounds pixel's channel (`src`).
-                                xs[k + ci] = unsafe { *x.add(at + ci) };
-                            }
-                        }
-                        _ => xs[k..k + c].fill(0.0),
-                    }
-                    k += c;
-                }
+        unsafe fn gather(&self, x: *const f32, px: u32, xs: &mut [f32; MAX_K]) {
+            let k = self.geo.k();
+            let taps = &self.taps[px as usize * k..(px as usize + 1) * k];
+            for (v, &at) in xs.iter_mut().zip(taps) {
+                // SAFETY: `at` is an offset inside the image (the table), or −1, for which
+                // element 0 is read and dropped (branch-free).
+                let read = unsafe { *x.add(at.max(0) as usize) };
+                *v = if at >= 0 { read } else { 0.0 };
             }
         }
 
@@ -209,53 +233,41 @@ mod avx2 {
         pub(super) unsafe fn image(&self, p: Ptrs, b: usize) {
             let geo = &self.geo;
             let (o, [oh, ow], [ph, pw]) = (geo.o, geo.out_hw, self.pooled);
-            let (x, w, bias) = (p.x as *const f32, p.w as *const f32, p.b as *const f32);
+            let x = (p.x as *const f32).wrapping_add(b * geo.in_pixels() * geo.c);
+            let (w, bias) = (p.w as *const f32, p.b as *const f32);
             let y = (p.y as *mut f32).wrapping_add(b * oh * ow * o);
             let pooled = (p.p as *mut f32).wrapping_add(b * ph * pw * o);
             let mut xs = [[0f32; MAX_K]; 4];
-            let mut pix = [(0usize, 0usize); 4];
-            for py in 0..ph {
-                for px in 0..pw {
-                    let out = pooled.wrapping_add((py * pw + px) * o);
-                    let mut taps = self.win[0][py]
-                        .iter()
-                        .flat_map(|&oy| self.win[1][px].iter().map(move |&ox| (oy, ox)));
-                    let mut first = true;
-                    loop {
-                        let mut m = 0;
-                        for t in taps.by_ref().take(4) {
-                            pix[m] = t;
-                            // SAFETY: a convolution pixel of image `b`.
-                            unsafe { self.gather(x, b, t.0, t.1, &mut xs[m]) };
-                            m += 1;
-                        }
-                        if m == 0 {
-                            break;
-                        }
-                        for j in 0..o / 8 {
-                            // SAFETY (whole block): `8j + 8 <= O`; `out` is pooled pixel
-                            // `(py, px)`'s `O` channels and `y`'s pixel `(oy, ox)` has `O`
-                            // (when `y` is written), both image `b`'s, this call's alone.
-                            unsafe {
-                                let v = self.activations(&xs, w, bias, j);
-                                let at = out.add(8 * j);
-                                let mut best = if first {
-                                    v[0]
-                                } else {
-                                    pool_max(v[0], _mm256_loadu_ps(at))
-                                };
-                                for &vi in &v[1..m] {
-                                    best = pool_max(vi, best);
-                                }
-                                _mm256_storeu_ps(at, best);
-                                if p.y != 0 {
-                                    for (&vi, &(oy, ox)) in v.iter().zip(&pix).take(m) {
-                                        _mm256_storeu_ps(y.add((oy * ow + ox) * o + 8 * j), vi);
-                                    }
+            for (i, se) in self.start.windows(2).enumerate() {
+                let out = pooled.wrapping_add(i * o);
+                let window = &self.win[se[0] as usize..se[1] as usize];
+                for (g, pix) in window.chunks(4).enumerate() {
+                    for (xs, &px) in xs.iter_mut().zip(pix) {
+                        // SAFETY: a convolution pixel; `x` is image `b`'s.
+                        unsafe { self.gather(x, px, xs) };
+                    }
+                    for j in 0..o / 8 {
+                        // SAFETY (whole block): `8j + 8 <= O`; `out` is pooled pixel `i`'s
+                        // `O` channels and `y`'s pixel `px` has `O` (when `y` is written),
+                        // both image `b`'s, this call's alone.
+                        unsafe {
+                            let v = self.activations(&xs, w, bias, j);
+                            let at = out.add(8 * j);
+                            let mut best = if g == 0 {
+                                v[0]
+                            } else {
+                                pool_max(v[0], _mm256_loadu_ps(at))
+                            };
+                            for &vi in &v[1..pix.len()] {
+                                best = pool_max(vi, best);
+                            }
+                            _mm256_storeu_ps(at, best);
+                            if p.y != 0 {
+                                for (&vi, &px) in v.iter().zip(pix) {
+                                    _mm256_storeu_ps(y.add(px as usize * o + 8 * j), vi);
                                 }
                             }
                         }
-                        first = false;
                     }
                 }
             }
@@ -263,20 +275,14 @@ mod avx2 {
                 return;
             }
             // Pixels in no window: only the activation.
-            let [in_rows, in_cols] = &self.in_window;
-            for (oy, &row_in) in in_rows.iter().enumerate() {
-                for (ox, &col_in) in in_cols.iter().enumerate() {
-                    if row_in && col_in {
-                        continue;
-                    }
-                    // SAFETY: a convolution pixel of image `b`.
-                    unsafe { self.gather(x, b, oy, ox, &mut xs[0]) };
-                    for j in 0..o / 8 {
-                        // SAFETY: as above: `y`'s pixel `(oy, ox)` of image `b`.
-                        unsafe {
-                            let v = self.activations(&xs, w, bias, j);
-                            _mm256_storeu_ps(y.add((oy * ow + ox) * o + 8 * j), v[0]);
-                        }
+            for &px in &self.uncovered {
+                // SAFETY: a convolution pixel of image `b`.
+                unsafe { self.gather(x, px, &mut xs[0]) };
+                for j in 0..o / 8 {
+                    // SAFETY: as above: `y`'s pixel `px` of image `b`.
+                    unsafe {
+                        let v = self.activations(&xs, w, bias, j);
+                        _mm256_storeu_ps(y.add(px as usize * o + 8 * j), v[0]);
                     }
                 }
             }
