@@ -76,15 +76,15 @@ pub(super) enum Bias {
 /// A planned forward twin (see the module docs).
 pub(super) struct Direct {
     pub(super) conv: NodeId,
-    pub(super) act: NodeId,
-    pub(super) pool: NodeId,
+    act: NodeId,
+    pool: NodeId,
     x: Loc,
     w: Loc,
     b: Option<Loc>,
     /// The activation's buffer, when something besides the pool reads it.
     y: Option<Loc>,
     p: Loc,
-    pub(super) geo: kernel::Geometry,
+    geo: kernel::Geometry,
 }
 
 impl Direct {
@@ -146,7 +146,7 @@ pub(super) fn plan(
     let geo: ConvGeom = step.geo.clone();
     let k = geo.k();
     let gemm_chain = (3..=MAX_K).contains(&k) && step.smallest_tile() >= 2;
-    if geo.groups != 1 || geo.o % 8 != 0 || step.wino.is_some() || !gemm_chain {
+    if geo.groups != 1 || !geo.o.is_multiple_of(8) || step.wino.is_some() || !gemm_chain {
         return None;
     }
     let readers = |id: NodeId| -> Vec<NodeId> {
@@ -168,7 +168,7 @@ pub(super) fn plan(
     if kern.epilogue.exprs.iter().any(|e| e.1 != DType::F32) {
         return None;
     }
-    if ins.get(conv_param.0 as usize) != Some(&conv) {
+    if ins.get(conv_param as usize) != Some(&conv) {
         return None;
     }
     let y_len = geo.n * geo.out_pixels() * geo.o;
@@ -276,7 +276,7 @@ fn channel_load(e: &Expr, domain: &[usize], c: usize) -> Option<u32> {
 
 /// A body `max(0, conv [+ b])` (the zero on either side): the parameter of the convolution's
 /// output, and the bias' form with its parameter.
-fn relu_body(k: &Kernel, c: usize) -> Option<((u32,), (Bias, u32))> {
+fn relu_body(k: &Kernel, c: usize) -> Option<(u32, (Bias, u32))> {
     let body = &k.epilogue;
     let dom = &body.domain;
     let e = |i: u32| body.exprs.get(i as usize).map(|e| &e.0);
@@ -290,17 +290,17 @@ fn relu_body(k: &Kernel, c: usize) -> Option<((u32,), (Bias, u32))> {
         _ => return None,
     };
     if let Some(conv) = identity_load(e(t)?, dom) {
-        return Some(((conv,), (Bias::None, 0)));
+        return Some((conv, (Bias::None, 0)));
     }
     let Expr::Binary(BinaryOp::Add, a, b) = e(t)? else {
         return None;
     };
     let (ea, eb) = (e(*a)?, e(*b)?);
     if let (Some(conv), Some(bias)) = (identity_load(ea, dom), channel_load(eb, dom, c)) {
-        return Some(((conv,), (Bias::After, bias)));
+        return Some((conv, (Bias::After, bias)));
     }
     if let (Some(bias), Some(conv)) = (channel_load(ea, dom, c), identity_load(eb, dom)) {
-        return Some(((conv,), (Bias::Before, bias)));
+        return Some((conv, (Bias::Before, bias)));
     }
     None
 }
