@@ -9,6 +9,7 @@
 //! machine kind on 2026-11-30, not in this run).
 
 pub mod depthwise;
+pub mod direct;
 pub mod window;
 pub mod winograd;
 

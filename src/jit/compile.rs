@@ -279,7 +279,11 @@ pub(super) fn schedule(
 /// The plan of convolution `id`, after checking what its native code assumes: f32 or f64
 /// operands of its dtype, and operand and output element counts that are exactly the
 /// geometry's (so every index the step computes is inside its buffers).
-fn conv_step(p: &Program, id: NodeId, kind: crate::graph::op::ConvKind) -> Result<ConvStep> {
+pub(super) fn conv_step(
+    p: &Program,
+    id: NodeId,
+    kind: crate::graph::op::ConvKind,
+) -> Result<ConvStep> {
     let n = p.graph.node(id);
     let ty = |i: usize| &p.graph.node(n.inputs[i]).ty;
     let bad = |why: &str| Error::invalid(format!("jit: convolution {}: {why}", n.label()));

@@ -126,6 +126,13 @@ impl ConvStep {
     fn tiles(&self) -> usize {
         self.m().div_ceil(self.rows)
     }
+
+    /// The rows of the smallest tile (the last), which decides `gemm`'s path for it
+    /// (`conv_direct.rs` matches the general path's sums).
+    pub(super) fn smallest_tile(&self) -> usize {
+        let (r0, r1) = tile_rows(self, self.tiles().saturating_sub(1));
+        r1 - r0
+    }
 }
 
 /// True when a 1×1 window with unit strides and no padding lets `gemm` read `X` in place.

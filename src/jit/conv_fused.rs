@@ -47,6 +47,9 @@ fn enabled() -> bool {
 
 /// A fused step (see the module docs).
 pub(super) enum Fused {
+    /// The forward twin: a small-K convolution with its bias, ReLU and max pool
+    /// (`jit/conv_direct.rs`).
+    Direct(Box<super::conv_direct::Direct>),
     /// Max-pool gradient and ReLU mask, and the bias sum into scratch when `sum` is set.
     ReluPoolGrad(ReluPoolGrad),
     /// The bias sum the backward twin computed, stored where the sum node's step was.
@@ -66,9 +69,15 @@ pub(super) struct SumStore {
 }
 
 impl Fused {
+    /// Whether it is the forward twin (counted apart).
+    pub(super) fn is_direct(&self) -> bool {
+        matches!(self, Fused::Direct(_))
+    }
+
     /// The node the step is named after.
     pub(super) fn node(&self) -> NodeId {
         match self {
+            Fused::Direct(s) => s.conv,
             Fused::ReluPoolGrad(s) => s.mask,
             Fused::SumStore(s) => s.sum,
         }
@@ -77,6 +86,7 @@ impl Fused {
     /// What the profile calls it.
     pub(super) fn kind(&self) -> &'static str {
         match self {
+            Fused::Direct(s) => s.kind(),
             Fused::ReluPoolGrad(s) if s.sum.is_some() => "fused maxgrad+relu+bias",
             Fused::ReluPoolGrad(_) => "fused maxgrad+relu",
             Fused::SumStore(_) => "fused bias store",
@@ -86,6 +96,7 @@ impl Fused {
     /// The program nodes the step computes.
     pub(super) fn members(&self) -> Vec<NodeId> {
         match self {
+            Fused::Direct(s) => s.members(),
             Fused::ReluPoolGrad(s) => vec![s.pool_grad, s.mask],
             Fused::SumStore(s) => vec![s.sum],
         }
@@ -96,6 +107,7 @@ impl Fused {
     pub(super) fn run(&self, bufs: &mut Buffers<'_>, threads: usize) {
         let scratch = bufs.ws.scratch.as_mut_ptr();
         match self {
+            Fused::Direct(s) => s.run(bufs, threads),
             Fused::ReluPoolGrad(s) => {
                 let p = relu_pool_grad::Ptrs {
                     y: bufs.ptr(s.y) as usize,
@@ -187,9 +199,6 @@ pub(super) fn plan(p: &Program, order: &[NodeId], lay: &Layout) -> Plan {
         at: HashMap::new(),
         members: HashSet::new(),
     };
-    if !enabled() {
-        return plan;
-    }
     // The nodes that become steps, in order (sources and aliases are no steps).
     let steps: Vec<NodeId> = order
         .iter()
@@ -204,7 +213,20 @@ pub(super) fn plan(p: &Program, order: &[NodeId], lay: &Layout) -> Plan {
         })
         .collect();
     let live: HashSet<NodeId> = order.iter().copied().collect();
+    let twins = enabled();
     for (i, &id) in steps.iter().enumerate() {
+        if plan.members.contains(&id) {
+            continue;
+        }
+        if let Some(d) = super::conv_direct::plan(p, lay, &live, &steps[i..]) {
+            let f = Fused::Direct(Box::new(d));
+            plan.members.extend(f.members());
+            plan.at.insert(id, f);
+            continue;
+        }
+        if !twins {
+            continue;
+        }
         if let Some(s) = relu_pool_grad(p, lay, &live, &steps[i..]) {
             if let Some((sum, _)) = s.sum {
                 let store = Fused::SumStore(SumStore {

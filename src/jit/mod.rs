@@ -42,6 +42,7 @@ mod codegen;
 mod collective;
 mod compile;
 mod conv;
+mod conv_direct;
 mod conv_dw;
 mod conv_fused;
 mod conv_wino;

@@ -43,6 +43,10 @@ pub struct StepCounts {
     /// Fused steps around a convolution's activation, each replacing several nodes
     /// (`KILN_CONV_FUSE=0` turns them off).
     pub conv_fused: usize,
+    /// Fused forward steps: a small-K convolution with its bias, ReLU and max pool in one
+    /// direct kernel (`jit/conv_direct.rs`; `KILN_CONV_DIRECT=0` turns them off). Not
+    /// counted in `conv_fused` or `conv`.
+    pub conv_direct: usize,
     /// Compute nodes of the program (everything but placeholders, variables and constants).
     pub nodes: usize,
     /// Nodes covered by one of the above.
@@ -91,7 +95,11 @@ pub(super) fn covers(
                 covered.push(s.node);
             }
             Step::ConvFused(f) => {
-                c.conv_fused += 1;
+                if f.is_direct() {
+                    c.conv_direct += 1;
+                } else {
+                    c.conv_fused += 1;
+                }
                 covered.extend(f.members());
             }
             Step::Pool(p) => {

@@ -1,0 +1,72 @@
+//! The forward twin (`src/jit/conv_direct.rs`): the MNIST convnet's training step and
+//! inference (`super::Cnn`, batch 128) with conv1, its bias, ReLU and max pool as one direct
+//! kernel (the default) and with `KILN_CONV_DIRECT=0` (im2col + `gemm`, the elementwise
+//! kernel, the pooling kernel), the four sessions' samples interleaved in one `measure`, at
+//! 1 and 2 threads.
+
+use crate::harness::{measure, Config, Report, Target};
+use crate::THREADS;
+use kiln::prelude::*;
+use std::hint::black_box;
+
+/// The convnet A/B.
+pub fn convnet(cfg: &Config, report: &mut Report) {
+    let case = "conv1 direct convnet b128";
+    if !cfg.wants(case) {
+        return;
+    }
+    eprintln!("{case}");
+    let g = Graph::new();
+    let m = super::Cnn::new(&g);
+    let train_feeds = m.feeds(true);
+    let mut infer_feeds = m.feeds(false);
+    infer_feeds.remove(1); // the labels
+    let train = [m.loss, m.train];
+    for t in THREADS {
+        kiln::threads::set_threads(t);
+        // A session compiled now (its first run), with or without the direct kernel.
+        let session = |on: bool, fetch: &[Tensor<'_>], feeds: &[(Tensor<'_>, Array)]| {
+            if !on {
+                std::env::set_var("KILN_CONV_DIRECT", "0");
+            }
+            let mut sess = Session::new(&g).unwrap();
+            sess.run(fetch, feeds).unwrap();
+            std::env::remove_var("KILN_CONV_DIRECT");
+            let direct = sess.last_compile_times().unwrap().steps.conv_direct;
+            assert!(
+                on || direct == 0,
+                "{case}: {direct} direct steps with the opt-out"
+            );
+            if on && direct == 0 {
+                eprintln!("{case}: no direct step (the kernel needs x86-64 with AVX2 and FMA)");
+            }
+            sess
+        };
+        let mut td = session(true, &train, &train_feeds);
+        let mut tu = session(false, &train, &train_feeds);
+        let mut id = session(true, &[m.logits], &infer_feeds);
+        let mut iu = session(false, &[m.logits], &infer_feeds);
+        let [a, b, c, d] = measure(
+            cfg,
+            [
+                &mut || {
+                    black_box(td.run(&train, &train_feeds).unwrap());
+                },
+                &mut || {
+                    black_box(tu.run(&train, &train_feeds).unwrap());
+                },
+                &mut || {
+                    black_box(id.run(&[m.logits], &infer_feeds).unwrap());
+                },
+                &mut || {
+                    black_box(iu.run(&[m.logits], &infer_feeds).unwrap());
+                },
+            ],
+        );
+        let base = "the same with KILN_CONV_DIRECT=0 (im2col + gemm, kernel, pool)";
+        let row = |kind: &str| format!("{case} {kind}, conv1 direct (default)");
+        report.row(&row("train step"), t, a, base, b, Target::None);
+        report.row(&row("inference"), t, c, base, d, Target::None);
+    }
+    kiln::threads::set_threads(0);
+}
