@@ -43,6 +43,9 @@ pub struct StepCounts {
     /// Fused steps around a convolution's activation, each replacing several nodes
     /// (`KILN_CONV_FUSE=0` turns them off).
     pub conv_fused: usize,
+    /// Forward convolutions that run the kernel (bias, activation) and pooling after them
+    /// on each tile (`jit/conv/epilogue.rs`; `KILN_CONV_EPILOGUE=0` turns them off).
+    pub conv_epilogues: usize,
     /// Compute nodes of the program (everything but placeholders, variables and constants).
     pub nodes: usize,
     /// Nodes covered by one of the above.
