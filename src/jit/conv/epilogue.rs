@@ -298,5 +298,5 @@ fn whole_image_tiles(conv: &ConvStep) -> bool {
         && conv.wino.is_none()
         && conv.lanes > 0
         && !conv.depthwise
-        && conv.rows % conv.geo.out_pixels().max(1) == 0
+        && conv.rows.is_multiple_of(conv.geo.out_pixels().max(1))
 }
