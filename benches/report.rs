@@ -361,6 +361,7 @@ fn main() {
         cnn::window::pool(&cfg, &mut report, [26, 26, 32], max);
         cnn::window::pool(&cfg, &mut report, [11, 11, 64], max);
     }
+    cnn::conv2::conv2(&cfg, &mut report);
     cnn::depthwise::depthwise(&cfg, &mut report);
     cnn::winograd::winograd(&cfg, &mut report);
     cnn::mnist_cnn(&cfg, &mut report);

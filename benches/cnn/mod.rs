@@ -8,6 +8,7 @@
 //! `benches/peers/bench_jax_cnn.py` (the same model without dropout, measured on this
 //! machine kind on 2026-11-30, not in this run).
 
+pub mod conv2;
 pub mod depthwise;
 pub mod direct;
 pub mod window;

@@ -144,6 +144,12 @@ pub(super) fn split_of(k: &Kernel) -> Option<Split> {
     })
 }
 
+/// True if the kernel's loop nest runs its axes in another order than its domain's (so its
+/// split's first axis may not be the domain's first).
+pub(super) fn reordered(k: &Kernel) -> bool {
+    body::loop_order(k).is_some()
+}
+
 /// A reduction divides along its first axis when that axis is kept, and the output's first
 /// axis is the same one (so a range of prologue rows owns the same range of accumulator slots
 /// and of output rows).

@@ -20,19 +20,30 @@
 //! The step's buffers are `lanes` column tiles and `partials − 1` filter-sized accumulators
 //! in the executable's scratch, which the compile sizes for the largest step.
 
+mod epilogue;
+
+pub(super) use epilogue::attach as attach_epilogues;
+
 use crate::dtype::DType;
 use crate::graph::op::{ConvGeom, ConvKind};
 
 /// Column tiles are about this big (the measured sweet spot is a few hundred KB to a few
-/// MB, measured for issue 17).
+/// MB, measured for issue 17); `KILN_CONV_COL_KB` overrides it (for measuring).
 const COL_BUDGET: usize = 1 << 20;
+
+fn col_budget() -> usize {
+    std::env::var("KILN_CONV_COL_KB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&kb| kb > 0)
+        .map_or(COL_BUDGET, |kb| kb.saturating_mul(1024))
+}
 /// At most this many tiles run at once (each needs its own column buffer).
 const MAX_LANES: usize = 4;
 /// A filter gradient sums its tiles in at most this many fixed partial accumulators.
 const MAX_PARTIALS: usize = 4;
 
 /// A planned convolution.
-#[derive(Clone, Debug)]
 pub(super) struct ConvStep {
     pub(super) kind: ConvKind,
     pub(super) geo: ConvGeom,
@@ -50,6 +61,8 @@ pub(super) struct ConvStep {
     pub(super) dw: Option<super::module::KernelFn>,
     /// Winograd F(2×2, 3×3) instead of im2col (`conv_wino.rs` says when).
     pub(super) wino: Option<super::conv_wino::Plan>,
+    /// The kernel and pooling run on each forward tile (`conv/epilogue.rs`), once attached.
+    pub(super) epi: Option<Box<epilogue::Epilogue>>,
 }
 
 impl ConvStep {
@@ -58,15 +71,22 @@ impl ConvStep {
         let size = dtype.size_bytes();
         let m = geo.n * geo.out_pixels();
         let k = geo.k().max(1);
+        let budget = col_budget();
+        let whole = |images: usize| {
+            // Two tiles at least when there are two images, so two threads share work.
+            images.min(geo.n.div_ceil(2)).max(1) * geo.out_pixels()
+        };
         let rows = match kind {
             ConvKind::InputGrad { .. } => {
                 let per_image = geo.out_pixels() * k * size;
-                let images = (COL_BUDGET / per_image.max(1)).clamp(1, 16);
-                // Two tiles at least when there are two images, so two threads share work.
-                let images = images.min(geo.n.div_ceil(2)).max(1);
-                images * geo.out_pixels()
+                whole((budget / per_image.max(1)).clamp(1, 16))
             }
-            _ => (COL_BUDGET / (k * size)).max(16).min(m.div_ceil(2)).max(1),
+            // Forward tiles are whole images when one fits the budget, so a tile's
+            // epilogue (`conv/epilogue.rs`) can pool its images.
+            ConvKind::Forward if geo.out_pixels() * k * size <= budget => {
+                whole(budget / (geo.out_pixels() * k * size).max(1))
+            }
+            _ => (budget / (k * size)).max(16).min(m.div_ceil(2)).max(1),
         };
         let depthwise = geo.groups > 1 && geo.groups == geo.c;
         let rows = if depthwise {
@@ -99,6 +119,7 @@ impl ConvStep {
             depthwise,
             dw: None,
             wino,
+            epi: None,
         }
     }
 
@@ -303,23 +324,52 @@ unsafe fn col2im<T: Elem>(
     let (oh_n, ow_n) = (geo.out_hw[0], geo.out_hw[1]);
     for r in r0..r1 {
         let (n, oh, ow) = (r / (oh_n * ow_n), r / ow_n % oh_n, r % ow_n);
+        // As in `im2col`: a kernel row whose taps are all inside is one run of `KW·C`
+        // elements. No element gets two adds from one row, so the order of the adds into
+        // each `dx` element (row, then tap) is the tap-by-tap loop's.
+        let run = geo.groups == 1
+            && geo.window.dilations[1] == 1
+            && geo.src(1, ow, 0).is_some()
+            && geo.src(1, ow, kw_n - 1).is_some();
         for kh in 0..kh_n {
             let Some(ih) = geo.src(0, oh, kh) else {
                 continue;
             };
+            let pixel = |iw: usize| ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c + g * cg;
+            let from = (r - r0) * k + kh * kw_n * cg;
+            if let (true, Some(iw)) = (run, geo.src(1, ow, 0)) {
+                // SAFETY: the in-bounds pixels `iw .. iw + KW` of input row `ih` with all
+                // `c = cg` channels each, and the row's taps of `col`.
+                unsafe { add_run(dx.add(pixel(iw)), col.add(from), kw_n * cg) };
+                continue;
+            }
             for kw in 0..kw_n {
                 let Some(iw) = geo.src(1, ow, kw) else {
                     continue;
                 };
-                let at = ((n * geo.in_hw[0] + ih) * geo.in_hw[1] + iw) * c + g * cg;
-                let from = (r - r0) * k + (kh * kw_n + kw) * cg;
-                for ci in 0..cg {
-                    // SAFETY: in-bounds pixel and group channel (as in `im2col`), and an
-                    // element of row `r − r0` of `col`.
-                    unsafe { *dx.add(at + ci) = *dx.add(at + ci) + *col.add(from + ci) };
-                }
+                // SAFETY: an in-bounds pixel and the group's channels (as in `im2col`), and
+                // a tap of row `r − r0` of `col`.
+                unsafe { add_run(dx.add(pixel(iw)), col.add(from + kw * cg), cg) };
             }
         }
+    }
+}
+
+/// `dst[i] = dst[i] + src[i]` for `i < len` (a loop the compiler vectorizes).
+///
+/// # Safety
+/// `dst` and `src` hold `len` elements each and do not overlap.
+#[inline(always)]
+unsafe fn add_run<T: Elem>(dst: *mut T, src: *const T, len: usize) {
+    // SAFETY: the caller's contract.
+    let (d, s) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(dst, len),
+            std::slice::from_raw_parts(src, len),
+        )
+    };
+    for (d, s) in d.iter_mut().zip(s) {
+        *d = *d + *s;
     }
 }
 
@@ -335,6 +385,7 @@ pub(super) unsafe fn run_conv(
     b: *const u8,
     out: *mut u8,
     scratch: *mut u8,
+    epi: Option<&epilogue::Ptrs>,
     threads: usize,
 ) {
     if let Some(w) = &step.wino {
@@ -349,9 +400,9 @@ pub(super) unsafe fn run_conv(
     };
     match step.dtype {
         // SAFETY: the caller's contract, in the step's dtype.
-        DType::F64 => unsafe { run_typed::<f64>(step, p, threads) },
+        DType::F64 => unsafe { run_typed::<f64>(step, p, epi, threads) },
         // SAFETY: as above (the compile admits only f32 and f64).
-        _ => unsafe { run_typed::<f32>(step, p, threads) },
+        _ => unsafe { run_typed::<f32>(step, p, epi, threads) },
     }
 }
 
@@ -364,7 +415,7 @@ pub(super) struct Ptrs {
     pub(super) scratch: usize,
 }
 
-unsafe fn run_typed<T: Elem>(st: &ConvStep, p: Ptrs, threads: usize) {
+unsafe fn run_typed<T: Elem>(st: &ConvStep, p: Ptrs, epi: Option<&epilogue::Ptrs>, threads: usize) {
     let tiles = st.tiles();
     let units = match st.kind {
         ConvKind::FilterGrad => st.partials,
@@ -395,7 +446,30 @@ unsafe fn run_typed<T: Elem>(st: &ConvStep, p: Ptrs, threads: usize) {
             // `u`'s outputs (its tile's rows, or partial `u`).
             unsafe {
                 match st.kind {
-                    ConvKind::Forward => forward::<T>(st, p, u, col, gemm_threads),
+                    ConvKind::Forward => {
+                        // A private tile (`conv/epilogue.rs`): lane `wk`'s region of
+                        // scratch past everything else, `rows·O` elements.
+                        let private = st.epi.as_ref().and_then(|e| e.private);
+                        let tile = private.map_or(std::ptr::null_mut(), |pv| {
+                            (p.scratch as *mut u8).wrapping_add(pv.offset + wk * pv.tile_bytes)
+                        });
+                        let (r0, r1) = tile_rows(st, u);
+                        // The output rows `[r0, r1)` at the start of the tile.
+                        let y = match private {
+                            Some(_) => (tile as *mut T).wrapping_sub(r0 * st.geo.o),
+                            None => p.out as *mut T,
+                        };
+                        forward::<T>(st, p, u, col, y, gemm_threads);
+                        if let (Some(e), Some(ep)) = (&st.epi, epi) {
+                            // Tiles of a step with an epilogue are whole images.
+                            let px = st.geo.out_pixels();
+                            // SAFETY: the tile's images of the output were just written
+                            // (to the private tile, when there is one), and this worker
+                            // alone owns them and its lane's tile (disjoint tiles, lanes ≥
+                            // workers).
+                            e.images(ep, r0 / px, r1 / px, tile);
+                        }
+                    }
                     ConvKind::InputGrad { .. } => input_grad::<T>(st, p, u, col, gemm_threads),
                     ConvKind::FilterGrad => filter_partial::<T>(st, p, u, col, gemm_threads),
                 }
@@ -436,10 +510,20 @@ fn tile_rows(st: &ConvStep, t: usize) -> (usize, usize) {
 }
 
 /// `Y[tile] = im2col(X)[tile] · W`, group by group.
-unsafe fn forward<T: Elem>(st: &ConvStep, p: Ptrs, t: usize, col: *mut T, threads: usize) {
+///
+/// `y` is where the output's row 0 is (the output, or a private tile's address less the
+/// tile's first row: only rows `[r0, r1)` are written).
+unsafe fn forward<T: Elem>(
+    st: &ConvStep,
+    p: Ptrs,
+    t: usize,
+    col: *mut T,
+    y: *mut T,
+    threads: usize,
+) {
     let geo = &st.geo;
     let (r0, r1) = tile_rows(st, t);
-    let (x, w, y) = (p.a as *const T, p.b as *const T, p.out as *mut T);
+    let (x, w) = (p.a as *const T, p.b as *const T);
     let (c, o, cg, og, k) = (geo.c, geo.o, geo.cg(), geo.og(), geo.k());
     for g in 0..geo.groups {
         // SAFETY (whole block): rows `[r0, r1)` of `Y` (`[M, O]`) at the group's columns,
@@ -454,7 +538,7 @@ unsafe fn forward<T: Elem>(st: &ConvStep, p: Ptrs, t: usize, col: *mut T, thread
             };
             mm(
                 (r1 - r0, og, k),
-                (y.add(r0 * o + g * og), o as isize),
+                (y.wrapping_add(r0 * o + g * og), o as isize),
                 false,
                 (a, a_rs as isize, 1),
                 (w.add(g * og), o as isize, 1),

@@ -218,14 +218,16 @@ fn run_step(bufs: &mut Buffers<'_>, step: &Step, run_index: u64, threads: usize)
             conv, a, b, out, ..
         } => {
             let (a, b, out) = (bufs.ptr(*a), bufs.ptr(*b), bufs.ptr(*out));
+            let epi = conv.epi.as_ref().map(|e| e.pointers(bufs));
             let scratch = bufs.ws.scratch.as_mut_ptr();
             // SAFETY: `compile::conv_step` checked the geometry against the operand
             // and output types, which the buffers have (feeds and variables checked
             // by `run_into`, outputs allocated from their types, slots validated);
             // the output is a slot or output array of its own (the buffer assignment
             // shares a slot only with an elementwise kernel), and scratch holds
-            // `scratch_bytes`, at least the step's.
-            unsafe { super::conv::run_conv(conv, a, b, out, scratch, threads) };
+            // `scratch_bytes`, at least the step's; the epilogue's steps were checked
+            // when attached (`conv/epilogue.rs`).
+            unsafe { super::conv::run_conv(conv, a, b, out, scratch, epi.as_ref(), threads) };
         }
         Step::Pool(p) => p.run(bufs, threads),
         Step::ConvFused(f) => f.run(bufs, threads),

@@ -213,6 +213,8 @@ impl Executable {
                 _ => {}
             }
         }
+        times.steps.conv_epilogues =
+            conv::attach_epilogues(p, &mut sched.steps, &mut sched.scratch_bytes);
         times.finalize = t_fin.elapsed();
         times.kernels = sched.kernels;
         let outs = compile::outputs(p, &lay);

@@ -47,6 +47,9 @@ pub struct StepCounts {
     /// direct kernel (`jit/conv_direct.rs`; `KILN_CONV_DIRECT=0` turns them off). Not
     /// counted in `conv_fused` or `conv`.
     pub conv_direct: usize,
+    /// Forward convolutions that run the kernel (bias, activation) and pooling after them
+    /// on each tile (`jit/conv/epilogue.rs`; `KILN_CONV_EPILOGUE=0` turns them off).
+    pub conv_epilogues: usize,
     /// Compute nodes of the program (everything but placeholders, variables and constants).
     pub nodes: usize,
     /// Nodes covered by one of the above.

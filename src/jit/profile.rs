@@ -132,6 +132,9 @@ fn describe(p: &Program, s: &Step) -> (String, String) {
     let n = p.graph.node(node);
     let kind = match (&n.op, s) {
         (_, Step::ConvFused(f)) => f.kind().to_string(),
+        (_, Step::Conv { conv, .. }) if conv.epi.is_some() => {
+            conv.epi.as_ref().map_or("", |e| e.kind()).to_string()
+        }
         (Op::Fusion(k), _) => match p.kernels().lookup(*k) {
             Ok(k) => format!("kernel {}", k.kind()),
             Err(_) => "kernel".into(),

@@ -218,6 +218,11 @@ impl PoolStep {
         Ok(fid)
     }
 
+    /// Images in the batch.
+    pub(super) fn images(&self) -> usize {
+        self.n
+    }
+
     /// The function `lower` built, once the module is finalized.
     pub(super) fn set_fn(&mut self, f: KernelFn) {
         self.f = Some(f);
@@ -252,7 +257,7 @@ impl PoolStep {
     }
 
     /// The operands' addresses, then the output's.
-    fn pointers(&self, bufs: &mut Buffers<'_>) -> Vec<*mut u8> {
+    pub(super) fn pointers(&self, bufs: &mut Buffers<'_>) -> Vec<*mut u8> {
         let mut v: Vec<*mut u8> = self.args.iter().map(|&l| bufs.ptr(l)).collect();
         v.push(bufs.ptr(self.out));
         v
@@ -267,7 +272,7 @@ impl PoolStep {
     /// assignment lets only elementwise kernels write over an operand), and concurrent calls
     /// take disjoint ranges of images, so a call writes nothing another call or an operand
     /// read touches.
-    fn images_at(&self, ptrs: &[*mut u8], lo: usize, hi: usize) {
+    pub(super) fn images_at(&self, ptrs: &[*mut u8], lo: usize, hi: usize) {
         let hi = hi.min(self.n);
         if lo >= hi {
             return;
