@@ -5,8 +5,8 @@
 //! `args[i]` is parameter `i`'s buffer, `args[params]` the output's, `scratch` a buffer of at
 //! least [`scratch_bytes`] bytes for reduction accumulators or matmul results, and `status` is
 //! set to 1 if an integer division by zero happened (the executable turns that into an
-//! error after the call). `[lo, hi)` is the range of the domain's first axis this call
-//! computes, when the kernel has a [`Split`] (the executable runs several ranges on several
+//! error after the call). `[lo, hi)` is the range of the domain's split axis (the first,
+//! or the first outer one whose extent is not 1: [`Split::axis`]) this call computes, when the kernel has a [`Split`] (the executable runs several ranges on several
 //! threads); kernels without one ignore it.
 //!
 //! The code is split by concern: this file has the kernel entry point and the loop nests;
@@ -103,18 +103,35 @@ pub(super) fn kernel_signature(call_conv: CallConv) -> Signature {
 }
 
 /// How a kernel's work may be divided between threads: calls with ranges `[lo, hi)` of the
-/// domain's first axis that together cover `0..extent` compute the same bits as one call
+/// domain's split axis that together cover `0..extent` compute the same bits as one call
 /// over all of it, provided every boundary is a multiple of `align`. Kernels that cannot be
 /// divided this way (a reduction over the first axis) have no `Split` and ignore the range.
+///
+/// The split axis is the first one, except that an elementwise or matmul-epilogue body
+/// skips leading axes of extent 1 (an NHWC image at batch 1, `[1, H, W, C]`, splits by its
+/// rows `H`, not by its single image); every axis before it then runs its one index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Split {
-    /// The first axis' extent.
+    /// The axis divided (see [`split_axis`]).
+    pub axis: usize,
+    /// The split axis' extent.
     pub extent: usize,
-    /// Boundaries are multiples of this (4 when the first axis is also the vectorized inner
+    /// Boundaries are multiples of this (4 when the split axis is also the vectorized inner
     /// one, so that each element takes the same vector or scalar path however it is split).
     pub align: usize,
-    /// Elementary operations per unit of the first axis (for deciding whether to split).
+    /// Elementary operations per unit of the split axis (for deciding whether to split).
     pub cost: usize,
+}
+
+/// The axis a body over `domain` is split along: the first axis, or for an elementwise or
+/// matmul-epilogue body (`skip_units`) the first of the outer axes whose extent is not 1
+/// (the innermost is never chosen past axis 0: it is the vectorized one, and a reordered
+/// loop walks it in column blocks).
+fn split_axis(domain: &[usize], skip_units: bool) -> usize {
+    if !skip_units || domain.len() < 2 {
+        return 0;
+    }
+    (0..domain.len() - 1).find(|&a| domain[a] != 1).unwrap_or(0)
 }
 
 /// The [`Split`] of a kernel, if it has one.
@@ -122,22 +139,26 @@ pub(super) fn split_of(k: &Kernel) -> Option<Split> {
     // The loop nest's first axis is the one split (the loop order may differ from the
     // domain's, see `body::loop_order`).
     let reordered = body::loop_order(k).map(|(b, _)| b);
-    let body = match &k.core {
-        Core::None => reordered.as_ref().unwrap_or(&k.epilogue),
-        Core::MatMul { .. } => &k.epilogue,
+    let (body, skip_units) = match &k.core {
+        Core::None => (reordered.as_ref().unwrap_or(&k.epilogue), true),
+        Core::MatMul { .. } => (&k.epilogue, true),
+        // A reduction's accumulator slots are divided along the first axis (see
+        // `reduce_splittable`), and its epilogue with them.
         Core::Reduce { axes, .. } => {
             if !reduce_splittable(k, axes) {
                 return None;
             }
-            &k.prologue
+            (&k.prologue, false)
         }
     };
-    let extent = *body.domain.first()?;
+    let axis = split_axis(&body.domain, skip_units);
+    let extent = *body.domain.get(axis)?;
     if extent == 0 {
         return None;
     }
     let numel: usize = body.domain.iter().product();
     Some(Split {
+        axis,
         extent,
         align: if body.domain.len() == 1 { 4 } else { 1 },
         cost: numel / extent * body.exprs.len().max(1),
@@ -238,9 +259,11 @@ pub(super) struct Gen<'a, 'b> {
     out: Value,
     scratch: Value,
     status: Value,
-    /// The range of the first axis this call computes (see [`Split`]).
+    /// The range of the split axis this call computes (see [`Split`]).
     lo: Value,
     hi: Value,
+    /// The axis `lo..hi` ranges over ([`Split::axis`]; 0 without a split).
+    split_axis: usize,
     /// Whether a body ran in tiles (`tiled.rs`).
     pub tiled: bool,
 }
@@ -279,6 +302,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             status,
             lo,
             hi,
+            split_axis: 0,
             tiled: false,
         }
     }
@@ -361,9 +385,9 @@ impl<'a, 'b> Gen<'a, 'b> {
     /// `inner` hoists loads of row-invariant operands above its loop, and those must not run
     /// when there is no element to read (the buffer of an empty array may be dangling).
     ///
-    /// `inner` also gets the innermost axis' range. With `split`, the first axis runs over
-    /// this call's `[lo, hi)` instead of all of it (for a rank-1 domain that is the innermost
-    /// range itself).
+    /// `inner` also gets the innermost axis' range. With `split`, the split axis
+    /// ([`Split::axis`]) runs over this call's `[lo, hi)` instead of all of it (for a rank-1
+    /// domain that is the innermost range itself).
     #[allow(clippy::type_complexity)] // a row body: (builder, outer indices, inner range)
     fn rows(
         &mut self,
@@ -384,7 +408,7 @@ impl<'a, 'b> Gen<'a, 'b> {
             idx: &mut Vec<Value>,
             inner: &mut dyn FnMut(&mut Gen<'a, 'b>, &[Value], Value, Value),
         ) {
-            let (lo, hi) = if split && idx.is_empty() {
+            let (lo, hi) = if split && idx.len() == g.split_axis {
                 (g.lo, g.hi)
             } else {
                 let ext = domain.get(idx.len()).copied().unwrap_or(1) as i64;
@@ -423,11 +447,13 @@ impl<'a, 'b> Gen<'a, 'b> {
 
     // ---------------------------------------------------------------- kernels
 
-    /// The kernel's code for one call over `[lo, hi)` of its first axis (see [`Split`]). A
+    /// The kernel's code for one call over `[lo, hi)` of its split axis (see [`Split`]). A
     /// matmul kernel's function is only its epilogue: the executable calls `gemm` first,
     /// writing the product where the epilogue reads it (see [`matmul_in_output`]).
     pub(super) fn kernel(&mut self, k: &Kernel) {
-        let split = split_of(k).is_some();
+        let sp = split_of(k);
+        let split = sp.is_some();
+        self.split_axis = sp.map_or(0, |s| s.axis);
         match &k.core {
             Core::None => {
                 let out = self.out;

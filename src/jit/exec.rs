@@ -388,7 +388,7 @@ fn run_random(
     unsafe { on_pool(chunks, &fill) };
 }
 
-/// The `c`-th of `chunks` ranges of a split's first axis, with boundaries on multiples of
+/// The `c`-th of `chunks` ranges of a split's axis, with boundaries on multiples of
 /// `align`.
 fn chunk(sp: &Split, c: usize, chunks: usize) -> (usize, usize) {
     let units = sp.extent.div_ceil(sp.align);

@@ -331,7 +331,7 @@ impl Callback for TensorBoard {
         let (Some(n), Some(f)) = (self.update_freq, self.train.as_mut()) else {
             return Ok(Control::Continue);
         };
-        if self.batches % n == 0 {
+        if self.batches.is_multiple_of(n) {
             let s: Vec<(String, f64)> = logs
                 .iter()
                 .map(|(k, v)| (format!("batch_{k}"), *v))
