@@ -3,7 +3,6 @@
 //! generator trained to the same bits as from arrays with the same seed.
 
 #[path = "../examples/lab/mod.rs"]
-#[allow(dead_code)]
 mod lab;
 
 use kiln::data::{permutation, take_rows, Dataset};
