@@ -12,8 +12,9 @@
 //!
 //! **When** ([`attach`]), all of it a function of the program: a forward im2col step (not
 //! Winograd, depthwise or a 1×1 window) whose tiles are whole images; the next step is an
-//! elementwise kernel with no division that can fail, no scratch, its loop's first axis the
-//! batch (extent `N`, unit alignment, not reordered) over exactly the convolution's
+//! elementwise kernel with no division that can fail, no scratch, its loop split along the
+//! batch (extent `N`, unit alignment, not reordered; at batch 1 it may split along its rows,
+//! and the one image's call then covers them all) over exactly the convolution's
 //! `N·OH·OW·O` elements, reading the convolution's output only at the element it writes;
 //! its output is neither convolution operand. Optionally the step after that is a max or
 //! average pooling of the kernel's output whose own output is none of the buffers the
@@ -42,6 +43,10 @@ pub(in crate::jit) struct Epilogue {
     /// Which of `args` then `out` are the tile's activation (the convolution's output, or
     /// the kernel's own output): redirected to the private tile when there is one.
     tile_locs: Vec<bool>,
+    /// The kernel's range for images `[lo, hi)`: `[lo, hi)` when its split axis is the
+    /// batch; at batch 1 it may split along a later axis (its rows, see `codegen::Split`),
+    /// and the single image is then the whole range `[0, extent)`.
+    whole: Option<usize>,
     /// The pooling step after it, if any.
     pool: Option<PoolStep>,
     /// The private tiles, when nothing but the epilogue reads the activation.
@@ -108,10 +113,12 @@ impl Epilogue {
                 *p0 = base;
             }
         }
+        let (klo, khi) = self.whole.map_or((lo, hi), |extent| (0, extent));
         // SAFETY: `f` was compiled from a validated elementwise kernel whose index maps stay
         // inside buffers of its parameter types' sizes, and `ptrs.kernel` holds those
-        // buffers then the output (as `exec::run_kernel` passes them); `[lo, hi)` is a range
-        // of its first loop axis (`attach` checked the split: the batch, alignment 1), so the
+        // buffers then the output (as `exec::run_kernel` passes them); `[klo, khi)` is a
+        // range of its split axis (`attach` checked the split: the batch, alignment 1, or at
+        // batch 1 the whole range, whose single image the caller's `[0, 1)` is), so the
         // call writes only those images of the output, which the caller owns; it uses no
         // scratch (checked) and has no division that can fail (so the status stays 0).
         unsafe {
@@ -119,8 +126,8 @@ impl Epilogue {
                 kernel.as_ptr(),
                 std::ptr::null_mut(),
                 &mut status,
-                lo as i64,
-                hi as i64,
+                klo as i64,
+                khi as i64,
             )
         };
         if let Some(p) = &self.pool {
@@ -177,6 +184,7 @@ pub(in crate::jit) fn attach(p: &Program, steps: &mut Vec<Step>, scratch: &mut u
             args,
             out,
             node: knode,
+            split: Some(split),
             ..
         } = kernel
         {
@@ -204,11 +212,13 @@ pub(in crate::jit) fn attach(p: &Program, steps: &mut Vec<Step>, scratch: &mut u
                 };
                 // The kernel's output (last) is the pooling's input.
                 let tile_locs: Vec<bool> = args.iter().map(|l| l == cout).chain([true]).collect();
+                let whole = (split.axis != 0).then_some(split.extent);
                 conv.epi = Some(Box::new(Epilogue {
                     f,
                     args,
                     out,
                     tile_locs,
+                    whole,
                     pool,
                     private,
                 }));
@@ -262,7 +272,8 @@ fn fusible(p: &Program, steps: &[Step]) -> Option<bool> {
         && super::super::codegen::scratch_bytes(k) == 0
         && !super::super::codegen::reordered(k)
         && dom.first() == Some(&n)
-        && split.extent == n
+        // Split by images, or at batch 1 along a later axis (then one call covers it all).
+        && ((split.axis == 0 && split.extent == n) || n == 1)
         && split.align == 1
         && dom.iter().product::<usize>() == numel
         && k.out.shape.numel() == Some(numel);
