@@ -38,7 +38,7 @@ use super::fit::Data;
 use super::fit_config::FitConfig;
 use super::fit_pass::{BadBatch, Hooks, Pass};
 use super::losses::Metric;
-use super::model::Model;
+use super::model::{DistIds, Model};
 use crate::array::Array;
 use crate::data::take_rows_into;
 use crate::dist;
@@ -81,17 +81,6 @@ impl FitConfig {
         self.micro_shards = Some(micro_shards);
         self
     }
-}
-
-/// The nodes a distributed `fit` runs, built on its first call (kept in the compiled state).
-#[derive(Clone, Debug)]
-pub(crate) struct DistIds {
-    /// The loss's gradient for each trainable variable (one micro-shard's).
-    grads: Vec<NodeId>,
-    /// The reduced gradient of each trainable variable, fed.
-    fed: Vec<NodeId>,
-    /// The model's optimizer applied to `fed`, sharing the compiled train op's state.
-    train: NodeId,
 }
 
 /// One distributed `fit` call in progress.

@@ -58,12 +58,24 @@ pub(crate) struct Compiled {
     pub weighted: Option<(NodeId, NodeId, NodeId)>,
     /// The gradients and the fed-gradient train op of a distributed `fit`, built on its
     /// first call (`nn/fit_dist.rs`).
-    pub dist: Option<super::fit_dist::DistIds>,
+    pub dist: Option<DistIds>,
     /// `Model::weighted_metrics`: each one's log name, node (a vector that adds up over
     /// batches) and metric (`nn/weighted_metrics.rs`).
     pub weighted_metrics: Vec<(String, NodeId, Metric)>,
     /// Their `[batch]` weight placeholder, fed each batch (ones when it has no weights).
     pub metric_weight: Option<NodeId>,
+}
+
+/// The nodes a distributed `fit` runs, built on its first call (kept in the compiled
+/// state; defined here, below `fit`, as the module rule of ARCHITECTURE.md wants).
+#[derive(Clone, Debug)]
+pub(crate) struct DistIds {
+    /// The loss's gradient for each trainable variable (one micro-shard's).
+    pub(super) grads: Vec<NodeId>,
+    /// The reduced gradient of each trainable variable, fed.
+    pub(super) fed: Vec<NodeId>,
+    /// The model's optimizer applied to `fed`, sharing the compiled train op's state.
+    pub(super) train: NodeId,
 }
 
 /// Wires layers inside [`Model::functional`]: applies a layer to a tensor under a unique name.
@@ -296,10 +308,16 @@ impl Model {
             weights: b.weights,
             trainable: b.trainable,
         });
+        if self.session.is_none() {
+            // The weights exist once the model is built, as in Keras: `get_weights` and
+            // `set_weights` work before `compile` (which keeps their values).
+            self.session = Some(Session::new(g)?);
+        }
         Ok(())
     }
 
-    /// Builds the graph from the layers (done by `compile` and `summary` when needed). The
+    /// Builds the graph from the layers and creates the weights (done by `compile` and
+    /// `summary` when needed; `get_weights` works from here on). The
     /// layers' arguments are checked first ([`Layer::validate`]): `Sequential::new` cannot
     /// return an error, so a bad one given there is reported here, at its own line.
     pub fn build(&mut self) -> Result<()> {
