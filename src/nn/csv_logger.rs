@@ -10,7 +10,7 @@
 
 use super::batch::Logs;
 use super::callbacks::{check_output_path, Callback, Control};
-use super::fit::History;
+use super::history::History;
 use super::model::Model;
 use crate::error::{Error, Result};
 use crate::train::args::ArgErrors;

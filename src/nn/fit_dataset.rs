@@ -12,9 +12,10 @@
 
 use super::batch::{concat_rows, rows_of, Logs};
 use super::check;
-use super::fit::{Data, History};
+use super::fit::Data;
 use super::fit_config::FitConfig;
 use super::fit_pass::{BatchInfo, Batches};
+use super::history::History;
 use super::losses::sparse_labels_i32;
 use super::model::Model;
 use super::sample_weight::{check_class_weight, check_weights, class_weights};

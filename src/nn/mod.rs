@@ -49,6 +49,7 @@ mod fit_config;
 mod fit_dataset;
 mod fit_dist;
 mod fit_pass;
+mod history;
 mod layers;
 mod losses;
 mod metrics;
@@ -70,8 +71,8 @@ pub use callbacks::PlotCurves;
 pub use callbacks::{Callback, Control, EarlyStopping, Mode, ModelCheckpoint, TerminateOnNaN};
 pub use conv::{Conv2D, DepthwiseConv2D};
 pub use csv_logger::CSVLogger;
-pub use fit::History;
 pub use fit_config::FitConfig;
+pub use history::History;
 pub use layers::{
     Activation, BatchNormalization, Ctx, Dense, Dropout, Flatten, Input, Layer, Softmax,
 };

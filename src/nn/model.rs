@@ -7,8 +7,6 @@
 
 use super::layers::{Ctx, Layer};
 use super::losses::{batch_shape, Loss, Metric};
-use crate::array::Array;
-use crate::checkpoint::{self, Checkpoint};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Tensor};
@@ -16,7 +14,6 @@ use crate::session::Session;
 use crate::shape::Shape;
 use crate::train::Optimizer;
 use std::collections::HashMap;
-use std::path::Path;
 
 /// One row of `summary()` (also written by [`Model::save`](super::save)).
 #[derive(Clone, Debug, PartialEq)]
@@ -161,7 +158,7 @@ pub struct Model {
     pub(crate) name: String,
     pending: Vec<Box<dyn Layer>>,
     pub(crate) seed: u64,
-    graph: Graph,
+    pub(super) graph: Graph,
     pub(crate) built: Option<Built>,
     pub(crate) compiled: Option<Compiled>,
     pub(crate) optimizer: Option<Box<dyn Optimizer>>,
@@ -533,73 +530,6 @@ impl Model {
     /// one it was saved with).
     pub fn loss(&self) -> Option<Loss> {
         self.loss
-    }
-
-    /// The current value of every layer variable, by name.
-    pub fn get_weights(&self) -> Result<Vec<(String, Array)>> {
-        let built = self.built()?;
-        let sess = self
-            .session
-            .as_ref()
-            .ok_or_else(|| Error::invalid("the model is not compiled yet"))?;
-        let d = self.graph.data();
-        built
-            .weights
-            .iter()
-            .map(|&id| {
-                let name = d.node(id).name.as_deref().unwrap_or("").to_string();
-                let v = sess
-                    .variable(self.graph.tensor(id))
-                    .cloned()
-                    .ok_or_else(|| Error::invalid(format!("variable {name} has no value")))?;
-                Ok((name, v))
-            })
-            .collect()
-    }
-
-    /// Sets layer variables by name; every name, dtype and shape is checked before any is
-    /// set.
-    pub fn set_weights(&mut self, weights: &[(String, Array)]) -> Result<()> {
-        let mut todo = vec![];
-        for (name, value) in weights {
-            let t = self.graph.by_name(name).ok_or_else(|| {
-                Error::invalid(format!("set_weights: no variable named {name:?}"))
-            })?;
-            let ty = t.ty();
-            let want = ty.shape.to_fixed().unwrap_or_default();
-            if value.dtype() != ty.dtype || value.shape() != want.as_slice() {
-                return Err(Error::invalid(format!(
-                    "set_weights: {name:?} is {ty}, the value is {}{:?}; no weight was changed",
-                    value.dtype(),
-                    value.shape()
-                )));
-            }
-            todo.push((t.id(), value.clone()));
-        }
-        let sess = self
-            .session
-            .as_mut()
-            .ok_or_else(|| Error::invalid("the model is not compiled yet"))?;
-        for (id, v) in todo {
-            sess.set_variable(self.graph.tensor(id), v)?;
-        }
-        Ok(())
-    }
-
-    /// Saves the layer variables (not the optimizer state) as a safetensors checkpoint.
-    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
-        let mut ck = Checkpoint::default();
-        for (n, a) in self.get_weights()? {
-            ck.tensors.insert(n, a);
-        }
-        checkpoint::write(path, &ck)
-    }
-
-    /// Loads layer variables saved by `save_weights` (or any safetensors file holding them
-    /// under the same names: [`Model::load_weights_with`] maps other names and layouts). On a
-    /// missing tensor, a wrong shape or a damaged file nothing changes.
-    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        self.load_weights_with(path, |n: &str| Some(n.to_string()))
     }
 }
 

@@ -1,6 +1,7 @@
-//! Loading weights written by other frameworks: a [`WeightMap`] turns a checkpoint's tensors
-//! into the model's weights (names, and layouts where they differ), and [`TorchLayout`] is the
-//! map for PyTorch's `state_dict` files.
+//! A model's weights by name (`get_weights`, `set_weights`, `save_weights` and `load_weights`
+//! as safetensors), and loading weights written by other frameworks: a [`WeightMap`] turns a
+//! checkpoint's tensors into the model's weights (names, and layouts where they differ), and
+//! [`TorchLayout`] is the map for PyTorch's `state_dict` files.
 //!
 //! A map sees the whole checkpoint, not one tensor at a time, because a PyTorch tensor's
 //! meaning depends on its neighbours: `1.weight` is a BatchNorm scale (`gamma`) when
@@ -9,6 +10,7 @@
 
 use super::model::Model;
 use crate::array::Array;
+use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -172,6 +174,73 @@ impl WeightMap for TorchLayout {
 }
 
 impl Model {
+    /// The current value of every layer variable, by name.
+    pub fn get_weights(&self) -> Result<Vec<(String, Array)>> {
+        let built = self.built()?;
+        let sess = self
+            .session
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the model is not compiled yet"))?;
+        let d = self.graph.data();
+        built
+            .weights
+            .iter()
+            .map(|&id| {
+                let name = d.node(id).name.as_deref().unwrap_or("").to_string();
+                let v = sess
+                    .variable(self.graph.tensor(id))
+                    .cloned()
+                    .ok_or_else(|| Error::invalid(format!("variable {name} has no value")))?;
+                Ok((name, v))
+            })
+            .collect()
+    }
+
+    /// Sets layer variables by name; every name, dtype and shape is checked before any is
+    /// set.
+    pub fn set_weights(&mut self, weights: &[(String, Array)]) -> Result<()> {
+        let mut todo = vec![];
+        for (name, value) in weights {
+            let t = self.graph.by_name(name).ok_or_else(|| {
+                Error::invalid(format!("set_weights: no variable named {name:?}"))
+            })?;
+            let ty = t.ty();
+            let want = ty.shape.to_fixed().unwrap_or_default();
+            if value.dtype() != ty.dtype || value.shape() != want.as_slice() {
+                return Err(Error::invalid(format!(
+                    "set_weights: {name:?} is {ty}, the value is {}{:?}; no weight was changed",
+                    value.dtype(),
+                    value.shape()
+                )));
+            }
+            todo.push((t.id(), value.clone()));
+        }
+        let sess = self
+            .session
+            .as_mut()
+            .ok_or_else(|| Error::invalid("the model is not compiled yet"))?;
+        for (id, v) in todo {
+            sess.set_variable(self.graph.tensor(id), v)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the layer variables (not the optimizer state) as a safetensors checkpoint.
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut ck = Checkpoint::default();
+        for (n, a) in self.get_weights()? {
+            ck.tensors.insert(n, a);
+        }
+        checkpoint::write(path, &ck)
+    }
+
+    /// Loads layer variables saved by `save_weights` (or any safetensors file holding them
+    /// under the same names: [`Model::load_weights_with`] maps other names and layouts). On a
+    /// missing tensor, a wrong shape or a damaged file nothing changes.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        self.load_weights_with(path, |n: &str| Some(n.to_string()))
+    }
+
     /// Loads the layer variables from a safetensors file written by anything (kiln, Python's
     /// `safetensors`, PyTorch), through `map`, which names (and lays out) the file's tensors
     /// as the model's variables: a closure `|name| -> Option<String>` to rename, or
