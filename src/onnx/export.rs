@@ -35,7 +35,7 @@
 mod attr;
 mod ops;
 mod plan;
-mod tensor;
+pub(crate) mod tensor;
 
 pub use tensor::BATCH_PARAM;
 

@@ -20,6 +20,7 @@ mod logic;
 mod nn;
 mod nn3d;
 mod norm;
+mod pad;
 mod pool_index;
 mod resize;
 mod shape;
@@ -111,7 +112,7 @@ pub(crate) static OPS: &[OpDef] = table! {
     "Slice" [1, 10, 11, 13], from 10 => shape::slice;
     "Squeeze" [1, 11, 13, 21, 23, 24, 25], from 1 => |c| shape::squeeze(c, false);
     "Unsqueeze" [1, 11, 13, 21, 23, 24, 25], from 1 => |c| shape::squeeze(c, true);
-    "Pad" [1, 2, 11, 13, 18, 19, 21, 23, 24, 25], from 2 => shape::pad;
+    "Pad" [1, 2, 11, 13, 18, 19, 21, 23, 24, 25], from 2 => pad::pad;
     "Expand" [8, 13], from 8 => shape::expand;
     "Constant" [1, 9, 11, 12, 13, 19, 21, 23, 24, 25], from 1 => consts::constant;
     "ConstantOfShape" [9, 20, 21, 23, 24, 25], from 9 => consts::constant_of_shape;

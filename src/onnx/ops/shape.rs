@@ -1,5 +1,5 @@
 //! Movement ops: Identity, Dropout, Flatten, Reshape, Transpose, Concat, Split, Slice,
-//! Squeeze/Unsqueeze, Pad, Expand, Gather (the import-time values are in `consts.rs`).
+//! Squeeze/Unsqueeze, Expand, Gather (Pad is in `pad.rs`) (the import-time values are in `consts.rs`).
 //!
 //! Where every operand is known at import (a shape computation such as PyTorch's
 //! `Shape → Gather → Unsqueeze → Concat` before a `Reshape`), the op folds into a new
@@ -15,7 +15,7 @@ use crate::onnx::tensor::{SData, Static, BATCH};
 use crate::shape::{broadcast_shapes, Dim, Shape};
 
 /// Gathers above this many indices are refused (each index is a slice node).
-const MAX_GATHER: usize = 4096;
+pub(super) const MAX_GATHER: usize = 4096;
 
 /// The dims of a value (a static's are all known).
 pub(super) fn dims_of(v: &Val<'_>) -> Vec<Dim> {
@@ -430,114 +430,6 @@ pub(super) fn squeeze<'g>(c: &mut Ctx<'_, 'g>, insert: bool) -> Built<'g> {
         d = (0..r).filter(|i| !drop.contains(i)).map(|i| d[i]).collect();
     }
     reshape_to(x, d)
-}
-
-/// `Pad`: `constant` mode (zero or another value), or `reflect`, `edge` and `wrap` as a
-/// gather of the input's own positions along each padded axis; negative pads crop first.
-pub(super) fn pad<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
-    let mode = c.string("mode").unwrap_or_else(|| "constant".into());
-    let source: fn(i64, i64) -> i64 = match mode.as_str() {
-        "constant" => |i, _| i,
-        "edge" => |i, n| i.clamp(0, n - 1),
-        "wrap" => |i, n| i.rem_euclid(n),
-        "reflect" => reflect_index,
-        o => {
-            return Err(format!(
-                "mode = {o:?} is not an ONNX pad mode (constant, reflect, edge, wrap)"
-            ))
-        }
-    };
-    let mut x = c.t(0)?;
-    let r = x.rank();
-    let (pads, value) = if c.version < 11 {
-        (
-            c.ints("pads").ok_or("pads are required")?,
-            c.float("value", 0.0) as f64,
-        )
-    } else {
-        let p = static_ints(&c.s(1, "pads")?, "pads")?;
-        let v = if c.has(2) {
-            c.s(2, "constant_value")?.scalar_f64().unwrap_or(0.0)
-        } else {
-            0.0
-        };
-        (p, v)
-    };
-    let axes: Vec<usize> = if c.version >= 18 && c.has(3) {
-        static_ints(&c.s(3, "axes")?, "axes")?
-            .iter()
-            .map(|&a| axis(a, r))
-            .collect::<Result<_, _>>()?
-    } else {
-        (0..r).collect()
-    };
-    let n = axes.len();
-    if pads.len() != 2 * n {
-        return Err(format!(
-            "pads {pads:?} must hold 2 values per padded axis ({n})"
-        ));
-    }
-    let (mut lo, mut hi) = (vec![0usize; r], vec![0usize; r]);
-    for (k, &a) in axes.iter().enumerate() {
-        let (b, e) = (pads[k], pads[k + n]);
-        let dim = x.shape().dims()[a];
-        if b < 0 || e < 0 {
-            let len = dim.fixed().ok_or("cannot crop the open batch axis")? as i64;
-            let keep = len + b.min(0) + e.min(0);
-            if keep < 0 {
-                return Err(format!("pads {pads:?} crop more than axis {a} holds"));
-            }
-            x = x.narrow(a as isize, (-b.min(0)) as usize, keep as usize);
-        }
-        if (b > 0 || e > 0) && dim.fixed().is_none() {
-            return Err("cannot pad the open batch axis".into());
-        }
-        lo[a] = b.max(0) as usize;
-        hi[a] = e.max(0) as usize;
-    }
-    if mode != "constant" {
-        // Each padded axis is a gather of the (cropped) input's own positions.
-        for a in 0..r {
-            if lo[a] == 0 && hi[a] == 0 {
-                continue;
-            }
-            let n = x.shape().dims()[a]
-                .fixed()
-                .ok_or("cannot pad the open batch axis")? as i64;
-            if n == 0 {
-                return Err(format!("mode = {mode:?} cannot pad the empty axis {a}"));
-            }
-            let idx: Vec<usize> = (-(lo[a] as i64)..n + hi[a] as i64)
-                .map(|i| source(i, n) as usize)
-                .collect();
-            x = gather_along(x, a, &idx)?;
-        }
-        return one(x);
-    }
-    let padded = x.pad(&lo, &hi);
-    if value == 0.0 {
-        return one(padded);
-    }
-    // True inside, false in the padding (a bool pads with false).
-    let inside =
-        c.g.scalar_of(DType::Bool, 1.0)
-            .broadcast_to(x.shape())
-            .pad(&lo, &hi);
-    one(inside.select(padded, value))
-}
-
-/// The position that `reflect` padding copies into position `i` of an axis of `n` (numpy's
-/// `reflect`: mirrored about the edge elements, which are not repeated, as often as needed).
-fn reflect_index(i: i64, n: i64) -> i64 {
-    if n == 1 {
-        return 0;
-    }
-    let m = i.rem_euclid(2 * (n - 1));
-    if m >= n {
-        2 * (n - 1) - m
-    } else {
-        m
-    }
 }
 
 pub(super) fn expand<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
