@@ -140,11 +140,15 @@ pub(super) fn range<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
             if d == 0 {
                 return Err("delta must not be 0".into());
             }
-            let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as i64;
+            // Exact in i128 (`l - s` overflows i64 at the extremes, and f64 rounds past
+            // 2^53): n = ceil((l - s) / d), at least 0.
+            let (span, step) = (i128::from(l) - i128::from(s), i128::from(d));
+            let n = (span / step + i128::from(span % step != 0 && (span < 0) == (step < 0))).max(0);
             if n > 1 << 24 {
                 return Err(format!("{n} elements are too many for a constant"));
             }
-            SData::Int((0..n).map(|i| s + i * d).collect())
+            // Each value lies in [s, l) or (l, s], so it fits the i64 it is stored as.
+            SData::Int((0..n).map(|i| (i128::from(s) + i * step) as i64).collect())
         }
         _ => {
             let (s, l, d) = (s.scalar_f64()?, l.scalar_f64()?, d.scalar_f64()?);
@@ -191,6 +195,9 @@ pub(super) fn eye_like<'g>(c: &mut Ctx<'_, 'g>) -> Built<'g> {
     ) else {
         return Err(format!("needs a 2-D input of known sizes, got {dims}"));
     };
+    crate::shape::checked_numel(&[n, m])
+        .filter(|&e| e <= 1 << 26)
+        .ok_or_else(|| format!("{dims} is too large for a constant"))?;
     let k = c.int("k", 0);
     let v: Vec<f64> = (0..n as i64)
         .flat_map(|i| (0..m as i64).map(move |j| (j - i == k) as i64 as f64))
