@@ -263,31 +263,22 @@ impl Array {
     /// layouts (HWIO ↔ OIHW) at import, export and weight loading use it.
     pub(crate) fn permuted(&self, perm: &[usize]) -> Array {
         let shape = self.shape();
-        let mut strides = vec![1usize; shape.len()];
-        for a in (0..shape.len().saturating_sub(1)).rev() {
-            strides[a] = strides[a + 1] * shape[a + 1];
-        }
         let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
-        let src = self.to_slots();
-        let mut out = Vec::with_capacity(src.len());
-        let mut idx = vec![0usize; perm.len()];
-        for _ in 0..src.len() {
-            out.push(
-                src[idx
-                    .iter()
-                    .zip(perm)
-                    .map(|(&i, &a)| i * strides[a])
-                    .sum::<usize>()],
-            );
-            for j in (0..idx.len()).rev() {
-                idx[j] += 1;
-                if idx[j] < out_shape[j] {
-                    break;
-                }
-                idx[j] = 0;
-            }
+        let data = match &self.data {
+            ArrayData::F32(v) => ArrayData::F32(permute_vec(v, shape, perm)),
+            ArrayData::F64(v) => ArrayData::F64(permute_vec(v, shape, perm)),
+            ArrayData::I32(v) => ArrayData::I32(permute_vec(v, shape, perm)),
+            ArrayData::Bool(v) => ArrayData::Bool(permute_vec(v, shape, perm)),
+            ArrayData::I64(v) => ArrayData::I64(permute_vec(v, shape, perm)),
+            ArrayData::I8(v) => ArrayData::I8(permute_vec(v, shape, perm)),
+            ArrayData::U8(v) => ArrayData::U8(permute_vec(v, shape, perm)),
+            ArrayData::F16(v) => ArrayData::F16(permute_vec(v, shape, perm)),
+            ArrayData::BF16(v) => ArrayData::BF16(permute_vec(v, shape, perm)),
+        };
+        Array {
+            shape: out_shape,
+            data,
         }
-        Array::from_slots(self.dtype(), out_shape, out)
     }
 
     /// The inverse of [`Array::to_slots`]: an array of `dtype` from slots of that dtype.
@@ -509,5 +500,107 @@ impl Hash for FloatAttr {
 impl fmt::Display for FloatAttr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.0)
+    }
+}
+
+/// `src` (row-major over `shape`) with its axes reordered by `perm`, in the output's order:
+/// the source offset follows the output's index like an odometer, each step one add (a
+/// ResNet-50 import permutes 25 M filter values; a per-element index sum took 0.4 s).
+fn permute_vec<T: Copy>(src: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+    let r = shape.len();
+    let mut strides = vec![1usize; r];
+    for a in (0..r.saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * shape[a + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
+    let step: Vec<usize> = perm.iter().map(|&a| strides[a]).collect();
+    let mut out = Vec::with_capacity(src.len());
+    if src.is_empty() {
+        return out;
+    }
+    let (mut idx, mut off) = (vec![0usize; r], 0usize);
+    // The innermost output axis as a run of strided reads.
+    let (inner, inner_step) = (
+        out_shape.last().copied().unwrap_or(1),
+        step.last().copied().unwrap_or(1),
+    );
+    while out.len() < src.len() {
+        out.extend((0..inner).map(|i| src[off + i * inner_step]));
+        // Advance the outer axes (all but the last).
+        let mut j = r.saturating_sub(1);
+        while j > 0 {
+            j -= 1;
+            idx[j] += 1;
+            off += step[j];
+            if idx[j] < out_shape[j] {
+                break;
+            }
+            off -= step[j] * out_shape[j];
+            idx[j] = 0;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The permutation against the definition, `out[idx] = src[idx permuted back]`, over
+    /// every permutation of ranks 0 to 4 (sizes 1 to 4, so unit axes too) and two dtypes.
+    #[test]
+    fn permuted_matches_the_definition() {
+        fn perms(r: usize) -> Vec<Vec<usize>> {
+            if r == 0 {
+                return vec![vec![]];
+            }
+            let mut out = vec![];
+            for p in perms(r - 1) {
+                for at in 0..=p.len() {
+                    let mut q = p.clone();
+                    q.insert(at, r - 1);
+                    out.push(q);
+                }
+            }
+            out
+        }
+        for r in 0..=4 {
+            let shape: Vec<usize> = (0..r).map(|a| [3, 1, 4, 2][a]).collect();
+            let n: usize = shape.iter().product();
+            let f =
+                Array::new(shape.clone(), (0..n).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+            let l = Array::new(
+                shape.clone(),
+                (0..n as i64).map(|i| i << 40).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            for perm in perms(r) {
+                let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
+                let mut want = vec![];
+                for o in 0..n {
+                    // The output index, then the source offset.
+                    let (mut rem, mut idx) = (o, vec![0; r]);
+                    for j in (0..r).rev() {
+                        idx[j] = rem % out_shape[j];
+                        rem /= out_shape[j];
+                    }
+                    let mut src = vec![0; r];
+                    for j in 0..r {
+                        src[perm[j]] = idx[j];
+                    }
+                    want.push(src.iter().zip(&shape).fold(0, |acc, (&i, &d)| acc * d + i));
+                }
+                let got = f.permuted(&perm);
+                assert_eq!(got.shape(), &out_shape[..], "{perm:?}");
+                let wf: Vec<f32> = want.iter().map(|&i| i as f32).collect();
+                assert_eq!(
+                    got.as_slice::<f32>().unwrap(),
+                    &wf[..],
+                    "{shape:?} {perm:?}"
+                );
+                let wl: Vec<i64> = want.iter().map(|&i| (i as i64) << 40).collect();
+                assert_eq!(l.permuted(&perm).as_slice::<i64>().unwrap(), &wl[..]);
+            }
+        }
     }
 }
