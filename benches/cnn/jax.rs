@@ -5,7 +5,7 @@
 //! XLA's defaults. The baseline is the mean of the two medians, and both are printed, so a
 //! machine that got busier in between shows.
 
-use crate::harness::peers::python;
+use crate::harness::peers::{json_lines, json_number, python};
 use std::path::Path;
 use std::process::Command;
 
@@ -24,27 +24,16 @@ pub fn times(threads: usize) -> Option<[f64; 2]> {
     } else {
         Command::new(&py)
     };
-    let out = cmd
-        .arg(script)
-        .args(["--threads", &threads.to_string()])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("  JAX convnet: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = json_lines(
+        cmd.arg(script).args(["--threads", &threads.to_string()]),
+        "JAX convnet",
+    )?;
     let mut ms = [None; 2];
     for line in text.lines() {
-        let ms_of = || {
-            let rest = &line[line.find("\"ms\": ")? + 6..];
-            let end = rest.find([',', '}'])?;
-            rest[..end].trim().parse::<f64>().ok()
-        };
         if line.contains("\"cnn_train\"") {
-            ms[0] = ms_of();
+            ms[0] = json_number(line, "ms");
         } else if line.contains("\"cnn_infer\"") {
-            ms[1] = ms_of();
+            ms[1] = json_number(line, "ms");
         }
     }
     Some([ms[0]? * 1e-3, ms[1]? * 1e-3])

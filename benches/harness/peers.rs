@@ -53,6 +53,17 @@ pub fn python() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// Runs a one-shot peer script (`cmd`) and returns its standard output, a JSON line per
+/// result; on failure prints its standard error under `who` and returns `None`.
+pub fn json_lines(cmd: &mut std::process::Command, who: &str) -> Option<String> {
+    let out = cmd.output().ok()?;
+    if !out.status.success() {
+        eprintln!("  {who}: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 struct Proc {
     child: Child,
     stdin: ChildStdin,
@@ -107,8 +118,8 @@ impl Drop for Proc {
     }
 }
 
-/// The number after `"key": ` in a one-line JSON object.
-fn json_number(line: &str, key: &str) -> Option<f64> {
+/// The number after `"key": ` in a one-line JSON object (`{"threads": 1, "ms": 5.9}`).
+pub fn json_number(line: &str, key: &str) -> Option<f64> {
     let pat = format!("\"{key}\": ");
     let rest = &line[line.find(&pat)? + pat.len()..];
     let end = rest.find([',', '}'])?;

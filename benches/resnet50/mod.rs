@@ -8,6 +8,7 @@
 //! before kiln's samples and once after; the baseline is the mean of the two medians, and both
 //! are printed, so a machine that got busier in between shows.
 
+use crate::harness::peers::{json_lines, json_number, python};
 use crate::harness::{fmt_time, measure, median, Config, Report, Target};
 use kiln::prelude::*;
 use std::hint::black_box;
@@ -18,40 +19,22 @@ use std::time::Instant;
 const CASE: &str = "resnet50 onnx inference b1";
 const COMPILE: &str = "resnet50 onnx import + compile";
 
-/// The Python with `onnx` (and `onnxruntime`) the peer scripts use, if there is one.
-fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KILN_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers-venv/bin/python");
-    p.exists().then_some(p)
-}
-
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/resnet50_onnx.py")
 }
 
 /// onnxruntime's median milliseconds at each thread count, from the script's JSON lines.
 fn ort_times(py: &Path, model: &Path, runs: usize) -> Option<[f64; 2]> {
-    let out = Command::new(py)
-        .arg(script())
-        .args(["--out".as_ref(), model.as_os_str()])
-        .args(["--time", "--threads", "1", "2", "--runs", &runs.to_string()])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("  onnxruntime: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = json_lines(
+        Command::new(py)
+            .arg(script())
+            .args(["--out".as_ref(), model.as_os_str()])
+            .args(["--time", "--threads", "1", "2", "--runs", &runs.to_string()]),
+        "onnxruntime",
+    )?;
     let mut ms = [None; 2];
     for line in text.lines() {
-        let field = |key: &str| {
-            let rest = &line[line.find(&format!("\"{key}\": "))? + key.len() + 4..];
-            let end = rest.find([',', '}'])?;
-            rest[..end].trim().parse::<f64>().ok()
-        };
-        if let (Some(t), Some(v)) = (field("threads"), field("ms")) {
+        if let (Some(t), Some(v)) = (json_number(line, "threads"), json_number(line, "ms")) {
             if (1.0..=2.0).contains(&t) {
                 ms[t as usize - 1] = Some(v * 1e-3);
             }
