@@ -97,15 +97,23 @@ fn parse(args: &[String]) -> Result<Opts> {
 }
 
 /// Exits the process after epoch `at` on the rank that has it (fault injection).
+/// A rank's line on stderr in one write: `eprintln!` writes its pieces separately to the
+/// unbuffered stderr, and mpirun interleaved two ranks' lines mid-line (a CI run failed on
+/// a split `rank 1 weights` line).
+fn say(line: String) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 struct ExitAt(usize);
 
 impl Callback for ExitAt {
     fn on_epoch_end(&mut self, epoch: usize, _: &Logs, _: &mut Model) -> Result<Control> {
         if epoch == self.0 {
-            eprintln!(
+            say(format!(
                 "rank {}: exiting after epoch {epoch} (fault injection)",
                 dist::rank()
-            );
+            ));
             std::process::exit(3);
         }
         Ok(Control::Continue)
@@ -123,7 +131,7 @@ fn worker(args: &[String]) -> Result<()> {
     let res = train(&world, args);
     if let Err(e) = &res {
         // Said here, while the world (and this process's rank) is still known.
-        eprintln!("rank {}: {e}", world.rank());
+        say(format!("rank {}: {e}", world.rank()));
     }
     res
 }
@@ -195,7 +203,7 @@ fn train(world: &dist::World, args: &[String]) -> Result<()> {
         }
     }
     // Every rank reports its own hash: they must all be rank 0's.
-    eprintln!("rank {r} weights {h:016x}");
+    say(format!("rank {r} weights {h:016x}"));
     if world.is_root() {
         println!("weights {h:016x}");
         let mut line = String::new();
