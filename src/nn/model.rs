@@ -411,16 +411,25 @@ impl Model {
         });
         self.loss = Some(loss);
         self.optimizer = Some(opt);
-        let old = self.session.take();
-        let mut sess = Session::new(&self.graph)?;
-        // Recompiling keeps the weights trained so far.
-        if let Some(old) = old {
-            for (name, value) in old.named_variables() {
-                if let Some(t) = self.graph.by_name(&name) {
-                    sess.set_variable(t, value.clone())?;
-                }
+        let sess = match self.session.take() {
+            // The session `build` made, never run or compiled: it holds the weights (and any
+            // `set_weights`); only the optimizer's new variables need values, instead of
+            // initializing every weight a second time.
+            Some(mut s) if s.run_count() == 0 && s.compile_count() == 0 => {
+                s.init_new_variables()?;
+                s
             }
-        }
+            old => {
+                let mut sess = Session::new(&self.graph)?;
+                // Recompiling keeps the weights trained so far.
+                for (name, value) in old.iter().flat_map(|o| o.named_variables()) {
+                    if let Some(t) = self.graph.by_name(&name) {
+                        sess.set_variable(t, value.clone())?;
+                    }
+                }
+                sess
+            }
+        };
         self.session = Some(sess);
         Ok(())
     }

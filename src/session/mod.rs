@@ -297,6 +297,12 @@ impl Session {
         self.vars.specs()
     }
 
+    /// Gives every variable added to the graph since this session was made its initial
+    /// value now (a run does it anyway; `Model::compile` wants the optimizer's at once).
+    pub(crate) fn init_new_variables(&mut self) -> Result<()> {
+        self.vars.init_missing()
+    }
+
     /// Sets variables whose dtypes and shapes the caller has checked.
     pub(crate) fn put_variables(&mut self, values: Vec<(NodeId, Array)>) {
         self.vars.put_checked(values);
