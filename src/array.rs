@@ -508,10 +508,7 @@ impl fmt::Display for FloatAttr {
 /// ResNet-50 import permutes 25 M filter values; a per-element index sum took 0.4 s).
 fn permute_vec<T: Copy>(src: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
     let r = shape.len();
-    let mut strides = vec![1usize; r];
-    for a in (0..r.saturating_sub(1)).rev() {
-        strides[a] = strides[a + 1] * shape[a + 1];
-    }
+    let strides = crate::view::row_major_strides(shape);
     let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
     let step: Vec<usize> = perm.iter().map(|&a| strides[a]).collect();
     let mut out = Vec::with_capacity(src.len());
