@@ -350,7 +350,8 @@ impl Model {
     }
 
     /// Chooses the optimizer, loss and metrics, and adds the loss, metrics and train op to
-    /// the graph. The model is built first if needed; the session `build` made is kept (a used one is replaced by a new one holding its weights).
+    /// the graph. The model is built first if needed; the session `build` made is kept (a
+    /// used one is replaced by a new one holding its weights).
     ///
     /// The optimizer's and the layers' arguments are checked first
     /// ([`Optimizer::validate`], [`Layer::validate`]): a learning rate of `-0.1` or a dropout
