@@ -366,6 +366,7 @@ fn main() {
     cnn::winograd::winograd(&cfg, &mut report);
     cnn::mnist_cnn(&cfg, &mut report);
     cnn::direct::convnet(&cfg, &mut report);
+    cnn::direct::filter(&cfg, &mut report);
     cnn::mnist_cnn_compile(&cfg, &mut report);
     resnet50::resnet50(&cfg, &mut report);
     kiln::threads::set_threads(0);

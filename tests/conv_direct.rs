@@ -186,8 +186,10 @@ fn the_convnet_first_layer_fuses_in_inference_and_training() {
             "{c:?}: {counts:?}"
         );
         if train && cpu_fuses() {
-            // The backward twin still reads the activation the direct kernel wrote.
-            assert_eq!(counts.conv_fused, 2, "{counts:?}");
+            // The backward twin still reads the activation the direct kernel wrote (the
+            // twin, its bias store and its filter gradient store).
+            assert_eq!(counts.conv_fused, 3, "{counts:?}");
+            assert_eq!(counts.conv_filter_direct, 1, "{counts:?}");
         }
     }
 }

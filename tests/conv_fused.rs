@@ -150,9 +150,51 @@ fn case(x: [usize; 4], cout: usize) -> Case {
 fn the_convnet_block_fuses_and_matches() {
     // The MNIST convnet's first layer at a small batch: 26×26 pooled 2×2, all covered.
     let counts = check(&case([5, 28, 28, 1], 32), 1);
-    // The twin and its bias store.
-    assert_eq!(counts.conv_fused, 2, "{counts:?}");
+    // The twin and its bias store, and (32 output channels, `K = 9`, on a CPU with AVX2
+    // and FMA) the filter gradient's store.
+    let filter = usize::from(cpu_has_filter_kernel());
+    assert_eq!(counts.conv_fused, 2 + filter, "{counts:?}");
+    assert_eq!(counts.conv_filter_direct, filter, "{counts:?}");
     assert!(counts.covers_every_node());
+}
+
+/// Does this CPU run the direct filter gradient (`jit/conv_direct/filter.rs`: x86-64 with
+/// AVX2 and FMA)?
+fn cpu_has_filter_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[test]
+fn the_filter_gradient_runs_inside_the_twin_and_matches() {
+    // Output channels a multiple of 8 and `K ≤ 32`: the twin computes the filter gradient
+    // image by image, bitwise the direct kernel's standalone step (the unfused run's),
+    // at 1, 2 and 3 threads: batch 1, odd sizes, padding, strides, 3 input channels.
+    let cases = [
+        case([1, 9, 9, 2], 8),
+        Case {
+            conv: Conv2dOptions::new().padding(Padding::Same).strides(2, 1),
+            ..case([3, 11, 10, 3], 16)
+        },
+        Case {
+            bias_grad: false,
+            pool: Pool2dOptions::new([3, 2]),
+            ..case([2, 13, 12, 1], 24)
+        },
+    ];
+    let filter = usize::from(cpu_has_filter_kernel());
+    for (i, c) in cases.iter().enumerate() {
+        let counts = check(c, 40 + i as u64);
+        let stores = usize::from(c.bias_grad) + filter;
+        assert_eq!(counts.conv_fused, 1 + stores, "{c:?}: {counts:?}");
+        assert_eq!(counts.conv_filter_direct, filter, "{c:?}: {counts:?}");
+    }
 }
 
 #[test]

@@ -70,3 +70,87 @@ pub fn convnet(cfg: &Config, report: &mut Report) {
     }
     kiln::threads::set_threads(0);
 }
+
+/// The direct small-K filter gradient (`src/jit/conv_direct/filter.rs`) against `gemm`
+/// (`KILN_CONV_FILTER=0`): conv1's filter gradient alone (`[128, 28, 28, 1]` input,
+/// `[3, 3, 1, 32]` filter) and the whole training step, the four sessions' samples
+/// interleaved in one `measure`, at 1 and 2 threads.
+pub fn filter(cfg: &Config, report: &mut Report) {
+    let case = "conv1 filter gradient b128";
+    if !cfg.wants(case) {
+        return;
+    }
+    eprintln!("{case}");
+    let g = Graph::new();
+    let x = g.placeholder("fx", DType::F32, [128, 28, 28, 1]);
+    let w = g.placeholder("fw", DType::F32, [3, 3, 1, 32]);
+    let dy = g.placeholder("fdy", DType::F32, [128, 26, 26, 32]);
+    let dw = kiln::autodiff::vjp(x.conv2d(w, &kiln::Conv2dOptions::new()), &[w], dy).unwrap()[0];
+    let value = |shape: &[usize], k: usize| {
+        let n = shape.iter().product();
+        Array::new(
+            shape,
+            (0..n).map(|i| ((i * k) % 97) as f32 / 97.0 - 0.5).collect(),
+        )
+        .unwrap()
+    };
+    let feeds = [
+        (x, value(&[128, 28, 28, 1], 31)),
+        (w, value(&[3, 3, 1, 32], 7)),
+        (dy, value(&[128, 26, 26, 32], 13)),
+    ];
+    let m = super::Cnn::new(&g);
+    let train_feeds = m.feeds(true);
+    let train = [m.loss, m.train];
+    for t in THREADS {
+        kiln::threads::set_threads(t);
+        let session = |on: bool, fetch: &[Tensor<'_>], feeds: &[(Tensor<'_>, Array)]| {
+            std::env::set_var("KILN_CONV_FILTER", if on { "1" } else { "0" });
+            let mut sess = Session::new(&g).unwrap();
+            sess.run(fetch, feeds).unwrap();
+            std::env::remove_var("KILN_CONV_FILTER");
+            let direct = sess.last_compile_times().unwrap().steps.conv_filter_direct;
+            assert!(
+                on || direct == 0,
+                "{case}: {direct} direct steps with the opt-out"
+            );
+            if on && direct == 0 {
+                eprintln!("{case}: no direct step (the kernel needs x86-64 with AVX2 and FMA)");
+            }
+            sess
+        };
+        let mut fd = session(true, &[dw], &feeds);
+        let mut fg = session(false, &[dw], &feeds);
+        let mut td = session(true, &train, &train_feeds);
+        let mut tg = session(false, &train, &train_feeds);
+        let [a, b, c, d] = measure(
+            cfg,
+            [
+                &mut || {
+                    black_box(fd.run(&[dw], &feeds).unwrap());
+                },
+                &mut || {
+                    black_box(fg.run(&[dw], &feeds).unwrap());
+                },
+                &mut || {
+                    black_box(td.run(&train, &train_feeds).unwrap());
+                },
+                &mut || {
+                    black_box(tg.run(&train, &train_feeds).unwrap());
+                },
+            ],
+        );
+        let base = "the same with KILN_CONV_FILTER=0 (im2col + gemm)";
+        report.row(
+            &format!("{case}, direct (default)"),
+            t,
+            a,
+            base,
+            b,
+            Target::None,
+        );
+        let step = "mnist convnet train step b128, conv1 filter gradient direct (default)";
+        report.row(step, t, c, base, d, Target::None);
+    }
+    kiln::threads::set_threads(0);
+}

@@ -67,6 +67,8 @@ pub(super) struct ConvStep {
     pub(super) wino: Option<super::conv_wino::Plan>,
     /// The kernel and pooling run on each forward tile (`conv/epilogue.rs`), once attached.
     pub(super) epi: Option<Box<epilogue::Epilogue>>,
+    /// A small-K f32 filter gradient without `gemm` (`conv_direct/filter.rs` says when).
+    filter: Option<Box<super::conv_direct::Filter>>,
 }
 
 impl ConvStep {
@@ -113,6 +115,15 @@ impl ConvStep {
             (true, _) => tiles.clamp(1, MAX_LANES),
         };
         let wino = super::conv_wino::Plan::new(kind, &geo, dtype);
+        let filter = match (kind, dtype) {
+            (ConvKind::FilterGrad, DType::F32) => super::conv_direct::Filter::new(&geo),
+            _ => None,
+        };
+        let (lanes, partials) = if filter.is_some() {
+            (0, 1)
+        } else {
+            (lanes, partials)
+        };
         ConvStep {
             kind,
             geo,
@@ -124,6 +135,7 @@ impl ConvStep {
             dw: None,
             wino,
             epi: None,
+            filter: filter.map(Box::new),
         }
     }
 
@@ -131,6 +143,9 @@ impl ConvStep {
     pub(super) fn scratch_bytes(&self) -> usize {
         if let Some(w) = &self.wino {
             return w.scratch_bytes();
+        }
+        if let Some(f) = &self.filter {
+            return f.scratch_bytes();
         }
         (self.lanes * self.col_len() + (self.partials - 1) * self.filter_len())
             * self.dtype.size_bytes()
@@ -150,6 +165,16 @@ impl ConvStep {
 
     fn tiles(&self) -> usize {
         self.m().div_ceil(self.rows)
+    }
+
+    /// The direct small-K filter gradient's plan, if the step has one.
+    pub(super) fn into_filter(self) -> Option<Box<super::conv_direct::Filter>> {
+        self.filter
+    }
+
+    /// Whether the step is a filter gradient on the direct small-K kernel.
+    pub(super) fn direct_filter(&self) -> bool {
+        self.filter.is_some()
     }
 
     /// The rows of the smallest tile (the last), which decides `gemm`'s path for it
@@ -183,6 +208,11 @@ pub(super) unsafe fn run_conv(
     if let Some(w) = &step.wino {
         // SAFETY: the caller's contract (the plan exists only for f32 steps).
         return unsafe { super::conv_wino::run(w, a, b, out, scratch, threads) };
+    }
+    if let Some(f) = &step.filter {
+        // SAFETY: the caller's contract (the plan exists only for f32 filter gradients:
+        // `a` is the input, `b` the output gradient, `out` the filter's gradient).
+        return unsafe { f.run(a.cast(), b.cast(), out.cast(), scratch.cast(), threads) };
     }
     let p = Ptrs {
         a: a as usize,

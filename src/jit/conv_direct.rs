@@ -31,7 +31,10 @@
 //! the pooled tensor in the slot of an operand, it runs unfused. `KILN_CONV_DIRECT=0` runs
 //! every chain unfused (for comparisons); `StepCounts::conv_direct` counts the steps.
 
+mod filter;
 mod kernel;
+
+pub(super) use filter::{sum_blocks, Filter};
 
 use super::buffers::{Buffers, Loc};
 use super::compile::Layout;

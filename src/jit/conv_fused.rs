@@ -18,6 +18,14 @@
 //! once, the channels split over the threads), so the bits do not depend on the thread
 //! count (invariant 13).
 //!
+//! **The filter gradient too.** When `dpre` feeds a filter gradient that runs the direct
+//! small-K kernel (`conv_direct/filter.rs`: for the MNIST convnet's first layer), the twin
+//! computes each image's `[K, O]` block right after writing the image's `dpre`, while it is
+//! in cache, into a region of scratch of its own; [`FilterStore`] adds the blocks in image
+//! order at the filter gradient's place. The blocks and their sum are the kernel's own, so
+//! the result is bitwise the unfused step's, and `dpre` (11 MB there) is not read again.
+//! The convolution's input must be computed before the twin (it is read early).
+//!
 //! **When.** The pool gradient and the mask must be next to each other in the schedule,
 //! `dx` read by nothing else, and the kernels exactly the shapes above (a structural match on
 //! their bodies; anything else runs unfused); all of it is a function of the program, never
@@ -34,7 +42,7 @@ mod relu_pool_grad;
 use super::buffers::{Buffers, Loc};
 use super::compile::Layout;
 use crate::dtype::DType;
-use crate::graph::op::{BinaryOp, Op, PoolKind, ReduceOp};
+use crate::graph::op::{BinaryOp, ConvKind, Op, PoolKind, ReduceOp};
 use crate::graph::NodeId;
 use crate::kernel::{Core, Expr, Kernel};
 use crate::passes::Program;
@@ -51,9 +59,33 @@ pub(super) enum Fused {
     /// (`jit/conv_direct.rs`).
     Direct(Box<super::conv_direct::Direct>),
     /// Max-pool gradient and ReLU mask, and the bias sum into scratch when `sum` is set.
-    ReluPoolGrad(ReluPoolGrad),
+    ReluPoolGrad(Box<ReluPoolGrad>),
     /// The bias sum the backward twin computed, stored where the sum node's step was.
     SumStore(SumStore),
+    /// The filter gradient's blocks the backward twin computed, added where the filter
+    /// gradient's step was.
+    FilterStore(FilterStore),
+}
+
+/// Adds the per-image filter blocks the backward twin left in scratch into the filter
+/// gradient's buffer, at the filter gradient's place in the schedule.
+pub(super) struct FilterStore {
+    node: NodeId,
+    dw: Loc,
+    /// The blocks' count and length (`conv_direct::Filter::blocks`).
+    blocks: (usize, usize),
+    /// Where in scratch the twin left them (`reserve` sets it).
+    offset: usize,
+}
+
+/// The filter gradient the backward twin computes blocks of (the module docs).
+pub(super) struct TwinFilter {
+    node: NodeId,
+    /// The convolution's input.
+    x: Loc,
+    plan: Box<super::conv_direct::Filter>,
+    /// The blocks' region of scratch (`reserve` sets it).
+    offset: usize,
 }
 
 /// Copies a bias sum the backward twin left in scratch to the sum node's buffer, at the sum
@@ -74,12 +106,18 @@ impl Fused {
         matches!(self, Fused::Direct(_))
     }
 
+    /// Whether it completes a filter gradient on the direct small-K kernel (counted as one).
+    pub(super) fn is_filter(&self) -> bool {
+        matches!(self, Fused::FilterStore(_))
+    }
+
     /// The node the step is named after.
     pub(super) fn node(&self) -> NodeId {
         match self {
             Fused::Direct(s) => s.conv,
             Fused::ReluPoolGrad(s) => s.mask,
             Fused::SumStore(s) => s.sum,
+            Fused::FilterStore(s) => s.node,
         }
     }
 
@@ -87,9 +125,14 @@ impl Fused {
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Fused::Direct(s) => s.kind(),
-            Fused::ReluPoolGrad(s) if s.sum.is_some() => "fused maxgrad+relu+bias",
-            Fused::ReluPoolGrad(_) => "fused maxgrad+relu",
+            Fused::ReluPoolGrad(s) => match (s.sum.is_some(), s.filter.is_some()) {
+                (true, true) => "fused maxgrad+relu+bias+filter",
+                (true, false) => "fused maxgrad+relu+bias",
+                (false, true) => "fused maxgrad+relu+filter",
+                (false, false) => "fused maxgrad+relu",
+            },
             Fused::SumStore(_) => "fused bias store",
+            Fused::FilterStore(_) => "fused filter store",
         }
     }
 
@@ -99,6 +142,7 @@ impl Fused {
             Fused::Direct(s) => s.members(),
             Fused::ReluPoolGrad(s) => vec![s.pool_grad, s.mask],
             Fused::SumStore(s) => vec![s.sum],
+            Fused::FilterStore(s) => vec![s.node],
         }
     }
 
@@ -116,12 +160,18 @@ impl Fused {
                     db: s
                         .sum
                         .map_or(0, |(_, off)| scratch.wrapping_add(off) as usize),
+                    x: s.filter.as_ref().map_or(0, |f| bufs.ptr(f.x) as usize),
+                    blocks: s
+                        .filter
+                        .as_ref()
+                        .map_or(0, |f| scratch.wrapping_add(f.offset) as usize),
                 };
                 // SAFETY: `plan` checked the operand and output types against the step's
                 // geometry (buffers have their types: feeds and variables checked by
                 // `run_into`, slots validated, outputs allocated from their types) and the
                 // locations against the aliasing the pass allows (`dpre` apart from `dy`);
-                // the sum goes to a region of scratch no other step uses (`reserve`).
+                // the sum and the filter blocks go to regions of scratch no other step uses
+                // (`reserve`); the convolution's input is computed before the twin (`plan`).
                 unsafe { s.run(p, threads) };
             }
             Fused::SumStore(s) => {
@@ -131,34 +181,51 @@ impl Fused {
                 // type), and a slot or output array, never scratch.
                 unsafe { std::ptr::copy_nonoverlapping(scratch.add(s.offset), db, s.bytes) };
             }
+            Fused::FilterStore(s) => {
+                let dw = bufs.ptr(s.dw);
+                // SAFETY: the region `reserve` gave these blocks holds them all, written by
+                // the twin earlier in the run; `dw` is the filter gradient's buffer of
+                // `K·O` f32 (its type), a slot or output array, never scratch.
+                unsafe {
+                    super::conv_direct::sum_blocks(
+                        s.blocks,
+                        scratch.add(s.offset).cast(),
+                        dw.cast(),
+                        threads,
+                    )
+                };
+            }
         }
     }
 }
 
-/// Gives each bias sum its own region of scratch past `scratch_bytes` (what the other
-/// steps use) and returns the new scratch size.
+/// Gives each bias sum and each set of filter blocks its own region of scratch past
+/// `scratch_bytes` (what the other steps use) and returns the new scratch size.
 pub(super) fn reserve(steps: &mut [super::compile::Step], scratch_bytes: usize) -> usize {
     let mut end = scratch_bytes.next_multiple_of(64);
     let mut offsets: HashMap<NodeId, usize> = HashMap::new();
     for st in steps.iter_mut() {
         if let super::compile::Step::ConvFused(f) = st {
-            if let Fused::ReluPoolGrad(ReluPoolGrad {
-                sum: Some((sum, off)),
-                hwc,
-                dtype,
-                ..
-            }) = &mut **f
-            {
-                *off = end;
-                offsets.insert(*sum, end);
-                end = (end + hwc[2] * dtype.size_bytes()).next_multiple_of(64);
+            if let Fused::ReluPoolGrad(t) = &mut **f {
+                if let Some((sum, off)) = &mut t.sum {
+                    *off = end;
+                    offsets.insert(*sum, end);
+                    end = (end + t.hwc[2] * t.dtype.size_bytes()).next_multiple_of(64);
+                }
+                if let Some(fl) = &mut t.filter {
+                    fl.offset = end;
+                    offsets.insert(fl.node, end);
+                    end = (end + fl.plan.scratch_bytes()).next_multiple_of(64);
+                }
             }
         }
     }
     for st in steps.iter_mut() {
         if let super::compile::Step::ConvFused(f) = st {
-            if let Fused::SumStore(s) = &mut **f {
-                s.offset = offsets.get(&s.sum).copied().unwrap_or(0);
+            match &mut **f {
+                Fused::SumStore(s) => s.offset = offsets.get(&s.sum).copied().unwrap_or(0),
+                Fused::FilterStore(s) => s.offset = offsets.get(&s.node).copied().unwrap_or(0),
+                _ => {}
             }
         }
     }
@@ -171,6 +238,8 @@ pub(super) struct ReluPoolGrad {
     mask: NodeId,
     /// The bias sum's node and its region of scratch (`reserve`).
     sum: Option<(NodeId, usize)>,
+    /// The filter gradient computed image by image (the module docs).
+    filter: Option<TwinFilter>,
     y: Loc,
     dy: Loc,
     dpre: Loc,
@@ -238,7 +307,17 @@ pub(super) fn plan(p: &Program, order: &[NodeId], lay: &Layout) -> Plan {
                 plan.members.extend(store.members());
                 plan.at.insert(sum, store);
             }
-            let f = Fused::ReluPoolGrad(s);
+            if let Some(fl) = &s.filter {
+                let store = Fused::FilterStore(FilterStore {
+                    node: fl.node,
+                    dw: lay.loc[&fl.node],
+                    blocks: fl.plan.blocks(),
+                    offset: 0,
+                });
+                plan.members.extend(store.members());
+                plan.at.insert(fl.node, store);
+            }
+            let f = Fused::ReluPoolGrad(Box::new(s));
             plan.members.extend(f.members());
             plan.at.insert(id, f);
         }
@@ -329,6 +408,9 @@ fn relu_pool_grad(
         .into_iter()
         .find(|&s| s != mask && bias_sum(p, s, mask, ys[3], dtype) && steps.contains(&s))
         .map(|s| (s, 0));
+    let filter = readers(mask)
+        .into_iter()
+        .find_map(|f| twin_filter(p, lay, steps, f, mask));
     let dpre = lay.loc[&mask];
     if !locations_ok(lay.loc[&y], lay.loc[&dy], dpre) {
         return None;
@@ -366,6 +448,7 @@ fn relu_pool_grad(
         pool_grad: m,
         mask,
         sum,
+        filter,
         y: lay.loc[&y],
         dy: lay.loc[&dy],
         dpre,
@@ -377,6 +460,50 @@ fn relu_pool_grad(
         cols,
         covered,
         in_window,
+    })
+}
+
+/// Node `f`, if it is a later step computing the filter gradient from `dpre` (node
+/// `mask`) on the direct small-K kernel, with its input computed before the twin (not a
+/// later step, nor an alias of one).
+fn twin_filter(
+    p: &Program,
+    lay: &Layout,
+    steps: &[NodeId],
+    f: NodeId,
+    mask: NodeId,
+) -> Option<TwinFilter> {
+    let g = &p.graph;
+    let n = g.node(f);
+    let is_filter = matches!(
+        n.op,
+        Op::Conv {
+            kind: ConvKind::FilterGrad,
+            ..
+        }
+    );
+    if !is_filter || n.inputs.get(1) != Some(&mask) || !steps.contains(&f) {
+        return None;
+    }
+    let x = n.inputs[0];
+    let mut src = x;
+    loop {
+        if steps.contains(&src) {
+            return None;
+        }
+        match g.node(src).op {
+            Op::Reshape => src = g.node(src).inputs[0],
+            _ => break,
+        }
+    }
+    let plan = super::compile::conv_step(p, f, ConvKind::FilterGrad)
+        .ok()?
+        .into_filter()?;
+    Some(TwinFilter {
+        node: f,
+        x: *lay.loc.get(&x)?,
+        plan,
+        offset: 0,
     })
 }
 

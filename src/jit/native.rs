@@ -33,6 +33,10 @@ pub struct StepCounts {
     pub conv: usize,
     /// Convolutions among `conv` that run Winograd F(2×2, 3×3) (`jit/conv_wino.rs`).
     pub conv_winograd: usize,
+    /// Filter gradients that run the direct small-K kernel instead of `gemm`
+    /// (`jit/conv_direct/filter.rs`; `KILN_CONV_FILTER=0` turns it off): among `conv`, or
+    /// inside the backward twin (among `conv_fused`).
+    pub conv_filter_direct: usize,
     /// Pooling steps.
     pub pools: usize,
     /// `all_reduce` steps (host steps that communicate: `jit/collective.rs`).
@@ -91,6 +95,7 @@ pub(super) fn covers(
             Step::Conv { node, conv, .. } => {
                 c.conv += 1;
                 c.conv_winograd += usize::from(conv.wino.is_some());
+                c.conv_filter_direct += usize::from(conv.direct_filter());
                 covered.push(*node);
             }
             Step::AllReduce(s) => {
@@ -98,6 +103,7 @@ pub(super) fn covers(
                 covered.push(s.node);
             }
             Step::ConvFused(f) => {
+                c.conv_filter_direct += usize::from(f.is_filter());
                 if f.is_direct() {
                     c.conv_direct += 1;
                 } else {

@@ -41,6 +41,35 @@ pub(crate) struct Geometry {
     pooled: [usize; 2],
 }
 
+/// Per convolution output pixel, `K` offsets into its image of the input (im2col's column
+/// order `(kh, kw, c)`), −1 in the padding; None when the table would pass `MAX_TABLE`
+/// entries or an offset would not fit an `i32`.
+pub(super) fn tap_table(geo: &ConvGeom) -> Option<Vec<i32>> {
+    let [oh, ow] = geo.out_hw;
+    let image = geo.in_pixels().checked_mul(geo.c)?;
+    let entries = oh.checked_mul(ow)?.checked_mul(geo.k())?;
+    if entries > MAX_TABLE || image > i32::MAX as usize {
+        return None;
+    }
+    let mut taps = Vec::with_capacity(entries);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            for kh in 0..geo.window.kernel[0] {
+                for kw in 0..geo.window.kernel[1] {
+                    for ci in 0..geo.c {
+                        let at = match (geo.src(0, oy, kh), geo.src(1, ox, kw)) {
+                            (Some(ih), Some(iw)) => ((ih * geo.in_hw[1] + iw) * geo.c + ci) as i32,
+                            _ => -1,
+                        };
+                        taps.push(at);
+                    }
+                }
+            }
+        }
+    }
+    Some(taps)
+}
+
 impl Geometry {
     /// The geometry, or None when its tables would be too large (then the chain runs
     /// unfused).
@@ -52,29 +81,7 @@ impl Geometry {
         pooled: [usize; 2],
     ) -> Option<Geometry> {
         let [oh, ow] = geo.out_hw;
-        let image = geo.in_pixels().checked_mul(geo.c)?;
-        let entries = oh.checked_mul(ow)?.checked_mul(geo.k())?;
-        if entries > MAX_TABLE || image > i32::MAX as usize {
-            return None;
-        }
-        let mut taps = Vec::with_capacity(entries);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for kh in 0..geo.window.kernel[0] {
-                    for kw in 0..geo.window.kernel[1] {
-                        for ci in 0..geo.c {
-                            let at = match (geo.src(0, oy, kh), geo.src(1, ox, kw)) {
-                                (Some(ih), Some(iw)) => {
-                                    ((ih * geo.in_hw[1] + iw) * geo.c + ci) as i32
-                                }
-                                _ => -1,
-                            };
-                            taps.push(at);
-                        }
-                    }
-                }
-            }
-        }
+        let taps = tap_table(&geo)?;
         let (mut win, mut start) = (vec![], vec![0u32]);
         let mut covered = vec![false; oh * ow];
         for r in &rows {

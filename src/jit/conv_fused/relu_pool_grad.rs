@@ -51,6 +51,10 @@ pub(super) struct Ptrs {
     pub(super) dpre: usize,
     /// Where the bias gradient `[C]` goes (the twin's region of scratch), 0 for none.
     pub(super) db: usize,
+    /// The convolution's input, when the twin computes the filter gradient's blocks (else 0).
+    pub(super) x: usize,
+    /// Where the filter gradient's blocks go (the twin's region of scratch), 0 for none.
+    pub(super) blocks: usize,
 }
 
 impl ReluPoolGrad {
@@ -62,7 +66,8 @@ impl ReluPoolGrad {
     /// # Safety
     /// The addresses hold the step's types (checked at compile time against the graph;
     /// buffers have their types); `dpre` overlaps neither `dy` nor `db` (`db` is the twin's
-    /// own region of scratch). `dpre` may be `y`'s buffer: a window's `y` is read before
+    /// own region of scratch, as are the filter's `blocks`, and `x`, when given, holds the
+    /// convolution's input in f32). `dpre` may be `y`'s buffer: a window's `y` is read before
     /// its `dpre` is written, and no other window reads those pixels.
     pub(super) unsafe fn run(&self, p: Ptrs, threads: usize) {
         match self.dtype {
@@ -94,9 +99,20 @@ impl ReluPoolGrad {
             let mut scratch = vec![T::ZERO; 2 * c];
             let (best, val) = scratch.split_at_mut(c);
             let mut arg = vec![0u32; c];
+            let mut col = vec![];
             for b in lo..hi {
                 // SAFETY: image `b < n` of each buffer; this call alone writes it.
                 unsafe { self.image::<T>(p, b, best, val, &mut arg) };
+                if let (Some(f), true) = (&self.filter, p.blocks != 0) {
+                    let d = (p.dpre as *const f32).wrapping_add(b * self.image_len());
+                    // SAFETY: the filter is planned only for f32 steps; image `b` of `dpre`
+                    // was just written; `x` is the convolution's input (computed before
+                    // the twin) and block `b` of the region is this call's alone.
+                    unsafe {
+                        f.plan
+                            .block_of(p.x as *const f32, d, p.blocks as *mut f32, b, &mut col)
+                    };
+                }
                 if let Some(acc) = local.as_mut() {
                     // SAFETY: image `b` of `dpre`, just written by this call.
                     unsafe { self.sum_image::<T>(p, b, 0, acc) };
