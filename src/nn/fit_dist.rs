@@ -28,10 +28,29 @@
 //!   session's run counter at `base + t·S + s`, so its random stream does not depend on which
 //!   rank computes it (random ops draw from `(seed, run, element)`).
 //!
-//! Not (yet) distributed: `fit_dataset`, sample and class weights, and layers with state
-//! updates (`BatchNormalization`'s moving statistics would need the same ordered reduction);
-//! each is an error naming what to do instead.
-
+//! - **Sample and class weights** (Keras' `sum(w · loss) / batch rows`): micro-shard `s` runs
+//!   the weighted loss over its rows, `sum_s(w · loss) / rows_s`, whose gradient scaled by
+//!   `rows_s / R` is `sum_s(w · loss) / R`; summed over the micro-shards it is the global
+//!   batch's weighted loss, divided by the global batch's rows as in one process (the
+//!   normalization is by rows, never by a micro-shard's or a rank's own weight sum).
+//! - **Weighted metrics** are sums already (`[sum(w · m), sum(w)]` or weighted counts per
+//!   micro-shard): reduced with the logs, divided once, over the epoch, as in one process.
+//! - **State updates** (`BatchNormalization`'s moving statistics, any `Ctx::add_update` that
+//!   is an `f32` assign): each micro-shard normalizes by its own batch statistics (no
+//!   cross-micro-shard statistics in the forward pass) and computes the assign's new value
+//!   from them, `moving · m + stat_s · (1 − m)`; the variable takes the sum of these new
+//!   values scaled by `rows_s / R`, in micro-shard order (with the gradients, in the same
+//!   buckets). That is Keras' `MirroredStrategy` (per-replica statistics, the replicas'
+//!   updates averaged), weighted by rows; not `SyncBatchNormalization`: the moving variance
+//!   moves toward the row-weighted mean of the micro-shards' variances, not the global
+//!   batch's. With one micro-shard it is the plain `fit`'s update.
+//! - **Datasets** (`fit_dataset`, `validation_dataset`, `steps_per_epoch`, an endless
+//!   dataset): every rank walks the whole dataset in the same order (epoch `e` iterates
+//!   `iter_epoch(e)`, so a `shuffle(buffer, seed)` stage gives every rank the same order) and
+//!   runs its micro-shards of each batch, cut as above. Before each batch, and at the end,
+//!   the ranks compare a hash of its rows (inputs, targets, weights), so a dataset that
+//!   differs by rank (a generator with per-process state, a seed from the rank) is an error
+//!   naming the batch, not a silent mix or a hang.
 use super::batch::{rows_of, Logs};
 use super::fit::Data;
 use super::fit_config::FitConfig;
@@ -54,6 +73,14 @@ impl FitConfig {
     /// process. The result (weights and `History`) depends on `micro_shards`, not on `N`: one
     /// process with the same setting is the bitwise reference. `micro_shards` is at least 1
     /// and a multiple of the process count (checked when `fit` starts).
+    ///
+    /// Everything `fit` and [`Model::fit_dataset`] take works distributed: sample and class
+    /// weights (the loss divided by the global batch's rows, as in one process),
+    /// [`Model::weighted_metrics`], datasets with `steps_per_epoch` (every rank reads the
+    /// same batches, compared batch by batch), and `BatchNormalization`, whose micro-shards
+    /// normalize by their own statistics and whose moving statistics take the micro-shards'
+    /// updates weighted by their rows (Keras' `MirroredStrategy`, not
+    /// `SyncBatchNormalization`: see the `nn/fit_dist.rs` module doc).
     ///
     /// ```no_run
     /// # use kiln::prelude::*;

@@ -161,7 +161,8 @@ impl Model {
                     grads.iter_mut().for_each(|x| *x = 0.0);
                     continue;
                 }
-                self.micro_shard(d, &plan, &shard, &bufs, &mut part, log, grads)?;
+                let out = self.micro_shard(d, &plan, &shard, &bufs, &mut part)?;
+                gather(d, &plan, &shard, &out, log, grads)?;
             }
             let mut batch = vec![0f64; width];
             let parts: Vec<&[f64]> = logs.iter().map(|l| l.as_slice()).collect();
@@ -220,10 +221,8 @@ impl Model {
     }
 
     /// Runs micro-shard `sh` of the batch in `bufs` (inputs, target, and weights if it has
-    /// them; `part` holds the micro-shard's rows): its logged sums into `log`, and when
-    /// training its gradients and new state values, scaled by its share of the batch's rows,
-    /// into `flat`.
-    #[allow(clippy::too_many_arguments)]
+    /// them; `part` holds the micro-shard's rows): its loss, metrics and weighted metrics,
+    /// and when training its gradients and the new values of the layers' state.
     fn micro_shard(
         &mut self,
         d: &mut DistRun,
@@ -231,9 +230,7 @@ impl Model {
         sh: &Shard,
         bufs: &[Array],
         part: &mut Vec<Array>,
-        log: &mut [f64],
-        flat: &mut [f32],
-    ) -> Result<()> {
+    ) -> Result<Vec<Array>> {
         let ids = &plan.ids;
         let n_in = ids.inputs.len();
         let weighted = bufs.len() == n_in + 2;
@@ -289,39 +286,7 @@ impl Model {
         let out = sess.run(&fetch, &feeds);
         feeds.truncate(own);
         part.extend(feeds.into_iter().map(|(_, a)| a));
-        let out = out?;
-        let rows = sh.hi - sh.lo;
-        for (k, a) in plan.slots.iter().zip(&out) {
-            let v = a.to_f64_vec();
-            if v.len() < k.len {
-                return Err(Error::Internal(format!(
-                    "a logged value of {} numbers, {} expected",
-                    v.len(),
-                    k.len
-                )));
-            }
-            match k.how {
-                Combine::Mean => log[k.at] = v.first().copied().unwrap_or(f64::NAN) * rows as f64,
-                _ => log[k.at..k.at + k.len].copy_from_slice(&v[..k.len]),
-            }
-        }
-        if plan.training {
-            let share = (rows as f64 / sh.rows as f64) as f32;
-            let places = d.layout.iter().chain(&d.state);
-            for ((at, len, _), a) in places.zip(&out[plan.slots.len()..]) {
-                let src = a.as_slice::<f32>()?;
-                if src.len() != *len {
-                    return Err(Error::Internal(format!(
-                        "a gradient or state of {} numbers for a variable of {len}",
-                        src.len()
-                    )));
-                }
-                for (o, x) in flat[*at..*at + *len].iter_mut().zip(src) {
-                    *o = x * share;
-                }
-            }
-        }
-        Ok(())
+        out
     }
 
     /// Reduces this rank's micro-shard gradients and state values (flat, scaled) bucket by
@@ -368,4 +333,57 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// A micro-shard's outputs `out` into this rank's vectors: its logged sums into `log`, and
+/// when training its gradients and new state values, scaled by its share of the batch's rows,
+/// into `flat`.
+fn gather(
+    d: &DistRun,
+    plan: &Plan,
+    sh: &Shard,
+    out: &[Array],
+    log: &mut [f64],
+    flat: &mut [f32],
+) -> Result<()> {
+    let rows = sh.hi - sh.lo;
+    for (k, a) in plan.slots.iter().zip(out) {
+        let v = a.to_f64_vec();
+        if v.len() < k.len {
+            return Err(Error::Internal(format!(
+                "a logged value of {} numbers, {} expected",
+                v.len(),
+                k.len
+            )));
+        }
+        match k.how {
+            Combine::Mean => log[k.at] = v.first().copied().unwrap_or(f64::NAN) * rows as f64,
+            _ => log[k.at..k.at + k.len].copy_from_slice(&v[..k.len]),
+        }
+    }
+    if plan.training {
+        let share = (rows as f64 / sh.rows as f64) as f32;
+        let rest = out.get(plan.slots.len()..).unwrap_or_default();
+        if rest.len() != d.layout.len() + d.state.len() {
+            return Err(Error::Internal(format!(
+                "{} gradients and state values fetched, {} expected",
+                rest.len(),
+                d.layout.len() + d.state.len()
+            )));
+        }
+        let places = d.layout.iter().chain(&d.state);
+        for ((at, len, _), a) in places.zip(rest) {
+            let src = a.as_slice::<f32>()?;
+            if src.len() != *len {
+                return Err(Error::Internal(format!(
+                    "a gradient or state of {} numbers for a variable of {len}",
+                    src.len()
+                )));
+            }
+            for (o, x) in flat[*at..*at + *len].iter_mut().zip(src) {
+                *o = x * share;
+            }
+        }
+    }
+    Ok(())
 }
