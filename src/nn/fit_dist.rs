@@ -22,12 +22,12 @@
 //! - **Only rank 0** prints progress and runs the callbacks that write files
 //!   ([`Callback::root_only`]: `ModelCheckpoint`, `PlotCurves`, `CSVLogger`).
 //! - **Start**: the ranks compare the graph ([`crate::dist::check_same_graph`]) and the
-//!   settings (micro-shards, batch size, epochs, shuffling, row counts), then every rank takes
+//!   settings (micro-shards, batch size, epochs, shuffling, `steps_per_epoch`, row counts or
+//!   dataset lengths, whether there are weights), then every rank takes
 //!   rank 0's variables and run counter ([`crate::dist::broadcast_variables`]).
 //! - **Dropout** is keyed per micro-shard: micro-shard `s` of the fit's step `t` runs with the
 //!   session's run counter at `base + t·S + s`, so its random stream does not depend on which
 //!   rank computes it (random ops draw from `(seed, run, element)`).
-//!
 //! - **Sample and class weights** (Keras' `sum(w · loss) / batch rows`): micro-shard `s` runs
 //!   the weighted loss over its rows, `sum_s(w · loss) / rows_s`, whose gradient scaled by
 //!   `rows_s / R` is `sum_s(w · loss) / R`; summed over the micro-shards it is the global
@@ -43,7 +43,7 @@
 //!   buckets). That is Keras' `MirroredStrategy` (per-replica statistics, the replicas'
 //!   updates averaged), weighted by rows; not `SyncBatchNormalization`: the moving variance
 //!   moves toward the row-weighted mean of the micro-shards' variances, not the global
-//!   batch's. With one micro-shard it is the plain `fit`'s update.
+//!   batch's. With one micro-shard it is the plain `fit`'s update, up to f32 rounding.
 //! - **Datasets** (`fit_dataset`, `validation_dataset`, `steps_per_epoch`, an endless
 //!   dataset): every rank walks the whole dataset in the same order (epoch `e` iterates
 //!   `iter_epoch(e)`, so a `shuffle(buffer, seed)` stage gives every rank the same order) and
@@ -51,6 +51,11 @@
 //!   the ranks compare a hash of its rows (inputs, targets, weights), so a dataset that
 //!   differs by rank (a generator with per-process state, a seed from the rank) is an error
 //!   naming the batch, not a silent mix or a hang.
+//!
+//! Refused, with an error naming what to do instead: a state update that is not an `f32`
+//! assign of a variable (its new values could not be combined), and what one process
+//! refuses too (a custom loss with sample weights).
+
 use super::batch::{rows_of, Logs};
 use super::fit::Data;
 use super::fit_config::FitConfig;
