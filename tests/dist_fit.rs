@@ -36,8 +36,13 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("kiln-dist-fit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     type Case = (&'static str, fn(&Path));
-    let cases: [Case; 4] = [
+    let cases: [Case; 6] = [
         ("fit_is_the_same_on_1_2_and_4_ranks", same_on_1_2_and_4),
+        (
+            "weights_batch_norm_and_datasets_are_the_same_on_1_2_and_4_ranks",
+            features_same,
+        ),
+        ("a_dataset_that_differs_by_rank_is_refused", dataset_by_rank),
         ("fit_resumed_on_another_rank_count", resumed),
         ("different_fit_settings_are_refused", different_settings),
         ("a_rank_that_exits_stops_the_fit", rank_exits),
@@ -138,6 +143,9 @@ fn worker(args: &[String]) -> Result<()> {
 
 fn train(world: &dist::World, args: &[String]) -> Result<()> {
     let o = parse(args)?;
+    if o.mode == "features" || o.mode == "dataset-by-rank" {
+        return features(world, &o.mode);
+    }
     let (n, r) = (world.size(), world.rank());
     let mnist =
         kiln::data::load_mnist(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))?;
@@ -220,6 +228,156 @@ fn train(world: &dist::World, args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A hash of the model's weights (moving statistics included).
+fn weights_hash(model: &Model) -> Result<u64> {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (_, a) in model.get_weights()? {
+        for v in a.to_vec::<f32>()? {
+            h = fnv(h, &v.to_bits().to_le_bytes());
+        }
+    }
+    Ok(h)
+}
+
+/// The history's bits, one line.
+fn history_bits(h: &History) -> String {
+    let mut line = String::new();
+    for (k, v) in &h.history {
+        let bits: Vec<String> = v.iter().map(|x| format!("{:x}", x.to_bits())).collect();
+        line += &format!("{k}={} ", bits.join(","));
+    }
+    format!("{line}stopped={:?}", h.stopped_epoch)
+}
+
+/// The worker of `features_same` (mode `features`): three distributed fits on 1,000 MNIST
+/// rows, each reported as `case NAME HASH HISTORY` by rank 0 and `rank R case NAME HASH` by
+/// every rank — sample weights from `class_weight` with `weighted_metrics`; a
+/// `BatchNormalization` model with dropout; an endless shuffled dataset of weighted
+/// `(x, y, w)` batches with `steps_per_epoch` and a validation dataset. Mode
+/// `dataset-by-rank` trains on a dataset shuffled by the rank's own seed, which must fail.
+fn features(world: &dist::World, mode: &str) -> Result<()> {
+    use kiln::data::Dataset;
+    let r = world.rank();
+    let mnist =
+        kiln::data::load_mnist(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))?;
+    let rows: Vec<usize> = (0..1000).collect();
+    let x = kiln::data::take_rows(&mnist.train_x, &rows)?;
+    let y = kiln::data::take_rows(&mnist.train_y, &rows)?;
+    let mlp = |bn: bool| -> Result<Model> {
+        let mut layers: Vec<Box<dyn Layer>> = vec![Input::new([784]).into(), Dense::new(32).into()];
+        if bn {
+            layers.push(BatchNormalization::new().momentum(0.9).into());
+        }
+        layers.push(Dense::new(32).relu().into());
+        layers.push(Dropout::new(0.2).into());
+        layers.push(Dense::new(10).into());
+        let mut m = Sequential::new(layers);
+        m.compile(
+            Adam::new(2e-3),
+            Loss::SparseCategoricalCrossentropy { from_logits: true },
+            &[Metric::Accuracy],
+        )?;
+        Ok(m)
+    };
+    let config = || {
+        FitConfig::new()
+            .epochs(3)
+            .batch_size(100)
+            .seed(11)
+            .distributed(4)
+            .verbosity(Verbosity::Silent)
+    };
+    let report = |name: &str, m: &Model, h: &History| -> Result<()> {
+        let hash = weights_hash(m)?;
+        say(format!("rank {r} case {name} {hash:016x}"));
+        if world.is_root() {
+            println!("case {name} {hash:016x} {}", history_bits(h));
+        }
+        Ok(())
+    };
+    let labels = y.to_vec::<i32>()?;
+    let w: Vec<f32> = labels.iter().map(|&c| 0.5 + (c % 3) as f32 * 0.5).collect();
+    let w = Array::new([1000], w)?;
+    if mode == "dataset-by-rank" {
+        let ds = Dataset::from_arrays(x, y)?
+            .shuffle(1000, r as u64)
+            .batch(100);
+        mlp(false)?.fit_dataset(&ds, config())?;
+        return Ok(());
+    }
+    // Class weights, weighted metrics, a validation split (weighted too).
+    let mut m = mlp(false)?;
+    m.weighted_metrics(&[Metric::Accuracy])?;
+    let map: Vec<(usize, f64)> = (0..10).map(|c| (c, 0.5 + (c % 3) as f64 * 0.5)).collect();
+    let h = m.fit(&x, &y, config().class_weight(map).validation_split(0.2))?;
+    report("class_weight", &m, &h)?;
+    // BatchNormalization's moving statistics.
+    let mut m = mlp(true)?;
+    let h = m.fit(&x, &y, config().validation_split(0.2))?;
+    report("batch_norm", &m, &h)?;
+    // An endless shuffled dataset of weighted batches, 4 batches an epoch, validated on a
+    // dataset.
+    let vrows: Vec<usize> = (1000..1300).collect();
+    let vx = kiln::data::take_rows(&mnist.train_x, &vrows)?;
+    let vy = kiln::data::take_rows(&mnist.train_y, &vrows)?;
+    let ds = Dataset::from_slices((x, y, w))?
+        .shuffle(1000, 5)
+        .batch(100)
+        .repeat(usize::MAX);
+    let val = Dataset::from_arrays(vx, vy)?.batch(150);
+    let mut m = mlp(true)?;
+    m.weighted_metrics(&[Metric::Accuracy])?;
+    let c = config().steps_per_epoch(4).validation_dataset(&val);
+    let h = m.fit_dataset(&ds, c)?;
+    report("dataset", &m, &h)?;
+    Ok(())
+}
+
+fn features_same(_: &Path) {
+    let cases = |n: usize| -> Vec<String> {
+        let out = mpirun(n, &["--mode", "features"]);
+        let (so, se) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mpirun -np {n} features failed:\n{so}\n{se}"
+        );
+        let lines: Vec<String> = so
+            .lines()
+            .filter_map(|l| l.strip_prefix("case "))
+            .map(String::from)
+            .collect();
+        assert_eq!(lines.len(), 3, "three cases:\n{so}\n{se}");
+        for l in &lines {
+            // Every rank ends with rank 0's weights.
+            let mut it = l.split(' ');
+            let (name, hash) = (it.next().unwrap(), it.next().unwrap());
+            let same = se.matches(&format!(" case {name} {hash}")).count();
+            assert_eq!(same, n, "{name}: every rank has rank 0's weights:\n{se}");
+        }
+        lines
+    };
+    let one = cases(1);
+    assert!(one[0].contains("weighted_accuracy=") && one[0].contains("val_weighted_accuracy="));
+    assert!(one[2].contains("val_loss="), "{}", one[2]);
+    for n in [2, 4] {
+        let many = cases(n);
+        for (a, b) in many.iter().zip(&one) {
+            assert_eq!(a, b, "{n} ranks against the 1-process reference");
+        }
+        println!("  np {n}: {} cases bitwise equal", many.len());
+    }
+}
+
+fn dataset_by_rank(_: &Path) {
+    let out = mpirun(2, &["--mode", "dataset-by-rank"]);
+    let se = text(&out.stderr);
+    assert!(!out.status.success(), "a rank-dependent dataset must fail");
+    assert!(
+        se.contains("rank 1 disagrees with rank 0 on batch 1 of the dataset"),
+        "{se}"
+    );
 }
 
 /// `mpirun -np n` this binary as a worker with `args`; a run over 5 minutes is a hang.

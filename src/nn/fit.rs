@@ -7,6 +7,7 @@ use super::callbacks::{log_names, Control, TerminateOnNaN};
 use super::check;
 use super::fit_config::FitConfig;
 use super::fit_dataset::StreamBatches;
+use super::fit_dist::DistRun;
 use super::fit_pass::{BadBatch, Hooks, Pass, RowBatches};
 use super::history::History;
 use super::model::Model;
@@ -359,10 +360,7 @@ impl Model {
                 steps: config.steps_per_epoch,
                 first: epoch == config.initial_epoch,
             };
-            let pass = match dist.as_mut() {
-                Some(d) => self.dist_pass(d, train, how.batch_size, seed, Some(hooks))?,
-                None => self.data_pass(train, &how, &mut carry, Some(hooks))?,
-            };
+            let pass = self.data_pass(train, &how, &mut carry, dist.as_mut(), Some(hooks))?;
             if pass.ran_out && pass.steps == 0 {
                 // The dataset ended exactly at an epoch's boundary (`steps_per_epoch`).
                 history.stopped_epoch = epoch.checked_sub(1);
@@ -377,10 +375,7 @@ impl Model {
                     first: true,
                     ..how
                 };
-                let vp = match dist.as_mut() {
-                    Some(d) => self.dist_pass(d, v, how.batch_size, None, None)?,
-                    None => self.data_pass(v, &how, &mut None, None)?,
-                };
+                let vp = self.data_pass(v, &how, &mut None, dist.as_mut(), None)?;
                 if let (Some(b), true) = (&vp.bad, config.terminate_on_nan) {
                     return Err(validation_failed(epoch, b, vp.seen));
                 }
@@ -431,12 +426,14 @@ impl Model {
     /// evaluation otherwise. Arrays run in batches of `batch_size`, in the order of the
     /// permutation of `shuffle`'s seed or in order; a dataset runs its own batches, `steps`
     /// of them if given, from the iterator in `carry` if one was left there by the previous
-    /// epoch (and leaves its own there for the next, unless the dataset ended).
+    /// epoch (and leaves its own there for the next, unless the dataset ended). With `dist`,
+    /// the batches run cut into micro-shards (`fit_dist`).
     fn data_pass(
         &mut self,
         data: &Data<'_>,
         how: &PassOf,
         carry: &mut Option<DatasetIter>,
+        dist: Option<&mut DistRun>,
         hooks: Option<Hooks<'_>>,
     ) -> Result<Pass> {
         let training = hooks.is_some();
@@ -454,7 +451,10 @@ impl Model {
                     w: *w,
                     chunks: order.chunks(how.batch_size),
                 };
-                self.epoch_pass(&mut src, training, hooks)
+                match dist {
+                    Some(d) => self.dist_pass(d, &mut src, false, hooks),
+                    None => self.epoch_pass(&mut src, training, hooks),
+                }
             }
             Data::Stream {
                 ds,
@@ -472,7 +472,10 @@ impl Model {
                 };
                 let mut src = StreamBatches::new(iter, what, *check_finite, *class_weight);
                 src.limit = how.steps;
-                let mut pass = self.epoch_pass(&mut src, training, hooks)?;
+                let mut pass = match dist {
+                    Some(d) => self.dist_pass(d, &mut src, true, hooks)?,
+                    None => self.epoch_pass(&mut src, training, hooks)?,
+                };
                 if how.steps.is_some() {
                     // Keras 3: an input that runs out stops training after this epoch.
                     pass.ran_out = src.ran_out;

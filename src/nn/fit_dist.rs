@@ -22,28 +22,48 @@
 //! - **Only rank 0** prints progress and runs the callbacks that write files
 //!   ([`Callback::root_only`]: `ModelCheckpoint`, `PlotCurves`, `CSVLogger`).
 //! - **Start**: the ranks compare the graph ([`crate::dist::check_same_graph`]) and the
-//!   settings (micro-shards, batch size, epochs, shuffling, row counts), then every rank takes
+//!   settings (micro-shards, batch size, epochs, shuffling, `steps_per_epoch`, row counts or
+//!   dataset lengths, whether there are weights), then every rank takes
 //!   rank 0's variables and run counter ([`crate::dist::broadcast_variables`]).
 //! - **Dropout** is keyed per micro-shard: micro-shard `s` of the fit's step `t` runs with the
 //!   session's run counter at `base + t·S + s`, so its random stream does not depend on which
 //!   rank computes it (random ops draw from `(seed, run, element)`).
+//! - **Sample and class weights** (Keras' `sum(w · loss) / batch rows`): micro-shard `s` runs
+//!   the weighted loss over its rows, `sum_s(w · loss) / rows_s`, whose gradient scaled by
+//!   `rows_s / R` is `sum_s(w · loss) / R`; summed over the micro-shards it is the global
+//!   batch's weighted loss, divided by the global batch's rows as in one process (the
+//!   normalization is by rows, never by a micro-shard's or a rank's own weight sum).
+//! - **Weighted metrics** are sums already (`[sum(w · m), sum(w)]` or weighted counts per
+//!   micro-shard): reduced with the logs, divided once, over the epoch, as in one process.
+//! - **State updates** (`BatchNormalization`'s moving statistics, any `Ctx::add_update` that
+//!   is an `f32` assign): each micro-shard normalizes by its own batch statistics (no
+//!   cross-micro-shard statistics in the forward pass) and computes the assign's new value
+//!   from them, `moving · m + stat_s · (1 − m)`; the variable takes the sum of these new
+//!   values scaled by `rows_s / R`, in micro-shard order (with the gradients, in the same
+//!   buckets). That is Keras' `MirroredStrategy` (per-replica statistics, the replicas'
+//!   updates averaged), weighted by rows; not `SyncBatchNormalization`: the moving variance
+//!   moves toward the row-weighted mean of the micro-shards' variances, not the global
+//!   batch's. With one micro-shard it is the plain `fit`'s update, up to f32 rounding.
+//! - **Datasets** (`fit_dataset`, `validation_dataset`, `steps_per_epoch`, an endless
+//!   dataset): every rank walks the whole dataset in the same order (epoch `e` iterates
+//!   `iter_epoch(e)`, so a `shuffle(buffer, seed)` stage gives every rank the same order) and
+//!   runs its micro-shards of each batch, cut as above. Before each batch, and at the end,
+//!   the ranks compare a hash of its rows (inputs, targets, weights), so a dataset that
+//!   differs by rank (a generator with per-process state, a seed from the rank) is an error
+//!   naming the batch, not a silent mix or a hang.
 //!
-//! Not (yet) distributed: `fit_dataset`, sample and class weights, and layers with state
-//! updates (`BatchNormalization`'s moving statistics would need the same ordered reduction);
-//! each is an error naming what to do instead.
+//! Refused, with an error naming what to do instead: a state update that is not an `f32`
+//! assign of a variable (its new values could not be combined), and what one process
+//! refuses too (a custom loss with sample weights).
 
 use super::batch::{rows_of, Logs};
-use super::callbacks::Control;
 use super::fit::Data;
 use super::fit_config::FitConfig;
-use super::fit_pass::{BadBatch, Hooks, Pass};
-use super::losses::Metric;
 use super::model::{DistIds, Model};
-use crate::array::Array;
-use crate::data::take_rows_into;
 use crate::dist;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::graph::op::Op;
 use crate::graph::{NodeId, Tensor};
 use crate::progress::Verbosity;
 
@@ -58,6 +78,14 @@ impl FitConfig {
     /// process. The result (weights and `History`) depends on `micro_shards`, not on `N`: one
     /// process with the same setting is the bitwise reference. `micro_shards` is at least 1
     /// and a multiple of the process count (checked when `fit` starts).
+    ///
+    /// Everything `fit` and [`Model::fit_dataset`] take works distributed: sample and class
+    /// weights (the loss divided by the global batch's rows, as in one process),
+    /// [`Model::weighted_metrics`], datasets with `steps_per_epoch` (every rank reads the
+    /// same batches, compared batch by batch), and `BatchNormalization`, whose micro-shards
+    /// normalize by their own statistics and whose moving statistics take the micro-shards'
+    /// updates weighted by their rows (Keras' `MirroredStrategy`, not
+    /// `SyncBatchNormalization`: see the `nn/fit_dist.rs` module doc).
     ///
     /// ```no_run
     /// # use kiln::prelude::*;
@@ -85,26 +113,28 @@ impl FitConfig {
 
 /// One distributed `fit` call in progress.
 pub(super) struct DistRun {
-    shards: usize,
-    rank: usize,
+    pub(super) shards: usize,
+    pub(super) rank: usize,
     /// Micro-shards per rank.
-    local: usize,
-    ids: DistIds,
-    /// Each trainable variable's (offset, length, shape) in a flat gradient buffer, laid out
-    /// from the last variable backwards (the order the backward pass finishes them).
-    layout: Vec<(usize, usize, Vec<usize>)>,
+    pub(super) local: usize,
+    pub(super) ids: DistIds,
+    /// Each trainable variable's (offset, length, shape) in a flat buffer, laid out from the
+    /// last variable backwards (the order the backward pass finishes them).
+    pub(super) layout: Vec<(usize, usize, Vec<usize>)>,
+    /// Each state update's (offset, length, shape) in the same buffer, after the gradients.
+    pub(super) state: Vec<(usize, usize, Vec<usize>)>,
     /// Offset ranges of the buckets in the flat buffer.
-    buckets: Vec<std::ops::Range<usize>>,
-    /// The flat buffer's length.
-    params: usize,
+    pub(super) buckets: Vec<std::ops::Range<usize>>,
+    /// The flat buffer's length: the gradients', then the state updates'.
+    pub(super) params: usize,
     /// The run counter when the fit started (rank 0's).
-    base_runs: u64,
+    pub(super) base_runs: u64,
     /// Training steps run by this fit.
-    steps: u64,
+    pub(super) steps: u64,
 }
 
 /// A 64-bit FNV-1a hash of `words`.
-fn hash(words: impl IntoIterator<Item = u64>) -> u64 {
+pub(super) fn hash(words: impl IntoIterator<Item = u64>) -> u64 {
     words.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
         w.to_le_bytes().iter().fold(h, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -113,7 +143,7 @@ fn hash(words: impl IntoIterator<Item = u64>) -> u64 {
 }
 
 /// Ok if every rank gives the same `value`, else an error naming the ranks that differ.
-fn agree(value: u64, what: &str) -> Result<()> {
+pub(super) fn agree(value: u64, what: &str) -> Result<()> {
     let all = dist::all_gather_u64(value)?;
     let odd: Vec<String> = (0..all.len())
         .filter(|&r| all[r] != all[0])
@@ -129,23 +159,19 @@ fn agree(value: u64, what: &str) -> Result<()> {
     )))
 }
 
-/// The rows of a `Data::Rows`, or the error for a dataset.
-fn rows_data(data: &Data<'_>, what: &str) -> Result<usize> {
-    match data {
-        Data::Rows { xs, y, w } => {
-            if w.is_some() {
-                return Err(Error::invalid(
-                    "fit: FitConfig::distributed does not take sample_weight or class_weight \
-                     yet; train unweighted, or in one process",
-                ));
-            }
-            rows_of(xs, Some(y))
-        }
-        Data::Stream { .. } => Err(Error::invalid(format!(
-            "fit_dataset: FitConfig::distributed reads arrays only for now ({what} is a \
-             dataset); give fit the arrays, or train the dataset in one process"
-        ))),
-    }
+/// What the ranks compare about a fit's data before training: the rows of arrays (and
+/// whether they are weighted), or a dataset's length if known (its batches are compared one
+/// by one as they come).
+fn data_words(data: &Data<'_>) -> Result<[u64; 2]> {
+    Ok(match data {
+        Data::Rows { xs, y, w } => [rows_of(xs, Some(y))? as u64, u64::from(w.is_some())],
+        Data::Stream {
+            ds, class_weight, ..
+        } => [
+            ds.len().map_or(u64::MAX - 1, |n| n as u64),
+            2 + u64::from(class_weight.is_some()),
+        ],
+    })
 }
 
 impl Model {
@@ -194,10 +220,13 @@ impl Model {
         opt.config_mut().share_state = false;
         let train = train?;
         g.check()?;
+        let updates = state_updates(&g, &built.updates)?;
         let ids = DistIds {
             grads: grads.iter().map(|t| t.id()).collect(),
             fed: fed.iter().map(|t| t.id()).collect(),
             train: train.id(),
+            weighted: None,
+            updates,
         };
         if let Some(c) = self.compiled.as_mut() {
             c.dist = Some(ids.clone());
@@ -224,62 +253,57 @@ impl Model {
                  must divide evenly among the processes (a multiple of {size})"
             )));
         }
-        if config.steps_per_epoch.is_some() {
-            return Err(Error::invalid(
-                "fit: FitConfig::distributed does not take steps_per_epoch yet (every rank \
-                 passes over all its rows each epoch); leave it unset, or train in one process",
-            ));
-        }
-        if self
-            .compiled
-            .as_ref()
-            .is_some_and(|c| !c.weighted_metrics.is_empty())
-        {
-            return Err(Error::invalid(
-                "fit: FitConfig::distributed does not reduce Model::weighted_metrics yet; \
-                 compile without them, or train in one process",
-            ));
-        }
-        if !self.built()?.updates.is_empty() {
-            return Err(Error::invalid(
-                "fit: FitConfig::distributed cannot train layers with state updates yet \
-                 (BatchNormalization's moving statistics are not reduced across ranks); train \
-                 this model in one process",
-            ));
-        }
-        let n_train = rows_data(train, "the training data")?;
-        let n_val = val
-            .map(|v| rows_data(v, "the validation data"))
-            .transpose()?;
+        let train_words = data_words(train)?;
+        let val_words = val.map(data_words).transpose()?.unwrap_or([u64::MAX; 2]);
         let ids = self.dist_ids()?;
         let g = self.graph().clone();
         let mut layout = vec![];
         let mut buckets: Vec<std::ops::Range<usize>> = vec![];
-        let mut at = 0;
-        for &id in built_trainable(self)?.iter().rev() {
-            let shape = g.tensor(id).shape().to_fixed().unwrap_or_default();
-            let len: usize = shape.iter().product();
+        let mut at = 0usize;
+        let mut place = |shape: Vec<usize>| -> Result<(usize, usize, Vec<usize>)> {
+            let len = shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(|| Error::invalid("fit (distributed): a variable too large"))?;
             match buckets.last_mut() {
-                Some(b) if (b.end - b.start + len) * 4 <= BUCKET_BYTES => b.end += len,
-                _ => buckets.push(at..at + len),
+                Some(b)
+                    if (b.end - b.start).saturating_add(len).saturating_mul(4) <= BUCKET_BYTES =>
+                {
+                    b.end += len
+                }
+                _ => buckets.push(at..at.saturating_add(len)),
             }
-            layout.push((at, len, shape));
-            at += len;
+            let here = (at, len, shape);
+            at = at
+                .checked_add(len)
+                .ok_or_else(|| Error::invalid("fit (distributed): too many parameters"))?;
+            Ok(here)
+        };
+        for &id in built_trainable(self)?.iter().rev() {
+            layout.push(place(g.tensor(id).shape().to_fixed().unwrap_or_default())?);
         }
         layout.reverse(); // back to variable order: layout[v] is variable v's place
+        let mut state = vec![];
+        for &(var, _) in &ids.updates {
+            state.push(place(g.tensor(var).shape().to_fixed().unwrap_or_default())?);
+        }
         let settings = [
             shards as u64,
             config.batch_size as u64,
             config.epochs as u64,
             u64::from(config.shuffle),
             config.seed,
-            n_train as u64,
-            n_val.map_or(u64::MAX, |n| n as u64),
+            config.steps_per_epoch.map_or(u64::MAX, |n| n as u64),
+            train_words[0],
+            train_words[1],
+            val_words[0],
+            val_words[1],
         ];
         agree(
             hash(settings),
-            "the fit settings (micro-shards, batch size, epochs, shuffle and seed, training \
-             and validation rows): every rank must call fit with the same",
+            "the fit settings (micro-shards, batch size, epochs, shuffle and seed, \
+             steps_per_epoch, training and validation rows or dataset lengths, weights): every \
+             rank must call fit with the same",
         )?;
         dist::check_same_graph(&g)?;
         let sess = self.session()?;
@@ -295,6 +319,7 @@ impl Model {
             local: shards / size,
             ids,
             layout,
+            state,
             buckets,
             params: at,
             base_runs,
@@ -307,202 +332,6 @@ impl Model {
     pub(super) fn dist_end(&mut self, d: &DistRun) -> Result<()> {
         let runs = d.base_runs + d.steps * d.shards as u64;
         self.session()?.set_run_count(runs);
-        Ok(())
-    }
-
-    /// One pass of a distributed `fit` over `data` (training when there are hooks):
-    /// see the module docs.
-    pub(super) fn dist_pass(
-        &mut self,
-        d: &mut DistRun,
-        data: &Data<'_>,
-        batch_size: usize,
-        shuffle: Option<u64>,
-        mut hooks: Option<Hooks<'_>>,
-    ) -> Result<Pass> {
-        let Data::Rows { xs, y, .. } = data else {
-            return Err(Error::Internal("a distributed pass over a dataset".into()));
-        };
-        let training = hooks.is_some();
-        let n = rows_of(xs, Some(y))?;
-        let order = match shuffle {
-            Some(seed) => crate::data::permutation(n, seed),
-            None => (0..n).collect(),
-        };
-        let ids = self.ids()?;
-        let g = self.graph().clone();
-        let training_flag = g.tensor(self.built()?.training);
-        let mut names = vec!["loss".to_string()];
-        names.extend(ids.metrics.iter().map(|m| m.0.clone()));
-        // Each logged value's place in the per-micro-shard vector: a mean (× rows) takes one
-        // number, a counting metric its counts.
-        let mut kinds: Vec<(usize, usize, Option<Metric>)> = vec![(0, 1, None)];
-        let mut width = 1;
-        for m in &ids.metrics {
-            let len = if m.2.counts() {
-                g.tensor(m.1).shape().numel().unwrap_or(1)
-            } else {
-                1
-            };
-            kinds.push((width, len, m.2.counts().then_some(m.2)));
-            width += len;
-        }
-        let value = |sums: &[f64], rows: usize, k: &(usize, usize, Option<Metric>)| match k.2 {
-            _ if rows == 0 => f64::NAN,
-            Some(m) => m.result(&sums[k.0..k.0 + k.1]),
-            None => sums[k.0] / rows as f64,
-        };
-        let mut fetch = vec![g.tensor(ids.loss)];
-        fetch.extend(ids.metrics.iter().map(|m| g.tensor(m.1)));
-        if training {
-            fetch.extend(d.ids.grads.iter().map(|&id| g.tensor(id)));
-        }
-        let inputs: Vec<Tensor<'_>> = ids.inputs.iter().map(|&i| g.tensor(i)).collect();
-        let target = g.tensor(ids.target);
-        let mut bufs: Vec<Array> = vec![Array::scalar(0f32); xs.len() + 1];
-        let mut sums = vec![0f64; width];
-        let (mut seen, mut step, mut stop, mut bad) = (0usize, 0usize, false, None);
-        let mut grads = vec![vec![0f32; if training { d.params } else { 0 }]; d.local];
-        for idx in order.chunks(batch_size) {
-            let rows = idx.len();
-            if let Some(h) = hooks.as_mut() {
-                for cb in h.callbacks.iter_mut() {
-                    cb.on_train_batch_begin(h.epoch, step, self)?;
-                }
-            }
-            let mut logs = vec![vec![0f64; width]; d.local];
-            for j in 0..d.local {
-                let s = d.rank * d.local + j;
-                let (lo, hi) = (s * rows / d.shards, (s + 1) * rows / d.shards);
-                if hi == lo {
-                    grads[j].iter_mut().for_each(|x| *x = 0.0);
-                    continue;
-                }
-                for (a, buf) in xs.iter().chain([y]).zip(bufs.iter_mut()) {
-                    take_rows_into(a, &idx[lo..hi], buf)?;
-                }
-                let mut feeds: Vec<(Tensor<'_>, Array)> = inputs
-                    .iter()
-                    .chain([&target])
-                    .copied()
-                    .zip(bufs.drain(..))
-                    .collect();
-                feeds.push((training_flag, Array::scalar(training)));
-                let sess = self.session()?;
-                if training {
-                    // Dropout keyed by (step, micro-shard), not by rank.
-                    sess.set_run_count(d.base_runs + d.steps * d.shards as u64 + s as u64);
-                }
-                let out = sess.run(&fetch, &feeds);
-                feeds.pop();
-                bufs.extend(feeds.into_iter().map(|(_, a)| a));
-                let out = out?;
-                let part = hi - lo;
-                for (k, a) in kinds.iter().zip(&out) {
-                    let v = a.to_f64_vec();
-                    if v.len() < k.1 {
-                        return Err(Error::Internal(format!(
-                            "a logged value of {} numbers, {} expected",
-                            v.len(),
-                            k.1
-                        )));
-                    }
-                    match k.2 {
-                        Some(_) => logs[j][k.0..k.0 + k.1].copy_from_slice(&v[..k.1]),
-                        None => logs[j][k.0] = v.first().copied().unwrap_or(f64::NAN) * part as f64,
-                    }
-                }
-                if training {
-                    let share = (part as f64 / rows as f64) as f32;
-                    let gs = &out[1 + ids.metrics.len()..];
-                    for ((at, len, _), a) in d.layout.iter().zip(gs) {
-                        let src = a.as_slice::<f32>()?;
-                        if src.len() != *len {
-                            return Err(Error::Internal(format!(
-                                "a gradient of {} numbers for a variable of {len}",
-                                src.len()
-                            )));
-                        }
-                        for (o, x) in grads[j][*at..*at + *len].iter_mut().zip(src) {
-                            *o = x * share;
-                        }
-                    }
-                }
-            }
-            let mut batch = vec![0f64; width];
-            let parts: Vec<&[f64]> = logs.iter().map(|l| l.as_slice()).collect();
-            dist::all_reduce_f64(&parts, &mut batch)?;
-            if training {
-                self.dist_apply(d, &grads)?;
-            }
-            let vals: Vec<f64> = kinds.iter().map(|k| value(&batch, rows, k)).collect();
-            if bad.is_none() && !vals[0].is_finite() {
-                bad = Some(BadBatch {
-                    step,
-                    first_row: idx[0],
-                    rows,
-                    loss: vals[0],
-                });
-            }
-            sums.iter_mut().zip(&batch).for_each(|(s, b)| *s += b);
-            seen += rows;
-            step += 1;
-            let Some(h) = hooks.as_mut() else { continue };
-            if h.progress.shows_steps() {
-                let running: Vec<(&str, f64)> = names
-                    .iter()
-                    .zip(&kinds)
-                    .map(|(n, k)| (n.as_str(), value(&sums, seen, k)))
-                    .collect();
-                h.progress.step(step - 1, &running);
-            }
-            if !h.callbacks.is_empty() {
-                let logs: Logs = names.iter().cloned().zip(vals).collect();
-                for cb in h.callbacks.iter_mut() {
-                    if cb.on_batch_end(h.epoch, step - 1, &logs, self)? == Control::Stop {
-                        stop = true;
-                    }
-                }
-                if stop {
-                    break;
-                }
-            }
-        }
-        let logs = names
-            .into_iter()
-            .zip(&kinds)
-            .map(|(n, k)| (n, value(&sums, seen, k)))
-            .collect();
-        Ok(Pass {
-            logs,
-            stop,
-            bad,
-            seen,
-            steps: step,
-            ran_out: false,
-        })
-    }
-
-    /// Reduces this rank's micro-shard gradients (flat, scaled) bucket by bucket in global
-    /// order and applies their sum with the model's optimizer.
-    fn dist_apply(&mut self, d: &mut DistRun, grads: &[Vec<f32>]) -> Result<()> {
-        let mut total = vec![0f32; d.params];
-        for b in &d.buckets {
-            let parts: Vec<&[f32]> = grads.iter().map(|gr| &gr[b.clone()]).collect();
-            dist::all_reduce_f32(&parts, &mut total[b.clone()])?;
-        }
-        let g = self.graph().clone();
-        let mut feeds = Vec::with_capacity(d.layout.len());
-        for ((at, len, shape), &id) in d.layout.iter().zip(&d.ids.fed) {
-            feeds.push((
-                g.tensor(id),
-                Array::new(shape.clone(), total[*at..*at + *len].to_vec())?,
-            ));
-        }
-        d.steps += 1;
-        let sess = self.session()?;
-        sess.set_run_count(d.base_runs + d.steps * d.shards as u64 - 1);
-        sess.run(&[g.tensor(d.ids.train)], &feeds)?;
         Ok(())
     }
 
@@ -526,4 +355,33 @@ impl Model {
 /// The trainable variables' ids.
 fn built_trainable(m: &Model) -> Result<Vec<NodeId>> {
     Ok(m.built()?.trainable.clone())
+}
+
+/// Each state update of the layers as (variable, new value): an `f32` assign of a variable,
+/// as `BatchNormalization`'s are, or an error naming the update.
+fn state_updates(g: &crate::graph::Graph, updates: &[NodeId]) -> Result<Vec<(NodeId, NodeId)>> {
+    let mut out = vec![];
+    for &u in updates {
+        let node = g.data().node(u).clone();
+        match (&node.op, node.inputs.as_slice()) {
+            (Op::Assign, &[var, value])
+                if g.tensor(value).dtype() == DType::F32
+                    && g.tensor(var).shape().to_fixed().is_some() =>
+            {
+                out.push((var, value))
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "fit: FitConfig::distributed combines the layers' state updates (Ctx::\
+                     add_update) as the micro-shards' new values of an f32 variable, but the \
+                     update {} is a {} of {}; make it an f32 `variable.assign(value)`, or \
+                     train this model in one process",
+                    node.label(),
+                    node.op.name(),
+                    g.tensor(u).dtype()
+                )))
+            }
+        }
+    }
+    Ok(out)
 }

@@ -55,7 +55,7 @@ pub(super) struct Hooks<'a> {
 /// The graph nodes one step feeds and fetches.
 pub(super) struct StepIds {
     pub inputs: Vec<NodeId>,
-    training: NodeId,
+    pub training: NodeId,
     pub target: NodeId,
     pub loss: NodeId,
     pub metrics: Vec<(String, NodeId, Metric)>,
@@ -64,8 +64,8 @@ pub(super) struct StepIds {
     /// brought weights.
     weighted: Option<(NodeId, NodeId, NodeId)>,
     /// `Model::weighted_metrics` and their weight placeholder.
-    weighted_metrics: Vec<(String, NodeId, Metric)>,
-    metric_weight: Option<NodeId>,
+    pub weighted_metrics: Vec<(String, NodeId, Metric)>,
+    pub metric_weight: Option<NodeId>,
 }
 
 /// One batch a source has put in the buffers.
@@ -117,7 +117,7 @@ impl Batches for RowBatches<'_> {
 /// How a logged value adds up over batches: a batch mean weighted by the batch's rows, or
 /// counts summed and then divided ([`Metric::counts`]).
 #[derive(Clone, Copy)]
-enum Combine {
+pub(super) enum Combine {
     Mean,
     Counts(Metric),
     /// A weighted mean metric: `[sum(w · m), sum(w)]` summed, then divided.
@@ -156,12 +156,7 @@ impl Sum {
 
     /// The value over `seen` rows so far.
     fn value(&self, seen: usize) -> f64 {
-        match self.how {
-            _ if seen == 0 => f64::NAN,
-            Combine::Mean => self.sums.first().map_or(f64::NAN, |s| s / seen as f64),
-            Combine::Counts(m) => m.result(&self.sums),
-            Combine::WeightedMean => ratio(&self.sums),
-        }
+        self.how.value(&self.sums, seen)
     }
 
     /// One batch's own value from its fetched `v`.
@@ -172,6 +167,44 @@ impl Sum {
             Combine::WeightedMean => ratio(v),
         }
     }
+}
+
+impl Combine {
+    /// The value of a logged value's `sums` (a mean's sum of `batch mean × rows`, a metric's
+    /// counts, a weighted mean's `[sum(w · m), sum(w)]`) over `rows` rows.
+    pub(super) fn value(self, sums: &[f64], rows: usize) -> f64 {
+        match self {
+            _ if rows == 0 => f64::NAN,
+            Combine::Mean => sums.first().map_or(f64::NAN, |s| s / rows as f64),
+            Combine::Counts(m) => m.result(sums),
+            Combine::WeightedMean => ratio(sums),
+        }
+    }
+}
+
+/// The logged values of a pass: their names (`loss`, the metrics, the weighted metrics) and
+/// how each adds up over batches.
+pub(super) fn log_plan(ids: &StepIds) -> (Vec<String>, Vec<Combine>) {
+    let mut names = vec!["loss".to_string()];
+    names.extend(ids.metrics.iter().map(|m| m.0.clone()));
+    names.extend(ids.weighted_metrics.iter().map(|m| m.0.clone()));
+    let hows = std::iter::once(Combine::Mean)
+        .chain(ids.metrics.iter().map(|m| {
+            if m.2.counts() {
+                Combine::Counts(m.2)
+            } else {
+                Combine::Mean
+            }
+        }))
+        .chain(ids.weighted_metrics.iter().map(|m| {
+            if m.2.counts() {
+                Combine::Counts(m.2)
+            } else {
+                Combine::WeightedMean
+            }
+        }))
+        .collect();
+    (names, hows)
 }
 
 impl Model {
@@ -266,25 +299,11 @@ impl Model {
         mut hooks: Option<Hooks<'_>>,
     ) -> Result<Pass> {
         let mut ids = self.ids()?;
-        let mut names = vec!["loss".to_string()];
-        names.extend(ids.metrics.iter().map(|m| m.0.clone()));
-        names.extend(ids.weighted_metrics.iter().map(|m| m.0.clone()));
-        let hows = std::iter::once(Combine::Mean)
-            .chain(ids.metrics.iter().map(|m| {
-                if m.2.counts() {
-                    Combine::Counts(m.2)
-                } else {
-                    Combine::Mean
-                }
-            }))
-            .chain(ids.weighted_metrics.iter().map(|m| {
-                if m.2.counts() {
-                    Combine::Counts(m.2)
-                } else {
-                    Combine::WeightedMean
-                }
-            }));
-        let mut sums: Vec<Sum> = hows.map(|how| Sum { how, sums: vec![] }).collect();
+        let (names, hows) = log_plan(&ids);
+        let mut sums: Vec<Sum> = hows
+            .into_iter()
+            .map(|how| Sum { how, sums: vec![] })
+            .collect();
         let mut seen = 0usize;
         let mut bufs = vec![];
         let mut stop = false;

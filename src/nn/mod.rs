@@ -48,6 +48,7 @@ mod fit;
 mod fit_config;
 mod fit_dataset;
 mod fit_dist;
+mod fit_dist_pass;
 mod fit_pass;
 mod history;
 mod layers;

@@ -73,6 +73,12 @@ pub(crate) struct DistIds {
     pub(super) fed: Vec<NodeId>,
     /// The model's optimizer applied to `fed`, sharing the compiled train op's state.
     pub(super) train: NodeId,
+    /// The sample-weight placeholder, the weighted loss and its gradient for each
+    /// trainable variable, built when the first weighted batch comes.
+    pub(super) weighted: Option<(NodeId, NodeId, Vec<NodeId>)>,
+    /// The layers' state updates (`BatchNormalization`'s moving statistics): each updated
+    /// variable and the new value its assign computes from one micro-shard.
+    pub(super) updates: Vec<(NodeId, NodeId)>,
 }
 
 /// Wires layers inside [`Model::functional`]: applies a layer to a tensor under a unique name.
