@@ -39,6 +39,8 @@ pub(crate) struct Geometry {
     uncovered: Vec<u32>,
     /// Pooled height and width.
     pooled: [usize; 2],
+    /// AVX-512F and a multiple of 16 output channels: the 16-lane kernel (`kernel/wide.rs`).
+    wide: bool,
 }
 
 /// Per convolution output pixel, `K` offsets into its image of the input (im2col's column
@@ -105,6 +107,7 @@ impl Geometry {
             start,
             uncovered,
             pooled,
+            wide: geo.o.is_multiple_of(16) && avx512(),
             bias,
             geo,
         })
@@ -126,10 +129,14 @@ impl Geometry {
         let call = |k: usize| {
             for b in n * k / chunks..n * (k + 1) / chunks {
                 // SAFETY: image `b < n` of each buffer; this call alone writes it; the
-                // caller checked the CPU.
+                // caller checked the CPU (AVX2, FMA; AVX-512F and `O % 16 == 0` when `wide`).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    self.image(p, b)
+                    if self.wide {
+                        self.image512(p, b)
+                    } else {
+                        self.image(p, b)
+                    }
                 };
             }
         };
@@ -137,6 +144,21 @@ impl Geometry {
         unsafe { crate::jit::exec::on_pool(chunks, &call) };
     }
 }
+
+/// Whether this CPU has AVX-512F (the 16-lane kernel).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -183,7 +205,7 @@ mod avx2 {
         /// # Safety
         /// `x` is image `b`'s first element; `px` is a convolution output pixel.
         #[inline(always)]
-        unsafe fn gather(&self, x: *const f32, px: u32, xs: &mut [f32; MAX_K]) {
+        pub(super) unsafe fn gather(&self, x: *const f32, px: u32, xs: &mut [f32; MAX_K]) {
             let k = self.geo.k();
             let taps = &self.taps[px as usize * k..(px as usize + 1) * k];
             for (v, &at) in xs.iter_mut().zip(taps) {
