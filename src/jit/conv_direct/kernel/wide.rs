@@ -174,8 +174,8 @@ impl Geometry {
                 // SAFETY: as above: `y`'s pixel `px` of image `b`.
                 unsafe {
                     let v = self.activations512(&xs, w, bias, j, hv);
-                    for h in 0..hv {
-                        _mm512_storeu_ps(y.add(px as usize * o + 32 * j + 16 * h), v[0][h]);
+                    for (h, &vh) in v[0].iter().enumerate().take(hv) {
+                        _mm512_storeu_ps(y.add(px as usize * o + 32 * j + 16 * h), vh);
                     }
                 }
             }
