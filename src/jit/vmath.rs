@@ -1,5 +1,6 @@
-//! `exp`, `log`, `tanh` and `sigmoid` over slices of `f32`, compiled by rustc for AVX2+FMA,
-//! for JIT kernels to call once per tile (see `codegen/tiled.rs`).
+//! `exp`, `log`, `tanh` and `sigmoid` over slices of `f32`, compiled by rustc for AVX2+FMA
+//! (and again for AVX-512F, taken where the CPU has it), for JIT kernels to call once per
+//! tile (see `codegen/tiled.rs`).
 //!
 //! # Why a second code generator for four functions
 //! Cranelift's x64 backend has 128-bit vectors only. For memory-bound kernels that costs
@@ -43,11 +44,28 @@ pub(super) fn available() -> bool {
 /// The signature JIT code calls: `dst[i] = f(src[i])` for `i < n`.
 pub(super) type TileFn = unsafe extern "C" fn(src: *const f32, dst: *mut f32, n: i64);
 
+/// Whether this CPU has AVX-512F: the same loops are then compiled 16 lanes wide. Same bits:
+/// every operation in `scalar.rs` is an IEEE operation on one lane (`mul_add` where `math.rs`
+/// emits `fma`), whatever the vector width LLVM picks.
+#[cfg(target_arch = "x86_64")]
+fn wide() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
 macro_rules! tile_fns {
-    ($($f:ident => $avx2:ident, $entry:ident;)*) => {$(
+    ($($f:ident => $avx2:ident, $avx512:ident, $entry:ident;)*) => {$(
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         fn $avx2(src: &[f32], dst: &mut [f32]) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = $f(s);
+            }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn $avx512(src: &[f32], dst: &mut [f32]) {
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d = $f(s);
             }
@@ -70,17 +88,23 @@ macro_rules! tile_fns {
                     std::slice::from_raw_parts_mut(dst, n),
                 )
             };
-            // SAFETY: AVX2 and FMA are present (the caller's contract).
-            unsafe { $avx2(src, dst) }
+            if wide() {
+                // SAFETY: AVX2 and FMA are present (the caller's contract), and AVX-512F
+                // (`wide`).
+                unsafe { $avx512(src, dst) }
+            } else {
+                // SAFETY: AVX2 and FMA are present (the caller's contract).
+                unsafe { $avx2(src, dst) }
+            }
         }
     )*};
 }
 
 tile_fns! {
-    exp => exp_avx2, kiln_tile_exp;
-    log => log_avx2, kiln_tile_log;
-    tanh => tanh_avx2, kiln_tile_tanh;
-    sigmoid => sigmoid_avx2, kiln_tile_sigmoid;
+    exp => exp_avx2, exp_avx512, kiln_tile_exp;
+    log => log_avx2, log_avx512, kiln_tile_log;
+    tanh => tanh_avx2, tanh_avx512, kiln_tile_tanh;
+    sigmoid => sigmoid_avx2, sigmoid_avx512, kiln_tile_sigmoid;
 }
 
 /// The symbol name and entry point of each function; an op's props name its symbol.
@@ -98,4 +122,63 @@ pub(super) const ENTRIES: [(&str, TileFn); 0] = [];
 pub(super) fn index(u: crate::graph::op::UnaryOp) -> Option<usize> {
     let name = u.props().tile?;
     ENTRIES.iter().position(|(n, _)| *n == name)
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The 16-lane and 8-lane loops agree bit for bit on a spread of bit patterns (all
+    /// exponents, both signs, NaNs, infinities, subnormals), tile lengths not multiples of 16.
+    #[test]
+    fn the_avx512_loops_give_the_avx2_bits() {
+        if !(available() && wide()) {
+            eprintln!("no AVX-512F here: only the AVX2 loops run");
+            return;
+        }
+        let xs: Vec<f32> = (0..100_003u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(0x9E37_79B9)))
+            .collect();
+        type Pair = (
+            &'static str,
+            unsafe fn(&[f32], &mut [f32]),
+            unsafe fn(&[f32], &mut [f32]),
+        );
+        let pairs: [Pair; 4] = [
+            (
+                "exp",
+                |s, d| unsafe { exp_avx2(s, d) },
+                |s, d| unsafe { exp_avx512(s, d) },
+            ),
+            (
+                "log",
+                |s, d| unsafe { log_avx2(s, d) },
+                |s, d| unsafe { log_avx512(s, d) },
+            ),
+            (
+                "tanh",
+                |s, d| unsafe { tanh_avx2(s, d) },
+                |s, d| unsafe { tanh_avx512(s, d) },
+            ),
+            (
+                "sigmoid",
+                |s, d| unsafe { sigmoid_avx2(s, d) },
+                |s, d| unsafe { sigmoid_avx512(s, d) },
+            ),
+        ];
+        for (name, narrow, wide) in pairs {
+            let (mut a, mut b) = (vec![0f32; xs.len()], vec![0f32; xs.len()]);
+            // SAFETY: the CPU has AVX2, FMA and AVX-512F (checked above).
+            unsafe {
+                narrow(&xs, &mut a);
+                wide(&xs, &mut b);
+            }
+            let differ = a
+                .iter()
+                .zip(&b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert_eq!(differ, 0, "{name}: {differ} results differ");
+        }
+    }
 }
