@@ -20,7 +20,7 @@
 //! the same seed gives the same case on any machine.
 //!
 //! **Running it.** `cargo test --release --test fuzzing` runs each target for a fixed number of
-//! cases. For a bounded-time run (CI does 120 s):
+//! cases. For a bounded-time run (CI does 90 s):
 //! `cargo run --release --example fuzz -- --seconds 600 --seed 1`; it prints, per target,
 //! `N cases, 0 failures`, and for each failure its seed and a minimized reproducer (for graphs,
 //! shrunk by deleting the generator's steps). `--target graphs|text|files` runs one target and
