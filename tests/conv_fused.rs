@@ -36,6 +36,9 @@ struct Case {
     extra_reader: bool,
     /// Fetch the bias gradient (else only the filter gradient: no sum to fuse).
     bias_grad: bool,
+    /// Fetch the input's gradient too (then `dpre` has a reader besides the fused sum and
+    /// filter, and the twin must store all of it).
+    input_grad: bool,
 }
 
 /// The block's fetches (loss, filter gradient, bias gradient) and feeds.
@@ -52,7 +55,7 @@ fn build<'g>(g: &'g Graph, c: &Case, rng: &mut Rng) -> (Vec<Tensor<'g>>, Vec<(Te
     if c.extra_reader {
         loss = loss + (y * y).sum_all();
     }
-    let grads = grad(loss, &[w, b]).unwrap();
+    let grads = grad(loss, &[w, b, x]).unwrap();
     let n = |s: &[usize]| s.iter().product::<usize>();
     let feeds = vec![
         (x, Array::new(c.x, values(rng, n(&c.x), false)).unwrap()),
@@ -69,6 +72,9 @@ fn build<'g>(g: &'g Graph, c: &Case, rng: &mut Rng) -> (Vec<Tensor<'g>>, Vec<(Te
     let mut fetch = vec![loss, grads[0]];
     if c.bias_grad {
         fetch.push(grads[1]);
+    }
+    if c.input_grad {
+        fetch.push(grads[2]);
     }
     (fetch, feeds)
 }
@@ -143,6 +149,7 @@ fn case(x: [usize; 4], cout: usize) -> Case {
         pool: Pool2dOptions::new([2, 2]),
         extra_reader: false,
         bias_grad: true,
+        input_grad: false,
     }
 }
 
@@ -186,6 +193,11 @@ fn the_filter_gradient_runs_inside_the_twin_and_matches() {
             bias_grad: false,
             pool: Pool2dOptions::new([3, 2]),
             ..case([2, 13, 12, 1], 24)
+        },
+        // The input's gradient reads `dpre` too: the twin stores every image of it.
+        Case {
+            input_grad: true,
+            ..case([3, 10, 9, 2], 16)
         },
     ];
     let filter = usize::from(cpu_has_filter_kernel());
@@ -257,6 +269,7 @@ fn random_geometries_match() {
             pool,
             extra_reader: rng.below(4) == 0,
             bias_grad: rng.below(5) != 0,
+            input_grad: rng.below(4) == 0,
         };
         let g = Graph::new();
         {

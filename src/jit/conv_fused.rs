@@ -24,6 +24,11 @@
 //! in cache, into a region of scratch of its own; [`FilterStore`] adds the blocks in image
 //! order at the filter gradient's place. The blocks and their sum are the kernel's own, so
 //! the result is bitwise the unfused step's, and `dpre` (11 MB there) is not read again.
+//! When nothing else reads `dpre` (the sum and the filter gradient are its only readers, as
+//! for a first layer, whose input gradient nobody needs), the images whose bias sum the pass
+//! takes inline — all of them at one thread, the first range at several — are written to an
+//! image of the pass's own, in cache, and never to `dpre`: only the images the sum reads
+//! back later are stored.
 //! The convolution's input must be computed before the twin (it is read early).
 //!
 //! **When.** The pool gradient and the mask must be next to each other in the schedule,
@@ -240,6 +245,9 @@ pub(super) struct ReluPoolGrad {
     sum: Option<(NodeId, usize)>,
     /// The filter gradient computed image by image (the module docs).
     filter: Option<TwinFilter>,
+    /// `dpre` is read by nothing but the fused sum and filter: images whose sum is taken
+    /// inline go to an image of the pass's own instead of `dpre` (the module docs).
+    private: bool,
     y: Loc,
     dy: Loc,
     dpre: Loc,
@@ -411,6 +419,9 @@ fn relu_pool_grad(
     let filter = readers(mask)
         .into_iter()
         .find_map(|f| twin_filter(p, lay, steps, f, mask));
+    let fused =
+        |u: &NodeId| Some(*u) == sum.map(|s| s.0) || Some(*u) == filter.as_ref().map(|f| f.node);
+    let private = filter.is_some() && !p.outputs.contains(&mask) && readers(mask).iter().all(fused);
     let dpre = lay.loc[&mask];
     if !locations_ok(lay.loc[&y], lay.loc[&dy], dpre) {
         return None;
@@ -449,6 +460,7 @@ fn relu_pool_grad(
         mask,
         sum,
         filter,
+        private,
         y: lay.loc[&y],
         dy: lay.loc[&dy],
         dpre,

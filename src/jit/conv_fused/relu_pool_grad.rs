@@ -88,6 +88,7 @@ impl ReluPoolGrad {
         };
         let first_end = n / chunks;
         let sums = p.db != 0;
+        let len = self.image_len();
         let acc = std::sync::Mutex::new(vec![T::ZERO; c]);
         let call = |k: usize| {
             let (lo, hi) = (n * k / chunks, n * (k + 1) / chunks);
@@ -100,22 +101,39 @@ impl ReluPoolGrad {
             let (best, val) = scratch.split_at_mut(c);
             let mut arg = vec![0u32; c];
             let mut col = vec![];
+            // `dpre` read by nothing but the fused sum and filter: this call's images go to
+            // one image of its own (in cache) unless the sum reads them back later.
+            let mut own = if self.private && (k == 0 || !sums) {
+                vec![T::ZERO; len]
+            } else {
+                vec![]
+            };
             for b in lo..hi {
-                // SAFETY: image `b < n` of each buffer; this call alone writes it.
-                unsafe { self.image::<T>(p, b, best, val, &mut arg) };
+                let d = if own.is_empty() {
+                    (p.dpre as *mut T).wrapping_add(b * len)
+                } else {
+                    own.as_mut_ptr()
+                };
+                // SAFETY: image `b < n` of each buffer, and `d` image `b` of `dpre` or this
+                // call's own image; this call alone writes it.
+                unsafe { self.image::<T>(p, b, d, best, val, &mut arg) };
                 if let (Some(f), true) = (&self.filter, p.blocks != 0) {
-                    let d = (p.dpre as *const f32).wrapping_add(b * self.image_len());
-                    // SAFETY: the filter is planned only for f32 steps; image `b` of `dpre`
-                    // was just written; `x` is the convolution's input (computed before
-                    // the twin) and block `b` of the region is this call's alone.
+                    // SAFETY: the filter is planned only for f32 steps; `d` was just
+                    // written; `x` is the convolution's input (computed before the twin)
+                    // and block `b` of the region is this call's alone.
                     unsafe {
-                        f.plan
-                            .block_of(p.x as *const f32, d, p.blocks as *mut f32, b, &mut col)
+                        f.plan.block_of(
+                            p.x as *const f32,
+                            d as *const f32,
+                            p.blocks as *mut f32,
+                            b,
+                            &mut col,
+                        )
                     };
                 }
                 if let Some(acc) = local.as_mut() {
-                    // SAFETY: image `b` of `dpre`, just written by this call.
-                    unsafe { self.sum_image::<T>(p, b, 0, acc) };
+                    // SAFETY: image `b`'s `dpre`, just written by this call.
+                    unsafe { self.sum_image::<T>(d, 0, acc) };
                 }
             }
             if let (Some(l), Ok(mut a)) = (local, acc.lock()) {
@@ -146,8 +164,10 @@ impl ReluPoolGrad {
             if let Ok(mut g) = parts[k].lock() {
                 let (c0, part) = &mut *g;
                 for b in first_end..n {
-                    // SAFETY: every image of `dpre` is written (the pass has returned).
-                    unsafe { self.sum_image::<T>(p, b, *c0, part) };
+                    let d = (p.dpre as *const T).wrapping_add(b * len);
+                    // SAFETY: every image of `dpre` past the first range is written (the
+                    // pass has returned; only the first range may have used its own).
+                    unsafe { self.sum_image::<T>(d, *c0, part) };
                 }
             }
         };
@@ -161,14 +181,14 @@ impl ReluPoolGrad {
         }
     }
 
-    /// `acc[i] = acc[i] + dpre[b, pixel, c0 + i]` over image `b`'s pixels in order.
+    /// `acc[i] = acc[i] + d[pixel, c0 + i]` over an image's pixels in order.
     ///
     /// # Safety
-    /// `dpre` holds image `b`, written; `c0 + acc.len() <= C`.
-    unsafe fn sum_image<T: Float>(&self, p: Ptrs, b: usize, c0: usize, acc: &mut [T]) {
+    /// `d` holds an image of `dpre`, written; `c0 + acc.len() <= C`.
+    unsafe fn sum_image<T: Float>(&self, d: *const T, c0: usize, acc: &mut [T]) {
         let (len, c) = (self.image_len(), self.hwc[2]);
         // SAFETY: the caller's contract.
-        let d = unsafe { std::slice::from_raw_parts((p.dpre as *const T).add(b * len), len) };
+        let d = unsafe { std::slice::from_raw_parts(d, len) };
         for px in d.chunks_exact(c) {
             for (a, &v) in acc.iter_mut().zip(&px[c0..]) {
                 *a = *a + v;
@@ -178,7 +198,8 @@ impl ReluPoolGrad {
 
     /// Image `b`: every window's argmax, the pooled gradient at it (`+0.0 + dy`, `+0.0`
     /// elsewhere, as the disjoint pooling gradient stores), then the ReLU mask
-    /// (`y == 0 ? +0.0 : dx`), into `dpre`; pixels in no window get `+0.0`.
+    /// (`y == 0 ? +0.0 : dx`), into `d` (image `b` of `dpre`, or an image of the caller's
+    /// own); pixels in no window get `+0.0`.
     ///
     /// The mask needs `y` only at the argmax, where it is the window's maximum: elsewhere
     /// `dx` is `+0.0` and either side of the select is `+0.0`. So a window's taps are read
@@ -186,11 +207,13 @@ impl ReluPoolGrad {
     /// tap stored as that value or `+0.0`: the bits the three steps give.
     ///
     /// # Safety
-    /// Image `b < n` of each buffer; no other call touches image `b` of `dpre`.
+    /// Image `b < n` of each buffer; `d` holds an image (`H·W·C`), image `b` of `dpre` or
+    /// the caller's own, which no other call touches.
     unsafe fn image<T: Float>(
         &self,
         p: Ptrs,
         b: usize,
+        d: *mut T,
         best: &mut [T],
         val: &mut [T],
         arg: &mut [u32],
@@ -200,7 +223,6 @@ impl ReluPoolGrad {
         let (len, plen) = (self.image_len(), oh * ow * c);
         let y = (p.y as *const T).wrapping_add(b * len);
         let dy = (p.dy as *const T).wrapping_add(b * plen);
-        let d = (p.dpre as *mut T).wrapping_add(b * len);
         let at = |iy: usize, ix: usize| (iy * w + ix) * c;
         if !self.covered {
             // Pixels in no window get `+0.0` (never read by a window: `dpre` may be `y`).
