@@ -9,6 +9,31 @@ use crate::THREADS;
 use kiln::prelude::*;
 use std::hint::black_box;
 
+/// A session of `g` compiled now (its first run of `fetch`) with the kernel that `switch`
+/// names on or off; `count` says how many steps run the kernel, which must be none when off.
+fn compiled(
+    g: &Graph,
+    (switch, on): (&str, bool),
+    fetch: &[Tensor<'_>],
+    feeds: &[(Tensor<'_>, Array)],
+    count: fn(&kiln::session::StepCounts) -> usize,
+    case: &str,
+) -> Session {
+    std::env::set_var(switch, if on { "1" } else { "0" });
+    let mut sess = Session::new(g).unwrap();
+    sess.run(fetch, feeds).unwrap();
+    std::env::remove_var(switch);
+    let steps = count(&sess.last_compile_times().unwrap().steps);
+    assert!(
+        on || steps == 0,
+        "{case}: {steps} kernel steps with {switch}=0"
+    );
+    if on && steps == 0 {
+        eprintln!("{case}: the kernel did not run (it needs x86-64 with AVX2 and FMA)");
+    }
+    sess
+}
+
 /// The convnet A/B.
 pub fn convnet(cfg: &Config, report: &mut Report) {
     let case = "conv1 direct convnet b128";
@@ -24,23 +49,15 @@ pub fn convnet(cfg: &Config, report: &mut Report) {
     let train = [m.loss, m.train];
     for t in THREADS {
         kiln::threads::set_threads(t);
-        // A session compiled now (its first run), with or without the direct kernel.
         let session = |on: bool, fetch: &[Tensor<'_>], feeds: &[(Tensor<'_>, Array)]| {
-            if !on {
-                std::env::set_var("KILN_CONV_DIRECT", "0");
-            }
-            let mut sess = Session::new(&g).unwrap();
-            sess.run(fetch, feeds).unwrap();
-            std::env::remove_var("KILN_CONV_DIRECT");
-            let direct = sess.last_compile_times().unwrap().steps.conv_direct;
-            assert!(
-                on || direct == 0,
-                "{case}: {direct} direct steps with the opt-out"
-            );
-            if on && direct == 0 {
-                eprintln!("{case}: no direct step (the kernel needs x86-64 with AVX2 and FMA)");
-            }
-            sess
+            compiled(
+                &g,
+                ("KILN_CONV_DIRECT", on),
+                fetch,
+                feeds,
+                |c| c.conv_direct,
+                case,
+            )
         };
         let mut td = session(true, &train, &train_feeds);
         let mut tu = session(false, &train, &train_feeds);
@@ -105,19 +122,14 @@ pub fn filter(cfg: &Config, report: &mut Report) {
     for t in THREADS {
         kiln::threads::set_threads(t);
         let session = |on: bool, fetch: &[Tensor<'_>], feeds: &[(Tensor<'_>, Array)]| {
-            std::env::set_var("KILN_CONV_FILTER", if on { "1" } else { "0" });
-            let mut sess = Session::new(&g).unwrap();
-            sess.run(fetch, feeds).unwrap();
-            std::env::remove_var("KILN_CONV_FILTER");
-            let direct = sess.last_compile_times().unwrap().steps.conv_filter_direct;
-            assert!(
-                on || direct == 0,
-                "{case}: {direct} direct steps with the opt-out"
-            );
-            if on && direct == 0 {
-                eprintln!("{case}: no direct step (the kernel needs x86-64 with AVX2 and FMA)");
-            }
-            sess
+            compiled(
+                &g,
+                ("KILN_CONV_FILTER", on),
+                fetch,
+                feeds,
+                |c| c.conv_filter_direct,
+                case,
+            )
         };
         let mut fd = session(true, &[dw], &feeds);
         let mut fg = session(false, &[dw], &feeds);
