@@ -119,11 +119,6 @@ impl ConvStep {
             (ConvKind::FilterGrad, DType::F32) => super::conv_direct::Filter::new(&geo),
             _ => None,
         };
-        let (lanes, partials) = if filter.is_some() {
-            (0, 1)
-        } else {
-            (lanes, partials)
-        };
         ConvStep {
             kind,
             geo,

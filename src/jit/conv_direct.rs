@@ -65,6 +65,19 @@ fn cpu_ok() -> bool {
     }
 }
 
+/// Whether this CPU has AVX-512F: the forward twin and the filter gradient then take their
+/// 16-lane forms (the same bits).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The epilogue the elementwise kernel computes on the convolution's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Bias {

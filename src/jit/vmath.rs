@@ -46,11 +46,11 @@ pub(super) type TileFn = unsafe extern "C" fn(src: *const f32, dst: *mut f32, n:
 
 /// Whether this CPU has AVX-512F: the same loops are then compiled 16 lanes wide. Same bits:
 /// every operation in `scalar.rs` is an IEEE operation on one lane (`mul_add` where `math.rs`
-/// emits `fma`), whatever the vector width LLVM picks.
+/// emits `fma`), whatever the vector width LLVM picks. (The standard macro caches the CPU's
+/// answer: a load and a bit test per tile.)
 #[cfg(target_arch = "x86_64")]
 fn wide() -> bool {
-    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WIDE.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    is_x86_feature_detected!("avx512f")
 }
 
 macro_rules! tile_fns {

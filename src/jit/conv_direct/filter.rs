@@ -5,8 +5,8 @@
 //! convnet's first, `K = 3·3·1 = 9`, `O = 32`) is a product of shape `[9, M] · [M, 32]`
 //! with `M = N·OH·OW = 86,528`: `gemm`'s micro-kernel is filled a quarter at best, and the
 //! column matrix is written and read again only to be consumed once. 50 MFLOP took
-//! 3.2 ms (issue 17's profile, 2026-12-02). Here each image's `[K, O]` block is held in AVX2
-//! registers (3 taps × 32 channels at a time with AVX2; 9 × 32 with AVX-512, where there are
+//! 3.2 ms (issue 17's profile, 2026-12-02). Here each image's `[K, O]` block is held in
+//! vector registers (3 taps × 32 channels at a time with AVX2; 9 × 32 with AVX-512, where there are
 //! 32 vector registers) while its pixels stream past, so the `dY` image is read `⌈K/3⌉`
 //! (`⌈K/9⌉`) times and nothing is written but the block. Inside the backward twin
 //! (`conv_fused`) the image's `dY` is the one just written, still in cache.
@@ -28,18 +28,6 @@
 
 use super::MAX_K;
 use crate::graph::op::ConvGeom;
-
-/// Whether this CPU has AVX-512F (the 16-wide path).
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// `KILN_CONV_FILTER=0` keeps filter gradients on `gemm` (for comparisons).
 fn enabled() -> bool {
@@ -77,7 +65,7 @@ impl Filter {
         Some(Filter {
             geo: geo.clone(),
             taps,
-            wide: geo.o.is_multiple_of(16) && avx512(),
+            wide: geo.o.is_multiple_of(16) && super::avx512(),
         })
     }
 
@@ -217,6 +205,54 @@ mod simd {
     use super::Filter;
     use std::arch::x86_64::*;
 
+    /// One block kernel per vector width (`$lanes` f32 lanes, the intrinsics given): taps
+    /// `k0 .. k0 + KB` by channels `o0 .. o0 + $lanes·OV`, one chain
+    /// `acc = fma(x̂[p, k], dy[p, o], acc)` per element over the pixels in order, so every
+    /// width computes the same bits.
+    macro_rules! block_fn {
+        ($name:ident, $features:literal, $lanes:literal, $zero:ident, $load:ident,
+         $store:ident, $splat:ident, $fma:ident) => {
+            /// Taps `k0 .. k0 + KB` by `OV` vectors of channels from `o0` (see `block_fn`).
+            ///
+            /// # Safety
+            /// As `image`, with `k0 + KB <= K`, `o0 + lanes·OV <= O` and the CPU features
+            /// the function enables.
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const KB: usize, const OV: usize>(
+                &self,
+                col: &[f32],
+                dy: *const f32,
+                dst: *mut f32,
+                k0: usize,
+                o0: usize,
+            ) {
+                let (k, o) = (self.geo.k(), self.geo.o);
+                let mut acc = [[$zero(); OV]; KB];
+                for p in 0..self.geo.out_pixels() {
+                    let xs = &col[p * k + k0..p * k + k0 + KB];
+                    let row = dy.wrapping_add(p * o + o0);
+                    let mut d = [$zero(); OV];
+                    for (j, v) in d.iter_mut().enumerate() {
+                        // SAFETY: pixel `p`'s channels `o0 + lanes·j ..+lanes`, inside `O`.
+                        *v = unsafe { $load(row.add($lanes * j)) };
+                    }
+                    for (a, &xv) in acc.iter_mut().zip(xs) {
+                        let xv = $splat(xv);
+                        for (a, &dv) in a.iter_mut().zip(&d) {
+                            *a = $fma(xv, dv, *a);
+                        }
+                    }
+                }
+                for (kk, a) in acc.iter().enumerate() {
+                    for (j, &v) in a.iter().enumerate() {
+                        // SAFETY: elements `(k0 + kk, o0 + lanes·j ..+lanes)` of the block.
+                        unsafe { $store(dst.add((k0 + kk) * o + o0 + $lanes * j), v) };
+                    }
+                }
+            }
+        };
+    }
+
     impl Filter {
         /// One image's `[K, O]` block into `dst`, from its column rows `col` (`OH·OW·K`).
         ///
@@ -265,45 +301,6 @@ mod simd {
             }
         }
 
-        /// Taps `k0 .. k0 + KB` by channels `o0 .. o0 + 8·OV`: one chain
-        /// `acc = fma(x̂[p, k], dy[p, o], acc)` per element over the pixels in order.
-        ///
-        /// # Safety
-        /// As `image`, with `k0 + KB <= K` and `o0 + 8·OV <= O`.
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn block256<const KB: usize, const OV: usize>(
-            &self,
-            col: &[f32],
-            dy: *const f32,
-            dst: *mut f32,
-            k0: usize,
-            o0: usize,
-        ) {
-            let (k, o) = (self.geo.k(), self.geo.o);
-            let mut acc = [[_mm256_setzero_ps(); OV]; KB];
-            for p in 0..self.geo.out_pixels() {
-                let xs = &col[p * k + k0..p * k + k0 + KB];
-                let row = dy.wrapping_add(p * o + o0);
-                let mut d = [_mm256_setzero_ps(); OV];
-                for (j, v) in d.iter_mut().enumerate() {
-                    // SAFETY: pixel `p`'s channels `o0 + 8j .. o0 + 8j + 8 <= O`.
-                    *v = unsafe { _mm256_loadu_ps(row.add(8 * j)) };
-                }
-                for (a, &xv) in acc.iter_mut().zip(xs) {
-                    let xv = _mm256_set1_ps(xv);
-                    for (a, &dv) in a.iter_mut().zip(&d) {
-                        *a = _mm256_fmadd_ps(xv, dv, *a);
-                    }
-                }
-            }
-            for (kk, a) in acc.iter().enumerate() {
-                for (j, &v) in a.iter().enumerate() {
-                    // SAFETY: elements `(k0 + kk, o0 + 8j ..+8)` of the `[K, O]` block.
-                    unsafe { _mm256_storeu_ps(dst.add((k0 + kk) * o + o0 + 8 * j), v) };
-                }
-            }
-        }
-
         /// The block 9 taps by 32 channels at a time, 16 channels per AVX-512 vector (up to
         /// 18 accumulators of the 32 registers): the MNIST convnet's first layer in one pass
         /// over the image's `dy`. The same chains as `image256`, so the same bits.
@@ -345,42 +342,25 @@ mod simd {
             }
         }
 
-        /// `block256` with 16 channels per vector.
-        ///
-        /// # Safety
-        /// As `image`, with `k0 + KB <= K`, `o0 + 16·OV <= O` and AVX-512F.
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn block512<const KB: usize, const OV: usize>(
-            &self,
-            col: &[f32],
-            dy: *const f32,
-            dst: *mut f32,
-            k0: usize,
-            o0: usize,
-        ) {
-            let (k, o) = (self.geo.k(), self.geo.o);
-            let mut acc = [[_mm512_setzero_ps(); OV]; KB];
-            for p in 0..self.geo.out_pixels() {
-                let xs = &col[p * k + k0..p * k + k0 + KB];
-                let row = dy.wrapping_add(p * o + o0);
-                let mut d = [_mm512_setzero_ps(); OV];
-                for (j, v) in d.iter_mut().enumerate() {
-                    // SAFETY: pixel `p`'s channels `o0 + 16j .. o0 + 16j + 16 <= O`.
-                    *v = unsafe { _mm512_loadu_ps(row.add(16 * j)) };
-                }
-                for (a, &xv) in acc.iter_mut().zip(xs) {
-                    let xv = _mm512_set1_ps(xv);
-                    for (a, &dv) in a.iter_mut().zip(&d) {
-                        *a = _mm512_fmadd_ps(xv, dv, *a);
-                    }
-                }
-            }
-            for (kk, a) in acc.iter().enumerate() {
-                for (j, &v) in a.iter().enumerate() {
-                    // SAFETY: elements `(k0 + kk, o0 + 16j ..+16)` of the `[K, O]` block.
-                    unsafe { _mm512_storeu_ps(dst.add((k0 + kk) * o + o0 + 16 * j), v) };
-                }
-            }
-        }
+        block_fn!(
+            block256,
+            "avx2,fma",
+            8,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_storeu_ps,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps
+        );
+        block_fn!(
+            block512,
+            "avx512f,avx2,fma",
+            16,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_storeu_ps,
+            _mm512_set1_ps,
+            _mm512_fmadd_ps
+        );
     }
 }

@@ -107,7 +107,7 @@ impl Geometry {
             start,
             uncovered,
             pooled,
-            wide: geo.o.is_multiple_of(16) && avx512(),
+            wide: geo.o.is_multiple_of(16) && super::avx512(),
             bias,
             geo,
         })
@@ -142,18 +142,6 @@ impl Geometry {
         };
         // SAFETY: concurrent calls write disjoint images of `y` and `p` and read only.
         unsafe { crate::jit::exec::on_pool(chunks, &call) };
-    }
-}
-
-/// Whether this CPU has AVX-512F (the 16-lane kernel).
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
