@@ -3,8 +3,6 @@
 //! metrics, weighted metrics, gradients, new values of the layers' state); the ordered
 //! reductions; the optimizer's step.
 
-use super::batch::Logs;
-use super::callbacks::Control;
 use super::fit_dist::{agree, hash, DistRun};
 use super::fit_pass::{log_plan, BadBatch, BatchInfo, Batches, Combine, Hooks, Pass, StepIds};
 use super::model::Model;
@@ -138,9 +136,7 @@ impl Model {
             let Some(info) = next else { break };
             let info = info?;
             if let Some(h) = hooks.as_mut() {
-                for cb in h.callbacks.iter_mut() {
-                    cb.on_train_batch_begin(h.epoch, step, self)?;
-                }
+                self.batch_begin(h, step)?;
             }
             let rows = info.rows;
             let mut logs = vec![vec![0f64; width]; d.local];
@@ -185,24 +181,10 @@ impl Model {
             seen += rows;
             step += 1;
             let Some(h) = hooks.as_mut() else { continue };
-            if h.progress.shows_steps() {
-                let running: Vec<(&str, f64)> = names
-                    .iter()
-                    .zip(&plan.slots)
-                    .map(|(n, k)| (n.as_str(), value(&sums, seen, k)))
-                    .collect();
-                h.progress.step(step - 1, &running);
-            }
-            if !h.callbacks.is_empty() {
-                let logs: Logs = names.iter().cloned().zip(vals).collect();
-                for cb in h.callbacks.iter_mut() {
-                    if cb.on_batch_end(h.epoch, step - 1, &logs, self)? == Control::Stop {
-                        stop = true;
-                    }
-                }
-                if stop {
-                    break;
-                }
+            let running = || plan.slots.iter().map(|k| value(&sums, seen, k)).collect();
+            if self.batch_end(h, step - 1, &names, vals, running)? {
+                stop = true;
+                break;
             }
         }
         let logs = names

@@ -208,6 +208,42 @@ pub(super) fn log_plan(ids: &StepIds) -> (Vec<String>, Vec<Combine>) {
 }
 
 impl Model {
+    /// Before batch `step` of a training pass: every callback's `on_train_batch_begin`.
+    pub(super) fn batch_begin(&mut self, h: &mut Hooks<'_>, step: usize) -> Result<()> {
+        for cb in h.callbacks.iter_mut() {
+            cb.on_train_batch_begin(h.epoch, step, self)?;
+        }
+        Ok(())
+    }
+
+    /// After batch `step`: the progress line with the running values (`running`, in the
+    /// order of `names`, computed only when the bar shows steps), then every callback's
+    /// `on_batch_end` with the batch's own values `vals`. True if a callback asked to stop.
+    pub(super) fn batch_end(
+        &mut self,
+        h: &mut Hooks<'_>,
+        step: usize,
+        names: &[String],
+        vals: Vec<f64>,
+        running: impl FnOnce() -> Vec<f64>,
+    ) -> Result<bool> {
+        if h.progress.shows_steps() {
+            let running: Vec<(&str, f64)> =
+                names.iter().map(String::as_str).zip(running()).collect();
+            h.progress.step(step, &running);
+        }
+        let mut stop = false;
+        if !h.callbacks.is_empty() {
+            let batch: Logs = names.iter().cloned().zip(vals).collect();
+            for cb in h.callbacks.iter_mut() {
+                if cb.on_batch_end(h.epoch, step, &batch, self)? == Control::Stop {
+                    stop = true;
+                }
+            }
+        }
+        Ok(stop)
+    }
+
     pub(super) fn ids(&self) -> Result<StepIds> {
         let b = self.built()?;
         let c = self
@@ -312,9 +348,7 @@ impl Model {
         while let Some(info) = src.next_into(self, &mut bufs) {
             let info = info?;
             if let Some(h) = hooks.as_mut() {
-                for cb in h.callbacks.iter_mut() {
-                    cb.on_train_batch_begin(h.epoch, step, self)?;
-                }
+                self.batch_begin(h, step)?;
             }
             let fetched = self.run_batch(&mut ids, training, &mut bufs)?;
             let vals: Vec<f64> = sums
@@ -336,24 +370,10 @@ impl Model {
             seen += info.rows;
             step += 1;
             let Some(h) = hooks.as_mut() else { continue };
-            if h.progress.shows_steps() {
-                let running: Vec<(&str, f64)> = names
-                    .iter()
-                    .zip(&sums)
-                    .map(|(n, s)| (n.as_str(), s.value(seen)))
-                    .collect();
-                h.progress.step(step - 1, &running);
-            }
-            if !h.callbacks.is_empty() {
-                let batch: Logs = names.iter().cloned().zip(vals).collect();
-                for cb in h.callbacks.iter_mut() {
-                    if cb.on_batch_end(h.epoch, step - 1, &batch, self)? == Control::Stop {
-                        stop = true;
-                    }
-                }
-                if stop {
-                    break;
-                }
+            let running = || sums.iter().map(|s| s.value(seen)).collect();
+            if self.batch_end(h, step - 1, &names, vals, running)? {
+                stop = true;
+                break;
             }
         }
         let logs = names
